@@ -1,0 +1,75 @@
+//! The public areas of the objects in this protocol, as templates a TPM creates them from.
+
+use super::constants::{
+    EK_POLICY_SECRET_ENDORSEMENT, TPMA_OBJECT_ADMIN_WITH_POLICY, TPMA_OBJECT_DECRYPT,
+    TPMA_OBJECT_FIXED_PARENT, TPMA_OBJECT_FIXED_TPM, TPMA_OBJECT_NO_DA, TPMA_OBJECT_RESTRICTED,
+    TPMA_OBJECT_SENSITIVE_DATA_ORIGIN, TPMA_OBJECT_SIGN, TPMA_OBJECT_USER_WITH_AUTH,
+    TPM_ALG_SHA256,
+};
+use super::public::{Public, PublicParameters, Scheme, SymDefObject};
+
+/// Attributes of the TCG default EK (EK Credential Profile 2.0, template L-1).
+pub const EK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
+    | TPMA_OBJECT_FIXED_PARENT
+    | TPMA_OBJECT_SENSITIVE_DATA_ORIGIN
+    | TPMA_OBJECT_ADMIN_WITH_POLICY
+    | TPMA_OBJECT_RESTRICTED
+    | TPMA_OBJECT_DECRYPT;
+
+/// Attributes of the SRK (TCG TPM v2.0 Provisioning Guidance, §7.5.1).
+pub const SRK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
+    | TPMA_OBJECT_FIXED_PARENT
+    | TPMA_OBJECT_SENSITIVE_DATA_ORIGIN
+    | TPMA_OBJECT_USER_WITH_AUTH
+    | TPMA_OBJECT_NO_DA
+    | TPMA_OBJECT_RESTRICTED
+    | TPMA_OBJECT_DECRYPT;
+
+/// Attributes of the issued HMAC key: userWithAuth|sign (0x00040040). Not fixedTPM or
+/// fixedParent, because an imported object must be duplicable.
+pub const HMAC_KEY_ATTRIBUTES: u32 = TPMA_OBJECT_USER_WITH_AUTH | TPMA_OBJECT_SIGN;
+
+fn rsa_storage_key(attributes: u32, auth_policy: Vec<u8>, modulus: Vec<u8>) -> Public {
+    Public {
+        name_alg: TPM_ALG_SHA256,
+        object_attributes: attributes,
+        auth_policy,
+        parameters: PublicParameters::Rsa {
+            symmetric: Some(SymDefObject::AES_128_CFB),
+            scheme: Scheme::null(),
+            key_bits: 2048,
+            exponent: 0,
+            modulus,
+        },
+    }
+}
+
+/// The TCG default RSA-2048 EK with the given modulus (a template has 256 zero bytes there).
+#[must_use]
+pub fn ek_rsa2048(modulus: Vec<u8>) -> Public {
+    rsa_storage_key(
+        EK_ATTRIBUTES,
+        EK_POLICY_SECRET_ENDORSEMENT.to_vec(),
+        modulus,
+    )
+}
+
+/// The RSA-2048 SRK with the given modulus (a template has an empty one).
+#[must_use]
+pub fn srk_rsa2048(modulus: Vec<u8>) -> Public {
+    rsa_storage_key(SRK_ATTRIBUTES, Vec::new(), modulus)
+}
+
+/// The issued HMAC-SHA-256 key; `unique` = SHA-256(seedValue || key).
+#[must_use]
+pub fn hmac_sha256_key(unique: Vec<u8>) -> Public {
+    Public {
+        name_alg: TPM_ALG_SHA256,
+        object_attributes: HMAC_KEY_ATTRIBUTES,
+        auth_policy: Vec::new(),
+        parameters: PublicParameters::KeyedHash {
+            scheme: Scheme::hmac(TPM_ALG_SHA256),
+            unique,
+        },
+    }
+}

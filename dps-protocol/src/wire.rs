@@ -1,0 +1,143 @@
+//! The JSON bodies of the DPS device API (protocol.md §2), shared by the service and the device
+//! client. Binary fields are [`Base64Bytes`]: decoded at the serde boundary, once.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Bytes carried as standard base64 in JSON.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Base64Bytes(pub Vec<u8>);
+
+impl std::fmt::Debug for Base64Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Base64Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Base64Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Base64Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(s.as_bytes())
+            .map(Base64Bytes)
+            .map_err(|_| serde::de::Error::custom("invalid base64"))
+    }
+}
+
+/// `tpm` of a registration request: the device's EK and SRK as marshalled `TPM2B_PUBLIC`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TpmAttestation {
+    pub endorsement_key: Base64Bytes,
+    pub storage_root_key: Base64Bytes,
+}
+
+/// Body of `PUT /{idScope}/registrations/{registrationId}/register`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRegistration {
+    pub registration_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmAttestation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// The `401` body of the first register call, and `registrationState.tpm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TpmRegistrationResult {
+    pub authentication_key: Base64Bytes,
+}
+
+/// `status` of an operation and of a registration state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RegistrationStatus {
+    Unassigned,
+    Assigning,
+    Assigned,
+    Failed,
+    Disabled,
+}
+
+/// `substatus` of an assigned registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RegistrationSubstatus {
+    InitialAssignment,
+    DeviceDataMigrated,
+    DeviceDataReset,
+    ReprovisionedToInitialAssignment,
+}
+
+/// `registrationState`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRegistrationResult {
+    pub registration_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_date_time_utc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_hub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    pub status: RegistrationStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substatus: Option<RegistrationSubstatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_date_time_utc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmRegistrationResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// Body of `202` (register, operation still running) and `200` (operation done).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationOperationStatus {
+    pub operation_id: String,
+    pub status: RegistrationStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_state: Option<DeviceRegistrationResult>,
+}
+
+/// The error body DPS writes with every 4xx/5xx.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub error_code: u32,
+    pub tracking_id: String,
+    pub message: String,
+    pub timestamp_utc: String,
+}
+
+/// DPS `errorCode` values: the HTTP status followed by three digits.
+pub mod error_codes {
+    /// 400: an argument is invalid (bad JSON, base64, TPM structure, registration id).
+    pub const ARGUMENT_INVALID: u32 = 400_004;
+    /// 401: authentication failed (no or bad SAS, key not issued).
+    pub const UNAUTHORIZED: u32 = 401_002;
+    /// 404: no such registration or enrollment.
+    pub const REGISTRATION_NOT_FOUND: u32 = 404_201;
+    /// 412: precondition (etag) failed.
+    pub const PRECONDITION_FAILED: u32 = 412_002;
+    /// 429: throttled; see `Retry-After`.
+    pub const THROTTLED: u32 = 429_001;
+    /// 500: internal error.
+    pub const INTERNAL_ERROR: u32 = 500_000;
+}
