@@ -1,0 +1,62 @@
+use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
+
+/// What went wrong talking to the TPM.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TpmError {
+    /// The TCTI string is malformed, or the TPM behind it cannot be reached.
+    #[error("cannot open the TPM at {tcti:?}")]
+    Open {
+        tcti: String,
+        #[source]
+        source: tss_esapi::Error,
+    },
+    /// A TPM command (or the library's preparation of it) failed.
+    #[error("TPM2_{command} failed")]
+    Command {
+        command: &'static str,
+        #[source]
+        source: tss_esapi::Error,
+    },
+    /// The authenticationKey blob does not decode.
+    #[error("malformed authenticationKey blob")]
+    Blob(#[from] dps_protocol::DecodeError),
+    /// No key is persisted at the authentication key handle: the device is not provisioned.
+    #[error("no authentication key at persistent handle 0x{handle:08x}")]
+    NoAuthenticationKey { handle: u32 },
+    /// The data to HMAC is longer than one TPM buffer.
+    #[error("{len} bytes to HMAC, at most {max} supported")]
+    DataTooLong { len: usize, max: usize },
+    /// The TPM returned something this protocol cannot use.
+    #[error("unexpected TPM output: {what}")]
+    Unexpected { what: &'static str },
+}
+
+impl TpmError {
+    /// The TPM response code kind, if the TPM itself refused the command.
+    #[must_use]
+    pub fn response_code(&self) -> Option<Tss2ResponseCodeKind> {
+        match self {
+            Self::Open { source, .. } | Self::Command { source, .. } => match source {
+                tss_esapi::Error::Tss2Error(rc) => rc.kind(),
+                tss_esapi::Error::WrapperError(_) => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The TPM rejected a blob's integrity: it was made for another EK or SRK, or altered.
+    #[must_use]
+    pub fn is_integrity_failure(&self) -> bool {
+        self.response_code() == Some(Tss2ResponseCodeKind::Integrity)
+    }
+
+    /// The TPM command that failed, if any.
+    #[must_use]
+    pub fn command(&self) -> Option<&'static str> {
+        match self {
+            Self::Command { command, .. } => Some(command),
+            _ => None,
+        }
+    }
+}

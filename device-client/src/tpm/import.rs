@@ -1,0 +1,134 @@
+//! Importing a DPS `authenticationKey` (protocol.md §5):
+//! ActivateCredential (SRK, EK under PolicySecret(endorsement)) → inner wrapping key;
+//! Import under the SRK with it → Load → EvictControl to the persistent handle.
+
+use dps_protocol::AuthenticationKey;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{AuthHandle, KeyHandle, ObjectHandle, SessionHandle};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::resource_handles::Provision;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    Data, Digest, EncryptedSecret, IdObject, Nonce, Private, SymmetricDefinition,
+    SymmetricDefinitionObject,
+};
+use tss_esapi::Context;
+
+use super::keys::{persistent, persistent_handle, to_esapi_public};
+use super::TpmError;
+
+fn command(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+    move |source| TpmError::Command { command, source }
+}
+
+pub(super) fn import(
+    ctx: &mut Context,
+    ek: KeyHandle,
+    srk: KeyHandle,
+    blob: &AuthenticationKey,
+    auth_key_handle: u32,
+) -> Result<(), TpmError> {
+    let inner_key = activate_credential(ctx, ek, srk, blob)?;
+
+    let public = to_esapi_public(&blob.public)?;
+    let private = ctx
+        .execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.import(
+                srk.into(),
+                Some(inner_key),
+                public.clone(),
+                Private::try_from(blob.duplicate.body().to_vec())?,
+                EncryptedSecret::try_from(blob.in_sym_seed.body().to_vec())?,
+                SymmetricDefinitionObject::AES_128_CFB,
+            )
+        })
+        .map_err(command("Import"))?;
+    let loaded = ctx
+        .execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.load(srk, private, public)
+        })
+        .map_err(command("Load"))?;
+
+    let persisted = persist(ctx, loaded, auth_key_handle);
+    let flushed = ctx.flush_context(loaded.into()).map_err(command("FlushContext"));
+    persisted?;
+    flushed
+}
+
+/// Recovers the inner wrapping key. The EK's policy is PolicySecret(TPM_RH_ENDORSEMENT), so it
+/// is used through a policy session that satisfies it; the session is flushed whatever happens.
+fn activate_credential(
+    ctx: &mut Context,
+    ek: KeyHandle,
+    srk: KeyHandle,
+    blob: &AuthenticationKey,
+) -> Result<Data, TpmError> {
+    let session = ctx
+        .start_auth_session(
+            None,
+            None,
+            None,
+            SessionType::Policy,
+            SymmetricDefinition::AES_128_CFB,
+            HashingAlgorithm::Sha256,
+        )
+        .map_err(command("StartAuthSession"))?
+        .ok_or(TpmError::Unexpected {
+            what: "StartAuthSession returned no session",
+        })?;
+
+    let activated = (|| {
+        let policy = PolicySession::try_from(session).map_err(command("PolicySecret"))?;
+        ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.policy_secret(
+                policy,
+                AuthHandle::Endorsement,
+                Nonce::default(),
+                Digest::default(),
+                Nonce::default(),
+                None,
+            )
+        })
+        .map_err(command("PolicySecret"))?;
+        ctx.execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
+            ctx.activate_credential(
+                srk,
+                ek,
+                IdObject::try_from(blob.credential_blob.body().to_vec())?,
+                EncryptedSecret::try_from(blob.secret.body().to_vec())?,
+            )
+        })
+        .map_err(command("ActivateCredential"))
+    })();
+
+    let flushed = ctx
+        .flush_context(SessionHandle::from(session).into())
+        .map_err(command("FlushContext"));
+    let inner_key = activated?;
+    flushed?;
+    Data::try_from(inner_key.value().to_vec()).map_err(command("Import"))
+}
+
+/// Makes `loaded` persistent at `handle`, evicting whatever was there first. The new key is
+/// already loaded, so a failure here leaves the old key in place or no key, never a wrong one.
+fn persist(ctx: &mut Context, loaded: KeyHandle, handle: u32) -> Result<(), TpmError> {
+    let target = persistent_handle(handle)?;
+    if let Some(old) = persistent(ctx, handle)? {
+        ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.evict_control(Provision::Owner, old, Persistent::Persistent(target))
+        })
+        .map_err(command("EvictControl"))?;
+        // tpm2-tss 3.2 keeps the evicted object's metadata (its old name) in the ESYS context,
+        // and a later Esys_TR_FromTPMPublic of the same handle then fails with "name mismatch".
+        // Drop it; tss-esapi has already marked it closed, so its bookkeeping error is moot.
+        let mut stale = old;
+        let _ = ctx.tr_close(&mut stale);
+    }
+    let mut persisted: ObjectHandle = ctx
+        .execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.evict_control(Provision::Owner, loaded.into(), Persistent::Persistent(target))
+        })
+        .map_err(command("EvictControl"))?;
+    ctx.tr_close(&mut persisted).map_err(command("EvictControl"))
+}

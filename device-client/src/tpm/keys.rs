@@ -1,0 +1,123 @@
+//! The EK and SRK: found at their persistent handles, or created from their templates and
+//! persisted there.
+
+use dps_protocol::tpm::templates::{ek_rsa2048, srk_rsa2048};
+use tss_esapi::constants::CapabilityType;
+use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::{CapabilityData, Public, PublicBuffer};
+use tss_esapi::traits::{Marshall, UnMarshall};
+use tss_esapi::Context;
+
+use super::TpmError;
+
+pub(super) fn persistent_handle(handle: u32) -> Result<PersistentTpmHandle, TpmError> {
+    PersistentTpmHandle::new(handle).map_err(|source| TpmError::Command {
+        command: "EvictControl",
+        source,
+    })
+}
+
+/// The ESYS object for a persistent handle, or `None` if nothing is persisted there. Asks
+/// GetCapability first, so a missing key is an answer rather than a logged TPM error. The
+/// caller closes the returned object when done with it (`tr_close`).
+pub(super) fn persistent(ctx: &mut Context, handle: u32) -> Result<Option<ObjectHandle>, TpmError> {
+    let (data, _) = ctx
+        .get_capability(CapabilityType::Handles, handle, 1)
+        .map_err(|source| TpmError::Command {
+            command: "GetCapability",
+            source,
+        })?;
+    let present = matches!(data, CapabilityData::Handles(list)
+        if list.first().is_some_and(|h| u32::from(*h) == handle));
+    if !present {
+        return Ok(None);
+    }
+    ctx.tr_from_tpm_public(TpmHandle::Persistent(persistent_handle(handle)?))
+        .map(Some)
+        .map_err(|source| TpmError::Command {
+            command: "ReadPublic",
+            source,
+        })
+}
+
+/// Closes an ESYS object made by [`persistent`] (the TPM object itself stays).
+pub(super) fn close(ctx: &mut Context, mut object: ObjectHandle) -> Result<(), TpmError> {
+    ctx.tr_close(&mut object).map_err(|source| TpmError::Command {
+        command: "ContextClose",
+        source,
+    })
+}
+
+/// Converts one of `dps-protocol`'s templates (the single source of our templates).
+pub(super) fn to_esapi_public(public: &dps_protocol::tpm::Public) -> Result<Public, TpmError> {
+    Public::unmarshall(&public.to_tpmt()).map_err(|source| TpmError::Command {
+        command: "CreatePrimary",
+        source,
+    })
+}
+
+fn ensure(
+    ctx: &mut Context,
+    handle: u32,
+    hierarchy: Hierarchy,
+    template: &dps_protocol::tpm::Public,
+) -> Result<KeyHandle, TpmError> {
+    if let Some(object) = persistent(ctx, handle)? {
+        return Ok(KeyHandle::from(object));
+    }
+    tracing::info!(handle = format_args!("0x{handle:08x}"), "creating primary key");
+    let public = to_esapi_public(template)?;
+    let transient = ctx
+        .execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.create_primary(hierarchy, public, None, None, None, None)
+        })
+        .map_err(|source| TpmError::Command {
+            command: "CreatePrimary",
+            source,
+        })?
+        .key_handle;
+    let persisted = ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+        ctx.evict_control(
+            Provision::Owner,
+            transient.into(),
+            Persistent::Persistent(PersistentTpmHandle::new(handle)?),
+        )
+    });
+    let flushed = ctx.flush_context(transient.into());
+    let persisted = persisted.map_err(|source| TpmError::Command {
+        command: "EvictControl",
+        source,
+    })?;
+    flushed.map_err(|source| TpmError::Command {
+        command: "FlushContext",
+        source,
+    })?;
+    Ok(KeyHandle::from(persisted))
+}
+
+/// The TCG default RSA-2048 EK (EK Credential Profile, template L-1).
+pub(super) fn ensure_endorsement_key(ctx: &mut Context, handle: u32) -> Result<KeyHandle, TpmError> {
+    ensure(ctx, handle, Hierarchy::Endorsement, &ek_rsa2048(vec![0; 256]))
+}
+
+/// The RSA-2048 SRK (TCG TPM v2.0 Provisioning Guidance).
+pub(super) fn ensure_storage_root_key(
+    ctx: &mut Context,
+    handle: u32,
+) -> Result<KeyHandle, TpmError> {
+    ensure(ctx, handle, Hierarchy::Owner, &srk_rsa2048(Vec::new()))
+}
+
+/// The key's public area as a marshalled `TPM2B_PUBLIC`.
+pub(super) fn read_public_tpm2b(ctx: &mut Context, key: KeyHandle) -> Result<Vec<u8>, TpmError> {
+    let command = "ReadPublic";
+    let (public, _, _) = ctx
+        .read_public(key)
+        .map_err(|source| TpmError::Command { command, source })?;
+    PublicBuffer::try_from(public)
+        .and_then(|buffer| buffer.marshall())
+        .map_err(|source| TpmError::Command { command, source })
+}

@@ -1,0 +1,179 @@
+//! The TPM behind one small door: four verbs over a `tss-esapi` context.
+//!
+//! - [`Tpm::endorsement_key`] / [`Tpm::storage_root_key`]: ensure the key exists (create it from
+//!   its template and persist it if not) and return its marshalled `TPM2B_PUBLIC`;
+//! - [`Tpm::import_authentication_key`]: ActivateCredential, Import, Load, EvictControl;
+//! - [`Tpm::hmac`]: HMAC-SHA-256 with the persisted key (also the SAS [`Signer`]).
+//!
+//! Calls are blocking; async callers run them on a blocking thread. Every transient object and
+//! session this module creates is flushed before the call returns, success or not: a TPM has
+//! only a few slots and swtpm has no resource manager in front of it.
+
+mod context;
+mod error;
+mod import;
+mod keys;
+
+use dps_protocol::sas::Signer;
+use dps_protocol::tpm::constants::{
+    AUTH_KEY_PERSISTENT_HANDLE, EK_PERSISTENT_HANDLE, SRK_PERSISTENT_HANDLE,
+};
+use tss_esapi::handles::KeyHandle;
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::MaxBuffer;
+use tss_esapi::Context;
+
+pub use context::{tcti_from_env, DEFAULT_TCTI};
+pub use error::TpmError;
+
+/// The largest input of one `TPM2_HMAC` (`MAX_DIGEST_BUFFER`, the size of `TPM2B_MAX_BUFFER`).
+pub const MAX_HMAC_INPUT: usize = 1024;
+
+/// Where each key lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handles {
+    pub endorsement_key: u32,
+    pub storage_root_key: u32,
+    pub authentication_key: u32,
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        Self {
+            endorsement_key: EK_PERSISTENT_HANDLE,
+            storage_root_key: SRK_PERSISTENT_HANDLE,
+            authentication_key: AUTH_KEY_PERSISTENT_HANDLE,
+        }
+    }
+}
+
+/// An open TPM.
+pub struct Tpm {
+    context: Context,
+    handles: Handles,
+    /// ESYS handles of the persistent EK and SRK, once ensured.
+    ek: Option<KeyHandle>,
+    srk: Option<KeyHandle>,
+}
+
+impl std::fmt::Debug for Tpm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tpm")
+            .field("handles", &self.handles)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tpm {
+    /// Opens the TPM at `tcti` (for example `device:/dev/tpmrm0`, `tabrmd:` or
+    /// `swtpm:host=127.0.0.1,port=2321`) with the default persistent handles.
+    pub fn open(tcti: &str) -> Result<Self, TpmError> {
+        Self::open_with_handles(tcti, Handles::default())
+    }
+
+    /// Opens the TPM at `tcti` with the given persistent handles.
+    pub fn open_with_handles(tcti: &str, handles: Handles) -> Result<Self, TpmError> {
+        Ok(Self {
+            context: context::open(tcti)?,
+            handles,
+            ek: None,
+            srk: None,
+        })
+    }
+
+    /// The EK's `TPM2B_PUBLIC`, creating and persisting the TCG default RSA-2048 EK if absent.
+    pub fn endorsement_key(&mut self) -> Result<Vec<u8>, TpmError> {
+        let handle = self.ensure_ek()?;
+        keys::read_public_tpm2b(&mut self.context, handle)
+    }
+
+    /// The SRK's `TPM2B_PUBLIC`, creating and persisting the RSA-2048 SRK if absent.
+    pub fn storage_root_key(&mut self) -> Result<Vec<u8>, TpmError> {
+        let handle = self.ensure_srk()?;
+        keys::read_public_tpm2b(&mut self.context, handle)
+    }
+
+    /// Imports a DPS `authenticationKey` blob and persists the key, replacing any key at the
+    /// authentication key handle. Fails, importing nothing, if the blob was not made for this
+    /// TPM's EK and SRK or was altered.
+    pub fn import_authentication_key(&mut self, blob: &[u8]) -> Result<(), TpmError> {
+        let blob = dps_protocol::AuthenticationKey::from_bytes(blob)?;
+        let ek = self.ensure_ek()?;
+        let srk = self.ensure_srk()?;
+        import::import(
+            &mut self.context,
+            ek,
+            srk,
+            &blob,
+            self.handles.authentication_key,
+        )
+    }
+
+    /// Whether a key is persisted at the authentication key handle.
+    pub fn has_authentication_key(&mut self) -> Result<bool, TpmError> {
+        match keys::persistent(&mut self.context, self.handles.authentication_key)? {
+            Some(object) => keys::close(&mut self.context, object).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// HMAC-SHA-256 of `data` with the persisted authentication key.
+    ///
+    /// At most [`MAX_HMAC_INPUT`] bytes: longer input needs the HMAC sequence commands, which
+    /// tss-esapi 7 does not wrap. SAS strings-to-sign are far shorter.
+    pub fn hmac(&mut self, data: &[u8]) -> Result<[u8; 32], TpmError> {
+        let command = "HMAC";
+        if data.len() > MAX_HMAC_INPUT {
+            return Err(TpmError::DataTooLong {
+                len: data.len(),
+                max: MAX_HMAC_INPUT,
+            });
+        }
+        let handle = keys::persistent(&mut self.context, self.handles.authentication_key)?
+            .ok_or(TpmError::NoAuthenticationKey {
+                handle: self.handles.authentication_key,
+            })?;
+        let buffer = MaxBuffer::try_from(data.to_vec()).map_err(|source| TpmError::Command {
+            command,
+            source,
+        })?;
+        let digest = self
+            .context
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.hmac(handle, buffer, HashingAlgorithm::Sha256)
+            })
+            .map_err(|source| TpmError::Command { command, source });
+        keys::close(&mut self.context, handle)?;
+        let digest = digest?;
+        <[u8; 32]>::try_from(digest.value()).map_err(|_| TpmError::Unexpected {
+            what: "HMAC-SHA-256 digest is not 32 bytes",
+        })
+    }
+
+    fn ensure_ek(&mut self) -> Result<KeyHandle, TpmError> {
+        if let Some(handle) = self.ek {
+            return Ok(handle);
+        }
+        let handle = keys::ensure_endorsement_key(&mut self.context, self.handles.endorsement_key)?;
+        self.ek = Some(handle);
+        Ok(handle)
+    }
+
+    fn ensure_srk(&mut self) -> Result<KeyHandle, TpmError> {
+        if let Some(handle) = self.srk {
+            return Ok(handle);
+        }
+        let handle =
+            keys::ensure_storage_root_key(&mut self.context, self.handles.storage_root_key)?;
+        self.srk = Some(handle);
+        Ok(handle)
+    }
+}
+
+impl Signer for Tpm {
+    type Error = TpmError;
+    fn sign(&mut self, data: &[u8]) -> Result<[u8; 32], TpmError> {
+        self.hmac(data)
+    }
+}

@@ -1,0 +1,150 @@
+//! A fresh swtpm per test: manufactured with `swtpm_setup` (EK, EK certificate from swtpm's local
+//! CA), served on free loopback ports, polled until ready, killed in `Drop`.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// One local CA for the whole test process: creating its RSA-4096 keys is most of the cost of
+/// `swtpm_setup`, and sharing it makes every EK certificate chain to the same root.
+fn local_ca_dir() -> &'static Path {
+    static CA: OnceLock<tempfile::TempDir> = OnceLock::new();
+    CA.get_or_init(|| tempfile::tempdir().expect("create the local CA directory"))
+        .path()
+}
+
+/// A running swtpm. Drop it after any TPM context that talks to it.
+pub struct Swtpm {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Swtpm {
+    /// A newly manufactured TPM.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("create the swtpm directory");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).expect("create the state directory");
+        manufacture(dir.path(), &state);
+        Self::serve(dir)
+    }
+
+    /// A TPM whose state is a copy of `fixture` (a directory holding `tpm2-00.permall`).
+    pub fn start_from_state(fixture: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("create the swtpm directory");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).expect("create the state directory");
+        std::fs::copy(fixture.join("tpm2-00.permall"), state.join("tpm2-00.permall"))
+            .expect("copy the swtpm state fixture");
+        Self::serve(dir)
+    }
+
+    /// The TCTI string for tss-esapi 7 (which cannot parse `swtpm:path=`).
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// The directory holding the TPM state.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn serve(dir: tempfile::TempDir) -> Self {
+        let state = dir.path().join("state");
+        // A free port pair can be taken by someone else before swtpm binds it: retry.
+        for _ in 0..5 {
+            let port = free_port_pair();
+            let mut child = Command::new("swtpm")
+                .args(["socket", "--tpm2"])
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                .arg("--tpmstate")
+                .arg(format!("dir={}", state.display()))
+                .args(["--flags", "not-need-init,startup-clear"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn swtpm (is swtpm installed? scripts/install-deps.sh)");
+            if wait_ready(&mut child, port + 1) {
+                return Self { child, port, dir };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("swtpm did not start on any free port");
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn manufacture(dir: &Path, state: &Path) {
+    let ca = local_ca_dir();
+    let localca_conf = dir.join("swtpm-localca.conf");
+    std::fs::write(
+        &localca_conf,
+        format!(
+            "statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n",
+            ca = ca.display()
+        ),
+    )
+    .expect("write swtpm-localca.conf");
+    let setup_conf = dir.join("swtpm_setup.conf");
+    std::fs::write(
+        &setup_conf,
+        format!(
+            "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\n",
+            localca_conf.display()
+        ),
+    )
+    .expect("write swtpm_setup.conf");
+    let out = Command::new("swtpm_setup")
+        .arg("--tpm2")
+        .arg("--tpmstate")
+        .arg(state)
+        .arg("--config")
+        .arg(&setup_conf)
+        .args(["--createek", "--create-ek-cert", "--overwrite"])
+        .output()
+        .expect("run swtpm_setup (is swtpm-tools installed? scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "swtpm_setup failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port_pair() -> u16 {
+    loop {
+        let first = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = first.local_addr().expect("local address").port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Polls the control port (the data port takes one client at a time; leave it to the test).
+fn wait_ready(child: &mut Child, ctrl_port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if TcpStream::connect(("127.0.0.1", ctrl_port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

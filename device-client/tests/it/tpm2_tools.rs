@@ -1,0 +1,1 @@
+//! Cross-checks with an independent implementation: tpm2-tools.

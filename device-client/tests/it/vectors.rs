@@ -1,0 +1,1 @@
+//! The swtpm-proven vector set.
