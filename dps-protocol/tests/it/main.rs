@@ -1,0 +1,11 @@
+//! Unit tests of `dps-protocol` against fixed vectors (`tests/vectors/`), no TPM, no I/O but
+//! reading the vector files.
+#![allow(unreachable_pub)]
+
+mod decode;
+mod handshake;
+mod no_panic;
+mod registration_id;
+mod sas;
+mod support;
+mod vectors;
