@@ -1,1 +1,77 @@
-fn main(){}
+//! What one registration costs the service in CPU: building an `authenticationKey` blob, next to
+//! its unavoidable floor, two RSA-2048 OAEP encryptions (one to the EK, one to the SRK).
+//!
+//! `cargo bench -p dps-protocol --bench crypto`
+
+#![allow(clippy::expect_used)]
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use dps_protocol::crypto::{oaep_encrypt, LABEL_DUPLICATE, LABEL_IDENTITY};
+use dps_protocol::sas::{self, SasToken, SoftwareKey, VerifyPolicy};
+use dps_protocol::tpm::Public;
+use dps_protocol::AuthenticationKey;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+fn device_keys() -> (Vec<u8>, Vec<u8>) {
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../tests/vectors/software_device.json")).expect("json");
+    let field = |k: &str| hex::decode(v[k].as_str().expect(k)).expect(k);
+    (field("ek_tpm2b_public"), field("srk_tpm2b_public"))
+}
+
+fn bench(c: &mut Criterion) {
+    let (ek_bytes, srk_bytes) = device_keys();
+    let ek = Public::from_tpm2b(&ek_bytes).expect("EK");
+    let srk = Public::from_tpm2b(&srk_bytes).expect("SRK");
+    let (ek_key, _) = ek.storage_key("EK").expect("EK key");
+    let (srk_key, _) = srk.storage_key("SRK").expect("SRK key");
+    let mut rng = ChaCha20Rng::seed_from_u64(42);
+
+    let mut group = c.benchmark_group("registration");
+    group.bench_function("authentication_key_blob", |b| {
+        b.iter(|| {
+            // As the service does per request: parse the wire keys, issue, marshal.
+            let ek = Public::from_tpm2b(&ek_bytes).expect("EK");
+            let srk = Public::from_tpm2b(&srk_bytes).expect("SRK");
+            AuthenticationKey::issue(&ek, &srk, &mut rng)
+                .expect("issue")
+                .blob
+                .to_bytes()
+        });
+    });
+    group.bench_function("two_rsa2048_oaep_encryptions", |b| {
+        b.iter(|| {
+            let a = oaep_encrypt(&ek_key, LABEL_IDENTITY, &[7; 32], &mut rng).expect("EK");
+            let b = oaep_encrypt(&srk_key, LABEL_DUPLICATE, &[7; 32], &mut rng).expect("SRK");
+            (a, b)
+        });
+    });
+    let resource = sas::registration_resource("0ne00000001", "device-1");
+    let token = sas::build_token(
+        &resource,
+        1_800_000_060,
+        Some("registration"),
+        &mut SoftwareKey(&[1; 32]),
+    )
+    .expect("token");
+    group.bench_function("sas_parse_and_verify", |b| {
+        b.iter(|| {
+            let policy = VerifyPolicy {
+                resource: &resource,
+                key_name: Some("registration"),
+                now: 1_800_000_000,
+                max_skew: 30,
+                max_lifetime: 3600,
+            };
+            SasToken::parse(&token)
+                .expect("parse")
+                .verify(&[1; 32], &policy)
+                .expect("verify");
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

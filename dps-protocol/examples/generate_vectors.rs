@@ -5,6 +5,8 @@
 //! The swtpm-proven set (`swtpm_device.json`) comes from a real TPM instead; see
 //! `device-client/tests/it/vectors.rs`.
 
+#![allow(clippy::expect_used)]
+
 use dps_protocol::sas::{self, SoftwareKey, REGISTRATION_KEY_NAME};
 use dps_protocol::software_tpm::SoftwareTpm;
 use dps_protocol::tpm::Name;
@@ -30,7 +32,9 @@ fn main() {
 
     let issued = AuthenticationKey::issue(ek, srk, &mut ChaCha20Rng::seed_from_u64(BLOB_SEED))
         .expect("issue");
-    let imported = device.import_authentication_key(&issued.blob).expect("software import");
+    let imported = device
+        .import_authentication_key(&issued.blob)
+        .expect("software import");
     assert_eq!(imported.as_slice(), issued.hmac_key.as_slice());
 
     let registration_id = RegistrationId::from_endorsement_key(&ek.to_tpm2b());

@@ -2,7 +2,7 @@
 //! hands to its TPM. Six size-prefixed fields, in this order (protocol.md §4; the order the
 //! Azure clients read them in):
 //!
-//! 1. `TPM2B_ID_OBJECT` credentialBlob — MakeCredential of the inner wrapping key to the EK,
+//! 1. `TPM2B_ID_OBJECT` credentialBlob — `MakeCredential` of the inner wrapping key to the EK,
 //!    bound to the SRK's name
 //! 2. `TPM2B_ENCRYPTED_SECRET` secret — its seed, for the EK
 //! 3. `TPM2B_PRIVATE` duplicate — the HMAC key, inner- and outer-wrapped to the SRK

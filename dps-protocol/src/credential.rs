@@ -1,4 +1,4 @@
-//! Credential protection in software: TPM2_MakeCredential (Part 3 §12.6, Part 1 §24.6).
+//! Credential protection in software: `TPM2_MakeCredential` (Part 3 §12.6, Part 1 §24.6).
 //!
 //! A credential sealed to an EK and bound to an object's name can only be recovered by
 //! `TPM2_ActivateCredential` on the TPM that holds that EK's private key *and* has an object of
@@ -13,7 +13,7 @@ use crate::error::CryptoError;
 use crate::marshal::tpm2b;
 use crate::tpm::{Name, Public, Tpm2bEncryptedSecret, Tpm2bIdObject};
 
-/// The two outputs of MakeCredential.
+/// The two outputs of `MakeCredential`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
     /// `credentialBlob`: `TPMS_ID_OBJECT` = integrity HMAC and the encrypted credential.
@@ -41,7 +41,12 @@ pub fn make_credential(
     rng.fill_bytes(seed.as_mut());
     let secret = oaep_encrypt(&ek_key, LABEL_IDENTITY, seed.as_ref(), rng)?;
     let plaintext = Zeroizing::new(tpm2b(credential));
-    let id_object = outer_wrap(seed.as_ref(), object_name.as_bytes(), sym_key_len, &plaintext);
+    let id_object = outer_wrap(
+        seed.as_ref(),
+        object_name.as_bytes(),
+        sym_key_len,
+        &plaintext,
+    );
     Ok(Credential {
         id_object: Tpm2bIdObject::new(id_object)?,
         secret: Tpm2bEncryptedSecret::new(secret)?,

@@ -1,7 +1,7 @@
-//! The primitives of TPM protected storage, from RustCrypto crates, and the outer wrapper that
+//! The primitives of TPM protected storage, from `RustCrypto` crates, and the outer wrapper that
 //! credential protection and duplication share (Part 1 §24.5 "Integrity", §24.4 "Symmetric
 //! Encryption"): `TPM2B(HMAC(hmacKey, ciphertext || name)) || AES-CFB(symKey, IV 0, plaintext)`,
-//! both keys derived from one seed with KDFa.
+//! both keys derived from one seed with `KDFa`.
 
 use aes::cipher::{AsyncStreamCipher, KeyIvInit};
 use hmac::{Hmac, Mac};
@@ -18,7 +18,7 @@ use crate::tpm::constants::MAX_DIGEST_SIZE;
 /// Size of a SHA-256 digest, and of every seed and HMAC key in this protocol.
 pub const SHA256_SIZE: usize = 32;
 
-/// OAEP label of MakeCredential secrets (Part 1 §24.6): "IDENTITY" with its NUL.
+/// OAEP label of `MakeCredential` secrets (Part 1 §24.6): "IDENTITY" with its NUL.
 pub const LABEL_IDENTITY: &str = "IDENTITY\0";
 /// OAEP label of duplication seeds (Part 1 §24.5): "DUPLICATE" with its NUL.
 pub const LABEL_DUPLICATE: &str = "DUPLICATE\0";

@@ -1,4 +1,4 @@
-//! Duplication in software: what TPM2_Duplicate produces (Part 1 §23.3, §24), for an object
+//! Duplication in software: what `TPM2_Duplicate` produces (Part 1 §23.3, §24), for an object
 //! created outside any TPM, wrapped to a new parent (the device's SRK) with both an inner
 //! (symmetric, caller-chosen key) and an outer (seed encrypted to the parent) wrapper.
 

@@ -88,7 +88,10 @@ pub fn put_u32(out: &mut Vec<u8>, v: u32) {
 /// Callers only pass buffers bounded by a TPM structure maximum (all far below 64 KiB); a
 /// larger one is a programming error, caught in debug builds.
 pub fn put_tpm2b(out: &mut Vec<u8>, data: &[u8]) {
-    debug_assert!(u16::try_from(data.len()).is_ok(), "TPM2B larger than 64 KiB");
+    debug_assert!(
+        u16::try_from(data.len()).is_ok(),
+        "TPM2B larger than 64 KiB"
+    );
     put_u16(out, data.len() as u16);
     out.extend_from_slice(data);
 }

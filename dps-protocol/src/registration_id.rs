@@ -40,7 +40,11 @@ impl RegistrationId {
     /// without padding, of SHA-256 over the EK's marshalled `TPM2B_PUBLIC` (52 characters).
     #[must_use]
     pub fn from_endorsement_key(ek_tpm2b_public: &[u8]) -> Self {
-        Self(BASE32_NOPAD.encode(&sha256(&[ek_tpm2b_public])).to_ascii_lowercase())
+        Self(
+            BASE32_NOPAD
+                .encode(&sha256(&[ek_tpm2b_public]))
+                .to_ascii_lowercase(),
+        )
     }
 
     #[must_use]

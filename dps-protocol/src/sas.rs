@@ -1,4 +1,4 @@
-//! Shared access signature (SAS) tokens, as DPS and IoT Hub use them (protocol.md §3):
+//! Shared access signature (SAS) tokens, as DPS and `IoT` Hub use them (protocol.md §3):
 //!
 //! `SharedAccessSignature sr={URL-encoded resource}&sig={URL-encoded base64 HMAC}&se={expiry}&skn={key name}`
 //!
@@ -122,7 +122,7 @@ impl std::fmt::Debug for SasToken {
 fn decode_field(value: &str, field: &'static str) -> Result<String, SasError> {
     percent_decode_str(value)
         .decode_utf8()
-        .map(|s| s.into_owned())
+        .map(std::borrow::Cow::into_owned)
         .map_err(|_| SasError::MalformedField { field })
 }
 

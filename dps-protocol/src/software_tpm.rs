@@ -74,7 +74,7 @@ impl SoftwareTpm {
         &self.srk
     }
 
-    /// TPM2_ActivateCredential with the SRK as the activated object: recovers the credential.
+    /// `TPM2_ActivateCredential` with the SRK as the activated object: recovers the credential.
     pub fn activate_credential(
         &self,
         id_object: &Tpm2bIdObject,
@@ -93,7 +93,7 @@ impl SoftwareTpm {
         Ok(Zeroizing::new(credential.to_vec()))
     }
 
-    /// TPM2_Import under the SRK with an inner wrapper, then Load's public/sensitive binding
+    /// `TPM2_Import` under the SRK with an inner wrapper, then Load's public/sensitive binding
     /// check: returns the imported sensitive area.
     pub fn import(
         &self,
@@ -112,8 +112,13 @@ impl SoftwareTpm {
         }
         let name = Name::of(public)?;
         let seed = oaep_decrypt(&self.srk_key, LABEL_DUPLICATE, in_sym_seed.body())?;
-        let mut inner =
-            outer_unwrap(&seed, name.as_bytes(), sym_key_len, duplicate.body(), STRUCTURE)?;
+        let mut inner = outer_unwrap(
+            &seed,
+            name.as_bytes(),
+            sym_key_len,
+            duplicate.body(),
+            STRUCTURE,
+        )?;
         aes_cfb(inner_key, &mut inner, false);
 
         let mut r = Reader::new(&inner);
@@ -154,7 +159,8 @@ impl SoftwareTpm {
         blob: &AuthenticationKey,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let inner_key = self.activate_credential(&blob.credential_blob, &blob.secret)?;
-        let sensitive = self.import(&inner_key, &blob.public, &blob.duplicate, &blob.in_sym_seed)?;
+        let sensitive =
+            self.import(&inner_key, &blob.public, &blob.duplicate, &blob.in_sym_seed)?;
         Ok(sensitive.key)
     }
 }

@@ -1,6 +1,6 @@
 //! Importing a DPS `authenticationKey` (protocol.md §5):
-//! ActivateCredential (SRK, EK under PolicySecret(endorsement)) → inner wrapping key;
-//! Import under the SRK with it → Load → EvictControl to the persistent handle.
+//! `ActivateCredential` (SRK, EK under PolicySecret(endorsement)) → inner wrapping key;
+//! Import under the SRK with it → Load → `EvictControl` to the persistent handle.
 
 use dps_protocol::AuthenticationKey;
 use tss_esapi::constants::SessionType;
@@ -51,12 +51,14 @@ pub(super) fn import(
         .map_err(command("Load"))?;
 
     let persisted = persist(ctx, loaded, auth_key_handle);
-    let flushed = ctx.flush_context(loaded.into()).map_err(command("FlushContext"));
+    let flushed = ctx
+        .flush_context(loaded.into())
+        .map_err(command("FlushContext"));
     persisted?;
     flushed
 }
 
-/// Recovers the inner wrapping key. The EK's policy is PolicySecret(TPM_RH_ENDORSEMENT), so it
+/// Recovers the inner wrapping key. The EK's policy is `PolicySecret(TPM_RH_ENDORSEMENT)`, so it
 /// is used through a policy session that satisfies it; the session is flushed whatever happens.
 fn activate_credential(
     ctx: &mut Context,
@@ -127,8 +129,13 @@ fn persist(ctx: &mut Context, loaded: KeyHandle, handle: u32) -> Result<(), TpmE
     }
     let mut persisted: ObjectHandle = ctx
         .execute_with_session(Some(AuthSession::Password), |ctx| {
-            ctx.evict_control(Provision::Owner, loaded.into(), Persistent::Persistent(target))
+            ctx.evict_control(
+                Provision::Owner,
+                loaded.into(),
+                Persistent::Persistent(target),
+            )
         })
         .map_err(command("EvictControl"))?;
-    ctx.tr_close(&mut persisted).map_err(command("EvictControl"))
+    ctx.tr_close(&mut persisted)
+        .map_err(command("EvictControl"))
 }

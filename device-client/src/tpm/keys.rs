@@ -21,7 +21,7 @@ pub(super) fn persistent_handle(handle: u32) -> Result<PersistentTpmHandle, TpmE
 }
 
 /// The ESYS object for a persistent handle, or `None` if nothing is persisted there. Asks
-/// GetCapability first, so a missing key is an answer rather than a logged TPM error. The
+/// `GetCapability` first, so a missing key is an answer rather than a logged TPM error. The
 /// caller closes the returned object when done with it (`tr_close`).
 pub(super) fn persistent(ctx: &mut Context, handle: u32) -> Result<Option<ObjectHandle>, TpmError> {
     let (data, _) = ctx
@@ -45,10 +45,11 @@ pub(super) fn persistent(ctx: &mut Context, handle: u32) -> Result<Option<Object
 
 /// Closes an ESYS object made by [`persistent`] (the TPM object itself stays).
 pub(super) fn close(ctx: &mut Context, mut object: ObjectHandle) -> Result<(), TpmError> {
-    ctx.tr_close(&mut object).map_err(|source| TpmError::Command {
-        command: "ContextClose",
-        source,
-    })
+    ctx.tr_close(&mut object)
+        .map_err(|source| TpmError::Command {
+            command: "ContextClose",
+            source,
+        })
 }
 
 /// Converts one of `dps-protocol`'s templates (the single source of our templates).
@@ -68,7 +69,10 @@ fn ensure(
     if let Some(object) = persistent(ctx, handle)? {
         return Ok(KeyHandle::from(object));
     }
-    tracing::info!(handle = format_args!("0x{handle:08x}"), "creating primary key");
+    tracing::info!(
+        handle = format_args!("0x{handle:08x}"),
+        "creating primary key"
+    );
     let public = to_esapi_public(template)?;
     let transient = ctx
         .execute_with_session(Some(AuthSession::Password), |ctx| {
@@ -99,8 +103,16 @@ fn ensure(
 }
 
 /// The TCG default RSA-2048 EK (EK Credential Profile, template L-1).
-pub(super) fn ensure_endorsement_key(ctx: &mut Context, handle: u32) -> Result<KeyHandle, TpmError> {
-    ensure(ctx, handle, Hierarchy::Endorsement, &ek_rsa2048(vec![0; 256]))
+pub(super) fn ensure_endorsement_key(
+    ctx: &mut Context,
+    handle: u32,
+) -> Result<KeyHandle, TpmError> {
+    ensure(
+        ctx,
+        handle,
+        Hierarchy::Endorsement,
+        &ek_rsa2048(vec![0; 256]),
+    )
 }
 
 /// The RSA-2048 SRK (TCG TPM v2.0 Provisioning Guidance).

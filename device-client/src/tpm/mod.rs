@@ -2,7 +2,7 @@
 //!
 //! - [`Tpm::endorsement_key`] / [`Tpm::storage_root_key`]: ensure the key exists (create it from
 //!   its template and persist it if not) and return its marshalled `TPM2B_PUBLIC`;
-//! - [`Tpm::import_authentication_key`]: ActivateCredential, Import, Load, EvictControl;
+//! - [`Tpm::import_authentication_key`]: `ActivateCredential`, Import, Load, `EvictControl`;
 //! - [`Tpm::hmac`]: HMAC-SHA-256 with the persisted key (also the SAS [`Signer`]).
 //!
 //! Calls are blocking; async callers run them on a blocking thread. Every transient object and
@@ -130,14 +130,13 @@ impl Tpm {
                 max: MAX_HMAC_INPUT,
             });
         }
-        let handle = keys::persistent(&mut self.context, self.handles.authentication_key)?
-            .ok_or(TpmError::NoAuthenticationKey {
+        let handle = keys::persistent(&mut self.context, self.handles.authentication_key)?.ok_or(
+            TpmError::NoAuthenticationKey {
                 handle: self.handles.authentication_key,
-            })?;
-        let buffer = MaxBuffer::try_from(data.to_vec()).map_err(|source| TpmError::Command {
-            command,
-            source,
-        })?;
+            },
+        )?;
+        let buffer = MaxBuffer::try_from(data.to_vec())
+            .map_err(|source| TpmError::Command { command, source })?;
         let digest = self
             .context
             .execute_with_session(Some(AuthSession::Password), |ctx| {

@@ -36,7 +36,10 @@ fn public_areas_remarshal_byte_for_byte() {
 #[test]
 fn keys_are_persisted_across_contexts() {
     let mut t = TestTpm::new();
-    let (ek, srk) = (t.tpm.endorsement_key().expect("EK"), t.tpm.storage_root_key().expect("SRK"));
+    let (ek, srk) = (
+        t.tpm.endorsement_key().expect("EK"),
+        t.tpm.storage_root_key().expect("SRK"),
+    );
     let mut t = t.reopen();
     assert_eq!(t.tpm.endorsement_key().expect("EK"), ek);
     assert_eq!(t.tpm.storage_root_key().expect("SRK"), srk);
@@ -58,7 +61,8 @@ fn software_blob_imports_and_tpm_hmac_matches_service() {
 
         let to_sign = sas::string_to_sign(&sas::encode_resource(&resource), now + 60);
         let tpm_hmac = t.tpm.hmac(to_sign.as_bytes()).expect("TPM HMAC");
-        let service_hmac = dps_protocol::crypto::hmac_sha256(issued.hmac_key.as_ref(), &[to_sign.as_bytes()]);
+        let service_hmac =
+            dps_protocol::crypto::hmac_sha256(issued.hmac_key.as_ref(), &[to_sign.as_bytes()]);
         assert_eq!(tpm_hmac, service_hmac, "round {round}");
 
         // The full SAS token, signed inside the TPM, verifies with the service's key.
@@ -85,17 +89,31 @@ fn software_blob_imports_and_tpm_hmac_matches_service() {
 fn hmac_limits_are_typed_errors() {
     let mut t = TestTpm::new();
     let err = t.tpm.hmac(b"x").expect_err("no key imported yet");
-    assert!(matches!(err, device_client::tpm::TpmError::NoAuthenticationKey { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            device_client::tpm::TpmError::NoAuthenticationKey { .. }
+        ),
+        "{err:?}"
+    );
 
     let mut rng = rng("limits");
     let (ek, srk) = (t.ek(), t.srk());
     let issued = AuthenticationKey::issue(&ek, &srk, &mut rng).expect("issue");
-    t.tpm.import_authentication_key(&issued.blob.to_bytes()).expect("import");
+    t.tpm
+        .import_authentication_key(&issued.blob.to_bytes())
+        .expect("import");
     let max = vec![0x5a; device_client::tpm::MAX_HMAC_INPUT];
     assert_eq!(
         t.tpm.hmac(&max).expect("1024 bytes"),
         dps_protocol::crypto::hmac_sha256(issued.hmac_key.as_ref(), &[&max])
     );
-    let err = t.tpm.hmac(&[0; device_client::tpm::MAX_HMAC_INPUT + 1]).expect_err("too long");
-    assert!(matches!(err, device_client::tpm::TpmError::DataTooLong { .. }), "{err:?}");
+    let err = t
+        .tpm
+        .hmac(&[0; device_client::tpm::MAX_HMAC_INPUT + 1])
+        .expect_err("too long");
+    assert!(
+        matches!(err, device_client::tpm::TpmError::DataTooLong { .. }),
+        "{err:?}"
+    );
 }

@@ -1,5 +1,10 @@
 //! Integration tests of `device-client::tpm` on a real software TPM (swtpm), one per test.
-#![allow(unreachable_pub)]
+#![allow(
+    unreachable_pub,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used
+)]
 
 mod handshake;
 mod helpers;

@@ -22,7 +22,10 @@ fn impostor_with_a_copied_ek_pub_fails_at_activate_credential() {
         .import_authentication_key(&issued.blob.to_bytes())
         .expect_err("an impostor cannot activate the credential");
     assert_eq!(err.command(), Some("ActivateCredential"), "{err:?}");
-    assert!(err.response_code().is_some(), "the TPM itself refused: {err:?}");
+    assert!(
+        err.response_code().is_some(),
+        "the TPM itself refused: {err:?}"
+    );
     assert!(!impostor.tpm.has_authentication_key().expect("query"));
 }
 
@@ -36,8 +39,13 @@ fn credential_bound_to_another_srk_name_fails_integrity() {
     let mut rng = rng("other-srk");
     let mut issued = AuthenticationKey::issue(&ek, &srk, &mut rng).expect("issue");
     // Re-seal the same kind of inner key to our EK, but bound to the other TPM's SRK name.
-    let credential = make_credential(&ek, &Name::of(&other_srk).expect("name"), &[7; 16], &mut rng)
-        .expect("make credential");
+    let credential = make_credential(
+        &ek,
+        &Name::of(&other_srk).expect("name"),
+        &[7; 16],
+        &mut rng,
+    )
+    .expect("make credential");
     issued.blob.credential_blob = credential.id_object;
     issued.blob.secret = credential.secret;
     let err = t
@@ -55,11 +63,16 @@ fn a_flipped_byte_anywhere_never_imports_a_key() {
     let mut rng = rng("flip");
     // A good key first, so we can see that failed imports leave it alone.
     let good = AuthenticationKey::issue(&ek, &srk, &mut rng).expect("issue");
-    t.tpm.import_authentication_key(&good.blob.to_bytes()).expect("import good key");
+    t.tpm
+        .import_authentication_key(&good.blob.to_bytes())
+        .expect("import good key");
     let probe = b"probe";
     let good_hmac = t.tpm.hmac(probe).expect("hmac");
 
-    let bytes = AuthenticationKey::issue(&ek, &srk, &mut rng).expect("issue").blob.to_bytes();
+    let bytes = AuthenticationKey::issue(&ek, &srk, &mut rng)
+        .expect("issue")
+        .blob
+        .to_bytes();
     let (mut decode, mut tpm_refused) = (0, 0);
     for i in 0..bytes.len() {
         let mut bad = bytes.clone();
@@ -71,6 +84,13 @@ fn a_flipped_byte_anywhere_never_imports_a_key() {
             Ok(()) => panic!("byte {i}: a corrupted blob was imported"),
         }
     }
-    eprintln!("{} flips: {decode} refused by the decoder, {tpm_refused} by the TPM", bytes.len());
-    assert_eq!(t.tpm.hmac(probe).expect("hmac"), good_hmac, "the good key is untouched");
+    eprintln!(
+        "{} flips: {decode} refused by the decoder, {tpm_refused} by the TPM",
+        bytes.len()
+    );
+    assert_eq!(
+        t.tpm.hmac(probe).expect("hmac"),
+        good_hmac,
+        "the good key is untouched"
+    );
 }

@@ -37,8 +37,11 @@ impl Swtpm {
         let dir = tempfile::tempdir().expect("create the swtpm directory");
         let state = dir.path().join("state");
         std::fs::create_dir(&state).expect("create the state directory");
-        std::fs::copy(fixture.join("tpm2-00.permall"), state.join("tpm2-00.permall"))
-            .expect("copy the swtpm state fixture");
+        std::fs::copy(
+            fixture.join("tpm2-00.permall"),
+            state.join("tpm2-00.permall"),
+        )
+        .expect("copy the swtpm state fixture");
         Self::serve(dir)
     }
 

@@ -4,7 +4,7 @@
 //!
 //! The activated secret is observed through the whole import: it is the inner wrapping key of
 //! a duplicate built by `dps-protocol`, so the key only imports, and its HMAC only matches, if
-//! ActivateCredential returned exactly that secret.
+//! `ActivateCredential` returned exactly that secret.
 
 use std::process::Command;
 
@@ -20,9 +20,13 @@ use zeroize::Zeroizing;
 
 use crate::helpers::{rng, TestTpm};
 
-/// tpm2-tools' credential file: magic 0xBADCC0DE, version 1, TPM2B_ID_OBJECT,
-/// TPM2B_ENCRYPTED_SECRET.
-fn tpm2_tools_credential(ek: &Public, srk_name: &Name, secret: &[u8]) -> (Tpm2bIdObject, Tpm2bEncryptedSecret) {
+/// tpm2-tools' credential file: magic `0xBADCC0DE`, version 1, `TPM2B_ID_OBJECT`,
+/// `TPM2B_ENCRYPTED_SECRET`.
+fn tpm2_tools_credential(
+    ek: &Public,
+    srk_name: &Name,
+    secret: &[u8],
+) -> (Tpm2bIdObject, Tpm2bEncryptedSecret) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = |f: &str| dir.path().join(f);
     std::fs::write(path("ek.pub"), ek.to_tpm2b()).expect("write ek.pub");
@@ -38,7 +42,11 @@ fn tpm2_tools_credential(ek: &Public, srk_name: &Name, secret: &[u8]) -> (Tpm2bI
         .arg(path("cred.out"))
         .output()
         .expect("run tpm2_makecredential (is tpm2-tools installed? scripts/install-deps.sh)");
-    assert!(out.status.success(), "tpm2_makecredential: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tpm2_makecredential: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let file = std::fs::read(path("cred.out")).expect("read cred.out");
     let mut r = Reader::new(&file);
     assert_eq!(r.u32("header").expect("magic"), 0xBADC_C0DE);
@@ -72,8 +80,12 @@ fn tpm2_makecredential_and_ours_activate_to_the_same_secret() {
     let ours = dps_protocol::credential::make_credential(&ek, &srk_name, &inner_key, &mut rng)
         .expect("our MakeCredential");
     let theirs = tpm2_tools_credential(&ek, &srk_name, &inner_key);
-    for (who, (id_object, secret)) in [("dps-protocol", (ours.id_object, ours.secret)), ("tpm2-tools", theirs)] {
-        let dup = duplicate(&srk, &public, &sensitive.to_tpmt(), &inner_key, &mut rng).expect("duplicate");
+    for (who, (id_object, secret)) in [
+        ("dps-protocol", (ours.id_object, ours.secret)),
+        ("tpm2-tools", theirs),
+    ] {
+        let dup = duplicate(&srk, &public, &sensitive.to_tpmt(), &inner_key, &mut rng)
+            .expect("duplicate");
         let blob = AuthenticationKey {
             credential_blob: id_object,
             secret,

@@ -43,15 +43,24 @@ fn recorded_tpm_accepts_the_vector_blob() {
     let vector: Value =
         serde_json::from_slice(&std::fs::read(vector_path()).expect("read vector")).expect("json");
     let mut t = TestTpm::on(Swtpm::start_from_state(&fixture_state()));
-    assert_eq!(t.tpm.endorsement_key().expect("EK"), hex_field(&vector, "ek_tpm2b_public"));
-    assert_eq!(t.tpm.storage_root_key().expect("SRK"), hex_field(&vector, "srk_tpm2b_public"));
+    assert_eq!(
+        t.tpm.endorsement_key().expect("EK"),
+        hex_field(&vector, "ek_tpm2b_public")
+    );
+    assert_eq!(
+        t.tpm.storage_root_key().expect("SRK"),
+        hex_field(&vector, "srk_tpm2b_public")
+    );
 
     t.tpm
         .import_authentication_key(&hex_field(&vector, "authentication_key"))
         .expect("the recorded TPM imports the vector blob");
     let sas = &vector["sas"];
     let to_sign = sas["string_to_sign"].as_str().expect("string_to_sign");
-    assert_eq!(t.tpm.hmac(to_sign.as_bytes()).expect("hmac").to_vec(), hex_field(sas, "hmac"));
+    assert_eq!(
+        t.tpm.hmac(to_sign.as_bytes()).expect("hmac").to_vec(),
+        hex_field(sas, "hmac")
+    );
 
     let resource = sas::registration_resource(
         sas["id_scope"].as_str().expect("id_scope"),
@@ -73,8 +82,11 @@ fn regenerate_swtpm_vector() {
     drop(tpm);
     // swtpm writes its NV state to disk as it changes; the SRK is persisted by now.
     std::fs::create_dir_all(fixture_state()).expect("fixture dir");
-    std::fs::copy(swtpm.state_dir().join("tpm2-00.permall"), fixture_state().join("tpm2-00.permall"))
-        .expect("copy state");
+    std::fs::copy(
+        swtpm.state_dir().join("tpm2-00.permall"),
+        fixture_state().join("tpm2-00.permall"),
+    )
+    .expect("copy state");
     drop(swtpm);
 
     let (ek, srk) = (
@@ -90,10 +102,16 @@ fn regenerate_swtpm_vector() {
     // Prove it on the copied state before writing anything.
     let mut t = TestTpm::on(Swtpm::start_from_state(&fixture_state()));
     assert_eq!(t.tpm.endorsement_key().expect("EK"), ek_bytes);
-    t.tpm.import_authentication_key(&issued.blob.to_bytes()).expect("import");
+    t.tpm
+        .import_authentication_key(&issued.blob.to_bytes())
+        .expect("import");
     let hmac = t.tpm.hmac(to_sign.as_bytes()).expect("hmac");
-    assert_eq!(hmac, dps_protocol::crypto::hmac_sha256(issued.hmac_key.as_ref(), &[to_sign.as_bytes()]));
-    let token = sas::build_token(&resource, EXPIRY, Some(REGISTRATION_KEY_NAME), &mut t.tpm).expect("sign");
+    assert_eq!(
+        hmac,
+        dps_protocol::crypto::hmac_sha256(issued.hmac_key.as_ref(), &[to_sign.as_bytes()])
+    );
+    let token =
+        sas::build_token(&resource, EXPIRY, Some(REGISTRATION_KEY_NAME), &mut t.tpm).expect("sign");
 
     let vector = serde_json::json!({
         "source": "swtpm 0.7.1 manufactured by swtpm_setup --createek (state: device-client/tests/fixtures/swtpm-state), SRK created by device-client::tpm; blob from AuthenticationKey::issue with ChaCha20Rng::seed_from_u64(blob_seed); hmac and token computed by that TPM. Generator: device-client/tests/it/vectors.rs regenerate_swtpm_vector",
@@ -111,6 +129,9 @@ fn regenerate_swtpm_vector() {
             "token": token,
         },
     });
-    std::fs::write(vector_path(), serde_json::to_string_pretty(&vector).expect("json") + "\n")
-        .expect("write vector");
+    std::fs::write(
+        vector_path(),
+        serde_json::to_string_pretty(&vector).expect("json") + "\n",
+    )
+    .expect("write vector");
 }

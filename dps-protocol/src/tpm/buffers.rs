@@ -72,7 +72,7 @@ macro_rules! tpm2b_buffer {
 }
 
 tpm2b_buffer!(
-    /// `TPM2B_ID_OBJECT`: a credential made by MakeCredential.
+    /// `TPM2B_ID_OBJECT`: a credential made by `MakeCredential`.
     Tpm2bIdObject,
     "TPM2B_ID_OBJECT",
     MAX_ID_OBJECT_SIZE

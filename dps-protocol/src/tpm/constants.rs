@@ -53,7 +53,7 @@ pub const SRK_PERSISTENT_HANDLE: u32 = 0x8100_0001;
 /// Where the Azure clients (aziot-tpmd) persist the DPS authentication key.
 pub const AUTH_KEY_PERSISTENT_HANDLE: u32 = 0x8100_0100;
 
-/// `authPolicy` of the TCG default EK templates: PolicySecret(TPM_RH_ENDORSEMENT) with SHA-256
+/// `authPolicy` of the TCG default EK templates: `PolicySecret(TPM_RH_ENDORSEMENT)` with SHA-256
 /// (TCG EK Credential Profile 2.0, B.3.3).
 pub const EK_POLICY_SECRET_ENDORSEMENT: [u8; 32] = [
     0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC, 0x8D, 0x46, 0xA5, 0xD7, 0x24,
@@ -64,28 +64,28 @@ pub const EK_POLICY_SECRET_ENDORSEMENT: [u8; 32] = [
 // implementation's MAX_* constants. We accept the largest algorithms a TPM may carry in this
 // protocol: SHA-512 digests, RSA-4096, ECC P-521, and derive every maximum from them.
 
-/// MAX_DIGEST_SIZE: SHA-512.
+/// `MAX_DIGEST_SIZE`: SHA-512.
 pub const MAX_DIGEST_SIZE: usize = 64;
-/// MAX_RSA_KEY_BYTES: RSA-4096.
+/// `MAX_RSA_KEY_BYTES`: RSA-4096.
 pub const MAX_RSA_KEY_BYTES: usize = 512;
-/// MAX_ECC_KEY_BYTES: P-521.
+/// `MAX_ECC_KEY_BYTES`: P-521.
 pub const MAX_ECC_KEY_BYTES: usize = 66;
-/// MAX_SYM_DATA (Part 2, TPM2B_SENSITIVE_DATA).
+/// `MAX_SYM_DATA` (Part 2, `TPM2B_SENSITIVE_DATA`).
 pub const MAX_SYM_DATA: usize = 128;
 
-/// sizeof(TPMT_PUBLIC): type, nameAlg, objectAttributes, authPolicy, the largest parameters
-/// (TPMS_ECC_PARMS, 18 bytes) and the largest unique (an RSA modulus).
+/// `sizeof(TPMT_PUBLIC)`: type, nameAlg, objectAttributes, authPolicy, the largest parameters
+/// (`TPMS_ECC_PARMS`, 18 bytes) and the largest unique (an RSA modulus).
 pub const MAX_PUBLIC_SIZE: usize = 2 + 2 + 4 + (2 + MAX_DIGEST_SIZE) + 18 + (2 + MAX_RSA_KEY_BYTES);
-/// sizeof(TPMS_ID_OBJECT): integrityHMAC and encIdentity, both TPM2B_DIGEST.
+/// `sizeof(TPMS_ID_OBJECT)`: integrityHMAC and encIdentity, both `TPM2B_DIGEST`.
 pub const MAX_ID_OBJECT_SIZE: usize = 2 * (2 + MAX_DIGEST_SIZE);
-/// sizeof(TPMU_ENCRYPTED_SECRET): the largest member is an RSA-encrypted seed.
+/// `sizeof(TPMU_ENCRYPTED_SECRET)`: the largest member is an RSA-encrypted seed.
 pub const MAX_ENCRYPTED_SECRET_SIZE: usize = MAX_RSA_KEY_BYTES;
-/// sizeof(TPMT_SENSITIVE): type, authValue, seedValue and the largest sensitive member (an RSA
-/// private key as TPM2B_PRIVATE_KEY_RSA, MAX_RSA_KEY_BYTES * 5 / 2).
+/// `sizeof(TPMT_SENSITIVE)`: type, authValue, seedValue and the largest sensitive member (an RSA
+/// private key as `TPM2B_PRIVATE_KEY_RSA`, `MAX_RSA_KEY_BYTES` * 5 / 2).
 pub const MAX_SENSITIVE_SIZE: usize =
     2 + (2 + MAX_DIGEST_SIZE) + (2 + MAX_DIGEST_SIZE) + (2 + MAX_RSA_KEY_BYTES * 5 / 2);
-/// sizeof(_PRIVATE): integrityOuter, integrityInner and TPM2B_SENSITIVE.
+/// sizeof(_PRIVATE): integrityOuter, integrityInner and `TPM2B_SENSITIVE`.
 pub const MAX_PRIVATE_SIZE: usize =
     (2 + MAX_DIGEST_SIZE) + (2 + MAX_DIGEST_SIZE) + (2 + MAX_SENSITIVE_SIZE);
-/// sizeof(TPMT_HA), the buffer of TPM2B_DATA.
+/// `sizeof(TPMT_HA)`, the buffer of `TPM2B_DATA`.
 pub const MAX_DATA_SIZE: usize = 2 + MAX_DIGEST_SIZE;

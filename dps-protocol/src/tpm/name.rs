@@ -1,4 +1,4 @@
-//! Object names (Part 1, §16: Name = nameAlg || H_nameAlg(TPMT_PUBLIC)).
+//! Object names (Part 1, §16: Name = nameAlg || `H_nameAlg(TPMT_PUBLIC)`).
 
 use sha2::{Digest, Sha256};
 

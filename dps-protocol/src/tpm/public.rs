@@ -10,9 +10,9 @@ use super::constants::{
     MAX_DIGEST_SIZE, MAX_ECC_KEY_BYTES, MAX_PUBLIC_SIZE, MAX_RSA_KEY_BYTES, TPMA_OBJECT_DECRYPT,
     TPMA_OBJECT_RESTRICTED, TPMA_OBJECT_SIGN, TPM_ALG_AES, TPM_ALG_CAMELLIA, TPM_ALG_CFB,
     TPM_ALG_ECC, TPM_ALG_ECDAA, TPM_ALG_ECDH, TPM_ALG_ECDSA, TPM_ALG_ECMQV, TPM_ALG_ECSCHNORR,
-    TPM_ALG_HMAC, TPM_ALG_KDF1_SP800_108, TPM_ALG_KDF1_SP800_56A, TPM_ALG_KDF2,
-    TPM_ALG_KEYEDHASH, TPM_ALG_MGF1, TPM_ALG_NULL, TPM_ALG_OAEP, TPM_ALG_RSA, TPM_ALG_RSAES,
-    TPM_ALG_RSAPSS, TPM_ALG_RSASSA, TPM_ALG_SHA256, TPM_ALG_SM2, TPM_ALG_SM4, TPM_ALG_XOR,
+    TPM_ALG_HMAC, TPM_ALG_KDF1_SP800_108, TPM_ALG_KDF1_SP800_56A, TPM_ALG_KDF2, TPM_ALG_KEYEDHASH,
+    TPM_ALG_MGF1, TPM_ALG_NULL, TPM_ALG_OAEP, TPM_ALG_RSA, TPM_ALG_RSAES, TPM_ALG_RSAPSS,
+    TPM_ALG_RSASSA, TPM_ALG_SHA256, TPM_ALG_SM2, TPM_ALG_SM4, TPM_ALG_XOR,
 };
 use crate::error::{CryptoError, DecodeError};
 use crate::marshal::{put_tpm2b, put_u16, put_u32, Reader};
@@ -162,7 +162,7 @@ pub enum PublicParameters {
     },
     KeyedHash {
         scheme: Scheme,
-        /// H_nameAlg(seedValue || sensitive) for a key, as a TPM2B_DIGEST.
+        /// `H_nameAlg(seedValue` || sensitive) for a key, as a `TPM2B_DIGEST`.
         unique: Vec<u8>,
     },
 }
@@ -326,7 +326,7 @@ impl Public {
     }
 
     /// Checks that this key can receive protected secrets the way this protocol sends them
-    /// (as a MakeCredential target or a Duplicate parent) and returns its RSA key and the byte
+    /// (as a `MakeCredential` target or a Duplicate parent) and returns its RSA key and the byte
     /// length of its AES-CFB key.
     ///
     /// TPM 2.0 Part 1 §24 requires a restricted decryption key with a symmetric algorithm; we
@@ -361,11 +361,8 @@ impl Public {
             _ => return Err(unsuitable("symmetric algorithm is not AES-CFB")),
         };
         let exponent = if *exponent == 0 { 65_537 } else { *exponent };
-        let key = RsaPublicKey::new(
-            BigUint::from_bytes_be(modulus),
-            BigUint::from(exponent),
-        )
-        .map_err(|_| CryptoError::InvalidRsaKey { role })?;
+        let key = RsaPublicKey::new(BigUint::from_bytes_be(modulus), BigUint::from(exponent))
+            .map_err(|_| CryptoError::InvalidRsaKey { role })?;
         Ok((key, sym_key_len))
     }
 }

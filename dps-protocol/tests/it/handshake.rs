@@ -14,8 +14,8 @@ fn fresh_keys_round_trip() {
     let (_, device) = software_device();
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     for _ in 0..8 {
-        let issued =
-            AuthenticationKey::issue(device.ek_public(), device.srk_public(), &mut rng).expect("issue");
+        let issued = AuthenticationKey::issue(device.ek_public(), device.srk_public(), &mut rng)
+            .expect("issue");
         let bytes = issued.blob.to_bytes();
         let blob = AuthenticationKey::from_bytes(&bytes).expect("split");
         let key = device.import_authentication_key(&blob).expect("import");
@@ -30,7 +30,9 @@ fn impostor_with_copied_ek_pub_cannot_activate() {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let issued = AuthenticationKey::issue(victim.ek_public(), impostor.srk_public(), &mut rng)
         .expect("issue");
-    let err = impostor.import_authentication_key(&issued.blob).expect_err("impostor");
+    let err = impostor
+        .import_authentication_key(&issued.blob)
+        .expect_err("impostor");
     assert!(matches!(err, CryptoError::Oaep { .. }), "{err:?}");
 }
 
@@ -49,7 +51,12 @@ fn credential_bound_to_another_name_fails_integrity() {
     let err = device
         .activate_credential(&credential.id_object, &credential.secret)
         .expect_err("wrong name");
-    assert_eq!(err, CryptoError::IntegrityCheck { structure: "TPM2B_ID_OBJECT" });
+    assert_eq!(
+        err,
+        CryptoError::IntegrityCheck {
+            structure: "TPM2B_ID_OBJECT"
+        }
+    );
 }
 
 #[test]
@@ -60,7 +67,8 @@ fn duplicate_for_another_srk_fails() {
     // Right EK, but the key is duplicated to another TPM's SRK.
     let mut issued =
         AuthenticationKey::issue(device.ek_public(), other.srk_public(), &mut rng).expect("issue");
-    let good = AuthenticationKey::issue(device.ek_public(), device.srk_public(), &mut rng).expect("issue");
+    let good =
+        AuthenticationKey::issue(device.ek_public(), device.srk_public(), &mut rng).expect("issue");
     issued.blob.credential_blob = good.blob.credential_blob;
     issued.blob.secret = good.blob.secret;
     assert!(device.import_authentication_key(&issued.blob).is_err());
@@ -91,13 +99,21 @@ fn unsuitable_keys_are_refused_before_any_work() {
     let mut rng = ChaCha20Rng::seed_from_u64(6);
     let mut signing_srk = device.srk_public().clone();
     signing_srk.object_attributes |= dps_protocol::tpm::constants::TPMA_OBJECT_SIGN;
-    let err = AuthenticationKey::issue(device.ek_public(), &signing_srk, &mut rng).expect_err("sign");
-    assert!(matches!(err, CryptoError::UnsuitableKey { role: "SRK", .. }), "{err:?}");
+    let err =
+        AuthenticationKey::issue(device.ek_public(), &signing_srk, &mut rng).expect_err("sign");
+    assert!(
+        matches!(err, CryptoError::UnsuitableKey { role: "SRK", .. }),
+        "{err:?}"
+    );
 
     let mut unrestricted_ek = device.ek_public().clone();
     unrestricted_ek.object_attributes &= !dps_protocol::tpm::constants::TPMA_OBJECT_RESTRICTED;
-    let err = AuthenticationKey::issue(&unrestricted_ek, device.srk_public(), &mut rng).expect_err("ek");
-    assert!(matches!(err, CryptoError::UnsuitableKey { role: "EK", .. }), "{err:?}");
+    let err =
+        AuthenticationKey::issue(&unrestricted_ek, device.srk_public(), &mut rng).expect_err("ek");
+    assert!(
+        matches!(err, CryptoError::UnsuitableKey { role: "EK", .. }),
+        "{err:?}"
+    );
 
     let mut sha1_srk = device.srk_public().clone();
     sha1_srk.name_alg = dps_protocol::tpm::constants::TPM_ALG_SHA1;

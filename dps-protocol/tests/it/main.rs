@@ -1,6 +1,11 @@
 //! Unit tests of `dps-protocol` against fixed vectors (`tests/vectors/`), no TPM, no I/O but
 //! reading the vector files.
-#![allow(unreachable_pub)]
+#![allow(
+    unreachable_pub,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used
+)]
 
 mod decode;
 mod handshake;

@@ -2,7 +2,9 @@
 //! every prefix of every vector, and every single-byte mutation, through every parser.
 
 use dps_protocol::sas::SasToken;
-use dps_protocol::tpm::{KeyedHashSensitive, Public, Tpm2bEncryptedSecret, Tpm2bIdObject, Tpm2bPrivate};
+use dps_protocol::tpm::{
+    KeyedHashSensitive, Public, Tpm2bEncryptedSecret, Tpm2bIdObject, Tpm2bPrivate,
+};
 use dps_protocol::{AuthenticationKey, RegistrationId};
 
 use crate::support::{hex_field, software_device, vector};
@@ -29,8 +31,13 @@ fn inputs() -> Vec<Vec<u8>> {
         hex_field(&v, "ek_tpm2b_public"),
         hex_field(&v, "srk_tpm2b_public"),
         hex_field(&swtpm, "authentication_key"),
-        v["sas"]["token"].as_str().expect("token").as_bytes().to_vec(),
-        br#"{"registrationId":"abc","tpm":{"endorsementKey":"AAEC","storageRootKey":"AAEC"}}"#.to_vec(),
+        v["sas"]["token"]
+            .as_str()
+            .expect("token")
+            .as_bytes()
+            .to_vec(),
+        br#"{"registrationId":"abc","tpm":{"endorsementKey":"AAEC","storageRootKey":"AAEC"}}"#
+            .to_vec(),
     ]
 }
 

@@ -3,7 +3,14 @@ use dps_protocol::{RegistrationId, RegistrationIdError};
 
 #[test]
 fn accepted() {
-    for id in ["a", "device-1", "my.device_01:x", "0", "x-", &"a".repeat(MAX_LEN)] {
+    for id in [
+        "a",
+        "device-1",
+        "my.device_01:x",
+        "0",
+        "x-",
+        &"a".repeat(MAX_LEN),
+    ] {
         assert_eq!(RegistrationId::parse(id).expect(id).as_str(), id);
     }
 }
@@ -17,7 +24,10 @@ fn refused_with_a_reason() {
         ("Device", RegistrationIdError::InvalidCharacter('D')),
         ("../etc/passwd", RegistrationIdError::InvalidCharacter('/')),
         ("a%2f..", RegistrationIdError::InvalidCharacter('%')),
-        ("x'; drop table enrollments; --", RegistrationIdError::InvalidCharacter('\'')),
+        (
+            "x'; drop table enrollments; --",
+            RegistrationIdError::InvalidCharacter('\''),
+        ),
         ("a b", RegistrationIdError::InvalidCharacter(' ')),
         ("dévice", RegistrationIdError::InvalidCharacter('é')),
         ("a\0", RegistrationIdError::InvalidCharacter('\0')),

@@ -1,3 +1,4 @@
+use base64::Engine;
 use dps_protocol::sas::{
     build_token, encode_resource, registration_resource, string_to_sign, SasToken, SoftwareKey,
     VerifyPolicy, REGISTRATION_KEY_NAME,
@@ -22,7 +23,13 @@ fn policy(resource: &str) -> VerifyPolicy<'_> {
 }
 
 fn token(expiry: u64) -> String {
-    build_token(&resource(), expiry, Some(REGISTRATION_KEY_NAME), &mut SoftwareKey(KEY)).expect("sign")
+    build_token(
+        &resource(),
+        expiry,
+        Some(REGISTRATION_KEY_NAME),
+        &mut SoftwareKey(KEY),
+    )
+    .expect("sign")
 }
 
 fn verify(token: &str) -> Result<(), SasError> {
@@ -36,16 +43,17 @@ fn token_layout_matches_the_azure_clients() {
     let sr = "0ne00abcdef%2Fregistrations%2Fdevice-1";
     assert_eq!(encode_resource(&resource()), sr);
     let sig = dps_protocol::crypto::hmac_sha256(KEY, &[string_to_sign(sr, NOW + 60).as_bytes()]);
-    let sig = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(sig)
-    }
-    .replace('+', "%2B")
-    .replace('/', "%2F")
-    .replace('=', "%3D");
+    let sig = base64::engine::general_purpose::STANDARD
+        .encode(sig)
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
     assert_eq!(
         t,
-        format!("SharedAccessSignature sr={sr}&sig={sig}&se={}&skn=registration", NOW + 60)
+        format!(
+            "SharedAccessSignature sr={sr}&sig={sig}&se={}&skn=registration",
+            NOW + 60
+        )
     );
     verify(&t).expect("verifies");
 }
@@ -53,7 +61,10 @@ fn token_layout_matches_the_azure_clients() {
 #[test]
 fn fields_parse_in_any_order_and_any_encoding_case() {
     let t = token(NOW + 60);
-    let fields: Vec<&str> = t.trim_start_matches("SharedAccessSignature ").split('&').collect();
+    let fields: Vec<&str> = t
+        .trim_start_matches("SharedAccessSignature ")
+        .split('&')
+        .collect();
     let reordered = format!(
         "SharedAccessSignature {}&{}&{}&{}",
         fields[3], fields[2], fields[1], fields[0]
@@ -62,10 +73,16 @@ fn fields_parse_in_any_order_and_any_encoding_case() {
     // A client that percent-encodes in lowercase signs what it sends; that verifies too.
     let sr = "0ne00abcdef%2fregistrations%2fdevice-1";
     let lower = {
-        let sig = dps_protocol::crypto::hmac_sha256(KEY, &[string_to_sign(sr, NOW + 60).as_bytes()]);
-        use base64::Engine;
+        let sig =
+            dps_protocol::crypto::hmac_sha256(KEY, &[string_to_sign(sr, NOW + 60).as_bytes()]);
         let sig = base64::engine::general_purpose::STANDARD.encode(sig);
-        format!("SharedAccessSignature sr={sr}&sig={}&se={}&skn=registration", sig.replace('+', "%2b").replace('/', "%2f").replace('=', "%3d"), NOW + 60)
+        format!(
+            "SharedAccessSignature sr={sr}&sig={}&se={}&skn=registration",
+            sig.replace('+', "%2b")
+                .replace('/', "%2f")
+                .replace('=', "%3d"),
+            NOW + 60
+        )
     };
     verify(&lower).expect("lowercase percent-encoding");
 }
@@ -85,15 +102,25 @@ fn wrong_key_resource_and_key_name() {
     let t = token(NOW + 60);
     let r = resource();
     assert_eq!(
-        SasToken::parse(&t).expect("parse").verify(b"another key", &policy(&r)),
+        SasToken::parse(&t)
+            .expect("parse")
+            .verify(b"another key", &policy(&r)),
         Err(SasError::InvalidSignature)
     );
     let other = registration_resource("0ne00ABCDEF", "device-2");
     assert_eq!(
-        SasToken::parse(&t).expect("parse").verify(KEY, &policy(&other)),
+        SasToken::parse(&t)
+            .expect("parse")
+            .verify(KEY, &policy(&other)),
         Err(SasError::ResourceMismatch)
     );
-    let service = build_token(&r, NOW + 60, Some("provisioningserviceowner"), &mut SoftwareKey(KEY)).expect("sign");
+    let service = build_token(
+        &r,
+        NOW + 60,
+        Some("provisioningserviceowner"),
+        &mut SoftwareKey(KEY),
+    )
+    .expect("sign");
     assert_eq!(verify(&service), Err(SasError::KeyNameMismatch));
     let unnamed = build_token(&r, NOW + 60, None, &mut SoftwareKey(KEY)).expect("sign");
     assert_eq!(verify(&unnamed), Err(SasError::KeyNameMismatch));
@@ -106,23 +133,69 @@ fn wrong_key_resource_and_key_name() {
 fn malformed_tokens() {
     let t = token(NOW + 60);
     let cases: Vec<(String, SasError)> = vec![
-        (t.replace("SharedAccessSignature ", "Bearer "), SasError::MissingScheme),
-        (t.replace("&skn=registration", "&skn=registration&skn=x"), SasError::MalformedField { field: "skn" }),
-        (format!("{t}&extra=1"), SasError::MalformedField { field: "unknown" }),
-        (format!("{t}&novalue"), SasError::MalformedField { field: "pair" }),
-        (t.replace("&se=", "&xx="), SasError::MalformedField { field: "unknown" }),
-        (t.replace(&format!("&se={}", NOW + 60), ""), SasError::MalformedField { field: "se" }),
-        (t.replace(&format!("&se={}", NOW + 60), "&se=-5"), SasError::MalformedExpiry),
-        (t.replace(&format!("&se={}", NOW + 60), "&se=99999999999999999999999"), SasError::MalformedExpiry),
-        (t.replace(&format!("&se={}", NOW + 60), "&se="), SasError::MalformedExpiry),
-        ("SharedAccessSignature sr=a&sig=AAAA&se=1".to_owned(), SasError::MalformedSignature),
-        ("SharedAccessSignature sr=a&sig=%%%&se=1".to_owned(), SasError::MalformedSignature),
-        ("SharedAccessSignature sr=%ff&sig=AAAA&se=1".to_owned(), SasError::MalformedField { field: "sr" }),
-        ("SharedAccessSignature sig=AAAA&se=1".to_owned(), SasError::MalformedField { field: "sr" }),
-        ("SharedAccessSignature sr=a&se=1".to_owned(), SasError::MalformedField { field: "sig" }),
+        (
+            t.replace("SharedAccessSignature ", "Bearer "),
+            SasError::MissingScheme,
+        ),
+        (
+            t.replace("&skn=registration", "&skn=registration&skn=x"),
+            SasError::MalformedField { field: "skn" },
+        ),
+        (
+            format!("{t}&extra=1"),
+            SasError::MalformedField { field: "unknown" },
+        ),
+        (
+            format!("{t}&novalue"),
+            SasError::MalformedField { field: "pair" },
+        ),
+        (
+            t.replace("&se=", "&xx="),
+            SasError::MalformedField { field: "unknown" },
+        ),
+        (
+            t.replace(&format!("&se={}", NOW + 60), ""),
+            SasError::MalformedField { field: "se" },
+        ),
+        (
+            t.replace(&format!("&se={}", NOW + 60), "&se=-5"),
+            SasError::MalformedExpiry,
+        ),
+        (
+            t.replace(&format!("&se={}", NOW + 60), "&se=99999999999999999999999"),
+            SasError::MalformedExpiry,
+        ),
+        (
+            t.replace(&format!("&se={}", NOW + 60), "&se="),
+            SasError::MalformedExpiry,
+        ),
+        (
+            "SharedAccessSignature sr=a&sig=AAAA&se=1".to_owned(),
+            SasError::MalformedSignature,
+        ),
+        (
+            "SharedAccessSignature sr=a&sig=%%%&se=1".to_owned(),
+            SasError::MalformedSignature,
+        ),
+        (
+            "SharedAccessSignature sr=%ff&sig=AAAA&se=1".to_owned(),
+            SasError::MalformedField { field: "sr" },
+        ),
+        (
+            "SharedAccessSignature sig=AAAA&se=1".to_owned(),
+            SasError::MalformedField { field: "sr" },
+        ),
+        (
+            "SharedAccessSignature sr=a&se=1".to_owned(),
+            SasError::MalformedField { field: "sig" },
+        ),
     ];
     for (input, expected) in cases {
-        assert_eq!(SasToken::parse(&input).map(|_| ()), Err(expected), "{input}");
+        assert_eq!(
+            SasToken::parse(&input).map(|_| ()),
+            Err(expected),
+            "{input}"
+        );
     }
 }
 

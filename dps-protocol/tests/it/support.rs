@@ -6,7 +6,9 @@ use rsa::RsaPrivateKey;
 use serde_json::Value;
 
 pub fn vector(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name);
     serde_json::from_slice(&std::fs::read(&path).expect("read vector")).expect("vector is JSON")
 }
 

@@ -11,8 +11,14 @@ use crate::support::{hex_field, software_device, vector};
 #[test]
 fn software_device_vector() {
     let (v, device) = software_device();
-    assert_eq!(device.ek_public().to_tpm2b(), hex_field(&v, "ek_tpm2b_public"));
-    assert_eq!(device.srk_public().to_tpm2b(), hex_field(&v, "srk_tpm2b_public"));
+    assert_eq!(
+        device.ek_public().to_tpm2b(),
+        hex_field(&v, "ek_tpm2b_public")
+    );
+    assert_eq!(
+        device.srk_public().to_tpm2b(),
+        hex_field(&v, "srk_tpm2b_public")
+    );
     assert_eq!(
         Name::of(device.srk_public()).expect("name").as_bytes(),
         hex_field(&v, "srk_name")
@@ -30,7 +36,9 @@ fn software_device_vector() {
 
     let blob = AuthenticationKey::from_bytes(&hex_field(&v, "authentication_key")).expect("split");
     assert_eq!(blob, issued.blob);
-    let key = device.import_authentication_key(&blob).expect("software import");
+    let key = device
+        .import_authentication_key(&blob)
+        .expect("software import");
     assert_eq!(key.to_vec(), hex_field(&v, "hmac_key"));
 
     let id = RegistrationId::from_endorsement_key(&hex_field(&v, "ek_tpm2b_public"));
@@ -64,9 +72,16 @@ fn swtpm_device_vector() {
     let id = v["registration_id"].as_str().expect("registration_id");
     let resource = sas::registration_resource(s["id_scope"].as_str().expect("scope"), id);
     let expiry = s["expiry"].as_u64().expect("expiry");
-    assert_eq!(to_sign, sas::string_to_sign(&sas::encode_resource(&resource), expiry));
+    assert_eq!(
+        to_sign,
+        sas::string_to_sign(&sas::encode_resource(&resource), expiry)
+    );
     let hmac = dps_protocol::crypto::hmac_sha256(issued.hmac_key.as_ref(), &[to_sign.as_bytes()]);
-    assert_eq!(hmac.to_vec(), hex_field(s, "hmac"), "software HMAC equals the TPM's");
+    assert_eq!(
+        hmac.to_vec(),
+        hex_field(s, "hmac"),
+        "software HMAC equals the TPM's"
+    );
     let token = sas::build_token(
         &resource,
         expiry,
