@@ -1,0 +1,223 @@
+//! The factory side: enroll devices from their EK_pub as it comes off a test station, one at a
+//! time or in bulk. Writes through the same store functions as the enrollment API.
+
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use clap::Args;
+use dps_protocol::tpm::templates::ek_rsa2048;
+use dps_protocol::tpm::Public;
+use dps_protocol::RegistrationId;
+use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::pkcs8::DecodePublicKey;
+use rsa::traits::PublicKeyParts;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::config::DatabaseArgs;
+use crate::enrollment::{Attestation, IndividualEnrollment, ProvisioningStatus};
+use crate::store::enrollments;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactoryError {
+    #[error("cannot read {0}")]
+    Read(String, #[source] std::io::Error),
+    #[error("the endorsement key is not a TPM2B_PUBLIC, base64 of one, or an RSA-2048 PEM public key")]
+    BadEndorsementKey,
+    #[error("line {line}: {message}")]
+    BadLine { line: usize, message: String },
+    #[error("{0}")]
+    Rejected(String),
+    #[error("database error")]
+    Db(#[from] crate::store::StoreError),
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The device's registration id; derived from the EK as the Azure TPM clients do if omitted.
+    #[arg(long)]
+    pub registration_id: Option<String>,
+    /// The EK as DPS sends it: base64 of its TPM2B_PUBLIC.
+    #[arg(long, conflicts_with = "ek_file", required_unless_present = "ek_file")]
+    pub ek_base64: Option<String>,
+    /// The EK as a file: TPM2B_PUBLIC (`tpm2_createek -f tpm`, `tpm2_readpublic -o`,
+    /// `device-client ek --out`) or an RSA-2048 PEM public key (TCG default EK template assumed).
+    #[arg(long)]
+    pub ek_file: Option<PathBuf>,
+    /// Device id to assign (default: the registration id).
+    #[arg(long)]
+    pub device_id: Option<String>,
+    /// Pin the device to this IoT hub (default: hashed allocation over the linked hubs).
+    #[arg(long)]
+    pub iot_hub_host_name: Option<String>,
+    /// Enroll the device disabled.
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BulkArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// CSV (`registrationId,endorsementKey[,deviceId[,iotHubHostName[,provisioningStatus]]]`,
+    /// EK as base64 TPM2B_PUBLIC, optional header line) or JSONL (one DPS individual enrollment
+    /// per line); chosen by the `.jsonl`/`.json` extension.
+    pub file: PathBuf,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Reads an EK from TPM2B_PUBLIC bytes, a bare TPMT_PUBLIC, or a PEM public key.
+pub fn endorsement_key_from_bytes(bytes: &[u8]) -> Result<Vec<u8>, FactoryError> {
+    if bytes.starts_with(b"-----BEGIN") {
+        let pem = std::str::from_utf8(bytes).map_err(|_| FactoryError::BadEndorsementKey)?;
+        let key = rsa::RsaPublicKey::from_public_key_pem(pem)
+            .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(pem))
+            .map_err(|_| FactoryError::BadEndorsementKey)?;
+        if key.size() != 256 || key.e() != &rsa::BigUint::from(65_537u32) {
+            return Err(FactoryError::BadEndorsementKey);
+        }
+        return Ok(ek_rsa2048(key.n().to_bytes_be()).to_tpm2b());
+    }
+    if Public::from_tpm2b(bytes).is_ok() {
+        return Ok(bytes.to_vec());
+    }
+    Public::from_tpmt(bytes)
+        .map(|p| p.to_tpm2b())
+        .map_err(|_| FactoryError::BadEndorsementKey)
+}
+
+/// Reads an EK given as base64 of TPM2B_PUBLIC.
+pub fn endorsement_key_from_base64(text: &str) -> Result<Vec<u8>, FactoryError> {
+    let bytes = STANDARD.decode(text.trim()).map_err(|_| FactoryError::BadEndorsementKey)?;
+    Public::from_tpm2b(&bytes).map_err(|_| FactoryError::BadEndorsementKey)?;
+    Ok(bytes)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, FactoryError> {
+    std::fs::read(path).map_err(|e| FactoryError::Read(path.display().to_string(), e))
+}
+
+/// What writing one enrollment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Written,
+    Unchanged,
+}
+
+/// Validates and writes one enrollment (create or update; unchanged is a no-op).
+pub async fn write(pool: &PgPool, enrollment: &IndividualEnrollment) -> Result<Outcome, FactoryError> {
+    // A pinned hub is checked against the linked hubs by the service; here it is taken as given.
+    let hubs: Vec<String> = enrollment.iot_hub_host_name.iter().cloned().collect();
+    let new = enrollment.to_new(&hubs).map_err(|e| FactoryError::Rejected(e.to_string()))?;
+    let (_, changed) = enrollments::upsert(pool, &new, None, OffsetDateTime::now_utc()).await?;
+    Ok(if changed { Outcome::Written } else { Outcome::Unchanged })
+}
+
+/// `enroll`: one device.
+pub async fn enroll_one(pool: &PgPool, args: &EnrollArgs) -> Result<(String, Outcome), FactoryError> {
+    let ek = match (&args.ek_base64, &args.ek_file) {
+        (Some(b64), _) => endorsement_key_from_base64(b64)?,
+        (None, Some(path)) => endorsement_key_from_bytes(&read(path)?)?,
+        (None, None) => return Err(FactoryError::BadEndorsementKey),
+    };
+    let registration_id = match &args.registration_id {
+        Some(id) => id.clone(),
+        None => RegistrationId::from_endorsement_key(&ek).as_str().to_owned(),
+    };
+    let enrollment = IndividualEnrollment {
+        registration_id: registration_id.clone(),
+        device_id: args.device_id.clone(),
+        attestation: Attestation::tpm(ek),
+        iot_hub_host_name: args.iot_hub_host_name.clone(),
+        provisioning_status: if args.disabled { ProvisioningStatus::Disabled } else { ProvisioningStatus::Enabled },
+        etag: None,
+        created_date_time_utc: None,
+        last_updated_date_time_utc: None,
+        extra: serde_json::Map::new(),
+    };
+    Ok((registration_id, write(pool, &enrollment).await?))
+}
+
+/// Parses one line of a bulk file; `None` for blank lines and a CSV header.
+pub fn parse_line(line: &str, jsonl: bool, number: usize) -> Result<Option<IndividualEnrollment>, FactoryError> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let bad = |message: String| FactoryError::BadLine { line: number, message };
+    if jsonl {
+        return serde_json::from_str(line).map(Some).map_err(|e| bad(e.to_string()));
+    }
+    let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+    if number == 1 && fields.first().is_some_and(|f| f.eq_ignore_ascii_case("registrationId")) {
+        return Ok(None);
+    }
+    let field = |i: usize| fields.get(i).copied().filter(|f| !f.is_empty()).map(str::to_owned);
+    let ek = field(1).ok_or_else(|| bad("missing endorsementKey".to_owned()))?;
+    let ek = endorsement_key_from_base64(&ek).map_err(|e| bad(e.to_string()))?;
+    let status = match field(4).as_deref() {
+        None | Some("enabled") => ProvisioningStatus::Enabled,
+        Some("disabled") => ProvisioningStatus::Disabled,
+        Some(other) => return Err(bad(format!("provisioningStatus {other:?}"))),
+    };
+    Ok(Some(IndividualEnrollment {
+        registration_id: field(0).ok_or_else(|| bad("missing registrationId".to_owned()))?,
+        device_id: field(2),
+        attestation: Attestation::tpm(ek),
+        iot_hub_host_name: field(3),
+        provisioning_status: status,
+        etag: None,
+        created_date_time_utc: None,
+        last_updated_date_time_utc: None,
+        extra: serde_json::Map::new(),
+    }))
+}
+
+/// Counts of a bulk run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BulkSummary {
+    pub written: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+}
+
+/// `bulk-enroll`: every line, each written on its own (a bad line is reported, not fatal).
+pub async fn enroll_file(pool: &PgPool, args: &BulkArgs) -> Result<BulkSummary, FactoryError> {
+    let text = String::from_utf8(read(&args.file)?)
+        .map_err(|_| FactoryError::BadLine { line: 0, message: "file is not UTF-8".to_owned() })?;
+    let jsonl = matches!(args.file.extension().and_then(|e| e.to_str()), Some("jsonl" | "json"));
+    let lines: Vec<&str> = text.lines().collect();
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(lines.len() as u64)
+    };
+    let mut summary = BulkSummary::default();
+    for (i, line) in lines.iter().enumerate() {
+        bar.inc(1);
+        let result = match parse_line(line, jsonl, i + 1) {
+            Ok(None) => continue,
+            Ok(Some(enrollment)) => write(pool, &enrollment).await.map_err(|e| match e {
+                FactoryError::Rejected(message) => FactoryError::BadLine { line: i + 1, message },
+                other => other,
+            }),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Outcome::Written) => summary.written += 1,
+            Ok(Outcome::Unchanged) => summary.unchanged += 1,
+            Err(FactoryError::Db(e)) => return Err(FactoryError::Db(e)),
+            Err(e) => {
+                summary.failed += 1;
+                bar.suspend(|| eprintln!("{e}"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}

@@ -1,0 +1,69 @@
+//! The HTTP surface: one router for the device API and the enrollment API.
+
+pub mod admin;
+pub mod device;
+pub mod error;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::routing::{get, post, put};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::App;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole service as a router (what `serve` runs and tests call).
+pub fn router(app: App) -> Router {
+    let body_limit = app.settings().max_body_bytes;
+    Router::new()
+        .route("/{id_scope}/registrations/{registration_id}/register", put(device::register))
+        .route(
+            "/{id_scope}/registrations/{registration_id}/operations/{operation_id}",
+            get(device::operation_status),
+        )
+        .route("/{id_scope}/registrations/{registration_id}", post(device::registration_state))
+        .route("/enrollments", post(admin::bulk))
+        .route("/enrollments/query", post(admin::query))
+        .route(
+            "/enrollments/{registration_id}",
+            put(admin::put_enrollment).get(admin::get_enrollment).delete(admin::delete_enrollment),
+        )
+        .route(
+            "/registrations/{registration_id}",
+            get(admin::get_registration).delete(admin::delete_registration),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { error::ApiError::NotFound("route") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                // The path carries no secrets; query strings and headers are not logged.
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        .with_state(app)
+}
+
+/// Ready when the database answers.
+async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
+    match sqlx::query("SELECT 1").execute(app.pool()).await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "database not reachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database not reachable")
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The DPS device API (protocol.md §2).
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use dps_protocol::wire::{Base64Bytes, DeviceRegistration, TpmRegistrationResult};
+use time::OffsetDateTime;
+
+use super::error::{ApiError, AppJson, AppPath};
+use crate::app::App;
+use crate::registration;
+
+/// api-versions of the DPS device API that the Azure SDKs send.
+const API_VERSIONS: &[&str] = &[
+    "2017-11-15", "2018-04-01", "2018-09-01-preview", "2018-11-01", "2019-01-15", "2019-03-31",
+    "2021-06-01", "2021-10-01", "2022-02-13", "2022-12-01", "2023-03-01",
+];
+
+/// Seconds a device should wait before polling an operation.
+const RETRY_AFTER_SECS: &str = "1";
+
+fn check_api_version(uri: &Uri) -> Result<(), ApiError> {
+    let version = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("api-version="))
+        .ok_or_else(|| ApiError::ArgumentInvalid("api-version is required".to_owned()))?;
+    if API_VERSIONS.contains(&version) {
+        Ok(())
+    } else {
+        Err(ApiError::ArgumentInvalid(format!("unsupported api-version {version}")))
+    }
+}
+
+fn check_scope(app: &App, id_scope: &str) -> Result<(), ApiError> {
+    if id_scope.eq_ignore_ascii_case(&app.settings().id_scope) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("idScope"))
+    }
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+fn with_retry_after(mut response: Response) -> Response {
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    response
+}
+
+/// `PUT /{idScope}/registrations/{registrationId}/register`: without `Authorization`, the TPM
+/// challenge (`401 {authenticationKey}`); with a SAS, the registration (`202 {operationId}`).
+#[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
+pub async fn register(
+    State(app): State<App>,
+    AppPath((id_scope, registration_id)): AppPath<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    AppJson(body): AppJson<DeviceRegistration>,
+) -> Result<Response, ApiError> {
+    check_api_version(&uri)?;
+    check_scope(&app, &id_scope)?;
+    let request = registration::parse_request(&registration_id, body)?;
+    let now = OffsetDateTime::now_utc();
+    match authorization(&headers) {
+        None => {
+            let blob = registration::challenge(&app, &request, now).await?;
+            let body = TpmRegistrationResult { authentication_key: Base64Bytes(blob) };
+            Ok((StatusCode::UNAUTHORIZED, Json(body)).into_response())
+        }
+        Some(value) => {
+            let token = registration::parse_sas(value)?;
+            let status = registration::register(&app, &request, &token, now).await?;
+            Ok(with_retry_after((StatusCode::ACCEPTED, Json(status)).into_response()))
+        }
+    }
+}
+
+/// `GET /{idScope}/registrations/{registrationId}/operations/{operationId}`.
+#[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
+pub async fn operation_status(
+    State(app): State<App>,
+    AppPath((id_scope, registration_id, operation_id)): AppPath<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_api_version(&uri)?;
+    check_scope(&app, &id_scope)?;
+    let id = registration::parse_registration_id(&registration_id)?;
+    let token = registration::parse_sas(
+        authorization(&headers).ok_or(ApiError::Unauthorized("no SAS token"))?,
+    )?;
+    let status = registration::operation_status(&app, &id, &operation_id, &token, OffsetDateTime::now_utc()).await?;
+    let assigning = status.status == dps_protocol::wire::RegistrationStatus::Assigning;
+    let response = (if assigning { StatusCode::ACCEPTED } else { StatusCode::OK }, Json(status)).into_response();
+    Ok(if assigning { with_retry_after(response) } else { response })
+}
+
+/// `POST /{idScope}/registrations/{registrationId}`: the device's registration state.
+#[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
+pub async fn registration_state(
+    State(app): State<App>,
+    AppPath((id_scope, registration_id)): AppPath<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_api_version(&uri)?;
+    check_scope(&app, &id_scope)?;
+    let id = registration::parse_registration_id(&registration_id)?;
+    let token = registration::parse_sas(
+        authorization(&headers).ok_or(ApiError::Unauthorized("no SAS token"))?,
+    )?;
+    let state = registration::device_state(&app, &id, &token, OffsetDateTime::now_utc()).await?;
+    Ok(Json(state).into_response())
+}

@@ -1,0 +1,160 @@
+//! One error type for the HTTP API, mapped to the DPS wire (status, `errorCode`, body) in one
+//! place. Client errors say what was wrong; internal errors are logged in full and reported as
+//! one generic line.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dps_protocol::wire::{error_codes, ErrorBody};
+use serde::de::DeserializeOwned;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::store::StoreError;
+
+/// DPS-style error codes not named in `dps_protocol::wire::error_codes`: status × 1000 + n.
+pub mod codes {
+    pub const CONFLICT: u32 = 409_001;
+    pub const PAYLOAD_TOO_LARGE: u32 = 413_001;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (JSON, base64, TPM structure, registration id, api-version).
+    #[error("{0}")]
+    ArgumentInvalid(String),
+    /// 401: no or bad credentials. The reason is logged, never sent: a device learns nothing
+    /// about which enrollments exist.
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    /// 404.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 409.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// 412: `If-Match` does not match the current etag.
+    #[error("precondition failed: etag does not match")]
+    PreconditionFailed,
+    /// 413: the body is over the limit.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// 429: throttled; retry after so many seconds.
+    #[error("too many requests")]
+    Throttled { retry_after: u64 },
+    /// 500: logged with its whole source chain; the caller sees "internal error".
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(err))
+    }
+
+    fn status_and_code(&self) -> (StatusCode, u32) {
+        match self {
+            Self::ArgumentInvalid(_) => (StatusCode::BAD_REQUEST, error_codes::ARGUMENT_INVALID),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, error_codes::UNAUTHORIZED),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, error_codes::REGISTRATION_NOT_FOUND),
+            Self::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
+            Self::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, error_codes::PRECONDITION_FAILED),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE),
+            Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, error_codes::THROTTLED),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, error_codes::INTERNAL_ERROR),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => Self::NotFound("enrollment"),
+            StoreError::PreconditionFailed => Self::PreconditionFailed,
+            StoreError::Conflict(what) => Self::Conflict(what),
+            StoreError::Db(_) => Self::internal(err),
+        }
+    }
+}
+
+/// Now, as DPS writes timestamps.
+#[must_use]
+pub fn timestamp(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error_code) = self.status_and_code();
+        let tracking_id = uuid::Uuid::new_v4().to_string();
+        let message = match &self {
+            Self::Unauthorized(reason) => {
+                tracing::info!(%tracking_id, reason, "unauthorized");
+                "Unauthorized".to_owned()
+            }
+            Self::Internal(source) => {
+                let mut chain = source.to_string();
+                let mut next = source.source();
+                while let Some(cause) = next {
+                    chain.push_str(": ");
+                    chain.push_str(&cause.to_string());
+                    next = cause.source();
+                }
+                tracing::error!(%tracking_id, error = %chain, "internal error");
+                "internal error".to_owned()
+            }
+            other => {
+                tracing::info!(%tracking_id, status = status.as_u16(), error = %other, "request refused");
+                other.to_string()
+            }
+        };
+        let body = ErrorBody {
+            error_code,
+            tracking_id,
+            message,
+            timestamp_utc: timestamp(OffsetDateTime::now_utc()),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Self::Throttled { retry_after } = self {
+            if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+/// JSON body extractor whose failures are DPS error bodies (400, or 413 over the size limit).
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::ArgumentInvalid("unreadable request body".to_owned())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(AppJson)
+            .map_err(|e| ApiError::ArgumentInvalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Path extractor whose failures are DPS error bodies.
+pub struct AppPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AppPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| AppPath(p.0))
+            .map_err(|_| ApiError::ArgumentInvalid("invalid path".to_owned()))
+    }
+}

@@ -1,0 +1,173 @@
+//! Individual enrollments.
+
+use sqlx::types::Json;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{is_unique_violation, StoreError};
+
+const EK_TAKEN: &str = "this endorsement key is enrolled under another registration id";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EnrollmentRow {
+    pub registration_id: String,
+    pub endorsement_key: Vec<u8>,
+    pub ek_hash: Vec<u8>,
+    pub device_id: Option<String>,
+    pub iot_hub_host_name: Option<String>,
+    pub provisioning_status: String,
+    pub extra: Json<serde_json::Value>,
+    pub etag: Uuid,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// An enrollment as written; etag and timestamps are the store's.
+#[derive(Debug, Clone)]
+pub struct NewEnrollment {
+    pub registration_id: String,
+    pub endorsement_key: Vec<u8>,
+    pub ek_hash: Vec<u8>,
+    pub device_id: Option<String>,
+    pub iot_hub_host_name: Option<String>,
+    pub provisioning_status: String,
+    pub extra: serde_json::Value,
+}
+
+fn map_unique(err: sqlx::Error) -> StoreError {
+    if is_unique_violation(&err, "enrollments_ek_hash_key") {
+        StoreError::Conflict(EK_TAKEN)
+    } else {
+        StoreError::Db(err)
+    }
+}
+
+pub async fn get(pool: &PgPool, registration_id: &str) -> Result<Option<EnrollmentRow>, StoreError> {
+    Ok(sqlx::query_as("SELECT * FROM enrollments WHERE registration_id = $1")
+        .bind(registration_id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Creates only: `Conflict` if the registration id exists.
+pub async fn create(pool: &PgPool, e: &NewEnrollment, now: OffsetDateTime) -> Result<EnrollmentRow, StoreError> {
+    sqlx::query_as(
+        "INSERT INTO enrollments (registration_id, endorsement_key, ek_hash, device_id, iot_hub_host_name,
+                                  provisioning_status, extra, etag, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+         ON CONFLICT (registration_id) DO NOTHING
+         RETURNING *",
+    )
+    .bind(&e.registration_id)
+    .bind(&e.endorsement_key)
+    .bind(&e.ek_hash)
+    .bind(&e.device_id)
+    .bind(&e.iot_hub_host_name)
+    .bind(&e.provisioning_status)
+    .bind(Json(&e.extra))
+    .bind(Uuid::new_v4())
+    .bind(now)
+    .fetch_optional(pool)
+    .await
+    .map_err(map_unique)?
+    .ok_or(StoreError::Conflict("an enrollment with this registration id exists"))
+}
+
+/// Creates or updates. With `if_match`, only updates an enrollment whose etag matches. Writing
+/// what is already stored changes nothing (not even the etag), so re-running a bulk load is a
+/// no-op. Returns the stored row and whether it changed.
+pub async fn upsert(
+    pool: &PgPool,
+    e: &NewEnrollment,
+    if_match: Option<Uuid>,
+    now: OffsetDateTime,
+) -> Result<(EnrollmentRow, bool), StoreError> {
+    let written: Option<EnrollmentRow> = if let Some(etag) = if_match {
+        sqlx::query_as(
+            "UPDATE enrollments SET endorsement_key = $2, ek_hash = $3, device_id = $4,
+                    iot_hub_host_name = $5, provisioning_status = $6, extra = $7, etag = $8, updated_at = $9
+             WHERE registration_id = $1 AND etag = $10
+             RETURNING *",
+        )
+        .bind(&e.registration_id)
+        .bind(&e.endorsement_key)
+        .bind(&e.ek_hash)
+        .bind(&e.device_id)
+        .bind(&e.iot_hub_host_name)
+        .bind(&e.provisioning_status)
+        .bind(Json(&e.extra))
+        .bind(Uuid::new_v4())
+        .bind(now)
+        .bind(etag)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_unique)?
+    } else {
+        sqlx::query_as(
+            "INSERT INTO enrollments (registration_id, endorsement_key, ek_hash, device_id, iot_hub_host_name,
+                                      provisioning_status, extra, etag, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+             ON CONFLICT (registration_id) DO UPDATE SET
+                 endorsement_key = EXCLUDED.endorsement_key, ek_hash = EXCLUDED.ek_hash,
+                 device_id = EXCLUDED.device_id, iot_hub_host_name = EXCLUDED.iot_hub_host_name,
+                 provisioning_status = EXCLUDED.provisioning_status, extra = EXCLUDED.extra,
+                 etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
+             WHERE (enrollments.endorsement_key, enrollments.device_id, enrollments.iot_hub_host_name,
+                    enrollments.provisioning_status, enrollments.extra)
+                   IS DISTINCT FROM
+                   (EXCLUDED.endorsement_key, EXCLUDED.device_id, EXCLUDED.iot_hub_host_name,
+                    EXCLUDED.provisioning_status, EXCLUDED.extra)
+             RETURNING *",
+        )
+        .bind(&e.registration_id)
+        .bind(&e.endorsement_key)
+        .bind(&e.ek_hash)
+        .bind(&e.device_id)
+        .bind(&e.iot_hub_host_name)
+        .bind(&e.provisioning_status)
+        .bind(Json(&e.extra))
+        .bind(Uuid::new_v4())
+        .bind(now)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_unique)?
+    };
+    if let Some(row) = written {
+        return Ok((row, true));
+    }
+    match get(pool, &e.registration_id).await? {
+        Some(row) if if_match.is_none() || if_match == Some(row.etag) => Ok((row, false)),
+        Some(_) => Err(StoreError::PreconditionFailed),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+/// Deletes; with `if_match`, only if the etag matches.
+pub async fn delete(pool: &PgPool, registration_id: &str, if_match: Option<Uuid>) -> Result<(), StoreError> {
+    let deleted = sqlx::query("DELETE FROM enrollments WHERE registration_id = $1 AND ($2::uuid IS NULL OR etag = $2)")
+        .bind(registration_id)
+        .bind(if_match)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if deleted == 1 {
+        return Ok(());
+    }
+    match get(pool, registration_id).await? {
+        Some(_) => Err(StoreError::PreconditionFailed),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+/// A page of enrollments in registration id order, after `after`.
+pub async fn page(pool: &PgPool, after: Option<&str>, limit: i64) -> Result<Vec<EnrollmentRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM enrollments WHERE ($1::text IS NULL OR registration_id > $1)
+         ORDER BY registration_id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,30 @@
+//! Fixed-window counters in Postgres, so every instance sees the same count.
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use super::StoreError;
+use crate::app::Limit;
+
+/// Counts one request in `bucket`. Returns `Some(seconds until the window ends)` if this request
+/// is over the limit.
+pub async fn hit(pool: &PgPool, bucket: &str, limit: Limit, now: OffsetDateTime) -> Result<Option<u64>, StoreError> {
+    let window = i64::try_from(limit.window_secs).unwrap_or(i64::MAX);
+    let (count, window_start): (i32, OffsetDateTime) = sqlx::query_as(
+        "INSERT INTO throttle (bucket, window_start, count) VALUES ($1, $2, 1)
+         ON CONFLICT (bucket) DO UPDATE SET
+             count = CASE WHEN throttle.window_start <= $2 - make_interval(secs => $3) THEN 1 ELSE throttle.count + 1 END,
+             window_start = CASE WHEN throttle.window_start <= $2 - make_interval(secs => $3) THEN $2 ELSE throttle.window_start END
+         RETURNING count, window_start",
+    )
+    .bind(bucket)
+    .bind(now)
+    .bind(window as f64)
+    .fetch_one(pool)
+    .await?;
+    if u32::try_from(count).unwrap_or(u32::MAX) <= limit.count {
+        return Ok(None);
+    }
+    let elapsed = (now - window_start).whole_seconds().max(0);
+    Ok(Some(u64::try_from((window - elapsed).max(1)).unwrap_or(1)))
+}

@@ -1,0 +1,41 @@
+//! The rustls server configuration, from PEM files.
+
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {0}")]
+    Read(String, #[source] std::io::Error),
+    #[error("{0} holds no certificate")]
+    NoCertificate(String),
+    #[error("{0} holds no private key")]
+    NoKey(String),
+    #[error("the certificate and key do not make a TLS configuration")]
+    Config(#[source] rustls::Error),
+}
+
+/// A TLS 1.2/1.3 server configuration (ring provider) advertising HTTP/1.1.
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read(p.display().to_string(), e));
+    let cert_pem = read(cert_file)?;
+    let key_pem = read(key_file)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Read(cert_file.display().to_string(), e))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(cert_file.display().to_string()));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| TlsError::Read(key_file.display().to_string(), e))?
+        .ok_or_else(|| TlsError::NoKey(key_file.display().to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(TlsError::Config)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
