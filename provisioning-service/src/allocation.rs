@@ -5,7 +5,11 @@ use sha2::{Digest, Sha256};
 
 /// Picks the hub for `registration_id`: `pinned` if set, else `hubs[H(id) mod n]`.
 #[must_use]
-pub fn assign_hub<'a>(registration_id: &str, pinned: Option<&'a str>, hubs: &'a [String]) -> Option<&'a str> {
+pub fn assign_hub<'a>(
+    registration_id: &str,
+    pinned: Option<&'a str>,
+    hubs: &'a [String],
+) -> Option<&'a str> {
     if let Some(hub) = pinned {
         return Some(hub);
     }
@@ -25,10 +29,18 @@ mod tests {
 
     #[test]
     fn pinned_wins_and_hashing_is_stable_and_spread() {
-        let hubs: Vec<String> = ["a.example", "b.example", "c.example"].map(String::from).to_vec();
-        assert_eq!(assign_hub("x", Some("pinned.example"), &hubs), Some("pinned.example"));
+        let hubs: Vec<String> = ["a.example", "b.example", "c.example"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            assign_hub("x", Some("pinned.example"), &hubs),
+            Some("pinned.example")
+        );
         assert_eq!(assign_hub("x", None, &[]), None);
-        assert_eq!(assign_hub("device-1", None, &hubs), assign_hub("device-1", None, &hubs));
+        assert_eq!(
+            assign_hub("device-1", None, &hubs),
+            assign_hub("device-1", None, &hubs)
+        );
         let mut counts = [0; 3];
         for i in 0..3000 {
             let hub = assign_hub(&format!("device-{i}"), None, &hubs).unwrap();

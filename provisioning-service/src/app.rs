@@ -24,7 +24,9 @@ pub struct AccessPolicy {
 
 impl std::fmt::Debug for AccessPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessPolicy").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("AccessPolicy")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,8 +57,14 @@ impl Settings {
             challenge_ttl_secs: 300,
             sas_max_lifetime_secs: 3600,
             clock_skew_secs: 300,
-            registration_limit: Limit { count: 10, window_secs: 60 },
-            poll_limit: Limit { count: 5, window_secs: 10 },
+            registration_limit: Limit {
+                count: 10,
+                window_secs: 60,
+            },
+            poll_limit: Limit {
+                count: 5,
+                window_secs: 10,
+            },
             max_body_bytes: 96 * 1024,
         }
     }
@@ -76,7 +84,11 @@ pub struct Inner {
 impl App {
     #[must_use]
     pub fn new(pool: PgPool, sealer: Sealer, settings: Settings) -> Self {
-        Self(Arc::new(Inner { pool, sealer, settings }))
+        Self(Arc::new(Inner {
+            pool,
+            sealer,
+            settings,
+        }))
     }
 
     #[must_use]

@@ -11,7 +11,10 @@ use zeroize::Zeroizing;
 use crate::app::{AccessPolicy, Limit, Settings};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "A self-hosted, Azure DPS-compatible provisioning service for TPM 2.0 devices")]
+#[command(
+    version,
+    about = "A self-hosted, Azure DPS-compatible provisioning service for TPM 2.0 devices"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -60,7 +63,12 @@ pub struct ServeArgs {
     pub id_scope: String,
     /// Linked IoT hub host names, comma-separated; devices without a pinned hub are spread over
     /// them by a hash of their registration id.
-    #[arg(long = "iot-hub", env = "DPS_IOT_HUBS", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "iot-hub",
+        env = "DPS_IOT_HUBS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub iot_hubs: Vec<String>,
     /// Host name in the `sr` of enrollment API SAS tokens.
     #[arg(long, env = "DPS_SERVICE_HOST_NAME", default_value = "localhost")]
@@ -102,7 +110,9 @@ impl ServeArgs {
     /// The runtime settings; reads the access policy file.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let mut settings = Settings::new(&self.id_scope, self.iot_hubs.clone());
-        settings.service_host_name.clone_from(&self.service_host_name);
+        settings
+            .service_host_name
+            .clone_from(&self.service_host_name);
         if let Some(path) = &self.access_policy_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
@@ -111,8 +121,14 @@ impl ServeArgs {
         settings.challenge_ttl_secs = self.challenge_ttl;
         settings.sas_max_lifetime_secs = self.sas_max_lifetime;
         settings.clock_skew_secs = self.clock_skew;
-        settings.registration_limit = Limit { count: self.registration_rate, window_secs: 60 };
-        settings.poll_limit = Limit { count: self.poll_rate, window_secs: 10 };
+        settings.registration_limit = Limit {
+            count: self.registration_rate,
+            window_secs: 60,
+        };
+        settings.poll_limit = Limit {
+            count: self.poll_rate,
+            window_secs: 10,
+        };
         settings.max_body_bytes = self.max_body_bytes;
         Ok(settings)
     }
@@ -127,7 +143,9 @@ pub fn parse_policies(text: &str) -> Result<Vec<AccessPolicy>, ConfigError> {
             continue;
         }
         let (name, key) = line.split_once('=').ok_or(ConfigError::BadPolicy(i + 1))?;
-        let key = STANDARD.decode(key.trim()).map_err(|_| ConfigError::BadPolicy(i + 1))?;
+        let key = STANDARD
+            .decode(key.trim())
+            .map_err(|_| ConfigError::BadPolicy(i + 1))?;
         let name = name.trim();
         if name.is_empty() || key.is_empty() {
             return Err(ConfigError::BadPolicy(i + 1));
@@ -135,7 +153,10 @@ pub fn parse_policies(text: &str) -> Result<Vec<AccessPolicy>, ConfigError> {
         if name == dps_protocol::sas::REGISTRATION_KEY_NAME {
             return Err(ConfigError::ReservedPolicyName);
         }
-        policies.push(AccessPolicy { name: name.to_owned(), key: Zeroizing::new(key) });
+        policies.push(AccessPolicy {
+            name: name.to_owned(),
+            key: Zeroizing::new(key),
+        });
     }
     Ok(policies)
 }

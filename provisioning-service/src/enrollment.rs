@@ -40,7 +40,10 @@ impl Attestation {
     pub fn tpm(endorsement_key: Vec<u8>) -> Self {
         Self {
             kind: "tpm".to_owned(),
-            tpm: Some(TpmEnrollment { endorsement_key: Base64Bytes(endorsement_key), storage_root_key: None }),
+            tpm: Some(TpmEnrollment {
+                endorsement_key: Base64Bytes(endorsement_key),
+                storage_root_key: None,
+            }),
         }
     }
 }
@@ -113,7 +116,9 @@ const STORAGE_ROOT_KEY: &str = "__storageRootKey";
 fn valid_device_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.%_*?!(),:=@$'".contains(&b))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.%_*?!(),:=@$'".contains(&b))
 }
 
 impl IndividualEnrollment {
@@ -122,29 +127,38 @@ impl IndividualEnrollment {
     pub fn to_new(&self, linked_hubs: &[String]) -> Result<NewEnrollment, ApiError> {
         let id = parse_registration_id(&self.registration_id)?;
         if self.attestation.kind != "tpm" {
-            return Err(ApiError::ArgumentInvalid("only tpm attestation is supported".to_owned()));
+            return Err(ApiError::ArgumentInvalid(
+                "only tpm attestation is supported".to_owned(),
+            ));
         }
-        let tpm = self
-            .attestation
-            .tpm
-            .as_ref()
-            .ok_or_else(|| ApiError::ArgumentInvalid("attestation.tpm is required".to_owned()))?;
+        let tpm =
+            self.attestation.tpm.as_ref().ok_or_else(|| {
+                ApiError::ArgumentInvalid("attestation.tpm is required".to_owned())
+            })?;
         let ek = Public::from_tpm2b(&tpm.endorsement_key.0)
             .map_err(|e| ApiError::ArgumentInvalid(format!("endorsementKey: {e}")))?;
-        ek.storage_key("EK").map_err(|e| ApiError::ArgumentInvalid(format!("endorsementKey: {e}")))?;
+        ek.storage_key("EK")
+            .map_err(|e| ApiError::ArgumentInvalid(format!("endorsementKey: {e}")))?;
         if let Some(device_id) = &self.device_id {
             if !valid_device_id(device_id) {
-                return Err(ApiError::ArgumentInvalid("deviceId is not a valid IoT Hub device id".to_owned()));
+                return Err(ApiError::ArgumentInvalid(
+                    "deviceId is not a valid IoT Hub device id".to_owned(),
+                ));
             }
         }
         if let Some(hub) = &self.iot_hub_host_name {
             if !linked_hubs.iter().any(|h| h.eq_ignore_ascii_case(hub)) {
-                return Err(ApiError::ArgumentInvalid(format!("iotHubHostName {hub} is not a linked hub")));
+                return Err(ApiError::ArgumentInvalid(format!(
+                    "iotHubHostName {hub} is not a linked hub"
+                )));
             }
         }
         let mut extra = self.extra.clone();
         if let Some(srk) = &tpm.storage_root_key {
-            extra.insert(STORAGE_ROOT_KEY.to_owned(), serde_json::to_value(srk).unwrap_or_default());
+            extra.insert(
+                STORAGE_ROOT_KEY.to_owned(),
+                serde_json::to_value(srk).unwrap_or_default(),
+            );
         }
         Ok(NewEnrollment {
             registration_id: id.as_str().to_owned(),
@@ -176,7 +190,10 @@ impl IndividualEnrollment {
             device_id: row.device_id.clone(),
             attestation: Attestation {
                 kind: "tpm".to_owned(),
-                tpm: Some(TpmEnrollment { endorsement_key: Base64Bytes(row.endorsement_key.clone()), storage_root_key }),
+                tpm: Some(TpmEnrollment {
+                    endorsement_key: Base64Bytes(row.endorsement_key.clone()),
+                    storage_root_key,
+                }),
             },
             iot_hub_host_name: row.iot_hub_host_name.clone(),
             provisioning_status: if row.provisioning_status == "enabled" {

@@ -23,7 +23,9 @@ use crate::store::enrollments;
 pub enum FactoryError {
     #[error("cannot read {0}")]
     Read(String, #[source] std::io::Error),
-    #[error("the endorsement key is not a TPM2B_PUBLIC, base64 of one, or an RSA-2048 PEM public key")]
+    #[error(
+        "the endorsement key is not a TPM2B_PUBLIC, base64 of one, or an RSA-2048 PEM public key"
+    )]
     BadEndorsementKey,
     #[error("line {line}: {message}")]
     BadLine { line: usize, message: String },
@@ -93,7 +95,9 @@ pub fn endorsement_key_from_bytes(bytes: &[u8]) -> Result<Vec<u8>, FactoryError>
 
 /// Reads an EK given as base64 of TPM2B_PUBLIC.
 pub fn endorsement_key_from_base64(text: &str) -> Result<Vec<u8>, FactoryError> {
-    let bytes = STANDARD.decode(text.trim()).map_err(|_| FactoryError::BadEndorsementKey)?;
+    let bytes = STANDARD
+        .decode(text.trim())
+        .map_err(|_| FactoryError::BadEndorsementKey)?;
     Public::from_tpm2b(&bytes).map_err(|_| FactoryError::BadEndorsementKey)?;
     Ok(bytes)
 }
@@ -110,16 +114,28 @@ pub enum Outcome {
 }
 
 /// Validates and writes one enrollment (create or update; unchanged is a no-op).
-pub async fn write(pool: &PgPool, enrollment: &IndividualEnrollment) -> Result<Outcome, FactoryError> {
+pub async fn write(
+    pool: &PgPool,
+    enrollment: &IndividualEnrollment,
+) -> Result<Outcome, FactoryError> {
     // A pinned hub is checked against the linked hubs by the service; here it is taken as given.
     let hubs: Vec<String> = enrollment.iot_hub_host_name.iter().cloned().collect();
-    let new = enrollment.to_new(&hubs).map_err(|e| FactoryError::Rejected(e.to_string()))?;
+    let new = enrollment
+        .to_new(&hubs)
+        .map_err(|e| FactoryError::Rejected(e.to_string()))?;
     let (_, changed) = enrollments::upsert(pool, &new, None, OffsetDateTime::now_utc()).await?;
-    Ok(if changed { Outcome::Written } else { Outcome::Unchanged })
+    Ok(if changed {
+        Outcome::Written
+    } else {
+        Outcome::Unchanged
+    })
 }
 
 /// `enroll`: one device.
-pub async fn enroll_one(pool: &PgPool, args: &EnrollArgs) -> Result<(String, Outcome), FactoryError> {
+pub async fn enroll_one(
+    pool: &PgPool,
+    args: &EnrollArgs,
+) -> Result<(String, Outcome), FactoryError> {
     let ek = match (&args.ek_base64, &args.ek_file) {
         (Some(b64), _) => endorsement_key_from_base64(b64)?,
         (None, Some(path)) => endorsement_key_from_bytes(&read(path)?)?,
@@ -127,14 +143,20 @@ pub async fn enroll_one(pool: &PgPool, args: &EnrollArgs) -> Result<(String, Out
     };
     let registration_id = match &args.registration_id {
         Some(id) => id.clone(),
-        None => RegistrationId::from_endorsement_key(&ek).as_str().to_owned(),
+        None => RegistrationId::from_endorsement_key(&ek)
+            .as_str()
+            .to_owned(),
     };
     let enrollment = IndividualEnrollment {
         registration_id: registration_id.clone(),
         device_id: args.device_id.clone(),
         attestation: Attestation::tpm(ek),
         iot_hub_host_name: args.iot_hub_host_name.clone(),
-        provisioning_status: if args.disabled { ProvisioningStatus::Disabled } else { ProvisioningStatus::Enabled },
+        provisioning_status: if args.disabled {
+            ProvisioningStatus::Disabled
+        } else {
+            ProvisioningStatus::Enabled
+        },
         etag: None,
         created_date_time_utc: None,
         last_updated_date_time_utc: None,
@@ -144,20 +166,39 @@ pub async fn enroll_one(pool: &PgPool, args: &EnrollArgs) -> Result<(String, Out
 }
 
 /// Parses one line of a bulk file; `None` for blank lines and a CSV header.
-pub fn parse_line(line: &str, jsonl: bool, number: usize) -> Result<Option<IndividualEnrollment>, FactoryError> {
+pub fn parse_line(
+    line: &str,
+    jsonl: bool,
+    number: usize,
+) -> Result<Option<IndividualEnrollment>, FactoryError> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
     }
-    let bad = |message: String| FactoryError::BadLine { line: number, message };
+    let bad = |message: String| FactoryError::BadLine {
+        line: number,
+        message,
+    };
     if jsonl {
-        return serde_json::from_str(line).map(Some).map_err(|e| bad(e.to_string()));
+        return serde_json::from_str(line)
+            .map(Some)
+            .map_err(|e| bad(e.to_string()));
     }
     let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-    if number == 1 && fields.first().is_some_and(|f| f.eq_ignore_ascii_case("registrationId")) {
+    if number == 1
+        && fields
+            .first()
+            .is_some_and(|f| f.eq_ignore_ascii_case("registrationId"))
+    {
         return Ok(None);
     }
-    let field = |i: usize| fields.get(i).copied().filter(|f| !f.is_empty()).map(str::to_owned);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .copied()
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+    };
     let ek = field(1).ok_or_else(|| bad("missing endorsementKey".to_owned()))?;
     let ek = endorsement_key_from_base64(&ek).map_err(|e| bad(e.to_string()))?;
     let status = match field(4).as_deref() {
@@ -188,9 +229,14 @@ pub struct BulkSummary {
 
 /// `bulk-enroll`: every line, each written on its own (a bad line is reported, not fatal).
 pub async fn enroll_file(pool: &PgPool, args: &BulkArgs) -> Result<BulkSummary, FactoryError> {
-    let text = String::from_utf8(read(&args.file)?)
-        .map_err(|_| FactoryError::BadLine { line: 0, message: "file is not UTF-8".to_owned() })?;
-    let jsonl = matches!(args.file.extension().and_then(|e| e.to_str()), Some("jsonl" | "json"));
+    let text = String::from_utf8(read(&args.file)?).map_err(|_| FactoryError::BadLine {
+        line: 0,
+        message: "file is not UTF-8".to_owned(),
+    })?;
+    let jsonl = matches!(
+        args.file.extension().and_then(|e| e.to_str()),
+        Some("jsonl" | "json")
+    );
     let lines: Vec<&str> = text.lines().collect();
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -203,7 +249,10 @@ pub async fn enroll_file(pool: &PgPool, args: &BulkArgs) -> Result<BulkSummary, 
         let result = match parse_line(line, jsonl, i + 1) {
             Ok(None) => continue,
             Ok(Some(enrollment)) => write(pool, &enrollment).await.map_err(|e| match e {
-                FactoryError::Rejected(message) => FactoryError::BadLine { line: i + 1, message },
+                FactoryError::Rejected(message) => FactoryError::BadLine {
+                    line: i + 1,
+                    message,
+                },
                 other => other,
             }),
             Err(e) => Err(e),

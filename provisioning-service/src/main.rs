@@ -15,7 +15,10 @@ async fn connect(db: &DatabaseArgs) -> anyhow::Result<PgPool> {
         .connect(&db.database_url)
         .await
         .context("cannot connect to the database")?;
-    MIGRATOR.run(&pool).await.context("cannot apply the database migrations")?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("cannot apply the database migrations")?;
     Ok(pool)
 }
 
@@ -25,23 +28,41 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => {
             let settings = args.settings().context("invalid configuration")?;
-            let sealer = Sealer::from_file(&args.service_key_file).context("cannot load the service key")?;
-            let tls = tls::server_config(&args.tls_cert_file, &args.tls_key_file).context("cannot load TLS")?;
+            let sealer =
+                Sealer::from_file(&args.service_key_file).context("cannot load the service key")?;
+            let tls = tls::server_config(&args.tls_cert_file, &args.tls_key_file)
+                .context("cannot load TLS")?;
             let pool = connect(&args.database).await?;
             let listener = std::net::TcpListener::bind(args.listen)
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             tracing::info!(listen = %args.listen, id_scope = %settings.id_scope, hubs = ?settings.iot_hubs, "serving");
-            server::serve_tls(App::new(pool, sealer, settings), listener, tls, server::shutdown_signal()).await?;
+            server::serve_tls(
+                App::new(pool, sealer, settings),
+                listener,
+                tls,
+                server::shutdown_signal(),
+            )
+            .await?;
         }
         Command::Enroll(args) => {
             let pool = connect(&args.database).await?;
             let (id, outcome) = factory::enroll_one(&pool, &args).await?;
-            println!("{id}: {}", if outcome == factory::Outcome::Written { "enrolled" } else { "unchanged" });
+            println!(
+                "{id}: {}",
+                if outcome == factory::Outcome::Written {
+                    "enrolled"
+                } else {
+                    "unchanged"
+                }
+            );
         }
         Command::BulkEnroll(args) => {
             let pool = connect(&args.database).await?;
             let s = factory::enroll_file(&pool, &args).await?;
-            println!("{} written, {} unchanged, {} failed", s.written, s.unchanged, s.failed);
+            println!(
+                "{} written, {} unchanged, {} failed",
+                s.written, s.unchanged, s.failed
+            );
             anyhow::ensure!(s.failed == 0, "{} lines failed", s.failed);
         }
         Command::Migrate(db) => {

@@ -60,14 +60,25 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
         .map_err(|e| ApiError::ArgumentInvalid(format!("endorsementKey: {e}")))?;
     srk.storage_key("SRK")
         .map_err(|e| ApiError::ArgumentInvalid(format!("storageRootKey: {e}")))?;
-    Ok(RegisterRequest { registration_id, ek_bytes, srk_bytes, ek, srk })
+    Ok(RegisterRequest {
+        registration_id,
+        ek_bytes,
+        srk_bytes,
+        ek,
+        srk,
+    })
 }
 
 fn unix(t: OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap_or(0)
 }
 
-async fn throttled(app: &App, bucket: &str, limit: crate::app::Limit, now: OffsetDateTime) -> Result<(), ApiError> {
+async fn throttled(
+    app: &App,
+    bucket: &str,
+    limit: crate::app::Limit,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
     match throttle::hit(app.pool(), bucket, limit, now).await? {
         Some(retry_after) => Err(ApiError::Throttled { retry_after }),
         None => Ok(()),
@@ -75,14 +86,22 @@ async fn throttled(app: &App, bucket: &str, limit: crate::app::Limit, now: Offse
 }
 
 /// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob.
-pub async fn challenge(app: &App, req: &RegisterRequest, now: OffsetDateTime) -> Result<Vec<u8>, ApiError> {
+pub async fn challenge(
+    app: &App,
+    req: &RegisterRequest,
+    now: OffsetDateTime,
+) -> Result<Vec<u8>, ApiError> {
     let id = req.registration_id.as_str();
     let enrollment = enrollments::get(app.pool(), id)
         .await?
-        .ok_or(ApiError::Unauthorized("no enrollment for this registration id"))?;
+        .ok_or(ApiError::Unauthorized(
+            "no enrollment for this registration id",
+        ))?;
     let ek_hash = ek_hash(&req.ek_bytes);
     if enrollment.ek_hash != ek_hash {
-        return Err(ApiError::Unauthorized("endorsement key does not match the enrollment"));
+        return Err(ApiError::Unauthorized(
+            "endorsement key does not match the enrollment",
+        ));
     }
     if enrollment.provisioning_status != "enabled" {
         return Err(ApiError::Unauthorized("enrollment is disabled"));
@@ -120,8 +139,18 @@ pub fn parse_sas(header: &str) -> Result<SasToken, ApiError> {
 }
 
 /// Checks `token` with a sealed key.
-fn verify(app: &App, token: &SasToken, id: &str, sealed: &[u8], key_id: &str, now: OffsetDateTime) -> Result<(), ApiError> {
-    let key = app.sealer().open(sealed, key_id, id.as_bytes()).map_err(ApiError::internal)?;
+fn verify(
+    app: &App,
+    token: &SasToken,
+    id: &str,
+    sealed: &[u8],
+    key_id: &str,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let key = app
+        .sealer()
+        .open(sealed, key_id, id.as_bytes())
+        .map_err(ApiError::internal)?;
     let settings = app.settings();
     let resource = sas::registration_resource(&settings.id_scope, id);
     let policy = VerifyPolicy {
@@ -151,7 +180,8 @@ pub async fn register(
 
     // The newest challenge's key if it is live and was issued to this EK and SRK, else the key
     // the device last registered with. Older keys no longer exist anywhere.
-    let issued_here = |ek: &[u8], srk: &[u8]| ek == ek_hash.as_slice() && srk == req.srk_bytes.as_slice();
+    let issued_here =
+        |ek: &[u8], srk: &[u8]| ek == ek_hash.as_slice() && srk == req.srk_bytes.as_slice();
     let candidates = [
         challenge
             .filter(|c| c.expires_at > now && issued_here(&c.ek_hash, &c.storage_root_key))
@@ -172,21 +202,30 @@ pub async fn register(
             Err(other) => return Err(other),
         }
     }
-    let (sealed_key, key_id, from_challenge) =
-        proven.ok_or(ApiError::Unauthorized("SAS token does not verify with a live key"))?;
+    let (sealed_key, key_id, from_challenge) = proven.ok_or(ApiError::Unauthorized(
+        "SAS token does not verify with a live key",
+    ))?;
 
     let enrollment = enrollments::get(app.pool(), id)
         .await?
-        .ok_or(ApiError::Unauthorized("no enrollment for this registration id"))?;
+        .ok_or(ApiError::Unauthorized(
+            "no enrollment for this registration id",
+        ))?;
     if enrollment.ek_hash != ek_hash {
-        return Err(ApiError::Unauthorized("endorsement key does not match the enrollment"));
+        return Err(ApiError::Unauthorized(
+            "endorsement key does not match the enrollment",
+        ));
     }
     if enrollment.provisioning_status != "enabled" {
         return Err(ApiError::Unauthorized("enrollment is disabled"));
     }
-    let hub = assign_hub(id, enrollment.iot_hub_host_name.as_deref(), &app.settings().iot_hubs)
-        .ok_or_else(|| ApiError::internal(std::io::Error::other("no IoT hub is linked")))?
-        .to_owned();
+    let hub = assign_hub(
+        id,
+        enrollment.iot_hub_host_name.as_deref(),
+        &app.settings().iot_hubs,
+    )
+    .ok_or_else(|| ApiError::internal(std::io::Error::other("no IoT hub is linked")))?
+    .to_owned();
     let substatus = match &previous {
         Some(p) if p.assigned_hub.as_deref() != Some(hub.as_str()) => "deviceDataMigrated",
         _ => "initialAssignment",
@@ -213,7 +252,11 @@ pub async fn register(
         registrations::delete_challenge(&mut tx, id).await?;
     }
     tx.commit().await.map_err(ApiError::internal)?;
-    tracing::info!(registration_id = id, hub = row.assigned_hub.as_deref(), "device assigned");
+    tracing::info!(
+        registration_id = id,
+        hub = row.assigned_hub.as_deref(),
+        "device assigned"
+    );
     Ok(RegistrationOperationStatus {
         operation_id: row.operation_id.to_string(),
         status: RegistrationStatus::Assigning,
@@ -264,7 +307,9 @@ pub async fn device_state(
     token: &SasToken,
     now: OffsetDateTime,
 ) -> Result<DeviceRegistrationResult, ApiError> {
-    Ok(registration_result(&authenticated_state(app, id, token, now).await?))
+    Ok(registration_result(
+        &authenticated_state(app, id, token, now).await?,
+    ))
 }
 
 /// A registration row as the wire's `registrationState`.
@@ -281,7 +326,9 @@ pub fn registration_result(row: &RegistrationRow) -> DeviceRegistrationResult {
         "initialAssignment" => Some(RegistrationSubstatus::InitialAssignment),
         "deviceDataMigrated" => Some(RegistrationSubstatus::DeviceDataMigrated),
         "deviceDataReset" => Some(RegistrationSubstatus::DeviceDataReset),
-        "reprovisionedToInitialAssignment" => Some(RegistrationSubstatus::ReprovisionedToInitialAssignment),
+        "reprovisionedToInitialAssignment" => {
+            Some(RegistrationSubstatus::ReprovisionedToInitialAssignment)
+        }
         _ => None,
     });
     DeviceRegistrationResult {

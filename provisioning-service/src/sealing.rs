@@ -34,7 +34,9 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("Sealer")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,7 +58,9 @@ impl Sealer {
             path: path.display().to_string(),
             source,
         })?);
-        let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or_default();
+        let text = std::str::from_utf8(&bytes)
+            .map(str::trim)
+            .unwrap_or_default();
         let mut key = Zeroizing::new([0u8; 32]);
         if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
@@ -131,12 +135,30 @@ mod tests {
     fn seal_open_and_refusals() {
         let sealer = Sealer::new(&[7; 32]);
         let sealed = sealer.seal(b"hmac key", b"device-1");
-        assert_eq!(sealer.open(&sealed, sealer.key_id(), b"device-1").unwrap().as_slice(), b"hmac key");
-        assert!(matches!(sealer.open(&sealed, sealer.key_id(), b"device-2"), Err(SealError::Corrupt)));
-        assert!(matches!(sealer.open(&sealed, "other", b"device-1"), Err(SealError::UnknownKey(_))));
+        assert_eq!(
+            sealer
+                .open(&sealed, sealer.key_id(), b"device-1")
+                .unwrap()
+                .as_slice(),
+            b"hmac key"
+        );
+        assert!(matches!(
+            sealer.open(&sealed, sealer.key_id(), b"device-2"),
+            Err(SealError::Corrupt)
+        ));
+        assert!(matches!(
+            sealer.open(&sealed, "other", b"device-1"),
+            Err(SealError::UnknownKey(_))
+        ));
         let mut flipped = sealed.clone();
         flipped[20] ^= 1;
-        assert!(matches!(sealer.open(&flipped, sealer.key_id(), b"device-1"), Err(SealError::Corrupt)));
-        assert!(matches!(Sealer::new(&[8; 32]).open(&sealed, sealer.key_id(), b"device-1"), Err(SealError::UnknownKey(_))));
+        assert!(matches!(
+            sealer.open(&flipped, sealer.key_id(), b"device-1"),
+            Err(SealError::Corrupt)
+        ));
+        assert!(matches!(
+            Sealer::new(&[8; 32]).open(&sealed, sealer.key_id(), b"device-1"),
+            Err(SealError::UnknownKey(_))
+        ));
     }
 }

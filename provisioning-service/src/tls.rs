@@ -16,7 +16,10 @@ pub enum TlsError {
 }
 
 /// A TLS 1.2/1.3 server configuration (ring provider) advertising HTTP/1.1.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read(p.display().to_string(), e));
     let cert_pem = read(cert_file)?;
     let key_pem = read(key_file)?;

@@ -29,7 +29,8 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or(ApiError::Unauthorized("no service SAS token"))?;
-    let token = SasToken::parse(value).map_err(|_| ApiError::Unauthorized("malformed service SAS token"))?;
+    let token = SasToken::parse(value)
+        .map_err(|_| ApiError::Unauthorized("malformed service SAS token"))?;
     let settings = app.settings();
     let policy = settings
         .access_policies
@@ -59,9 +60,9 @@ fn if_match(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
     if text == "*" {
         return Ok(None);
     }
-    Uuid::parse_str(text)
-        .map(Some)
-        .map_err(|_| ApiError::ArgumentInvalid("If-Match is not an etag of this service".to_owned()))
+    Uuid::parse_str(text).map(Some).map_err(|_| {
+        ApiError::ArgumentInvalid("If-Match is not an etag of this service".to_owned())
+    })
 }
 
 fn with_etag(json: IndividualEnrollment, status: StatusCode) -> Response {
@@ -83,17 +84,25 @@ pub async fn put_enrollment(
     authorize(&app, &headers)?;
     parse_registration_id(&registration_id)?;
     if body.registration_id != registration_id {
-        return Err(ApiError::ArgumentInvalid("registrationId in the body does not match the path".to_owned()));
+        return Err(ApiError::ArgumentInvalid(
+            "registrationId in the body does not match the path".to_owned(),
+        ));
     }
     let new = body.to_new(&app.settings().iot_hubs)?;
     let precondition = if_match(&headers)?.or(match &body.etag {
-        Some(etag) if etag != "*" => Some(Uuid::parse_str(etag.trim_matches('"')).map_err(|_| {
-            ApiError::ArgumentInvalid("etag is not an etag of this service".to_owned())
-        })?),
+        Some(etag) if etag != "*" => {
+            Some(Uuid::parse_str(etag.trim_matches('"')).map_err(|_| {
+                ApiError::ArgumentInvalid("etag is not an etag of this service".to_owned())
+            })?)
+        }
         _ => None,
     });
-    let (row, _) = enrollments::upsert(app.pool(), &new, precondition, OffsetDateTime::now_utc()).await?;
-    Ok(with_etag(IndividualEnrollment::from_row(&row), StatusCode::OK))
+    let (row, _) =
+        enrollments::upsert(app.pool(), &new, precondition, OffsetDateTime::now_utc()).await?;
+    Ok(with_etag(
+        IndividualEnrollment::from_row(&row),
+        StatusCode::OK,
+    ))
 }
 
 /// `GET /enrollments/{registrationId}`.
@@ -104,8 +113,13 @@ pub async fn get_enrollment(
 ) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
     let id = parse_registration_id(&registration_id)?;
-    let row = enrollments::get(app.pool(), id.as_str()).await?.ok_or(ApiError::NotFound("enrollment"))?;
-    Ok(with_etag(IndividualEnrollment::from_row(&row), StatusCode::OK))
+    let row = enrollments::get(app.pool(), id.as_str())
+        .await?
+        .ok_or(ApiError::NotFound("enrollment"))?;
+    Ok(with_etag(
+        IndividualEnrollment::from_row(&row),
+        StatusCode::OK,
+    ))
 }
 
 /// `DELETE /enrollments/{registrationId}`.
@@ -128,7 +142,9 @@ pub async fn bulk(
 ) -> Result<Json<BulkEnrollmentOperationResult>, ApiError> {
     authorize(&app, &headers)?;
     if body.enrollments.len() > MAX_BULK {
-        return Err(ApiError::ArgumentInvalid(format!("at most {MAX_BULK} enrollments per bulk operation")));
+        return Err(ApiError::ArgumentInvalid(format!(
+            "at most {MAX_BULK} enrollments per bulk operation"
+        )));
     }
     let now = OffsetDateTime::now_utc();
     let mut errors = Vec::new();
@@ -137,20 +153,31 @@ pub async fn bulk(
             match body.mode {
                 BulkMode::Delete => {
                     let id = parse_registration_id(&enrollment.registration_id)?;
-                    enrollments::delete(app.pool(), id.as_str(), None).await.map_err(ApiError::from)
+                    enrollments::delete(app.pool(), id.as_str(), None)
+                        .await
+                        .map_err(ApiError::from)
                 }
                 mode => {
                     let new = enrollment.to_new(&app.settings().iot_hubs)?;
                     match mode {
-                        BulkMode::Create => enrollments::create(app.pool(), &new, now).await.map(|_| ()),
+                        BulkMode::Create => {
+                            enrollments::create(app.pool(), &new, now).await.map(|_| ())
+                        }
                         BulkMode::UpdateIfMatchETag => {
-                            let etag = enrollment.etag.as_deref().and_then(|e| Uuid::parse_str(e.trim_matches('"')).ok());
+                            let etag = enrollment
+                                .etag
+                                .as_deref()
+                                .and_then(|e| Uuid::parse_str(e.trim_matches('"')).ok());
                             if etag.is_none() {
                                 return Err(ApiError::PreconditionFailed);
                             }
-                            enrollments::upsert(app.pool(), &new, etag, now).await.map(|_| ())
+                            enrollments::upsert(app.pool(), &new, etag, now)
+                                .await
+                                .map(|_| ())
                         }
-                        _ => enrollments::upsert(app.pool(), &new, None, now).await.map(|_| ()),
+                        _ => enrollments::upsert(app.pool(), &new, None, now)
+                            .await
+                            .map(|_| ()),
                     }
                     .map_err(ApiError::from)
                 }
@@ -165,11 +192,18 @@ pub async fn bulk(
             errors.push(BulkEnrollmentError {
                 registration_id: enrollment.registration_id.clone(),
                 error_code: u32::from(response.status().as_u16()) * 1000,
-                error_status: response.status().canonical_reason().unwrap_or_default().to_owned(),
+                error_status: response
+                    .status()
+                    .canonical_reason()
+                    .unwrap_or_default()
+                    .to_owned(),
             });
         }
     }
-    Ok(Json(BulkEnrollmentOperationResult { is_successful: errors.is_empty(), errors }))
+    Ok(Json(BulkEnrollmentOperationResult {
+        is_successful: errors.is_empty(),
+        errors,
+    }))
 }
 
 /// `POST /enrollments/query` with `{"query": "*"}`: pages of enrollments, `x-ms-max-item-count`
@@ -182,7 +216,9 @@ pub async fn query(
     authorize(&app, &headers)?;
     let query = spec.query.trim();
     if query != "*" && !query.eq_ignore_ascii_case("SELECT * FROM enrollments") {
-        return Err(ApiError::ArgumentInvalid("only the query \"*\" is supported".to_owned()));
+        return Err(ApiError::ArgumentInvalid(
+            "only the query \"*\" is supported".to_owned(),
+        ));
     }
     let page_size: i64 = headers
         .get(MAX_ITEM_COUNT)
@@ -194,10 +230,16 @@ pub async fn query(
         Some(token) => Some(parse_registration_id(token)?),
         None => None,
     };
-    let mut rows = enrollments::page(app.pool(), after.as_ref().map(|a| a.as_str()), page_size + 1).await?;
+    let mut rows = enrollments::page(
+        app.pool(),
+        after.as_ref().map(|a| a.as_str()),
+        page_size + 1,
+    )
+    .await?;
     let more = rows.len() > usize::try_from(page_size).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
-    let items: Vec<IndividualEnrollment> = rows.iter().map(IndividualEnrollment::from_row).collect();
+    let items: Vec<IndividualEnrollment> =
+        rows.iter().map(IndividualEnrollment::from_row).collect();
     let mut response = Json(items).into_response();
     if more {
         if let Some(last) = rows.last() {

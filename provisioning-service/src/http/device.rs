@@ -13,8 +13,17 @@ use crate::registration;
 
 /// api-versions of the DPS device API that the Azure SDKs send.
 const API_VERSIONS: &[&str] = &[
-    "2017-11-15", "2018-04-01", "2018-09-01-preview", "2018-11-01", "2019-01-15", "2019-03-31",
-    "2021-06-01", "2021-10-01", "2022-02-13", "2022-12-01", "2023-03-01",
+    "2017-11-15",
+    "2018-04-01",
+    "2018-09-01-preview",
+    "2018-11-01",
+    "2019-01-15",
+    "2019-03-31",
+    "2021-06-01",
+    "2021-10-01",
+    "2022-02-13",
+    "2022-12-01",
+    "2023-03-01",
 ];
 
 /// Seconds a device should wait before polling an operation.
@@ -30,7 +39,9 @@ fn check_api_version(uri: &Uri) -> Result<(), ApiError> {
     if API_VERSIONS.contains(&version) {
         Ok(())
     } else {
-        Err(ApiError::ArgumentInvalid(format!("unsupported api-version {version}")))
+        Err(ApiError::ArgumentInvalid(format!(
+            "unsupported api-version {version}"
+        )))
     }
 }
 
@@ -43,11 +54,16 @@ fn check_scope(app: &App, id_scope: &str) -> Result<(), ApiError> {
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
 }
 
 fn with_retry_after(mut response: Response) -> Response {
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
     response
 }
 
@@ -68,13 +84,17 @@ pub async fn register(
     match authorization(&headers) {
         None => {
             let blob = registration::challenge(&app, &request, now).await?;
-            let body = TpmRegistrationResult { authentication_key: Base64Bytes(blob) };
+            let body = TpmRegistrationResult {
+                authentication_key: Base64Bytes(blob),
+            };
             Ok((StatusCode::UNAUTHORIZED, Json(body)).into_response())
         }
         Some(value) => {
             let token = registration::parse_sas(value)?;
             let status = registration::register(&app, &request, &token, now).await?;
-            Ok(with_retry_after((StatusCode::ACCEPTED, Json(status)).into_response()))
+            Ok(with_retry_after(
+                (StatusCode::ACCEPTED, Json(status)).into_response(),
+            ))
         }
     }
 }
@@ -93,10 +113,24 @@ pub async fn operation_status(
     let token = registration::parse_sas(
         authorization(&headers).ok_or(ApiError::Unauthorized("no SAS token"))?,
     )?;
-    let status = registration::operation_status(&app, &id, &operation_id, &token, OffsetDateTime::now_utc()).await?;
+    let status =
+        registration::operation_status(&app, &id, &operation_id, &token, OffsetDateTime::now_utc())
+            .await?;
     let assigning = status.status == dps_protocol::wire::RegistrationStatus::Assigning;
-    let response = (if assigning { StatusCode::ACCEPTED } else { StatusCode::OK }, Json(status)).into_response();
-    Ok(if assigning { with_retry_after(response) } else { response })
+    let response = (
+        if assigning {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        },
+        Json(status),
+    )
+        .into_response();
+    Ok(if assigning {
+        with_retry_after(response)
+    } else {
+        response
+    })
 }
 
 /// `POST /{idScope}/registrations/{registrationId}`: the device's registration state.

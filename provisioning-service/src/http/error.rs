@@ -59,10 +59,16 @@ impl ApiError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, error_codes::UNAUTHORIZED),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, error_codes::REGISTRATION_NOT_FOUND),
             Self::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
-            Self::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, error_codes::PRECONDITION_FAILED),
+            Self::PreconditionFailed => (
+                StatusCode::PRECONDITION_FAILED,
+                error_codes::PRECONDITION_FAILED,
+            ),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE),
             Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, error_codes::THROTTLED),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, error_codes::INTERNAL_ERROR),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                error_codes::INTERNAL_ERROR,
+            ),
         }
     }
 }
@@ -132,13 +138,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::ArgumentInvalid("unreadable request body".to_owned())
-            }
-        })?;
+        let bytes =
+            axum::body::Bytes::from_request(req, state)
+                .await
+                .map_err(|e: BytesRejection| {
+                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::PayloadTooLarge
+                    } else {
+                        ApiError::ArgumentInvalid("unreadable request body".to_owned())
+                    }
+                })?;
         serde_json::from_slice(&bytes)
             .map(AppJson)
             .map_err(|e| ApiError::ArgumentInvalid(format!("invalid JSON body: {e}")))

@@ -43,15 +43,24 @@ fn map_unique(err: sqlx::Error) -> StoreError {
     }
 }
 
-pub async fn get(pool: &PgPool, registration_id: &str) -> Result<Option<EnrollmentRow>, StoreError> {
-    Ok(sqlx::query_as("SELECT * FROM enrollments WHERE registration_id = $1")
-        .bind(registration_id)
-        .fetch_optional(pool)
-        .await?)
+pub async fn get(
+    pool: &PgPool,
+    registration_id: &str,
+) -> Result<Option<EnrollmentRow>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM enrollments WHERE registration_id = $1")
+            .bind(registration_id)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// Creates only: `Conflict` if the registration id exists.
-pub async fn create(pool: &PgPool, e: &NewEnrollment, now: OffsetDateTime) -> Result<EnrollmentRow, StoreError> {
+pub async fn create(
+    pool: &PgPool,
+    e: &NewEnrollment,
+    now: OffsetDateTime,
+) -> Result<EnrollmentRow, StoreError> {
     sqlx::query_as(
         "INSERT INTO enrollments (registration_id, endorsement_key, ek_hash, device_id, iot_hub_host_name,
                                   provisioning_status, extra, etag, created_at, updated_at)
@@ -144,13 +153,19 @@ pub async fn upsert(
 }
 
 /// Deletes; with `if_match`, only if the etag matches.
-pub async fn delete(pool: &PgPool, registration_id: &str, if_match: Option<Uuid>) -> Result<(), StoreError> {
-    let deleted = sqlx::query("DELETE FROM enrollments WHERE registration_id = $1 AND ($2::uuid IS NULL OR etag = $2)")
-        .bind(registration_id)
-        .bind(if_match)
-        .execute(pool)
-        .await?
-        .rows_affected();
+pub async fn delete(
+    pool: &PgPool,
+    registration_id: &str,
+    if_match: Option<Uuid>,
+) -> Result<(), StoreError> {
+    let deleted = sqlx::query(
+        "DELETE FROM enrollments WHERE registration_id = $1 AND ($2::uuid IS NULL OR etag = $2)",
+    )
+    .bind(registration_id)
+    .bind(if_match)
+    .execute(pool)
+    .await?
+    .rows_affected();
     if deleted == 1 {
         return Ok(());
     }
@@ -161,7 +176,11 @@ pub async fn delete(pool: &PgPool, registration_id: &str, if_match: Option<Uuid>
 }
 
 /// A page of enrollments in registration id order, after `after`.
-pub async fn page(pool: &PgPool, after: Option<&str>, limit: i64) -> Result<Vec<EnrollmentRow>, StoreError> {
+pub async fn page(
+    pool: &PgPool,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<EnrollmentRow>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT * FROM enrollments WHERE ($1::text IS NULL OR registration_id > $1)
          ORDER BY registration_id LIMIT $2",

@@ -64,18 +64,23 @@ pub async fn lock(
     tx: &mut Transaction<'_, Postgres>,
     registration_id: &str,
 ) -> Result<(Option<ChallengeRow>, Option<RegistrationRow>), StoreError> {
-    let challenge = sqlx::query_as("SELECT * FROM challenges WHERE registration_id = $1 FOR UPDATE")
-        .bind(registration_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let registration = sqlx::query_as("SELECT * FROM registrations WHERE registration_id = $1 FOR UPDATE")
-        .bind(registration_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let challenge =
+        sqlx::query_as("SELECT * FROM challenges WHERE registration_id = $1 FOR UPDATE")
+            .bind(registration_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let registration =
+        sqlx::query_as("SELECT * FROM registrations WHERE registration_id = $1 FOR UPDATE")
+            .bind(registration_id)
+            .fetch_optional(&mut **tx)
+            .await?;
     Ok((challenge, registration))
 }
 
-pub async fn delete_challenge(tx: &mut Transaction<'_, Postgres>, registration_id: &str) -> Result<(), StoreError> {
+pub async fn delete_challenge(
+    tx: &mut Transaction<'_, Postgres>,
+    registration_id: &str,
+) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM challenges WHERE registration_id = $1")
         .bind(registration_id)
         .execute(&mut **tx)
@@ -131,29 +136,45 @@ pub async fn get_both(
     Ok((challenge, get_registration(pool, registration_id).await?))
 }
 
-pub async fn get_registration(pool: &PgPool, registration_id: &str) -> Result<Option<RegistrationRow>, StoreError> {
-    Ok(sqlx::query_as("SELECT * FROM registrations WHERE registration_id = $1")
-        .bind(registration_id)
-        .fetch_optional(pool)
-        .await?)
+pub async fn get_registration(
+    pool: &PgPool,
+    registration_id: &str,
+) -> Result<Option<RegistrationRow>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM registrations WHERE registration_id = $1")
+            .bind(registration_id)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// Deletes a registration state (and any pending challenge); with `if_match`, only if the etag
 /// matches.
-pub async fn delete_registration(pool: &PgPool, registration_id: &str, if_match: Option<Uuid>) -> Result<(), StoreError> {
+pub async fn delete_registration(
+    pool: &PgPool,
+    registration_id: &str,
+    if_match: Option<Uuid>,
+) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    let deleted = sqlx::query("DELETE FROM registrations WHERE registration_id = $1 AND ($2::uuid IS NULL OR etag = $2)")
-        .bind(registration_id)
-        .bind(if_match)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query(
+        "DELETE FROM registrations WHERE registration_id = $1 AND ($2::uuid IS NULL OR etag = $2)",
+    )
+    .bind(registration_id)
+    .bind(if_match)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if deleted == 0 {
-        let exists: Option<(String,)> = sqlx::query_as("SELECT registration_id FROM registrations WHERE registration_id = $1")
-            .bind(registration_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        return Err(if exists.is_some() { StoreError::PreconditionFailed } else { StoreError::NotFound });
+        let exists: Option<(String,)> =
+            sqlx::query_as("SELECT registration_id FROM registrations WHERE registration_id = $1")
+                .bind(registration_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        return Err(if exists.is_some() {
+            StoreError::PreconditionFailed
+        } else {
+            StoreError::NotFound
+        });
     }
     sqlx::query("DELETE FROM challenges WHERE registration_id = $1")
         .bind(registration_id)

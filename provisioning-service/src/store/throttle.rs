@@ -8,7 +8,12 @@ use crate::app::Limit;
 
 /// Counts one request in `bucket`. Returns `Some(seconds until the window ends)` if this request
 /// is over the limit.
-pub async fn hit(pool: &PgPool, bucket: &str, limit: Limit, now: OffsetDateTime) -> Result<Option<u64>, StoreError> {
+pub async fn hit(
+    pool: &PgPool,
+    bucket: &str,
+    limit: Limit,
+    now: OffsetDateTime,
+) -> Result<Option<u64>, StoreError> {
     let window = i64::try_from(limit.window_secs).unwrap_or(i64::MAX);
     let (count, window_start): (i32, OffsetDateTime) = sqlx::query_as(
         "INSERT INTO throttle (bucket, window_start, count) VALUES ($1, $2, 1)

@@ -1,0 +1,402 @@
+//! Bad input: each gets the DPS status and errorCode, and changes nothing in Postgres.
+
+use dps_protocol::sas::{self, SoftwareKey};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::helpers::{enrollment, now, Device, TestApp, TestTpm, API, ID_SCOPE};
+
+/// Sends `request` and asserts the DPS error and that nothing changed.
+async fn refused(
+    app: &TestApp,
+    status: StatusCode,
+    error_code: u32,
+    request: impl std::future::Future<Output = (StatusCode, Value)>,
+) {
+    let before = app.snapshot().await;
+    let (got, body) = request.await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["errorCode"], error_code, "{body}");
+    for field in ["trackingId", "message", "timestampUtc"] {
+        assert!(body[field].is_string(), "{field} missing in {body}");
+    }
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "a refused request changed the database"
+    );
+}
+
+/// An enrolled, provisioned device on the recorded TPM.
+async fn provisioned(app: &TestApp) -> (TestTpm, Device) {
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    let blob = app.challenge(&device).await;
+    t.tpm.import_authentication_key(&blob).unwrap();
+    (t, device)
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn challenge_refusals(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+
+    // Not enrolled.
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&device.registration_id, &device.body(), None),
+    )
+    .await;
+
+    // Enrolled under another registration id than the device claims.
+    app.enroll("someone-else", &device.ek).await;
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&device.registration_id, &device.body(), None),
+    )
+    .await;
+    let (s, _) = app
+        .admin(Method::DELETE, "/enrollments/someone-else", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    // Enrolled with another EK (a different TPM).
+    let mut other = TestTpm::fresh();
+    let other_device = Device::of(&mut other.tpm);
+    app.enroll(&device.registration_id, &other_device.ek).await;
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&device.registration_id, &device.body(), None),
+    )
+    .await;
+
+    // Disabled.
+    let mut disabled = enrollment(&device.registration_id, &device.ek);
+    disabled.provisioning_status = provisioning_service::enrollment::ProvisioningStatus::Disabled;
+    app.enroll_with(disabled).await;
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&device.registration_id, &device.body(), None),
+    )
+    .await;
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn malformed_requests(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    let id = device.registration_id.clone();
+    let put_raw = |path_id: String, body: Vec<u8>, query: &'static str| {
+        let url = format!(
+            "{}/{ID_SCOPE}/registrations/{path_id}/register?{query}",
+            app.base
+        );
+        let client = app.client.clone();
+        async move {
+            let r = client
+                .put(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut b = device.body();
+        f(&mut b);
+        serde_json::to_vec(&b).unwrap()
+    };
+
+    refused(
+        &app,
+        StatusCode::BAD_REQUEST,
+        400_004,
+        put_raw(id.clone(), b"{not json".to_vec(), API),
+    )
+    .await;
+    refused(
+        &app,
+        StatusCode::BAD_REQUEST,
+        400_004,
+        put_raw(
+            id.clone(),
+            with(&|b| b["tpm"]["endorsementKey"] = json!("%%%")),
+            API,
+        ),
+    )
+    .await;
+    refused(
+        &app,
+        StatusCode::BAD_REQUEST,
+        400_004,
+        put_raw(
+            id.clone(),
+            with(&|b| b["tpm"]["endorsementKey"] = json!("AAEC")),
+            API,
+        ),
+    )
+    .await;
+    refused(
+        &app,
+        StatusCode::BAD_REQUEST,
+        400_004,
+        put_raw(id.clone(), with(&|b| b["tpm"] = Value::Null), API),
+    )
+    .await;
+    refused(
+        &app,
+        StatusCode::BAD_REQUEST,
+        400_004,
+        put_raw(
+            id.clone(),
+            with(&|b| b["registrationId"] = json!("other")),
+            API,
+        ),
+    )
+    .await;
+    refused(
+        &app,
+        StatusCode::BAD_REQUEST,
+        400_004,
+        put_raw(id.clone(), device.body().to_string().into_bytes(), ""),
+    )
+    .await;
+    refused(
+        &app,
+        StatusCode::BAD_REQUEST,
+        400_004,
+        put_raw(
+            id.clone(),
+            device.body().to_string().into_bytes(),
+            "api-version=1999-01-01",
+        ),
+    )
+    .await;
+    // A storage root key that is not a restricted decryption key: the EK's template with sign set.
+    let mut srk = dps_protocol::tpm::Public::from_tpm2b(&device.srk).unwrap();
+    srk.object_attributes |= dps_protocol::tpm::constants::TPMA_OBJECT_SIGN;
+    let srk_b64 =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, srk.to_tpm2b());
+    refused(
+        &app,
+        StatusCode::BAD_REQUEST,
+        400_004,
+        put_raw(
+            id.clone(),
+            with(&|b| b["tpm"]["storageRootKey"] = json!(srk_b64)),
+            API,
+        ),
+    )
+    .await;
+    // Over the body limit (96 KiB).
+    let big = with(&|b| b["payload"] = json!("x".repeat(100 * 1024)));
+    refused(
+        &app,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        413_001,
+        put_raw(id.clone(), big, API),
+    )
+    .await;
+    // Hostile registration ids in the path.
+    for hostile in [
+        "..%2F..%2Fetc%2Fpasswd",
+        &"a".repeat(129),
+        "Device-1",
+        "x'%3B%20DROP%20TABLE%20enrollments%3B--",
+        "a%00",
+    ] {
+        refused(
+            &app,
+            StatusCode::BAD_REQUEST,
+            400_004,
+            put_raw(
+                hostile.to_owned(),
+                device.body().to_string().into_bytes(),
+                API,
+            ),
+        )
+        .await;
+    }
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn sas_refusals(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (mut t, device) = provisioned(&app).await;
+    let body = device.body();
+    let id = device.registration_id.clone();
+    let resource = sas::registration_resource(ID_SCOPE, &id);
+
+    // Signed with a wrong key.
+    let wrong = device.sas(&mut SoftwareKey(&[9; 32]), now() + 60);
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&id, &body, Some(&wrong)),
+    )
+    .await;
+    // Expired (beyond the skew window), and too far in the future.
+    let expired = device.sas(&mut t.tpm, now() - 3600);
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&id, &body, Some(&expired)),
+    )
+    .await;
+    let far = device.sas(&mut t.tpm, now() + 30 * 24 * 3600);
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&id, &body, Some(&far)),
+    )
+    .await;
+    // For another registration id.
+    let other = sas::build_token(
+        &sas::registration_resource(ID_SCOPE, "other-device"),
+        now() + 60,
+        Some("registration"),
+        &mut t.tpm,
+    )
+    .unwrap();
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&id, &body, Some(&other)),
+    )
+    .await;
+    // Malformed.
+    for bad in [
+        "SharedAccessSignature",
+        "Bearer abc",
+        "SharedAccessSignature sr=x&sig=%%&se=1",
+    ] {
+        refused(
+            &app,
+            StatusCode::UNAUTHORIZED,
+            401_002,
+            app.put_register(&id, &body, Some(bad)),
+        )
+        .await;
+    }
+    // Another key name.
+    let skn = sas::build_token(
+        &resource,
+        now() + 60,
+        Some("provisioningserviceowner"),
+        &mut t.tpm,
+    )
+    .unwrap();
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&id, &body, Some(&skn)),
+    )
+    .await;
+    // And the right one still works afterwards.
+    let (status, body) = app.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn another_tpm_with_the_enrolled_ek_pub_cannot_register(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut victim = TestTpm::recorded();
+    let victim_device = Device::of(&mut victim.tpm);
+    drop(victim);
+    app.enroll(&victim_device.registration_id, &victim_device.ek)
+        .await;
+
+    // The impostor copied the victim's EK_pub and presents its own SRK.
+    let mut impostor = TestTpm::fresh();
+    let mut claimed = Device::of(&mut impostor.tpm);
+    claimed.registration_id = victim_device.registration_id.clone();
+    claimed.ek = victim_device.ek.clone();
+    let blob = app.challenge(&claimed).await;
+    let err = impostor
+        .tpm
+        .import_authentication_key(&blob)
+        .expect_err("cannot activate");
+    assert_eq!(err.command(), Some("ActivateCredential"));
+    // Without the key it can only guess a SAS.
+    let guess = claimed.sas(&mut SoftwareKey(&[0; 32]), now() + 60);
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&claimed.registration_id, &claimed.body(), Some(&guess)),
+    )
+    .await;
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn throttled_challenges(pool: PgPool) {
+    let mut settings = crate::helpers::settings();
+    settings.registration_limit = provisioning_service::app::Limit {
+        count: 2,
+        window_secs: 60,
+    };
+    let app = TestApp::spawn_with(
+        pool,
+        settings,
+        std::sync::Arc::new(crate::helpers::Pki::new()),
+    )
+    .await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    app.challenge(&device).await;
+    app.challenge(&device).await;
+    let response = app
+        .client
+        .put(app.register_url(&device.registration_id))
+        .json(&device.body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errorCode"], 429_001);
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn expired_challenge_cannot_be_used(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (mut t, device) = provisioned(&app).await;
+    sqlx::query("UPDATE challenges SET expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    refused(&app, StatusCode::UNAUTHORIZED, 401_002, async {
+        let token = device.sas(&mut t.tpm, now() + 60);
+        app.put_register(&device.registration_id, &device.body(), Some(&token))
+            .await
+    })
+    .await;
+}

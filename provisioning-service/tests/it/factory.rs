@@ -1,0 +1,182 @@
+//! The factory CLI's functions: one device from every EK format, and an idempotent bulk load.
+
+use std::io::Write;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use provisioning_service::config::DatabaseArgs;
+use provisioning_service::factory::{self, BulkArgs, BulkSummary, EnrollArgs, Outcome};
+use rsa::pkcs8::EncodePublicKey;
+use sqlx::PgPool;
+
+use crate::enrollments::fake_ek;
+
+fn db() -> DatabaseArgs {
+    DatabaseArgs {
+        database_url: String::new(),
+        db_max_connections: 1,
+    }
+}
+
+fn args() -> EnrollArgs {
+    EnrollArgs {
+        database: db(),
+        registration_id: None,
+        ek_base64: None,
+        ek_file: None,
+        device_id: None,
+        iot_hub_host_name: None,
+        disabled: false,
+    }
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn enroll_one_from_each_format(pool: PgPool) {
+    // DPS base64, registration id derived from the EK as the Azure clients derive it.
+    let ek = fake_ek(1);
+    let (id, outcome) = factory::enroll_one(
+        &pool,
+        &EnrollArgs {
+            ek_base64: Some(STANDARD.encode(&ek)),
+            ..args()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        id,
+        dps_protocol::RegistrationId::from_endorsement_key(&ek).as_str()
+    );
+    assert_eq!(outcome, Outcome::Written);
+    let (_, outcome) = factory::enroll_one(
+        &pool,
+        &EnrollArgs {
+            ek_base64: Some(STANDARD.encode(&ek)),
+            ..args()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, Outcome::Unchanged);
+
+    // A TPM2B_PUBLIC file as tpm2-tools and `device-client ek --out` write it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ek.pub");
+    std::fs::write(&file, fake_ek(2)).unwrap();
+    let (_, outcome) = factory::enroll_one(
+        &pool,
+        &EnrollArgs {
+            ek_file: Some(file),
+            registration_id: Some("from-file".into()),
+            ..args()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, Outcome::Written);
+
+    // A PEM public key: the TCG default EK template is assumed around its modulus.
+    let key = rsa::RsaPrivateKey::new(
+        &mut <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(3),
+        2048,
+    )
+    .unwrap();
+    let pem = key
+        .to_public_key()
+        .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+        .unwrap();
+    let file = dir.path().join("ek.pem");
+    std::fs::write(&file, pem).unwrap();
+    let (_, outcome) = factory::enroll_one(
+        &pool,
+        &EnrollArgs {
+            ek_file: Some(file),
+            registration_id: Some("from-pem".into()),
+            ..args()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, Outcome::Written);
+
+    // Garbage is refused.
+    let file = dir.path().join("junk");
+    std::fs::write(&file, b"junk").unwrap();
+    assert!(factory::enroll_one(
+        &pool,
+        &EnrollArgs {
+            ek_file: Some(file),
+            registration_id: Some("junk".into()),
+            ..args()
+        }
+    )
+    .await
+    .is_err());
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn bulk_load_is_idempotent(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("devices.csv");
+    let mut f = std::fs::File::create(&csv).unwrap();
+    writeln!(
+        f,
+        "registrationId,endorsementKey,deviceId,iotHubHostName,provisioningStatus"
+    )
+    .unwrap();
+    for i in 0..50u8 {
+        writeln!(f, "device-{i},{},,,", STANDARD.encode(fake_ek(i))).unwrap();
+    }
+    writeln!(f, "Bad-Id,{},,,", STANDARD.encode(fake_ek(200))).unwrap();
+    let bulk = BulkArgs {
+        database: db(),
+        file: csv,
+        quiet: true,
+    };
+    let first = factory::enroll_file(&pool, &bulk).await.unwrap();
+    assert_eq!(
+        first,
+        BulkSummary {
+            written: 50,
+            unchanged: 0,
+            failed: 1
+        }
+    );
+    let second = factory::enroll_file(&pool, &bulk).await.unwrap();
+    assert_eq!(
+        second,
+        BulkSummary {
+            written: 0,
+            unchanged: 50,
+            failed: 1
+        }
+    );
+
+    let jsonl = dir.path().join("devices.jsonl");
+    let line =
+        serde_json::to_string(&crate::helpers::enrollment("json-device", &fake_ek(99))).unwrap();
+    std::fs::write(&jsonl, format!("{line}\n")).unwrap();
+    let summary = factory::enroll_file(
+        &pool,
+        &BulkArgs {
+            database: db(),
+            file: jsonl,
+            quiet: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        summary,
+        BulkSummary {
+            written: 1,
+            unchanged: 0,
+            failed: 0
+        }
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM enrollments")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 51);
+}

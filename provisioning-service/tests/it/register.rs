@@ -1,0 +1,169 @@
+//! Full registrations: a real TPM (swtpm) on the device side, the service over HTTPS, Postgres.
+
+use provisioning_service::allocation::assign_hub;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::helpers::{enrollment, Device, TestApp, TestTpm, HUBS};
+
+/// Challenge → import in the TPM → register with a TPM-signed SAS; returns the operation id.
+async fn provision(app: &TestApp, t: &mut TestTpm, device: &Device) -> String {
+    let blob = app.challenge(device).await;
+    t.tpm
+        .import_authentication_key(&blob)
+        .expect("the TPM imports the service's blob");
+    let (status, body) = app.register_with(device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "assigning");
+    body["operationId"]
+        .as_str()
+        .expect("operationId")
+        .to_owned()
+}
+
+async fn registration_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM registrations")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn full_registration_through_https_with_a_tpm(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+
+    let operation_id = provision(&app, &mut t, &device).await;
+    let (status, body) = app.poll(&device, &operation_id, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "assigned");
+    let state = &body["registrationState"];
+    let hubs = HUBS.map(String::from);
+    let expected_hub = assign_hub(&device.registration_id, None, &hubs).unwrap();
+    assert_eq!(state["assignedHub"], expected_hub);
+    assert_eq!(state["deviceId"], device.registration_id.as_str());
+    assert_eq!(state["registrationId"], device.registration_id.as_str());
+    assert_eq!(state["substatus"], "initialAssignment");
+    for field in ["createdDateTimeUtc", "lastUpdatedDateTimeUtc", "etag"] {
+        assert!(state[field].is_string(), "{field} in {state}");
+    }
+
+    let (status, body) = app.device_state(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["assignedHub"], expected_hub);
+    // The challenge was consumed; the key is now the registration's.
+    let challenges: i64 = sqlx::query_scalar("SELECT count(*) FROM challenges")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(challenges, 0);
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn pinned_hub_and_device_id_are_honoured(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    let mut e = enrollment(&device.registration_id, &device.ek);
+    e.iot_hub_host_name = Some(HUBS[1].to_owned());
+    e.device_id = Some("line-7-unit-0042".to_owned());
+    app.enroll_with(e).await;
+    let operation_id = provision(&app, &mut t, &device).await;
+    let (_, body) = app.poll(&device, &operation_id, &mut t.tpm).await;
+    assert_eq!(body["registrationState"]["assignedHub"], HUBS[1]);
+    assert_eq!(body["registrationState"]["deviceId"], "line-7-unit-0042");
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_registration_started_on_one_instance_finishes_on_another(pool: PgPool) {
+    let a = TestApp::spawn(pool).await;
+    let b = a.second_instance().await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    a.enroll(&device.registration_id, &device.ek).await;
+
+    let blob = a.challenge(&device).await;
+    t.tpm.import_authentication_key(&blob).unwrap();
+    let (status, body) = b.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let operation_id = body["operationId"].as_str().unwrap();
+    let (status, body) = a.poll(&device, operation_id, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "assigned");
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn concurrent_registrations_of_one_device_end_in_one_state(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    let blob = app.challenge(&device).await;
+    t.tpm.import_authentication_key(&blob).unwrap();
+
+    // Both requests carry valid SAS tokens for the same key and race in the database.
+    let token = device.sas(&mut t.tpm, crate::helpers::now() + 60);
+    let body = device.body();
+    let (first, second) = tokio::join!(
+        app.put_register(&device.registration_id, &body, Some(&token)),
+        app.put_register(&device.registration_id, &body, Some(&token)),
+    );
+    assert_eq!(first.0, StatusCode::ACCEPTED, "{}", first.1);
+    assert_eq!(second.0, StatusCode::ACCEPTED, "{}", second.1);
+    assert_eq!(registration_count(&app.pool).await, 1);
+    let (status, state) = app.device_state(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(state["status"], "assigned");
+    // The state names the operation of whichever request committed last.
+    let current = sqlx::query_scalar::<_, uuid::Uuid>("SELECT operation_id FROM registrations")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+        .to_string();
+    assert!([&first.1, &second.1]
+        .iter()
+        .any(|b| b["operationId"] == current.as_str()));
+
+    // Concurrent challenges: only the newest is live, exactly one row remains.
+    let (c1, c2) = tokio::join!(
+        app.put_register(&device.registration_id, &body, None),
+        app.put_register(&device.registration_id, &body, None),
+    );
+    assert_eq!(
+        (c1.0, c2.0),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
+    let challenges: i64 = sqlx::query_scalar("SELECT count(*) FROM challenges")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(challenges, 1);
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn re_registration_issues_a_fresh_key_and_retires_the_old_one(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    provision(&app, &mut t, &device).await;
+    // A token signed with the first key, kept by an eavesdropper.
+    let old_token = device.sas(&mut t.tpm, crate::helpers::now() + 120);
+
+    // Reboot and re-provision: a new challenge is a new key.
+    let second_blob = app.challenge(&device).await;
+    t.tpm.import_authentication_key(&second_blob).unwrap();
+    let (status, body) = app.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    let (status, body): (StatusCode, Value) = app
+        .put_register(&device.registration_id, &device.body(), Some(&old_token))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["errorCode"], 401_002);
+    let (status, _) = app.device_state(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK);
+}
