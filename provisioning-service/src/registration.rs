@@ -108,7 +108,7 @@ pub async fn challenge(
     }
     let limit = app.settings().registration_limit;
     throttled(app, &format!("register:{id}"), limit, now).await?;
-    throttled(app, &format!("ek:{}", hex_lower(&ek_hash)), limit, now).await?;
+    throttled(app, &format!("ek:{}", hex::encode(&ek_hash)), limit, now).await?;
 
     let issued = AuthenticationKey::issue(&req.ek, &req.srk, &mut rand::rngs::OsRng)
         .map_err(|e| ApiError::ArgumentInvalid(format!("tpm: {e}")))?;
@@ -127,10 +127,6 @@ pub async fn challenge(
     )
     .await?;
     Ok(issued.blob.to_bytes())
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parses a device's `Authorization` header.

@@ -45,7 +45,7 @@ impl Sealer {
     #[must_use]
     pub fn new(key: &[u8; 32]) -> Self {
         let digest = Sha256::digest(key);
-        let key_id = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let key_id = hex::encode(&digest[..8]);
         Self {
             key_id,
             cipher: Aes256Gcm::new(key.into()),
@@ -134,30 +134,30 @@ mod tests {
     #[test]
     fn seal_open_and_refusals() {
         let sealer = Sealer::new(&[7; 32]);
-        let sealed = sealer.seal(b"hmac key", b"device-1");
+        let boxed = sealer.seal(b"hmac key", b"device-1");
         assert_eq!(
             sealer
-                .open(&sealed, sealer.key_id(), b"device-1")
+                .open(&boxed, sealer.key_id(), b"device-1")
                 .unwrap()
                 .as_slice(),
             b"hmac key"
         );
         assert!(matches!(
-            sealer.open(&sealed, sealer.key_id(), b"device-2"),
+            sealer.open(&boxed, sealer.key_id(), b"device-2"),
             Err(SealError::Corrupt)
         ));
         assert!(matches!(
-            sealer.open(&sealed, "other", b"device-1"),
+            sealer.open(&boxed, "other", b"device-1"),
             Err(SealError::UnknownKey(_))
         ));
-        let mut flipped = sealed.clone();
+        let mut flipped = boxed.clone();
         flipped[20] ^= 1;
         assert!(matches!(
             sealer.open(&flipped, sealer.key_id(), b"device-1"),
             Err(SealError::Corrupt)
         ));
         assert!(matches!(
-            Sealer::new(&[8; 32]).open(&sealed, sealer.key_id(), b"device-1"),
+            Sealer::new(&[8; 32]).open(&boxed, sealer.key_id(), b"device-1"),
             Err(SealError::UnknownKey(_))
         ));
     }

@@ -232,7 +232,7 @@ pub async fn query(
     };
     let mut rows = enrollments::page(
         app.pool(),
-        after.as_ref().map(|a| a.as_str()),
+        after.as_ref().map(dps_protocol::RegistrationId::as_str),
         page_size + 1,
     )
     .await?;

@@ -18,13 +18,13 @@ pub async fn hit(
     let (count, window_start): (i32, OffsetDateTime) = sqlx::query_as(
         "INSERT INTO throttle (bucket, window_start, count) VALUES ($1, $2, 1)
          ON CONFLICT (bucket) DO UPDATE SET
-             count = CASE WHEN throttle.window_start <= $2 - make_interval(secs => $3) THEN 1 ELSE throttle.count + 1 END,
-             window_start = CASE WHEN throttle.window_start <= $2 - make_interval(secs => $3) THEN $2 ELSE throttle.window_start END
+             count = CASE WHEN throttle.window_start <= $2 - make_interval(secs => $3::bigint) THEN 1 ELSE throttle.count + 1 END,
+             window_start = CASE WHEN throttle.window_start <= $2 - make_interval(secs => $3::bigint) THEN $2 ELSE throttle.window_start END
          RETURNING count, window_start",
     )
     .bind(bucket)
     .bind(now)
-    .bind(window as f64)
+    .bind(window)
     .fetch_one(pool)
     .await?;
     if u32::try_from(count).unwrap_or(u32::MAX) <= limit.count {

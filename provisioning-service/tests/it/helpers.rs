@@ -37,7 +37,7 @@ pub fn settings() -> Settings {
         name: POLICY.to_owned(),
         key: POLICY_KEY.to_vec().into(),
     }];
-    s.service_host_name = "dps.test".to_owned();
+    "dps.test".clone_into(&mut s.service_host_name);
     s
 }
 
@@ -74,7 +74,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
-    _pki: Arc<Pki>,
+    pki: Arc<Pki>,
 }
 
 impl TestApp {
@@ -88,7 +88,7 @@ impl TestApp {
             .connect_with((*self.pool.connect_options()).clone())
             .await
             .unwrap();
-        Self::spawn_with(pool, settings(), self._pki.clone()).await
+        Self::spawn_with(pool, settings(), self.pki.clone()).await
     }
 
     pub async fn spawn_with(pool: PgPool, settings: Settings, pki: Arc<Pki>) -> Self {
@@ -115,7 +115,7 @@ impl TestApp {
             base: format!("https://localhost:{port}"),
             client,
             pool,
-            _pki: pki,
+            pki,
         };
         app.wait_ready().await;
         app
@@ -140,6 +140,7 @@ impl TestApp {
 
     // --- the enrollment API ---
 
+    #[allow(clippy::unused_self)] // reads as a step of this app
     pub fn service_sas(&self) -> String {
         let expiry = now() + 300;
         sas::build_token(

@@ -1,0 +1,20 @@
+# A throwaway PKI for the demo: a CA and a server certificate for localhost/127.0.0.1 (rustls
+# refuses a CA certificate used as a server certificate, so there are two). Source this file.
+
+# pki_make DIR: writes DIR/ca.pem, DIR/server.pem (chain) and DIR/server.key.
+pki_make() {
+    local dir=$1
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=dps-tpm demo CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=localhost" -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 2 -out "$dir/server.pem" -extfile <(printf '%s\n' \
+            "basicConstraints=critical,CA:FALSE" \
+            "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            "extendedKeyUsage=serverAuth" \
+            "keyUsage=critical,digitalSignature") 2>/dev/null
+    rm -f "$dir/server.csr"
+}
