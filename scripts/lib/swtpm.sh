@@ -67,3 +67,18 @@ free_port() {
     echo "no free port pair found" >&2
     return 1
 }
+
+# swtpm_wait_tcti TCTI: for a swtpm:host=H,port=P TCTI, waits (up to 30 s) until the simulator
+# accepts connections on its control port; any other TCTI returns at once.
+swtpm_wait_tcti() {
+    local tcti=$1 host port _
+    [[ $tcti == swtpm:* ]] || return 0
+    host=$(printf '%s' "$tcti" | sed -n 's/.*host=\([^,]*\).*/\1/p')
+    port=$(printf '%s' "$tcti" | sed -n 's/.*port=\([0-9]*\).*/\1/p')
+    for _ in $(seq 1 300); do
+        (exec 3<>"/dev/tcp/${host:-127.0.0.1}/$((${port:-2321} + 1))") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "no swtpm at $tcti" >&2
+    return 1
+}

@@ -1,0 +1,338 @@
+//! First-boot provisioning as an explicit state machine, persisted after every step so a device
+//! that reboots or is killed anywhere finishes (or cleanly restarts) on its next run:
+//!
+//! ```text
+//! Unprovisioned ──challenge, import──► KeyImported ──SAS register──► Assigning(op) ──poll──► Assigned
+//!       ▲                                   │                              │
+//!       └──── key refused or operation unknown: start over (once) ◄────────┘
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dps_protocol::sas::{self, REGISTRATION_KEY_NAME};
+use dps_protocol::wire::RegistrationStatus;
+use dps_protocol::RegistrationId;
+use serde::{Deserialize, Serialize};
+
+use crate::dps::{ClientError, DpsClient, Polled};
+use crate::tpm::{Tpm, TpmError};
+
+/// Where a device is in provisioning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+pub enum Stage {
+    Unprovisioned,
+    /// The issued key is in the TPM; the service has not seen it used yet.
+    KeyImported,
+    /// Registered; the service is assigning.
+    Assigning {
+        operation_id: String,
+    },
+    Assigned {
+        assigned_hub: String,
+        device_id: String,
+    },
+}
+
+/// The state file: the stage, for which registration at which service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub registration_id: String,
+    pub endpoint: String,
+    pub id_scope: String,
+    #[serde(flatten)]
+    pub stage: Stage,
+    pub updated_unix: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvisionError {
+    #[error("TPM error")]
+    Tpm(#[from] TpmError),
+    #[error(transparent)]
+    Dps(#[from] ClientError),
+    #[error("cannot write the state file {path}")]
+    StateFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the registration id is invalid")]
+    RegistrationId(#[from] dps_protocol::RegistrationIdError),
+    #[error("the provisioning service reports the registration as {status}: {message}")]
+    Failed { status: String, message: String },
+    #[error("not assigned within {0:?}")]
+    Deadline(Duration),
+    /// Only for tests: the run stopped after the requested stage, as if killed there.
+    #[error("stopped after {0:?}")]
+    Stopped(Stage),
+}
+
+/// How to provision.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Use this registration id instead of the one derived from the EK.
+    pub registration_id: Option<String>,
+    pub state_file: PathBuf,
+    /// Provision again even if the state file says assigned.
+    pub force: bool,
+    /// Lifetime of each SAS token, seconds.
+    pub sas_ttl: u64,
+    /// Give up after this long.
+    pub deadline: Duration,
+    /// Longest wait between polls or retries.
+    pub max_backoff: Duration,
+    /// Tests: stop (as if killed) once this stage is reached and saved.
+    pub stop_after: Option<fn(&Stage) -> bool>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub registration_id: String,
+    pub assigned_hub: String,
+    pub device_id: String,
+    /// True when the state file already said assigned and nothing was sent.
+    pub already_provisioned: bool,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads the state file; a missing or unreadable one means nothing was done yet.
+#[must_use]
+pub fn load_state(path: &Path) -> Option<State> {
+    let text = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&text) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable state file");
+            None
+        }
+    }
+}
+
+/// Writes the state file atomically (temporary file, fsync, rename).
+fn save_state(path: &Path, state: &State) -> Result<(), ProvisionError> {
+    let err = |source| ProvisionError::StateFile {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(&bytes).map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn wait(&mut self, hint: Option<Duration>, deadline: Instant) {
+        let delay = hint.unwrap_or(self.next).min(self.max);
+        self.next = (self.next * 2).min(self.max);
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(delay.min(left));
+    }
+}
+
+/// Runs first-boot provisioning to the end (or to an error).
+pub fn provision(
+    tpm: &mut Tpm,
+    dps: &DpsClient,
+    endpoint: &str,
+    options: &Options,
+) -> Result<Outcome, ProvisionError> {
+    let ek = tpm.endorsement_key()?;
+    let srk = tpm.storage_root_key()?;
+    let registration_id = match &options.registration_id {
+        Some(id) => RegistrationId::parse(id)?,
+        None => RegistrationId::from_endorsement_key(&ek),
+    };
+    let id = registration_id.as_str();
+    let mut state = State {
+        registration_id: id.to_owned(),
+        endpoint: endpoint.to_owned(),
+        id_scope: dps.id_scope().to_owned(),
+        stage: Stage::Unprovisioned,
+        updated_unix: unix_now(),
+    };
+    if let Some(saved) = load_state(&options.state_file) {
+        let same = saved.registration_id == state.registration_id
+            && saved.endpoint == state.endpoint
+            && saved.id_scope == state.id_scope;
+        if same && !options.force {
+            state.stage = saved.stage;
+        }
+    }
+    // Every later stage needs the key in the TPM; without it, start over.
+    if state.stage != Stage::Unprovisioned && !tpm.has_authentication_key()? {
+        tracing::warn!("the state file is ahead of the TPM (no key persisted); starting over");
+        state.stage = Stage::Unprovisioned;
+    }
+    if let Stage::Assigned {
+        assigned_hub,
+        device_id,
+    } = &state.stage
+    {
+        return Ok(Outcome {
+            registration_id: id.to_owned(),
+            assigned_hub: assigned_hub.clone(),
+            device_id: device_id.clone(),
+            already_provisioned: true,
+        });
+    }
+
+    let resource = sas::registration_resource(dps.id_scope(), id);
+    let deadline = Instant::now() + options.deadline;
+    let mut backoff = Backoff {
+        next: Duration::from_secs(1),
+        max: options.max_backoff,
+    };
+    let mut restarted = false;
+    loop {
+        if Instant::now() >= deadline {
+            return Err(ProvisionError::Deadline(options.deadline));
+        }
+        tracing::debug!(stage = ?state.stage, "provisioning step");
+        let step: Result<(Stage, Option<Duration>), ProvisionError> = match &state.stage {
+            Stage::Unprovisioned => (|| {
+                let blob = dps.challenge(id, &ek, &srk)?;
+                tpm.import_authentication_key(&blob)?;
+                tracing::info!("authentication key imported into the TPM");
+                Ok((Stage::KeyImported, None))
+            })(),
+            Stage::KeyImported => (|| {
+                let token = sas::build_token(
+                    &resource,
+                    unix_now() + options.sas_ttl,
+                    Some(REGISTRATION_KEY_NAME),
+                    tpm,
+                )?;
+                let polled = dps.register(id, &ek, &srk, &token)?;
+                next_stage(&polled, None)
+            })(),
+            Stage::Assigning { operation_id } => (|| {
+                let token = sas::build_token(
+                    &resource,
+                    unix_now() + options.sas_ttl,
+                    Some(REGISTRATION_KEY_NAME),
+                    tpm,
+                )?;
+                let polled = dps.operation(id, operation_id, &token)?;
+                next_stage(&polled, Some(operation_id))
+            })(),
+            Stage::Assigned { .. } => unreachable!("returned above"),
+        };
+        let was_polling = matches!(state.stage, Stage::Assigning { .. });
+        match step {
+            Ok((next, wait)) => {
+                if next != state.stage {
+                    state.stage = next;
+                    state.updated_unix = unix_now();
+                    save_state(&options.state_file, &state)?;
+                    if options.stop_after.is_some_and(|stop| stop(&state.stage)) {
+                        return Err(ProvisionError::Stopped(state.stage));
+                    }
+                }
+                if let Stage::Assigned {
+                    assigned_hub,
+                    device_id,
+                } = &state.stage
+                {
+                    return Ok(Outcome {
+                        registration_id: id.to_owned(),
+                        assigned_hub: assigned_hub.clone(),
+                        device_id: device_id.clone(),
+                        already_provisioned: false,
+                    });
+                }
+                // The first poll goes out at once (a service may assign within the register
+                // call); after that, Retry-After or a doubling backoff paces the polls.
+                if was_polling && matches!(state.stage, Stage::Assigning { .. }) {
+                    backoff.wait(wait, deadline);
+                }
+            }
+            Err(ProvisionError::Dps(e)) if e.is_transient() => {
+                tracing::warn!(error = %e, "transient failure; retrying");
+                let hint = match e {
+                    ClientError::Throttled { retry_after } => {
+                        Some(Duration::from_secs(retry_after))
+                    }
+                    _ => None,
+                };
+                backoff.wait(hint, deadline);
+            }
+            Err(ProvisionError::Dps(
+                ClientError::SignatureRefused | ClientError::OperationNotFound { .. },
+            )) if !restarted && state.stage != Stage::Unprovisioned => {
+                tracing::warn!("the service no longer knows this key or operation; starting over");
+                restarted = true;
+                state.stage = Stage::Unprovisioned;
+                save_state(&options.state_file, &state)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The stage an operation status leads to, and how long to wait before polling again.
+fn next_stage(
+    polled: &Polled,
+    operation_id: Option<&String>,
+) -> Result<(Stage, Option<Duration>), ProvisionError> {
+    let status = &polled.status;
+    match status.status {
+        RegistrationStatus::Assigned => {
+            let state = status.registration_state.as_ref();
+            let hub = state.and_then(|s| s.assigned_hub.clone());
+            let device = state.and_then(|s| s.device_id.clone());
+            match (hub, device) {
+                (Some(assigned_hub), Some(device_id)) => Ok((
+                    Stage::Assigned {
+                        assigned_hub,
+                        device_id,
+                    },
+                    None,
+                )),
+                // "assigned" in a register response without its state: poll for it.
+                _ => Ok((
+                    Stage::Assigning {
+                        operation_id: status.operation_id.clone(),
+                    },
+                    polled.retry_after,
+                )),
+            }
+        }
+        RegistrationStatus::Assigning | RegistrationStatus::Unassigned => {
+            let operation_id = operation_id
+                .cloned()
+                .unwrap_or_else(|| status.operation_id.clone());
+            Ok((Stage::Assigning { operation_id }, polled.retry_after))
+        }
+        RegistrationStatus::Failed | RegistrationStatus::Disabled => {
+            let state = status.registration_state.as_ref();
+            Err(ProvisionError::Failed {
+                status: format!("{:?}", status.status).to_lowercase(),
+                message: state
+                    .and_then(|s| s.error_message.clone())
+                    .unwrap_or_default(),
+            })
+        }
+    }
+}

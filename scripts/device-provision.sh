@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The device at first boot: provision (a no-op when already provisioned), then show a hub SAS
+# token signed inside the TPM. Environment: DPS_ENDPOINT, DPS_ID_SCOPE, DPS_CA_FILE,
+# DPS_STATE_FILE, DPS_TCTI (see `device-client register --help`).
+set -euo pipefail
+device_client=${DEVICE_CLIENT:-device-client}
+source "$(dirname "$0")/lib/swtpm.sh"
+swtpm_wait_tcti "${DPS_TCTI:-}"
+result=$("$device_client" register --json "$@")
+echo "$result"
+hub=$(printf '%s' "$result" | sed -n 's/.*"assigned_hub":"\([^"]*\)".*/\1/p')
+device=$(printf '%s' "$result" | sed -n 's/.*"device_id":"\([^"]*\)".*/\1/p')
+token=$("$device_client" sas --resource "$hub/devices/$device" --ttl 3600)
+echo "hub SAS token (signed in the TPM): ${token:0:60}..."
