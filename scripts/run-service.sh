@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs the provisioning service in the foreground. Secrets live in DPS_SECRETS_DIR; any that are
-# missing are created as throwaway ones (a demo CA and server certificate, a service key, an
-# enrollment API policy "provisioningserviceowner"). Everything else comes from the DPS_*
-# environment variables that `provisioning-service serve --help` lists, and DATABASE_URL.
+# missing are created as throwaway ones: a demo CA and server certificate (DPS_TLS_SANS adds
+# names to it), a service key, an enrollment API policy "provisioningserviceowner". Everything
+# else comes from DATABASE_URL and the DPS_* variables `provisioning-service serve --help` lists.
 set -euo pipefail
 here=$(dirname "$0")
 secrets=${DPS_SECRETS_DIR:?set DPS_SECRETS_DIR}
 source "$here/lib/pki.sh"
 mkdir -p "$secrets"
-[[ -f $secrets/server.pem ]] || pki_make "$secrets"
+[[ -f $secrets/server.pem ]] || pki_make "$secrets" "${DPS_TLS_SANS:-}"
 [[ -f $secrets/service.key ]] || (umask 077 && head -c 32 /dev/urandom | xxd -p -c 64 >"$secrets/service.key")
 [[ -f $secrets/policies ]] || (umask 077 && echo "provisioningserviceowner=$(head -c 32 /dev/urandom | base64 -w0)" >"$secrets/policies")
 export DPS_TLS_CERT_FILE=$secrets/server.pem DPS_TLS_KEY_FILE=$secrets/server.key

@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, starts an ephemeral PostgreSQL on loopback, runs
-# every test of the workspace (unit tests with vectors; integration tests on a fresh swtpm and a
-# fresh database per test), and stops what it started.
+# The test command: installs what is missing, checks the container setup, runs the demo end to
+# end, then every test of the workspace (unit tests with vectors; integration tests on a fresh
+# swtpm and a fresh Postgres database each, end-to-end runs of the device-client binary).
+# Stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 source scripts/lib/postgres.sh
 source scripts/lib/swtpm.sh
+
+echo "== docker-compose.yml is valid, and its entrypoints are scripts the demo runs"
+docker-compose -f docker-compose.yml config -q
+for script in $(grep -ho 'scripts/[a-z-]*\.sh' Dockerfile docker-compose.yml | grep -v demo.sh | sort -u); do
+    grep -q "$script" scripts/demo.sh || { echo "$script is an entrypoint demo.sh does not run" >&2; exit 1; }
+done
+
+echo "== the demo"
+demo_log=$(mktemp)
+RUST_LOG=warn scripts/demo.sh 2>&1 | tee "$demo_log"
+grep -q '"already_provisioned":false' "$demo_log"
+grep -q '^already provisioned:' "$demo_log"
+rm -f "$demo_log"
 
 work=$(mktemp -d)
 cleanup() {
@@ -16,4 +30,5 @@ cleanup() {
 trap cleanup EXIT
 pg_start "$work" "$(free_port)"
 
+echo "== cargo test"
 cargo test --workspace --locked

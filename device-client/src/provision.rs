@@ -151,6 +151,90 @@ impl Backoff {
     }
 }
 
+/// What the device sends with every call.
+struct Device<'a> {
+    registration_id: &'a str,
+    ek: Vec<u8>,
+    srk: Vec<u8>,
+    /// The SAS resource, `{idScope}/registrations/{registrationId}`.
+    resource: String,
+}
+
+/// Where to start: the saved stage if it is for this registration and the key it needs is
+/// still in the TPM; otherwise from the beginning.
+fn resume(tpm: &mut Tpm, options: &Options, fresh: State) -> Result<State, ProvisionError> {
+    let mut state = fresh;
+    if let Some(saved) = load_state(&options.state_file) {
+        let same = saved.registration_id == state.registration_id
+            && saved.endpoint == state.endpoint
+            && saved.id_scope == state.id_scope;
+        if same && !options.force {
+            state.stage = saved.stage;
+        }
+    }
+    if state.stage != Stage::Unprovisioned && !tpm.has_authentication_key()? {
+        tracing::warn!("the state file is ahead of the TPM (no key persisted); starting over");
+        state.stage = Stage::Unprovisioned;
+    }
+    Ok(state)
+}
+
+fn assigned(state: &State, already_provisioned: bool) -> Option<Outcome> {
+    match &state.stage {
+        Stage::Assigned {
+            assigned_hub,
+            device_id,
+        } => Some(Outcome {
+            registration_id: state.registration_id.clone(),
+            assigned_hub: assigned_hub.clone(),
+            device_id: device_id.clone(),
+            already_provisioned,
+        }),
+        _ => None,
+    }
+}
+
+/// One step from `stage`: the next stage, and how long the service asked to wait.
+fn step(
+    tpm: &mut Tpm,
+    dps: &DpsClient,
+    device: &Device<'_>,
+    stage: &Stage,
+    sas_ttl: u64,
+) -> Result<(Stage, Option<Duration>), ProvisionError> {
+    let id = device.registration_id;
+    match stage {
+        Stage::Unprovisioned => {
+            let blob = dps.challenge(id, &device.ek, &device.srk)?;
+            tpm.import_authentication_key(&blob)?;
+            tracing::info!("authentication key imported into the TPM");
+            Ok((Stage::KeyImported, None))
+        }
+        Stage::KeyImported => {
+            let token = sas::build_token(
+                &device.resource,
+                unix_now() + sas_ttl,
+                Some(REGISTRATION_KEY_NAME),
+                tpm,
+            )?;
+            next_stage(&dps.register(id, &device.ek, &device.srk, &token)?, None)
+        }
+        Stage::Assigning { operation_id } => {
+            let token = sas::build_token(
+                &device.resource,
+                unix_now() + sas_ttl,
+                Some(REGISTRATION_KEY_NAME),
+                tpm,
+            )?;
+            next_stage(
+                &dps.operation(id, operation_id, &token)?,
+                Some(operation_id),
+            )
+        }
+        Stage::Assigned { .. } => Ok((stage.clone(), None)),
+    }
+}
+
 /// Runs first-boot provisioning to the end (or to an error).
 pub fn provision(
     tpm: &mut Tpm,
@@ -165,40 +249,23 @@ pub fn provision(
         None => RegistrationId::from_endorsement_key(&ek),
     };
     let id = registration_id.as_str();
-    let mut state = State {
+    let fresh = State {
         registration_id: id.to_owned(),
         endpoint: endpoint.to_owned(),
         id_scope: dps.id_scope().to_owned(),
         stage: Stage::Unprovisioned,
         updated_unix: unix_now(),
     };
-    if let Some(saved) = load_state(&options.state_file) {
-        let same = saved.registration_id == state.registration_id
-            && saved.endpoint == state.endpoint
-            && saved.id_scope == state.id_scope;
-        if same && !options.force {
-            state.stage = saved.stage;
-        }
+    let mut state = resume(tpm, options, fresh)?;
+    if let Some(outcome) = assigned(&state, true) {
+        return Ok(outcome);
     }
-    // Every later stage needs the key in the TPM; without it, start over.
-    if state.stage != Stage::Unprovisioned && !tpm.has_authentication_key()? {
-        tracing::warn!("the state file is ahead of the TPM (no key persisted); starting over");
-        state.stage = Stage::Unprovisioned;
-    }
-    if let Stage::Assigned {
-        assigned_hub,
-        device_id,
-    } = &state.stage
-    {
-        return Ok(Outcome {
-            registration_id: id.to_owned(),
-            assigned_hub: assigned_hub.clone(),
-            device_id: device_id.clone(),
-            already_provisioned: true,
-        });
-    }
-
-    let resource = sas::registration_resource(dps.id_scope(), id);
+    let device = Device {
+        registration_id: id,
+        ek,
+        srk,
+        resource: sas::registration_resource(dps.id_scope(), id),
+    };
     let deadline = Instant::now() + options.deadline;
     let mut backoff = Backoff {
         next: Duration::from_secs(1),
@@ -210,37 +277,8 @@ pub fn provision(
             return Err(ProvisionError::Deadline(options.deadline));
         }
         tracing::debug!(stage = ?state.stage, "provisioning step");
-        let step: Result<(Stage, Option<Duration>), ProvisionError> = match &state.stage {
-            Stage::Unprovisioned => (|| {
-                let blob = dps.challenge(id, &ek, &srk)?;
-                tpm.import_authentication_key(&blob)?;
-                tracing::info!("authentication key imported into the TPM");
-                Ok((Stage::KeyImported, None))
-            })(),
-            Stage::KeyImported => (|| {
-                let token = sas::build_token(
-                    &resource,
-                    unix_now() + options.sas_ttl,
-                    Some(REGISTRATION_KEY_NAME),
-                    tpm,
-                )?;
-                let polled = dps.register(id, &ek, &srk, &token)?;
-                next_stage(&polled, None)
-            })(),
-            Stage::Assigning { operation_id } => (|| {
-                let token = sas::build_token(
-                    &resource,
-                    unix_now() + options.sas_ttl,
-                    Some(REGISTRATION_KEY_NAME),
-                    tpm,
-                )?;
-                let polled = dps.operation(id, operation_id, &token)?;
-                next_stage(&polled, Some(operation_id))
-            })(),
-            Stage::Assigned { .. } => unreachable!("returned above"),
-        };
         let was_polling = matches!(state.stage, Stage::Assigning { .. });
-        match step {
+        match step(tpm, dps, &device, &state.stage, options.sas_ttl) {
             Ok((next, wait)) => {
                 if next != state.stage {
                     state.stage = next;
@@ -250,21 +288,12 @@ pub fn provision(
                         return Err(ProvisionError::Stopped(state.stage));
                     }
                 }
-                if let Stage::Assigned {
-                    assigned_hub,
-                    device_id,
-                } = &state.stage
-                {
-                    return Ok(Outcome {
-                        registration_id: id.to_owned(),
-                        assigned_hub: assigned_hub.clone(),
-                        device_id: device_id.clone(),
-                        already_provisioned: false,
-                    });
+                if let Some(outcome) = assigned(&state, false) {
+                    return Ok(outcome);
                 }
                 // The first poll goes out at once (a service may assign within the register
                 // call); after that, Retry-After or a doubling backoff paces the polls.
-                if was_polling && matches!(state.stage, Stage::Assigning { .. }) {
+                if was_polling {
                     backoff.wait(wait, deadline);
                 }
             }

@@ -1,9 +1,10 @@
 # A throwaway PKI for the demo: a CA and a server certificate for localhost/127.0.0.1 (rustls
 # refuses a CA certificate used as a server certificate, so there are two). Source this file.
 
-# pki_make DIR: writes DIR/ca.pem, DIR/server.pem (chain) and DIR/server.key.
+# pki_make DIR [SANS]: writes DIR/ca.pem, DIR/server.pem and DIR/server.key; SANS adds
+# subjectAltNames (for example DNS:provisioning-service) to localhost and 127.0.0.1.
 pki_make() {
-    local dir=$1
+    local dir=$1 extra=${2:-}
     mkdir -p "$dir"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
         -subj "/CN=dps-tpm demo CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
@@ -13,7 +14,7 @@ pki_make() {
     openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
         -days 2 -out "$dir/server.pem" -extfile <(printf '%s\n' \
             "basicConstraints=critical,CA:FALSE" \
-            "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            "subjectAltName=DNS:localhost,IP:127.0.0.1${extra:+,$extra}" \
             "extendedKeyUsage=serverAuth" \
             "keyUsage=critical,digitalSignature") 2>/dev/null
     rm -f "$dir/server.csr"

@@ -1,0 +1,33 @@
+# Multi-stage build of the demo images; every entrypoint is a script that scripts/demo.sh runs too.
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends libtss2-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p provisioning-service -p device-client
+
+# The provisioning service (creates throwaway secrets in /secrets if there are none).
+FROM debian:bookworm-slim AS service
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl openssl xxd \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/provisioning-service /usr/local/bin/
+COPY scripts /opt/dps/scripts
+ENTRYPOINT ["/opt/dps/scripts/run-service.sh"]
+
+# A device (and the factory station that enrolls it): device-client and the TPM libraries.
+FROM debian:bookworm-slim AS device
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl openssl xxd \
+        libtss2-esys-3.0.2-0 libtss2-tctildr0 libtss2-tcti-swtpm0 libtss2-tcti-device0 \
+        libtss2-tcti-tabrmd0 libtss2-mu0 libtss2-sys1 libtss2-rc0 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/device-client /usr/local/bin/
+COPY scripts /opt/dps/scripts
+ENTRYPOINT ["/opt/dps/scripts/device-provision.sh"]
+
+# A software TPM, manufactured on first start into its volume.
+FROM debian:bookworm-slim AS swtpm
+RUN apt-get update && apt-get install -y --no-install-recommends swtpm swtpm-tools \
+    && rm -rf /var/lib/apt/lists/*
+COPY scripts /opt/dps/scripts
+ENV SWTPM_BIND=0.0.0.0
+ENTRYPOINT ["/opt/dps/scripts/run-swtpm.sh", "/var/lib/swtpm", "2321"]
