@@ -45,7 +45,7 @@ pub struct EnrollArgs {
     /// The EK as DPS sends it: base64 of its TPM2B_PUBLIC.
     #[arg(long, conflicts_with = "ek_file", required_unless_present = "ek_file")]
     pub ek_base64: Option<String>,
-    /// The EK as a file: TPM2B_PUBLIC (`tpm2_createek -f tpm`, `tpm2_readpublic -o`,
+    /// The EK as a file: TPM2B_PUBLIC (`tpm2_createek -u`, `tpm2_readpublic -o`,
     /// `device-client ek --out`) or an RSA-2048 PEM public key (TCG default EK template assumed).
     #[arg(long)]
     pub ek_file: Option<PathBuf>,
