@@ -238,7 +238,7 @@ impl DpsClient {
             .json(&Self::body(registration_id, ek, srk))
             .send()
             .map_err(self.transport())?;
-        Self::operation_response(response, registration_id)
+        Self::operation_response(response)
     }
 
     /// `GET .../operations/{operationId}`.
@@ -259,7 +259,7 @@ impl DpsClient {
                 operation_id: operation_id.to_owned(),
             });
         }
-        Self::operation_response(response, registration_id)
+        Self::operation_response(response)
     }
 
     fn operation_response(
