@@ -262,10 +262,7 @@ impl DpsClient {
         Self::operation_response(response)
     }
 
-    fn operation_response(
-        response: Response,
-        _registration_id: &str,
-    ) -> Result<Polled, ClientError> {
+    fn operation_response(response: Response) -> Result<Polled, ClientError> {
         let status = response.status();
         if status != StatusCode::OK && status != StatusCode::ACCEPTED {
             return Err(Self::error(response, ClientError::SignatureRefused));
