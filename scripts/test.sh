@@ -31,4 +31,7 @@ trap cleanup EXIT
 pg_start "$work" "$(free_port)"
 
 echo "== cargo test"
-cargo test --workspace --locked
+cargo_log=$work/cargo-test.log
+cargo test --workspace --locked 2>&1 | tee "$cargo_log"
+# One closing line for the whole workspace (cargo ends on the last crate's doc-tests).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$cargo_log"

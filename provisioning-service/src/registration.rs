@@ -112,7 +112,8 @@ pub async fn challenge(
 
     let issued = AuthenticationKey::issue(&req.ek, &req.srk, &mut rand::rngs::OsRng)
         .map_err(|e| ApiError::ArgumentInvalid(format!("tpm: {e}")))?;
-    let ttl = i64::try_from(app.settings().challenge_ttl_secs).unwrap_or(i64::MAX);
+    // At most a week, so no configured value can overflow the timestamp.
+    let ttl = i64::try_from(app.settings().challenge_ttl_secs.min(7 * 86_400)).unwrap_or(0);
     registrations::put_challenge(
         app.pool(),
         &ChallengeRow {

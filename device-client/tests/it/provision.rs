@@ -195,6 +195,39 @@ async fn operation_of(pool: &PgPool) -> (String, String) {
         .unwrap()
 }
 
+/// Runs provisioning in-process up to the first stage `stop` accepts, as if killed there.
+async fn run_until(
+    service: &Service,
+    tcti: &str,
+    state: &Path,
+    stop: fn(&Stage) -> bool,
+) -> Result<provision::Outcome, ProvisionError> {
+    let (endpoint, ca, state_file, tcti) = (
+        service.endpoint.clone(),
+        service.ca_file.clone(),
+        state.to_owned(),
+        tcti.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut tpm = Tpm::open(&tcti).unwrap();
+        let ca = std::fs::read(ca).unwrap();
+        let client =
+            DpsClient::new(&endpoint, ID_SCOPE, Some(&ca), Duration::from_secs(10)).unwrap();
+        let options = Options {
+            registration_id: None,
+            state_file,
+            force: false,
+            sas_ttl: 60,
+            deadline: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(2),
+            stop_after: Some(stop),
+        };
+        provision::provision(&mut tpm, &client, &endpoint, &options)
+    })
+    .await
+    .unwrap()
+}
+
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn a_run_killed_after_the_import_completes_on_the_next(pool: PgPool) {
     let service = spawn_service(pool.clone());
@@ -206,31 +239,11 @@ async fn a_run_killed_after_the_import_completes_on_the_next(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
 
-    // The first run stops right after the key is imported and the state saved, as a kill would.
-    let (endpoint, ca, state_file, tcti_first) = (
-        service.endpoint.clone(),
-        service.ca_file.clone(),
-        state.clone(),
-        tcti.clone(),
-    );
-    let stopped = tokio::task::spawn_blocking(move || {
-        let mut tpm = Tpm::open(&tcti_first).unwrap();
-        let ca = std::fs::read(ca).unwrap();
-        let client =
-            DpsClient::new(&endpoint, ID_SCOPE, Some(&ca), Duration::from_secs(10)).unwrap();
-        let options = Options {
-            registration_id: None,
-            state_file,
-            force: false,
-            sas_ttl: 60,
-            deadline: Duration::from_secs(30),
-            max_backoff: Duration::from_secs(2),
-            stop_after: Some(|stage| *stage == Stage::KeyImported),
-        };
-        provision::provision(&mut tpm, &client, &endpoint, &options)
+    // The first run stops right after the key is imported and the state saved.
+    let stopped = run_until(&service, &tcti, &state, |stage| {
+        *stage == Stage::KeyImported
     })
-    .await
-    .unwrap();
+    .await;
     assert!(
         matches!(stopped, Err(ProvisionError::Stopped(Stage::KeyImported))),
         "{stopped:?}"
@@ -256,6 +269,31 @@ async fn a_run_killed_after_the_import_completes_on_the_next(pool: PgPool) {
         challenges, 0,
         "the second run used the key of the first, no new challenge"
     );
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_run_killed_while_polling_completes_on_the_next(pool: PgPool) {
+    let service = spawn_service(pool.clone());
+    let swtpm = Swtpm::start();
+    let tcti = swtpm.tcti();
+    let ek = read_ek(&tcti);
+    let id = RegistrationId::from_endorsement_key(&ek);
+    enroll(&pool, id.as_str(), &ek).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+
+    let stopped = run_until(&service, &tcti, &state, |stage| {
+        matches!(stage, Stage::Assigning { .. })
+    })
+    .await;
+    let Err(ProvisionError::Stopped(Stage::Assigning { operation_id })) = stopped else {
+        panic!("{stopped:?}")
+    };
+    let out = device_client(register_args(&service, &tcti, &state)).await;
+    assert!(out.status.success(), "{}", text(&out));
+    // It polled the saved operation rather than registering again.
+    let (current, _) = operation_of(&pool).await;
+    assert_eq!(current, operation_id);
 }
 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
