@@ -203,6 +203,10 @@ fn step(
     sas_ttl: u64,
 ) -> Result<(Stage, Option<Duration>), ProvisionError> {
     let id = device.registration_id;
+    let sign = |tpm: &mut Tpm| {
+        let expiry = unix_now() + sas_ttl;
+        sas::build_token(&device.resource, expiry, Some(REGISTRATION_KEY_NAME), tpm)
+    };
     match stage {
         Stage::Unprovisioned => {
             let blob = dps.challenge(id, &device.ek, &device.srk)?;
@@ -211,21 +215,11 @@ fn step(
             Ok((Stage::KeyImported, None))
         }
         Stage::KeyImported => {
-            let token = sas::build_token(
-                &device.resource,
-                unix_now() + sas_ttl,
-                Some(REGISTRATION_KEY_NAME),
-                tpm,
-            )?;
+            let token = sign(tpm)?;
             next_stage(&dps.register(id, &device.ek, &device.srk, &token)?, None)
         }
         Stage::Assigning { operation_id } => {
-            let token = sas::build_token(
-                &device.resource,
-                unix_now() + sas_ttl,
-                Some(REGISTRATION_KEY_NAME),
-                tpm,
-            )?;
+            let token = sign(tpm)?;
             next_stage(
                 &dps.operation(id, operation_id, &token)?,
                 Some(operation_id),

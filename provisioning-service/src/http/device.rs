@@ -4,7 +4,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use dps_protocol::sas::SasToken;
 use dps_protocol::wire::{Base64Bytes, DeviceRegistration, TpmRegistrationResult};
+use dps_protocol::RegistrationId;
 use time::OffsetDateTime;
 
 use super::error::{ApiError, AppJson, AppPath};
@@ -99,6 +101,22 @@ pub async fn register(
     }
 }
 
+/// What every SAS-authenticated device call checks first: api-version, scope, registration
+/// id, and that a SAS token is present and well-formed.
+fn sas_request(
+    app: &App,
+    uri: &Uri,
+    headers: &HeaderMap,
+    id_scope: &str,
+    registration_id: &str,
+) -> Result<(RegistrationId, SasToken), ApiError> {
+    check_api_version(uri)?;
+    check_scope(app, id_scope)?;
+    let id = registration::parse_registration_id(registration_id)?;
+    let header = authorization(headers).ok_or(ApiError::Unauthorized("no SAS token"))?;
+    Ok((id, registration::parse_sas(header)?))
+}
+
 /// `GET /{idScope}/registrations/{registrationId}/operations/{operationId}`.
 #[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
 pub async fn operation_status(
@@ -107,12 +125,7 @@ pub async fn operation_status(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_api_version(&uri)?;
-    check_scope(&app, &id_scope)?;
-    let id = registration::parse_registration_id(&registration_id)?;
-    let token = registration::parse_sas(
-        authorization(&headers).ok_or(ApiError::Unauthorized("no SAS token"))?,
-    )?;
+    let (id, token) = sas_request(&app, &uri, &headers, &id_scope, &registration_id)?;
     let status =
         registration::operation_status(&app, &id, &operation_id, &token, OffsetDateTime::now_utc())
             .await?;
@@ -141,12 +154,7 @@ pub async fn registration_state(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_api_version(&uri)?;
-    check_scope(&app, &id_scope)?;
-    let id = registration::parse_registration_id(&registration_id)?;
-    let token = registration::parse_sas(
-        authorization(&headers).ok_or(ApiError::Unauthorized("no SAS token"))?,
-    )?;
+    let (id, token) = sas_request(&app, &uri, &headers, &id_scope, &registration_id)?;
     let state = registration::device_state(&app, &id, &token, OffsetDateTime::now_utc()).await?;
     Ok(Json(state).into_response())
 }

@@ -1,7 +1,9 @@
 //! Individual enrollments.
 
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
 use sqlx::types::Json;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -35,6 +37,25 @@ pub struct NewEnrollment {
     pub extra: serde_json::Value,
 }
 
+/// A statement over the enrollment's columns, bound in the order every write here uses:
+/// $1 registration id … $7 extra, $8 a new etag, $9 `now`.
+fn with_columns<'q>(
+    sql: &'static str,
+    e: &'q NewEnrollment,
+    now: OffsetDateTime,
+) -> QueryAs<'q, Postgres, EnrollmentRow, PgArguments> {
+    sqlx::query_as(sql)
+        .bind(&e.registration_id)
+        .bind(&e.endorsement_key)
+        .bind(&e.ek_hash)
+        .bind(&e.device_id)
+        .bind(&e.iot_hub_host_name)
+        .bind(&e.provisioning_status)
+        .bind(Json(&e.extra))
+        .bind(Uuid::new_v4())
+        .bind(now)
+}
+
 fn map_unique(err: sqlx::Error) -> StoreError {
     if is_unique_violation(&err, "enrollments_ek_hash_key") {
         StoreError::Conflict(EK_TAKEN)
@@ -61,22 +82,15 @@ pub async fn create(
     e: &NewEnrollment,
     now: OffsetDateTime,
 ) -> Result<EnrollmentRow, StoreError> {
-    sqlx::query_as(
+    with_columns(
         "INSERT INTO enrollments (registration_id, endorsement_key, ek_hash, device_id, iot_hub_host_name,
                                   provisioning_status, extra, etag, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
          ON CONFLICT (registration_id) DO NOTHING
          RETURNING *",
+        e,
+        now,
     )
-    .bind(&e.registration_id)
-    .bind(&e.endorsement_key)
-    .bind(&e.ek_hash)
-    .bind(&e.device_id)
-    .bind(&e.iot_hub_host_name)
-    .bind(&e.provisioning_status)
-    .bind(Json(&e.extra))
-    .bind(Uuid::new_v4())
-    .bind(now)
     .fetch_optional(pool)
     .await
     .map_err(map_unique)?
@@ -93,27 +107,20 @@ pub async fn upsert(
     now: OffsetDateTime,
 ) -> Result<(EnrollmentRow, bool), StoreError> {
     let written: Option<EnrollmentRow> = if let Some(etag) = if_match {
-        sqlx::query_as(
+        with_columns(
             "UPDATE enrollments SET endorsement_key = $2, ek_hash = $3, device_id = $4,
                     iot_hub_host_name = $5, provisioning_status = $6, extra = $7, etag = $8, updated_at = $9
              WHERE registration_id = $1 AND etag = $10
              RETURNING *",
+            e,
+            now,
         )
-        .bind(&e.registration_id)
-        .bind(&e.endorsement_key)
-        .bind(&e.ek_hash)
-        .bind(&e.device_id)
-        .bind(&e.iot_hub_host_name)
-        .bind(&e.provisioning_status)
-        .bind(Json(&e.extra))
-        .bind(Uuid::new_v4())
-        .bind(now)
         .bind(etag)
         .fetch_optional(pool)
         .await
         .map_err(map_unique)?
     } else {
-        sqlx::query_as(
+        with_columns(
             "INSERT INTO enrollments (registration_id, endorsement_key, ek_hash, device_id, iot_hub_host_name,
                                       provisioning_status, extra, etag, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
@@ -128,16 +135,9 @@ pub async fn upsert(
                    (EXCLUDED.endorsement_key, EXCLUDED.device_id, EXCLUDED.iot_hub_host_name,
                     EXCLUDED.provisioning_status, EXCLUDED.extra)
              RETURNING *",
+            e,
+            now,
         )
-        .bind(&e.registration_id)
-        .bind(&e.endorsement_key)
-        .bind(&e.ek_hash)
-        .bind(&e.device_id)
-        .bind(&e.iot_hub_host_name)
-        .bind(&e.provisioning_status)
-        .bind(Json(&e.extra))
-        .bind(Uuid::new_v4())
-        .bind(now)
         .fetch_optional(pool)
         .await
         .map_err(map_unique)?
