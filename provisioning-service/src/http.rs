@@ -40,6 +40,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .fallback(|| async { error::ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(with_request_id))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
                 let request_id = request
@@ -55,6 +56,20 @@ pub fn router(app: App) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
         .with_state(app)
+}
+
+/// Runs the request with its id in [`error::REQUEST_ID`].
+async fn with_request_id(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    error::REQUEST_ID.scope(id, next.run(request)).await
 }
 
 /// Ready when the database answers.

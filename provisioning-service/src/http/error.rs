@@ -13,6 +13,12 @@ use time::OffsetDateTime;
 
 use crate::store::StoreError;
 
+tokio::task_local! {
+    /// The request id of the request being served (set by `http::with_request_id`), reported
+    /// as the `trackingId` of its error, so a caller's report leads straight to the log lines.
+    pub static REQUEST_ID: String;
+}
+
 /// DPS-style error codes not named in `dps_protocol::wire::error_codes`: status × 1000 + n.
 pub mod codes {
     pub const CONFLICT: u32 = 409_001;
@@ -93,7 +99,11 @@ pub fn timestamp(t: OffsetDateTime) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error_code) = self.status_and_code();
-        let tracking_id = uuid::Uuid::new_v4().to_string();
+        let tracking_id = REQUEST_ID
+            .try_with(Clone::clone)
+            .ok()
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let message = match &self {
             Self::Unauthorized(reason) => {
                 tracing::info!(%tracking_id, reason, "unauthorized");

@@ -21,6 +21,11 @@ async fn refused(
     for field in ["trackingId", "message", "timestampUtc"] {
         assert!(body[field].is_string(), "{field} missing in {body}");
     }
+    // The tracking id is the request id the service logs under (a UUID).
+    assert!(
+        uuid::Uuid::parse_str(body["trackingId"].as_str().unwrap()).is_ok(),
+        "{body}"
+    );
     assert_eq!(
         app.snapshot().await,
         before,

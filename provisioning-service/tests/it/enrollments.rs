@@ -290,3 +290,19 @@ async fn registration_states_can_be_read_and_deleted(pool: PgPool) {
     let (status, _) = app.device_state(&device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn the_tracking_id_of_an_error_is_the_request_id(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let response = app
+        .client
+        .get(format!("{}/enrollments/nobody", app.base))
+        .header("authorization", app.service_sas())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["trackingId"], request_id.as_str());
+}
