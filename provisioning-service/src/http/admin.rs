@@ -149,61 +149,51 @@ pub async fn bulk(
     let now = OffsetDateTime::now_utc();
     let mut errors = Vec::new();
     for enrollment in &body.enrollments {
-        let outcome = async {
-            match body.mode {
-                BulkMode::Delete => {
-                    let id = parse_registration_id(&enrollment.registration_id)?;
-                    enrollments::delete(app.pool(), id.as_str(), None)
-                        .await
-                        .map_err(ApiError::from)
-                }
-                mode => {
-                    let new = enrollment.to_new(&app.settings().iot_hubs)?;
-                    match mode {
-                        BulkMode::Create => {
-                            enrollments::create(app.pool(), &new, now).await.map(|_| ())
-                        }
-                        BulkMode::UpdateIfMatchETag => {
-                            let etag = enrollment
-                                .etag
-                                .as_deref()
-                                .and_then(|e| Uuid::parse_str(e.trim_matches('"')).ok());
-                            if etag.is_none() {
-                                return Err(ApiError::PreconditionFailed);
-                            }
-                            enrollments::upsert(app.pool(), &new, etag, now)
-                                .await
-                                .map(|_| ())
-                        }
-                        _ => enrollments::upsert(app.pool(), &new, None, now)
-                            .await
-                            .map(|_| ()),
-                    }
-                    .map_err(ApiError::from)
-                }
-            }
-        }
-        .await;
-        if let Err(e) = outcome {
-            if let ApiError::Internal(_) = e {
-                return Err(e);
-            }
-            let response = e.into_response();
-            errors.push(BulkEnrollmentError {
+        match bulk_item(&app, body.mode, enrollment, now).await {
+            Ok(()) => {}
+            Err(e @ ApiError::Internal(_)) => return Err(e),
+            Err(e) => errors.push(BulkEnrollmentError {
                 registration_id: enrollment.registration_id.clone(),
-                error_code: u32::from(response.status().as_u16()) * 1000,
-                error_status: response
-                    .status()
-                    .canonical_reason()
-                    .unwrap_or_default()
-                    .to_owned(),
-            });
+                error_code: e.status_and_code().1,
+                error_status: e.to_string(),
+            }),
         }
     }
     Ok(Json(BulkEnrollmentOperationResult {
         is_successful: errors.is_empty(),
         errors,
     }))
+}
+
+/// One enrollment of a bulk operation.
+async fn bulk_item(
+    app: &App,
+    mode: BulkMode,
+    enrollment: &IndividualEnrollment,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    if mode == BulkMode::Delete {
+        let id = parse_registration_id(&enrollment.registration_id)?;
+        return Ok(enrollments::delete(app.pool(), id.as_str(), None).await?);
+    }
+    let new = enrollment.to_new(&app.settings().iot_hubs)?;
+    match mode {
+        BulkMode::Create => enrollments::create(app.pool(), &new, now).await.map(|_| ()),
+        BulkMode::UpdateIfMatchETag => {
+            let etag = enrollment
+                .etag
+                .as_deref()
+                .and_then(|e| Uuid::parse_str(e.trim_matches('"')).ok())
+                .ok_or(ApiError::PreconditionFailed)?;
+            enrollments::upsert(app.pool(), &new, Some(etag), now)
+                .await
+                .map(|_| ())
+        }
+        BulkMode::Update | BulkMode::Delete => enrollments::upsert(app.pool(), &new, None, now)
+            .await
+            .map(|_| ()),
+    }
+    .map_err(ApiError::from)
 }
 
 /// `POST /enrollments/query` with `{"query": "*"}`: pages of enrollments, `x-ms-max-item-count`

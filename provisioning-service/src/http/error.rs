@@ -59,7 +59,9 @@ impl ApiError {
         Self::Internal(Box::new(err))
     }
 
-    fn status_and_code(&self) -> (StatusCode, u32) {
+    /// The HTTP status and DPS `errorCode` of this error.
+    #[must_use]
+    pub fn status_and_code(&self) -> (StatusCode, u32) {
         match self {
             Self::ArgumentInvalid(_) => (StatusCode::BAD_REQUEST, error_codes::ARGUMENT_INVALID),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, error_codes::UNAUTHORIZED),
