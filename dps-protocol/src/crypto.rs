@@ -1,7 +1,7 @@
 //! The primitives of TPM protected storage, from `RustCrypto` crates, and the outer wrapper that
 //! credential protection and duplication share (Part 1 §24.5 "Integrity", §24.4 "Symmetric
 //! Encryption"): `TPM2B(HMAC(hmacKey, ciphertext || name)) || AES-CFB(symKey, IV 0, plaintext)`,
-//! both keys derived from one seed with `KDFa`.
+//! both keys derived from one seed with KDFa.
 
 use aes::cipher::{AsyncStreamCipher, KeyIvInit};
 use hmac::{Hmac, Mac};

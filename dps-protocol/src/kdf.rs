@@ -1,4 +1,4 @@
-//! `KDFa` (TPM 2.0 Part 1 §11.4.10.2): NIST SP 800-108 counter mode with HMAC-SHA-256.
+//! KDFa (TPM 2.0 Part 1 §11.4.10.2): NIST SP 800-108 counter mode with HMAC-SHA-256.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 /// Derives `bits / 8` bytes:
 /// `HMAC(key, [i]u32 || label || 0x00 || context_u || context_v || [bits]u32)` for i = 1, 2, …
 ///
-/// `label` is given without its terminating NUL; `KDFa` adds it (Part 1: "if the label does not
+/// `label` is given without its terminating NUL; KDFa adds it (Part 1: "if the label does not
 /// end in a zero octet, one is added"). `bits` is a multiple of 8 everywhere in this protocol.
 #[must_use]
 pub fn kdfa_sha256(

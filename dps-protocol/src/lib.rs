@@ -1,7 +1,7 @@
-//! Azure `IoT` Hub Device Provisioning Service (DPS) TPM attestation, done in software.
+//! Azure IoT Hub Device Provisioning Service (DPS) TPM attestation, done in software.
 //!
 //! This crate holds everything the provisioning service and the device must agree on byte for
-//! byte: TPM 2.0 structure marshalling, object names, `KDFa`, software `MakeCredential` and
+//! byte: TPM 2.0 structure marshalling, object names, KDFa, software `MakeCredential` and
 //! `Duplicate`, the DPS `authenticationKey` blob, SAS tokens, registration ids and the JSON wire
 //! types.
 //!

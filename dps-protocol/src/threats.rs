@@ -1,6 +1,6 @@
 //! Attacks considered, and where each is stopped. (Documentation only.)
 //!
-//! - **A device that copied an enrolled `EK_pub` but lacks its private key.** The inner wrapping
+//! - **A device that copied an enrolled EK_pub but lacks its private key.** The inner wrapping
 //!   key is sealed to the EK with `MakeCredential` ([`crate::credential`]); without `EK_priv`,
 //!   `ActivateCredential` fails its integrity check, the duplicate cannot be imported, and no
 //!   valid SAS can be produced.
