@@ -23,6 +23,14 @@ use crate::store::{enrollments, throttle};
 #[derive(Debug)]
 pub struct RegisterRequest {
     pub registration_id: RegistrationId,
+    /// Required for the challenge; optional with a SAS (aziot-identityd sends only the
+    /// registration id then), and checked against the key's TPM when present.
+    pub tpm: Option<TpmKeys>,
+}
+
+/// The EK and SRK a device presents, as sent and parsed.
+#[derive(Debug)]
+pub struct TpmKeys {
     pub ek_bytes: Vec<u8>,
     pub srk_bytes: Vec<u8>,
     pub ek: Public,
@@ -48,9 +56,12 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
             "registrationId in the body does not match the path".to_owned(),
         ));
     }
-    let tpm = body
-        .tpm
-        .ok_or_else(|| ApiError::ArgumentInvalid("tpm attestation is required".to_owned()))?;
+    let Some(tpm) = body.tpm else {
+        return Ok(RegisterRequest {
+            registration_id,
+            tpm: None,
+        });
+    };
     let (ek_bytes, srk_bytes) = (tpm.endorsement_key.0, tpm.storage_root_key.0);
     let ek = Public::from_tpm2b(&ek_bytes)
         .map_err(|e| ApiError::ArgumentInvalid(format!("endorsementKey: {e}")))?;
@@ -62,10 +73,12 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
         .map_err(|e| ApiError::ArgumentInvalid(format!("storageRootKey: {e}")))?;
     Ok(RegisterRequest {
         registration_id,
-        ek_bytes,
-        srk_bytes,
-        ek,
-        srk,
+        tpm: Some(TpmKeys {
+            ek_bytes,
+            srk_bytes,
+            ek,
+            srk,
+        }),
     })
 }
 
@@ -92,12 +105,16 @@ pub async fn challenge(
     now: OffsetDateTime,
 ) -> Result<Vec<u8>, ApiError> {
     let id = req.registration_id.as_str();
+    let tpm = req
+        .tpm
+        .as_ref()
+        .ok_or_else(|| ApiError::ArgumentInvalid("tpm attestation is required".to_owned()))?;
     let enrollment = enrollments::get(app.pool(), id)
         .await?
         .ok_or(ApiError::Unauthorized(
             "no enrollment for this registration id",
         ))?;
-    let ek_hash = ek_hash(&req.ek_bytes);
+    let ek_hash = ek_hash(&tpm.ek_bytes);
     if enrollment.ek_hash != ek_hash {
         return Err(ApiError::Unauthorized(
             "endorsement key does not match the enrollment",
@@ -110,7 +127,7 @@ pub async fn challenge(
     throttled(app, &format!("register:{id}"), limit, now).await?;
     throttled(app, &format!("ek:{}", hex::encode(&ek_hash)), limit, now).await?;
 
-    let issued = AuthenticationKey::issue(&req.ek, &req.srk, &mut rand::rngs::OsRng)
+    let issued = AuthenticationKey::issue(&tpm.ek, &tpm.srk, &mut rand::rngs::OsRng)
         .map_err(|e| ApiError::ArgumentInvalid(format!("tpm: {e}")))?;
     // At most a week, so no configured value can overflow the timestamp.
     let ttl = i64::try_from(app.settings().challenge_ttl_secs.min(7 * 86_400)).unwrap_or(0);
@@ -119,7 +136,7 @@ pub async fn challenge(
         &ChallengeRow {
             registration_id: id.to_owned(),
             ek_hash,
-            storage_root_key: req.srk_bytes.clone(),
+            storage_root_key: tpm.srk_bytes.clone(),
             sealed_key: app.sealer().seal(issued.hmac_key.as_ref(), id.as_bytes()),
             key_id: app.sealer().key_id().to_owned(),
             issued_at: now,
@@ -163,6 +180,69 @@ fn verify(
     })
 }
 
+/// The key a SAS token was verified with, and the TPM it was issued to.
+struct ProvenKey {
+    sealed_key: Vec<u8>,
+    key_id: String,
+    ek_hash: Vec<u8>,
+    storage_root_key: Vec<u8>,
+    /// Whether it is the live challenge's key (rather than the registration's).
+    from_challenge: bool,
+}
+
+/// Finds the key `token` was signed with: the newest challenge's key if it is live, else the key
+/// the device last registered with; older keys no longer exist anywhere. If the body named a
+/// TPM (`presented`: EK hash and SRK), the key must have been issued to that TPM.
+fn proven_key(
+    app: &App,
+    token: &SasToken,
+    id: &str,
+    challenge: Option<ChallengeRow>,
+    previous: Option<&RegistrationRow>,
+    presented: Option<&(Vec<u8>, &[u8])>,
+    now: OffsetDateTime,
+) -> Result<ProvenKey, ApiError> {
+    let issued_here =
+        |ek: &[u8], srk: &[u8]| presented.is_none_or(|(e, s)| ek == e.as_slice() && srk == *s);
+    let candidates = [
+        challenge
+            .filter(|c| c.expires_at > now && issued_here(&c.ek_hash, &c.storage_root_key))
+            .map(|c| ProvenKey {
+                sealed_key: c.sealed_key,
+                key_id: c.key_id,
+                ek_hash: c.ek_hash,
+                storage_root_key: c.storage_root_key,
+                from_challenge: true,
+            }),
+        previous
+            .filter(|p| issued_here(&p.ek_hash, &p.storage_root_key))
+            .map(|p| ProvenKey {
+                sealed_key: p.sealed_key.clone(),
+                key_id: p.key_id.clone(),
+                ek_hash: p.ek_hash.clone(),
+                storage_root_key: p.storage_root_key.clone(),
+                from_challenge: false,
+            }),
+    ];
+    for candidate in candidates.into_iter().flatten() {
+        match verify(
+            app,
+            token,
+            id,
+            &candidate.sealed_key,
+            &candidate.key_id,
+            now,
+        ) {
+            Ok(()) => return Ok(candidate),
+            Err(ApiError::Unauthorized(_)) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    Err(ApiError::Unauthorized(
+        "SAS token does not verify with a live key",
+    ))
+}
+
 /// Step 2, with SAS: the device proved it holds the issued key; assign it. One transaction.
 pub async fn register(
     app: &App,
@@ -171,37 +251,28 @@ pub async fn register(
     now: OffsetDateTime,
 ) -> Result<RegistrationOperationStatus, ApiError> {
     let id = req.registration_id.as_str();
-    let ek_hash = ek_hash(&req.ek_bytes);
+    let presented = req
+        .tpm
+        .as_ref()
+        .map(|t| (ek_hash(&t.ek_bytes), t.srk_bytes.as_slice()));
     let mut tx = app.pool().begin().await.map_err(ApiError::internal)?;
     let (challenge, previous) = registrations::lock(&mut tx, id).await?;
 
-    // The newest challenge's key if it is live and was issued to this EK and SRK, else the key
-    // the device last registered with. Older keys no longer exist anywhere.
-    let issued_here =
-        |ek: &[u8], srk: &[u8]| ek == ek_hash.as_slice() && srk == req.srk_bytes.as_slice();
-    let candidates = [
-        challenge
-            .filter(|c| c.expires_at > now && issued_here(&c.ek_hash, &c.storage_root_key))
-            .map(|c| (c.sealed_key, c.key_id, true)),
-        previous
-            .as_ref()
-            .filter(|p| issued_here(&p.ek_hash, &p.storage_root_key))
-            .map(|p| (p.sealed_key.clone(), p.key_id.clone(), false)),
-    ];
-    let mut proven = None;
-    for (sealed_key, key_id, from_challenge) in candidates.into_iter().flatten() {
-        match verify(app, token, id, &sealed_key, &key_id, now) {
-            Ok(()) => {
-                proven = Some((sealed_key, key_id, from_challenge));
-                break;
-            }
-            Err(ApiError::Unauthorized(_)) => {}
-            Err(other) => return Err(other),
-        }
-    }
-    let (sealed_key, key_id, from_challenge) = proven.ok_or(ApiError::Unauthorized(
-        "SAS token does not verify with a live key",
-    ))?;
+    let ProvenKey {
+        sealed_key,
+        key_id,
+        ek_hash,
+        storage_root_key,
+        from_challenge,
+    } = proven_key(
+        app,
+        token,
+        id,
+        challenge,
+        previous.as_ref(),
+        presented.as_ref(),
+        now,
+    )?;
 
     let enrollment = enrollments::get(app.pool(), id)
         .await?
@@ -235,7 +306,7 @@ pub async fn register(
         assigned_hub: Some(hub),
         device_id: Some(enrollment.device_id.unwrap_or_else(|| id.to_owned())),
         ek_hash,
-        storage_root_key: req.srk_bytes.clone(),
+        storage_root_key,
         sealed_key,
         key_id,
         error_code: None,

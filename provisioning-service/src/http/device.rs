@@ -13,24 +13,15 @@ use super::error::{ApiError, AppJson, AppPath};
 use crate::app::App;
 use crate::registration;
 
-/// api-versions of the DPS device API that the Azure SDKs send.
-const API_VERSIONS: &[&str] = &[
-    "2017-11-15",
-    "2018-04-01",
-    "2018-09-01-preview",
-    "2018-11-01",
-    "2019-01-15",
-    "2019-03-31",
-    "2021-06-01",
-    "2021-10-01",
-    "2022-02-13",
-    "2022-12-01",
-    "2023-03-01",
-];
+/// The oldest api-version of the DPS device API.
+const OLDEST_API_VERSION: &str = "2017-11-15";
 
 /// Seconds a device should wait before polling an operation.
 const RETRY_AFTER_SECS: &str = "1";
 
+/// `api-version` must be present and look like a DPS version (`YYYY-MM-DD`, optionally
+/// `-preview`) no older than the first one. Newer versions are accepted: the SDKs move ahead
+/// (aziot-identityd sends `2021-11-01-preview`) and the TPM flow has not changed.
 fn check_api_version(uri: &Uri) -> Result<(), ApiError> {
     let version = uri
         .query()
@@ -38,7 +29,16 @@ fn check_api_version(uri: &Uri) -> Result<(), ApiError> {
         .split('&')
         .find_map(|pair| pair.strip_prefix("api-version="))
         .ok_or_else(|| ApiError::ArgumentInvalid("api-version is required".to_owned()))?;
-    if API_VERSIONS.contains(&version) {
+    let date = version.strip_suffix("-preview").unwrap_or(version);
+    let well_formed = date.len() == 10
+        && date.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if well_formed && date >= OLDEST_API_VERSION {
         Ok(())
     } else {
         Err(ApiError::ArgumentInvalid(format!(
@@ -129,16 +129,10 @@ pub async fn operation_status(
     let status =
         registration::operation_status(&app, &id, &operation_id, &token, OffsetDateTime::now_utc())
             .await?;
+    // 200 in every state, with Retry-After while assigning: aziot-identityd's client accepts
+    // only 200 here (protocol.md says 202 while assigning; the client wins).
     let assigning = status.status == dps_protocol::wire::RegistrationStatus::Assigning;
-    let response = (
-        if assigning {
-            StatusCode::ACCEPTED
-        } else {
-            StatusCode::OK
-        },
-        Json(status),
-    )
-        .into_response();
+    let response = Json(status).into_response();
     Ok(if assigning {
         with_retry_after(response)
     } else {

@@ -182,17 +182,19 @@ async fn malformed_requests(pool: PgPool) {
         put_raw(id.clone(), device.body().to_string().into_bytes(), ""),
     )
     .await;
-    refused(
-        &app,
-        StatusCode::BAD_REQUEST,
-        400_004,
-        put_raw(
-            id.clone(),
-            device.body().to_string().into_bytes(),
-            "api-version=1999-01-01",
-        ),
-    )
-    .await;
+    for version in [
+        "api-version=1999-01-01",
+        "api-version=latest",
+        "api-version=2021-11-01-previewx",
+    ] {
+        refused(
+            &app,
+            StatusCode::BAD_REQUEST,
+            400_004,
+            put_raw(id.clone(), device.body().to_string().into_bytes(), version),
+        )
+        .await;
+    }
     // A storage root key that is not a restricted decryption key: the EK's template with sign set.
     let mut srk = dps_protocol::tpm::Public::from_tpm2b(&device.srk).unwrap();
     srk.object_attributes |= dps_protocol::tpm::constants::TPMA_OBJECT_SIGN;

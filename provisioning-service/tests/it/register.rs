@@ -167,3 +167,57 @@ async fn re_registration_issues_a_fresh_key_and_retires_the_old_one(pool: PgPool
     let (status, _) = app.device_state(&device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// The second call as aziot-identityd makes it: api-version `2021-11-01-preview`, a body with
+/// only the registration id (and a certificate request this service ignores).
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn the_sas_leg_needs_no_tpm_in_the_body(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    let url = format!(
+        "{}/{}/registrations/{}/register?api-version=2021-11-01-preview",
+        app.base,
+        crate::helpers::ID_SCOPE,
+        device.registration_id
+    );
+    let response = app
+        .client
+        .put(&url)
+        .json(&device.body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    let blob = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        body["authenticationKey"].as_str().unwrap(),
+    )
+    .unwrap();
+    t.tpm.import_authentication_key(&blob).unwrap();
+
+    let token = device.sas(&mut t.tpm, crate::helpers::now() + 60);
+    let bare =
+        serde_json::json!({"registrationId": device.registration_id, "clientCertCsr": "MIIB"});
+    let response = app
+        .client
+        .put(&url)
+        .header("authorization", &token)
+        .json(&bare)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body: Value = response.json().await.unwrap();
+    let (status, body) = app
+        .poll(&device, body["operationId"].as_str().unwrap(), &mut t.tpm)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "assigned");
+
+    // Without a TPM and without a SAS there is nothing to challenge.
+    let response = app.client.put(&url).json(&bare).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
