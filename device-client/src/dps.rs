@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dps_protocol::wire::{
     Base64Bytes, DeviceRegistration, ErrorBody, RegistrationOperationStatus, TpmAttestation,
-    TpmRegistrationResult,
+    TpmChallenge,
 };
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
@@ -215,7 +215,7 @@ impl DpsClient {
         }
         // A 401 is the challenge if it carries a key; otherwise the device is not accepted.
         let text = response.text().map_err(self.transport())?;
-        match serde_json::from_str::<TpmRegistrationResult>(&text) {
+        match serde_json::from_str::<TpmChallenge>(&text) {
             Ok(result) => Ok(result.authentication_key.0),
             Err(_) => Err(ClientError::NotEnrolled {
                 registration_id: registration_id.to_owned(),

@@ -50,7 +50,20 @@ pub struct DeviceRegistration {
     pub payload: Option<serde_json::Value>,
 }
 
-/// The `401` body of the first register call, and `registrationState.tpm`.
+/// The `401` body of the first register call: the blob, and the `skn` the device's SAS tokens
+/// must carry. The Azure Node.js client refuses a challenge without `keyName`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TpmChallenge {
+    pub authentication_key: Base64Bytes,
+    /// Always sent; read leniently (empty if absent).
+    #[serde(default)]
+    pub key_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `registrationState.tpm`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TpmRegistrationResult {

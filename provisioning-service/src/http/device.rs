@@ -5,7 +5,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dps_protocol::sas::SasToken;
-use dps_protocol::wire::{Base64Bytes, DeviceRegistration, TpmRegistrationResult};
+use dps_protocol::sas::REGISTRATION_KEY_NAME;
+use dps_protocol::wire::{Base64Bytes, DeviceRegistration, TpmChallenge};
 use dps_protocol::RegistrationId;
 use time::OffsetDateTime;
 
@@ -86,8 +87,10 @@ pub async fn register(
     match authorization(&headers) {
         None => {
             let blob = registration::challenge(&app, &request, now).await?;
-            let body = TpmRegistrationResult {
+            let body = TpmChallenge {
                 authentication_key: Base64Bytes(blob),
+                key_name: REGISTRATION_KEY_NAME.to_owned(),
+                message: Some("Unauthorized".to_owned()),
             };
             Ok((StatusCode::UNAUTHORIZED, Json(body)).into_response())
         }
