@@ -7,6 +7,9 @@ CREATE TABLE challenges (
     storage_root_key BYTEA NOT NULL,
     sealed_key      BYTEA NOT NULL,
     key_id          TEXT NOT NULL,
+    -- The authenticationKey blob that carried the key. Not secret (only the one TPM can open
+    -- it); DPS returns it again in registrationState.tpm, and the Azure clients import it.
+    authentication_key BYTEA NOT NULL,
     issued_at       TIMESTAMPTZ NOT NULL,
     expires_at      TIMESTAMPTZ NOT NULL
 );
@@ -24,6 +27,7 @@ CREATE TABLE registrations (
     storage_root_key BYTEA NOT NULL,
     sealed_key       BYTEA NOT NULL,
     key_id           TEXT NOT NULL,
+    authentication_key BYTEA NOT NULL,
     error_code       INTEGER,
     error_message    TEXT,
     etag             UUID NOT NULL,

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dps_protocol::crypto::sha256;
 use dps_protocol::sas::{self, REGISTRATION_KEY_NAME};
 use dps_protocol::wire::RegistrationStatus;
 use dps_protocol::RegistrationId;
@@ -201,32 +202,55 @@ fn step(
     device: &Device<'_>,
     stage: &Stage,
     sas_ttl: u64,
+    imported: &mut Option<[u8; 32]>,
 ) -> Result<(Stage, Option<Duration>), ProvisionError> {
     let id = device.registration_id;
     let sign = |tpm: &mut Tpm| {
         let expiry = unix_now() + sas_ttl;
         sas::build_token(&device.resource, expiry, Some(REGISTRATION_KEY_NAME), tpm)
     };
-    match stage {
+    let polled = match stage {
         Stage::Unprovisioned => {
             let blob = dps.challenge(id, &device.ek, &device.srk)?;
             tpm.import_authentication_key(&blob)?;
+            *imported = Some(sha256(&[&blob]));
             tracing::info!("authentication key imported into the TPM");
-            Ok((Stage::KeyImported, None))
+            return Ok((Stage::KeyImported, None));
         }
         Stage::KeyImported => {
             let token = sign(tpm)?;
-            next_stage(&dps.register(id, &device.ek, &device.srk, &token)?, None)
+            dps.register(id, &device.ek, &device.srk, &token)?
         }
         Stage::Assigning { operation_id } => {
             let token = sign(tpm)?;
-            next_stage(
-                &dps.operation(id, operation_id, &token)?,
-                Some(operation_id),
-            )
+            dps.operation(id, operation_id, &token)?
         }
-        Stage::Assigned { .. } => Ok((stage.clone(), None)),
+        Stage::Assigned { .. } => return Ok((stage.clone(), None)),
+    };
+    let operation_id = match stage {
+        Stage::Assigning { operation_id } => Some(operation_id),
+        _ => None,
+    };
+    let next = next_stage(&polled, operation_id)?;
+    // On assignment DPS hands the device's key over once more (`registrationState.tpm`), and
+    // the Azure clients import it: it is the key for the hub. Import it unless it is the blob
+    // already imported in this run.
+    if let (Stage::Assigned { .. }, Some(tpm_result)) = (
+        &next.0,
+        polled
+            .status
+            .registration_state
+            .as_ref()
+            .and_then(|s| s.tpm.as_ref()),
+    ) {
+        let blob = &tpm_result.authentication_key.0;
+        if *imported != Some(sha256(&[blob])) {
+            tpm.import_authentication_key(blob)?;
+            *imported = Some(sha256(&[blob]));
+            tracing::info!("hub authentication key imported into the TPM");
+        }
     }
+    Ok(next)
 }
 
 /// Runs first-boot provisioning to the end (or to an error).
@@ -266,13 +290,22 @@ pub fn provision(
         max: options.max_backoff,
     };
     let mut restarted = false;
+    // SHA-256 of the blob imported in this run, so the same key is not imported twice.
+    let mut imported = None;
     loop {
         if Instant::now() >= deadline {
             return Err(ProvisionError::Deadline(options.deadline));
         }
         tracing::debug!(stage = ?state.stage, "provisioning step");
         let was_polling = matches!(state.stage, Stage::Assigning { .. });
-        match step(tpm, dps, &device, &state.stage, options.sas_ttl) {
+        match step(
+            tpm,
+            dps,
+            &device,
+            &state.stage,
+            options.sas_ttl,
+            &mut imported,
+        ) {
             Ok((next, wait)) => {
                 if next != state.stage {
                     state.stage = next;

@@ -5,8 +5,8 @@
 use dps_protocol::sas::{self, SasToken, VerifyPolicy, REGISTRATION_KEY_NAME};
 use dps_protocol::tpm::Public;
 use dps_protocol::wire::{
-    DeviceRegistration, DeviceRegistrationResult, RegistrationOperationStatus, RegistrationStatus,
-    RegistrationSubstatus,
+    Base64Bytes, DeviceRegistration, DeviceRegistrationResult, RegistrationOperationStatus,
+    RegistrationStatus, RegistrationSubstatus, TpmRegistrationResult,
 };
 use dps_protocol::{AuthenticationKey, RegistrationId};
 use sha2::{Digest, Sha256};
@@ -130,6 +130,7 @@ pub async fn challenge(
     let issued = AuthenticationKey::issue(&tpm.ek, &tpm.srk, &mut rand::rngs::OsRng)
         .map_err(|e| ApiError::ArgumentInvalid(format!("tpm: {e}")))?;
     // At most a week, so no configured value can overflow the timestamp.
+    let blob = issued.blob.to_bytes();
     let ttl = i64::try_from(app.settings().challenge_ttl_secs.min(7 * 86_400)).unwrap_or(0);
     registrations::put_challenge(
         app.pool(),
@@ -139,12 +140,13 @@ pub async fn challenge(
             storage_root_key: tpm.srk_bytes.clone(),
             sealed_key: app.sealer().seal(issued.hmac_key.as_ref(), id.as_bytes()),
             key_id: app.sealer().key_id().to_owned(),
+            authentication_key: blob.clone(),
             issued_at: now,
             expires_at: now + time::Duration::seconds(ttl),
         },
     )
     .await?;
-    Ok(issued.blob.to_bytes())
+    Ok(blob)
 }
 
 /// Parses a device's `Authorization` header.
@@ -186,6 +188,7 @@ struct ProvenKey {
     key_id: String,
     ek_hash: Vec<u8>,
     storage_root_key: Vec<u8>,
+    authentication_key: Vec<u8>,
     /// Whether it is the live challenge's key (rather than the registration's).
     from_challenge: bool,
 }
@@ -212,6 +215,7 @@ fn proven_key(
                 key_id: c.key_id,
                 ek_hash: c.ek_hash,
                 storage_root_key: c.storage_root_key,
+                authentication_key: c.authentication_key,
                 from_challenge: true,
             }),
         previous
@@ -221,6 +225,7 @@ fn proven_key(
                 key_id: p.key_id.clone(),
                 ek_hash: p.ek_hash.clone(),
                 storage_root_key: p.storage_root_key.clone(),
+                authentication_key: p.authentication_key.clone(),
                 from_challenge: false,
             }),
     ];
@@ -263,6 +268,7 @@ pub async fn register(
         key_id,
         ek_hash,
         storage_root_key,
+        authentication_key,
         from_challenge,
     } = proven_key(
         app,
@@ -309,6 +315,7 @@ pub async fn register(
         storage_root_key,
         sealed_key,
         key_id,
+        authentication_key,
         error_code: None,
         error_message: None,
         etag: Uuid::new_v4(),
@@ -410,7 +417,11 @@ pub fn registration_result(row: &RegistrationRow) -> DeviceRegistrationResult {
         etag: Some(row.etag.to_string()),
         error_code: row.error_code.and_then(|c| u32::try_from(c).ok()),
         error_message: row.error_message.clone(),
-        tpm: None,
+        // DPS returns the device's key blob again on assignment, and the Azure clients import
+        // it (aziot-identityd, the Node.js SDK's `storingSecret` step).
+        tpm: Some(TpmRegistrationResult {
+            authentication_key: Base64Bytes(row.authentication_key.clone()),
+        }),
         payload: None,
     }
 }

@@ -13,6 +13,7 @@ pub struct ChallengeRow {
     pub storage_root_key: Vec<u8>,
     pub sealed_key: Vec<u8>,
     pub key_id: String,
+    pub authentication_key: Vec<u8>,
     pub issued_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }
@@ -29,6 +30,7 @@ pub struct RegistrationRow {
     pub storage_root_key: Vec<u8>,
     pub sealed_key: Vec<u8>,
     pub key_id: String,
+    pub authentication_key: Vec<u8>,
     pub error_code: Option<i32>,
     pub error_message: Option<String>,
     pub etag: Uuid,
@@ -39,11 +41,13 @@ pub struct RegistrationRow {
 /// Records a new challenge, replacing any older one: only the newest is live.
 pub async fn put_challenge(pool: &PgPool, c: &ChallengeRow) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO challenges (registration_id, ek_hash, storage_root_key, sealed_key, key_id, issued_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO challenges (registration_id, ek_hash, storage_root_key, sealed_key, key_id,
+                                 authentication_key, issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (registration_id) DO UPDATE SET
              ek_hash = EXCLUDED.ek_hash, storage_root_key = EXCLUDED.storage_root_key,
              sealed_key = EXCLUDED.sealed_key, key_id = EXCLUDED.key_id,
+             authentication_key = EXCLUDED.authentication_key,
              issued_at = EXCLUDED.issued_at, expires_at = EXCLUDED.expires_at",
     )
     .bind(&c.registration_id)
@@ -51,6 +55,7 @@ pub async fn put_challenge(pool: &PgPool, c: &ChallengeRow) -> Result<(), StoreE
     .bind(&c.storage_root_key)
     .bind(&c.sealed_key)
     .bind(&c.key_id)
+    .bind(&c.authentication_key)
     .bind(c.issued_at)
     .bind(c.expires_at)
     .execute(pool)
@@ -95,14 +100,15 @@ pub async fn put_registration(
 ) -> Result<RegistrationRow, StoreError> {
     Ok(sqlx::query_as(
         "INSERT INTO registrations (registration_id, operation_id, status, substatus, assigned_hub, device_id,
-                                    ek_hash, storage_root_key, sealed_key, key_id, error_code, error_message,
-                                    etag, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+                                    ek_hash, storage_root_key, sealed_key, key_id, authentication_key,
+                                    error_code, error_message, etag, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
          ON CONFLICT (registration_id) DO UPDATE SET
              operation_id = EXCLUDED.operation_id, status = EXCLUDED.status, substatus = EXCLUDED.substatus,
              assigned_hub = EXCLUDED.assigned_hub, device_id = EXCLUDED.device_id, ek_hash = EXCLUDED.ek_hash,
              storage_root_key = EXCLUDED.storage_root_key, sealed_key = EXCLUDED.sealed_key,
-             key_id = EXCLUDED.key_id, error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
+             key_id = EXCLUDED.key_id, authentication_key = EXCLUDED.authentication_key,
+             error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
              etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
          RETURNING *",
     )
@@ -116,6 +122,7 @@ pub async fn put_registration(
     .bind(&r.storage_root_key)
     .bind(&r.sealed_key)
     .bind(&r.key_id)
+    .bind(&r.authentication_key)
     .bind(r.error_code)
     .bind(&r.error_message)
     .bind(r.etag)

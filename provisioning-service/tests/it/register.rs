@@ -50,6 +50,18 @@ async fn full_registration_through_https_with_a_tpm(pool: PgPool) {
     for field in ["createdDateTimeUtc", "lastUpdatedDateTimeUtc", "etag"] {
         assert!(state[field].is_string(), "{field} in {state}");
     }
+    // The key's blob comes back on assignment (the Azure clients import it for the hub), and
+    // the TPM accepts it again.
+    let again = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        state["tpm"]["authenticationKey"]
+            .as_str()
+            .expect("registrationState.tpm"),
+    )
+    .unwrap();
+    t.tpm.import_authentication_key(&again).expect("re-import");
+    let (status, _) = app.device_state(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "same key after the re-import");
 
     let (status, body) = app.device_state(&device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::OK, "{body}");
