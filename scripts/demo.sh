@@ -24,9 +24,16 @@ export PROVISIONING_SERVICE=$PWD/target/debug/provisioning-service DEVICE_CLIENT
 
 echo "== starting Postgres, a software TPM and the service"
 pg_start "$work" "$(free_port)"
-tpm_port=$(free_port)
-scripts/run-swtpm.sh "$work/tpm" "$tpm_port" >"$work/swtpm.log" 2>&1 &
-pids+=($!)
+# A port can be taken between choosing and binding it: try a few.
+for attempt in 1 2 3 4 5; do
+    tpm_port=$(free_port)
+    scripts/run-swtpm.sh "$work/tpm" "$tpm_port" >"$work/swtpm.log" 2>&1 &
+    tpm_pid=$!
+    swtpm_wait_tcti "swtpm:host=127.0.0.1,port=$tpm_port" "$tpm_pid" && break
+    wait "$tpm_pid" 2>/dev/null || true
+    [[ $attempt -lt 5 ]] || { cat "$work/swtpm.log" >&2; exit 1; }
+done
+pids+=("$tpm_pid")
 service_port=$(free_port)
 DPS_SECRETS_DIR=$work/secrets DPS_LISTEN=127.0.0.1:$service_port DPS_ID_SCOPE=0ne00DEMO01 \
     DPS_IOT_HUBS=hub-1.demo.example,hub-2.demo.example \
@@ -35,7 +42,6 @@ pids+=($!)
 export DPS_ENDPOINT=https://localhost:$service_port DPS_ID_SCOPE=0ne00DEMO01
 export DPS_CA_FILE=$work/secrets/ca.pem DPS_POLICY_FILE=$work/secrets/policies
 export DPS_TCTI=swtpm:host=127.0.0.1,port=$tpm_port DPS_STATE_FILE=$work/device/state.json
-swtpm_wait_tcti "$DPS_TCTI" || { cat "$work/swtpm.log" >&2; exit 1; }
 for _ in $(seq 1 300); do
     curl -sf --cacert "$DPS_CA_FILE" "$DPS_ENDPOINT/readyz" >/dev/null 2>&1 && break
     sleep 0.1

@@ -53,11 +53,12 @@ swtpm_stop() {
     rm -f "$dir/swtpm.pid"
 }
 
-# free_port: a loopback port that, with its successor, nothing listens on.
+# free_port: a loopback port that, with its successor, nothing listens on. Drawn below Linux's
+# ephemeral range (32768+), where outgoing connections could already hold it.
 free_port() {
     local p _
     for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((20000 + RANDOM % 12000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
             ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 1))") 2>/dev/null; then
             echo "$p"
@@ -68,15 +69,17 @@ free_port() {
     return 1
 }
 
-# swtpm_wait_tcti TCTI: for a swtpm:host=H,port=P TCTI, waits (up to 30 s) until the simulator
-# accepts connections on its control port; any other TCTI returns at once.
+# swtpm_wait_tcti TCTI [PID]: for a swtpm:host=H,port=P TCTI, waits (up to 30 s) until the
+# simulator accepts connections on its control port, failing at once if process PID is gone;
+# any other TCTI returns at once.
 swtpm_wait_tcti() {
-    local tcti=$1 host port _
+    local tcti=$1 pid=${2:-} host port _
     [[ $tcti == swtpm:* ]] || return 0
     host=$(printf '%s' "$tcti" | sed -n 's/.*host=\([^,]*\).*/\1/p')
     port=$(printf '%s' "$tcti" | sed -n 's/.*port=\([0-9]*\).*/\1/p')
     for _ in $(seq 1 300); do
         (exec 3<>"/dev/tcp/${host:-127.0.0.1}/$((${port:-2321} + 1))") 2>/dev/null && return 0
+        [[ -z $pid ]] || kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.1
     done
     echo "no swtpm at $tcti" >&2
