@@ -261,7 +261,6 @@ pub fn provision(
     options: &Options,
 ) -> Result<Outcome, ProvisionError> {
     let ek = tpm.endorsement_key()?;
-    let srk = tpm.storage_root_key()?;
     let registration_id = match &options.registration_id {
         Some(id) => RegistrationId::parse(id)?,
         None => RegistrationId::from_endorsement_key(&ek),
@@ -278,6 +277,8 @@ pub fn provision(
     if let Some(outcome) = assigned(&state, true) {
         return Ok(outcome);
     }
+    // Read (or create) the SRK only now: a provisioned device's reboot does not need it.
+    let srk = tpm.storage_root_key()?;
     let device = Device {
         registration_id: id,
         ek,
