@@ -122,9 +122,9 @@ fn valid_device_id(id: &str) -> bool {
 }
 
 impl IndividualEnrollment {
-    /// Validates and converts, checking the EK is a TPM EK this service can seal to and a
-    /// pinned hub is one of `linked_hubs`.
-    pub fn to_new(&self, linked_hubs: &[String]) -> Result<NewEnrollment, ApiError> {
+    /// Validates and converts, checking the EK is a TPM EK this service can seal to and, when
+    /// `linked_hubs` is given, that a pinned hub is one of them.
+    pub fn to_new(&self, linked_hubs: Option<&[String]>) -> Result<NewEnrollment, ApiError> {
         let id = parse_registration_id(&self.registration_id)?;
         if self.attestation.kind != "tpm" {
             return Err(ApiError::ArgumentInvalid(
@@ -146,7 +146,7 @@ impl IndividualEnrollment {
                 ));
             }
         }
-        if let Some(hub) = &self.iot_hub_host_name {
+        if let (Some(hub), Some(linked_hubs)) = (&self.iot_hub_host_name, linked_hubs) {
             if !linked_hubs.iter().any(|h| h.eq_ignore_ascii_case(hub)) {
                 return Err(ApiError::ArgumentInvalid(format!(
                     "iotHubHostName {hub} is not a linked hub"

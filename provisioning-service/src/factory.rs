@@ -118,10 +118,9 @@ pub async fn write(
     pool: &PgPool,
     enrollment: &IndividualEnrollment,
 ) -> Result<Outcome, FactoryError> {
-    // A pinned hub is checked against the linked hubs by the service; here it is taken as given.
-    let hubs: Vec<String> = enrollment.iot_hub_host_name.iter().cloned().collect();
+    // The factory tool does not know the service's linked hubs: a pinned hub is taken as given.
     let new = enrollment
-        .to_new(&hubs)
+        .to_new(None)
         .map_err(|e| FactoryError::Rejected(e.to_string()))?;
     let (_, changed) = enrollments::upsert(pool, &new, None, OffsetDateTime::now_utc()).await?;
     Ok(if changed {

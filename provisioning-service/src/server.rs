@@ -1,6 +1,5 @@
 //! Serving the router over HTTPS until Ctrl-C or SIGTERM.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ pub async fn serve_tls(
     listener.set_nonblocking(true)?;
     axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))
         .handle(handle)
-        .serve(crate::http::router(app).into_make_service_with_connect_info::<SocketAddr>())
+        .serve(crate::http::router(app).into_make_service())
         .await
 }
 

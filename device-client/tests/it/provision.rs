@@ -76,7 +76,7 @@ async fn enroll(pool: &PgPool, registration_id: &str, ek: &[u8]) {
         last_updated_date_time_utc: None,
         extra: serde_json::Map::new(),
     };
-    let new = e.to_new(&[HUB.to_owned()]).unwrap();
+    let new = e.to_new(Some(&[HUB.to_owned()])).unwrap();
     enrollments::upsert(pool, &new, None, time_now())
         .await
         .unwrap();

@@ -56,13 +56,18 @@ fn if_match(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let text = value.to_str().unwrap_or_default().trim().trim_matches('"');
-    if text == "*" {
+    let text = value.to_str().unwrap_or_default().trim();
+    if text.trim_matches('"') == "*" {
         return Ok(None);
     }
-    Uuid::parse_str(text).map(Some).map_err(|_| {
+    etag_uuid(text).map(Some).ok_or_else(|| {
         ApiError::ArgumentInvalid("If-Match is not an etag of this service".to_owned())
     })
+}
+
+/// The etag this service issued, as written in a header or body (quoted or not).
+fn etag_uuid(text: &str) -> Option<Uuid> {
+    Uuid::parse_str(text.trim_matches('"')).ok()
 }
 
 fn with_etag(json: IndividualEnrollment, status: StatusCode) -> Response {
@@ -88,13 +93,11 @@ pub async fn put_enrollment(
             "registrationId in the body does not match the path".to_owned(),
         ));
     }
-    let new = body.to_new(&app.settings().iot_hubs)?;
+    let new = body.to_new(Some(&app.settings().iot_hubs))?;
     let precondition = if_match(&headers)?.or(match &body.etag {
-        Some(etag) if etag != "*" => {
-            Some(Uuid::parse_str(etag.trim_matches('"')).map_err(|_| {
-                ApiError::ArgumentInvalid("etag is not an etag of this service".to_owned())
-            })?)
-        }
+        Some(etag) if etag != "*" => Some(etag_uuid(etag).ok_or_else(|| {
+            ApiError::ArgumentInvalid("etag is not an etag of this service".to_owned())
+        })?),
         _ => None,
     });
     let (row, _) =
@@ -176,14 +179,14 @@ async fn bulk_item(
         let id = parse_registration_id(&enrollment.registration_id)?;
         return Ok(enrollments::delete(app.pool(), id.as_str(), None).await?);
     }
-    let new = enrollment.to_new(&app.settings().iot_hubs)?;
+    let new = enrollment.to_new(Some(&app.settings().iot_hubs))?;
     match mode {
         BulkMode::Create => enrollments::create(app.pool(), &new, now).await.map(|_| ()),
         BulkMode::UpdateIfMatchETag => {
             let etag = enrollment
                 .etag
                 .as_deref()
-                .and_then(|e| Uuid::parse_str(e.trim_matches('"')).ok())
+                .and_then(etag_uuid)
                 .ok_or(ApiError::PreconditionFailed)?;
             enrollments::upsert(app.pool(), &new, Some(etag), now)
                 .await
