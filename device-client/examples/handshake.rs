@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_skew: 30,
         max_lifetime: 3600,
     };
-    SasToken::parse(&token)?.verify(issued.hmac_key.as_ref(), &policy)?;
+    SasToken::parse(&token)?.verify(issued.device_key.as_ref(), &policy)?;
     println!("service: SAS token signed by the TPM verifies");
     println!("handshake done in {:?}", started.elapsed());
     Ok(())

@@ -136,6 +136,12 @@ impl DpsClient {
         })
     }
 
+    /// The service's base URL, without a trailing slash.
+    #[must_use]
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     #[must_use]
     pub fn id_scope(&self) -> &str {
         &self.id_scope

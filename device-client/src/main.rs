@@ -23,9 +23,10 @@ struct Cli {
     /// device:/dev/tpmrm0.
     #[arg(long, env = "DPS_TCTI", global = true)]
     tcti: Option<String>,
-    /// Persistent handle of the provisioned HMAC key (the Azure clients use 0x81000100).
-    #[arg(long, env = "DPS_AUTH_KEY_HANDLE", global = true, default_value = "0x81000100", value_parser = parse_handle)]
-    auth_key_handle: u32,
+    /// Persistent handle of the device key, the HMAC key the service issued (the Azure clients
+    /// use 0x81000100). Formerly --auth-key-handle, still accepted.
+    #[arg(long, alias = "auth-key-handle", env = "DPS_DEVICE_KEY_HANDLE", global = true, default_value = "0x81000100", value_parser = parse_handle)]
+    device_key_handle: u32,
     #[command(subcommand)]
     command: Command,
 }
@@ -119,7 +120,7 @@ fn open_tpm(cli: &Cli) -> anyhow::Result<Tpm> {
         tracing::warn!(%tcti, "using a software TPM: it protects nothing");
     }
     let handles = Handles {
-        authentication_key: cli.auth_key_handle,
+        device_key: cli.device_key_handle,
         ..Handles::default()
     };
     Tpm::open_with_handles(&tcti, handles).with_context(|| format!("cannot open the TPM at {tcti:?}; is the device present, and is this user allowed to use it?"))
@@ -182,9 +183,8 @@ fn main() -> anyhow::Result<()> {
                 sas_ttl: args.sas_ttl,
                 deadline: Duration::from_secs(args.timeout),
                 max_backoff: Duration::from_secs(16),
-                stop_after: None,
             };
-            let outcome = provision::provision(&mut tpm, &client, &args.endpoint, &options)?;
+            let outcome = provision::provision(&mut tpm, &client, &options)?;
             if args.json {
                 println!("{}", serde_json::to_string(&outcome)?);
             } else if outcome.already_provisioned {

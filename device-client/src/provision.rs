@@ -66,9 +66,6 @@ pub enum ProvisionError {
     Failed { status: String, message: String },
     #[error("not assigned within {0:?}")]
     Deadline(Duration),
-    /// Only for tests: the run stopped after the requested stage, as if killed there.
-    #[error("stopped after {0:?}")]
-    Stopped(Stage),
 }
 
 /// How to provision.
@@ -85,8 +82,6 @@ pub struct Options {
     pub deadline: Duration,
     /// Longest wait between polls or retries.
     pub max_backoff: Duration,
-    /// Tests: stop (as if killed) once this stage is reached and saved.
-    pub stop_after: Option<fn(&Stage) -> bool>,
 }
 
 /// The result of a run.
@@ -153,8 +148,8 @@ impl Backoff {
 }
 
 /// What the device sends with every call.
-struct Device<'a> {
-    registration_id: &'a str,
+struct Device {
+    registration_id: String,
     ek: Vec<u8>,
     srk: Vec<u8>,
     /// The SAS resource, `{idScope}/registrations/{registrationId}`.
@@ -167,13 +162,14 @@ fn resume(tpm: &mut Tpm, options: &Options, fresh: State) -> Result<State, Provi
     let mut state = fresh;
     if let Some(saved) = load_state(&options.state_file) {
         let same = saved.registration_id == state.registration_id
-            && saved.endpoint == state.endpoint
+            // Older state files kept the endpoint as typed, perhaps with a trailing slash.
+            && saved.endpoint.trim_end_matches('/') == state.endpoint
             && saved.id_scope == state.id_scope;
         if same && !options.force {
             state.stage = saved.stage;
         }
     }
-    if state.stage != Stage::Unprovisioned && !tpm.has_authentication_key()? {
+    if state.stage != Stage::Unprovisioned && !tpm.has_device_key()? {
         tracing::warn!("the state file is ahead of the TPM (no key persisted); starting over");
         state.stage = Stage::Unprovisioned;
     }
@@ -199,12 +195,12 @@ fn assigned(state: &State, already_provisioned: bool) -> Option<Outcome> {
 fn step(
     tpm: &mut Tpm,
     dps: &DpsClient,
-    device: &Device<'_>,
+    device: &Device,
     stage: &Stage,
     sas_ttl: u64,
     imported: &mut Option<[u8; 32]>,
 ) -> Result<(Stage, Option<Duration>), ProvisionError> {
-    let id = device.registration_id;
+    let id = device.registration_id.as_str();
     let sign = |tpm: &mut Tpm| {
         let expiry = unix_now() + sas_ttl;
         sas::build_token(&device.resource, expiry, Some(REGISTRATION_KEY_NAME), tpm)
@@ -253,76 +249,122 @@ fn step(
     Ok(next)
 }
 
-/// Runs first-boot provisioning to the end (or to an error).
+/// Runs first-boot provisioning to the end (or to an error) against the service `dps` talks to.
 pub fn provision(
     tpm: &mut Tpm,
     dps: &DpsClient,
-    endpoint: &str,
     options: &Options,
 ) -> Result<Outcome, ProvisionError> {
-    let ek = tpm.endorsement_key()?;
-    let registration_id = match &options.registration_id {
-        Some(id) => RegistrationId::parse(id)?,
-        None => RegistrationId::from_endorsement_key(&ek),
+    let mut run = match Run::start(tpm, dps, options)? {
+        Start::Done(outcome) => return Ok(outcome),
+        Start::Running(run) => run,
     };
-    let id = registration_id.as_str();
-    let fresh = State {
-        registration_id: id.to_owned(),
-        endpoint: endpoint.to_owned(),
-        id_scope: dps.id_scope().to_owned(),
-        stage: Stage::Unprovisioned,
-        updated_unix: unix_now(),
-    };
-    let mut state = resume(tpm, options, fresh)?;
-    if let Some(outcome) = assigned(&state, true) {
-        return Ok(outcome);
-    }
-    // Read (or create) the SRK only now: a provisioned device's reboot does not need it.
-    let srk = tpm.storage_root_key()?;
-    let device = Device {
-        registration_id: id,
-        ek,
-        srk,
-        resource: sas::registration_resource(dps.id_scope(), id),
-    };
-    let deadline = Instant::now() + options.deadline;
-    let mut backoff = Backoff {
-        next: Duration::from_secs(1),
-        max: options.max_backoff,
-    };
-    let mut restarted = false;
-    // SHA-256 of the blob imported in this run, so the same key is not imported twice.
-    let mut imported = None;
     loop {
-        if Instant::now() >= deadline {
-            return Err(ProvisionError::Deadline(options.deadline));
+        if let Some(outcome) = run.advance()? {
+            return Ok(outcome);
         }
-        tracing::debug!(stage = ?state.stage, "provisioning step");
-        let was_polling = matches!(state.stage, Stage::Assigning { .. });
-        match step(
+    }
+}
+
+/// Where [`Run::start`] leaves a device.
+pub(crate) enum Start<'a> {
+    /// The state file says assigned and the key is in the TPM: nothing to send.
+    Done(Outcome),
+    Running(Box<Run<'a>>),
+}
+
+/// One provisioning run, advanced one persisted step at a time ([`provision`] loops over it;
+/// tests stop it between steps, as a power cut would).
+pub(crate) struct Run<'a> {
+    tpm: &'a mut Tpm,
+    dps: &'a DpsClient,
+    options: &'a Options,
+    device: Device,
+    pub(crate) state: State,
+    deadline: Instant,
+    backoff: Backoff,
+    /// Whether the run already started over once (a second refusal is an error).
+    restarted: bool,
+    /// SHA-256 of the blob imported in this run, so the same key is not imported twice.
+    imported: Option<[u8; 32]>,
+}
+
+impl<'a> Run<'a> {
+    pub(crate) fn start(
+        tpm: &'a mut Tpm,
+        dps: &'a DpsClient,
+        options: &'a Options,
+    ) -> Result<Start<'a>, ProvisionError> {
+        let ek = tpm.endorsement_key()?;
+        let registration_id = match &options.registration_id {
+            Some(id) => RegistrationId::parse(id)?,
+            None => RegistrationId::from_endorsement_key(&ek),
+        };
+        let id = registration_id.as_str();
+        let fresh = State {
+            registration_id: id.to_owned(),
+            endpoint: dps.endpoint().to_owned(),
+            id_scope: dps.id_scope().to_owned(),
+            stage: Stage::Unprovisioned,
+            updated_unix: unix_now(),
+        };
+        let state = resume(tpm, options, fresh)?;
+        if let Some(outcome) = assigned(&state, true) {
+            return Ok(Start::Done(outcome));
+        }
+        // Read (or create) the SRK only now: a provisioned device's reboot does not need it.
+        let srk = tpm.storage_root_key()?;
+        let device = Device {
+            registration_id: id.to_owned(),
+            ek,
+            srk,
+            resource: sas::registration_resource(dps.id_scope(), id),
+        };
+        Ok(Start::Running(Box::new(Self {
             tpm,
             dps,
-            &device,
-            &state.stage,
-            options.sas_ttl,
-            &mut imported,
+            options,
+            device,
+            state,
+            deadline: Instant::now() + options.deadline,
+            backoff: Backoff {
+                next: Duration::from_secs(1),
+                max: options.max_backoff,
+            },
+            restarted: false,
+            imported: None,
+        })))
+    }
+
+    /// One step: the protocol call of the current stage, the state saved if it moved on, and
+    /// the wait the service asked for. `Some` once assigned.
+    pub(crate) fn advance(&mut self) -> Result<Option<Outcome>, ProvisionError> {
+        if Instant::now() >= self.deadline {
+            return Err(ProvisionError::Deadline(self.options.deadline));
+        }
+        tracing::debug!(stage = ?self.state.stage, "provisioning step");
+        let was_polling = matches!(self.state.stage, Stage::Assigning { .. });
+        match step(
+            self.tpm,
+            self.dps,
+            &self.device,
+            &self.state.stage,
+            self.options.sas_ttl,
+            &mut self.imported,
         ) {
             Ok((next, wait)) => {
-                if next != state.stage {
-                    state.stage = next;
-                    state.updated_unix = unix_now();
-                    save_state(&options.state_file, &state)?;
-                    if options.stop_after.is_some_and(|stop| stop(&state.stage)) {
-                        return Err(ProvisionError::Stopped(state.stage));
-                    }
+                if next != self.state.stage {
+                    self.state.stage = next;
+                    self.state.updated_unix = unix_now();
+                    save_state(&self.options.state_file, &self.state)?;
                 }
-                if let Some(outcome) = assigned(&state, false) {
-                    return Ok(outcome);
+                if let Some(outcome) = assigned(&self.state, false) {
+                    return Ok(Some(outcome));
                 }
                 // The first poll goes out at once (a service may assign within the register
                 // call); after that, Retry-After or a doubling backoff paces the polls.
                 if was_polling {
-                    backoff.wait(wait, deadline);
+                    self.backoff.wait(wait, self.deadline);
                 }
             }
             Err(ProvisionError::Dps(e)) if e.is_transient() => {
@@ -333,18 +375,19 @@ pub fn provision(
                     }
                     _ => None,
                 };
-                backoff.wait(hint, deadline);
+                self.backoff.wait(hint, self.deadline);
             }
             Err(ProvisionError::Dps(
                 ClientError::SignatureRefused | ClientError::OperationNotFound { .. },
-            )) if !restarted && state.stage != Stage::Unprovisioned => {
+            )) if !self.restarted && self.state.stage != Stage::Unprovisioned => {
                 tracing::warn!("the service no longer knows this key or operation; starting over");
-                restarted = true;
-                state.stage = Stage::Unprovisioned;
-                save_state(&options.state_file, &state)?;
+                self.restarted = true;
+                self.state.stage = Stage::Unprovisioned;
+                save_state(&self.options.state_file, &self.state)?;
             }
             Err(e) => return Err(e),
         }
+        Ok(None)
     }
 }
 
@@ -391,5 +434,140 @@ fn next_stage(
                     .unwrap_or_default(),
             })
         }
+    }
+}
+
+/// Runs killed between steps, then finished by the real binary's code path on a new run. They
+/// drive [`Run`] directly (crate-private), so the product API carries no test hooks.
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+    use sqlx::PgPool;
+    use test_support::{Swtpm, TestApp, ID_SCOPE};
+
+    /// Where the device provisions; the blocking client is made (and dropped) on a blocking
+    /// thread, off the test's runtime.
+    #[derive(Clone)]
+    struct Target {
+        /// Given with a trailing slash, as a user may type it.
+        endpoint: String,
+        ca_pem: Vec<u8>,
+        tcti: String,
+    }
+
+    impl Target {
+        fn client(&self) -> DpsClient {
+            DpsClient::new(
+                &self.endpoint,
+                ID_SCOPE,
+                Some(&self.ca_pem),
+                Duration::from_secs(10),
+            )
+            .unwrap()
+        }
+    }
+
+    /// Enrolls the TPM behind `swtpm`; returns where and how to provision it.
+    async fn setup(app: &TestApp, swtpm: &Swtpm, dir: &Path) -> (Target, Options) {
+        let ek = {
+            let mut tpm = Tpm::open(&swtpm.tcti()).unwrap();
+            tpm.endorsement_key().unwrap()
+        };
+        let id = RegistrationId::from_endorsement_key(&ek);
+        app.enroll(id.as_str(), &ek).await;
+        let options = Options {
+            registration_id: None,
+            state_file: dir.join("state.json"),
+            force: false,
+            sas_ttl: 60,
+            deadline: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(2),
+        };
+        let target = Target {
+            endpoint: format!("{}/", app.base),
+            ca_pem: app.pki.ca_pem.clone(),
+            tcti: swtpm.tcti(),
+        };
+        (target, options)
+    }
+
+    /// Advances a fresh run until `stop` accepts its saved stage, then drops it (a kill).
+    async fn run_until(target: &Target, options: &Options, stop: fn(&Stage) -> bool) -> Stage {
+        let (target, options) = (target.clone(), options.clone());
+        tokio::task::spawn_blocking(move || {
+            let client = target.client();
+            let mut tpm = Tpm::open(&target.tcti).unwrap();
+            let Start::Running(mut run) = Run::start(&mut tpm, &client, &options).unwrap() else {
+                panic!("already provisioned")
+            };
+            while !stop(&run.state.stage) {
+                assert!(run.advance().unwrap().is_none(), "assigned before the stop");
+            }
+            run.state.stage.clone()
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn finish(target: &Target, options: &Options) -> Outcome {
+        let (target, options) = (target.clone(), options.clone());
+        tokio::task::spawn_blocking(move || {
+            let client = target.client();
+            let mut tpm = Tpm::open(&target.tcti).unwrap();
+            provision(&mut tpm, &client, &options).unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn count(pool: &PgPool, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    }
+
+    #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+    async fn a_run_killed_after_the_import_completes_on_the_next(pool: PgPool) {
+        let app = TestApp::spawn(pool.clone()).await;
+        let swtpm = Swtpm::start();
+        let dir = tempfile::tempdir().unwrap();
+        let (target, options) = setup(&app, &swtpm, dir.path()).await;
+
+        let stage = run_until(&target, &options, |s| *s == Stage::KeyImported).await;
+        assert_eq!(stage, Stage::KeyImported);
+        assert_eq!(
+            load_state(&options.state_file).unwrap().stage,
+            Stage::KeyImported
+        );
+        // The endpoint is saved as the client uses it, without the trailing slash given.
+        assert_eq!(load_state(&options.state_file).unwrap().endpoint, app.base);
+
+        let outcome = finish(&target, &options).await;
+        assert!(!outcome.already_provisioned);
+        assert_eq!(
+            count(&pool, "SELECT count(*) FROM challenges").await,
+            0,
+            "the second run used the key of the first, no new challenge"
+        );
+    }
+
+    #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+    async fn a_run_killed_while_polling_completes_on_the_next(pool: PgPool) {
+        let app = TestApp::spawn(pool.clone()).await;
+        let swtpm = Swtpm::start();
+        let dir = tempfile::tempdir().unwrap();
+        let (target, options) = setup(&app, &swtpm, dir.path()).await;
+
+        let stage = run_until(&target, &options, |s| matches!(s, Stage::Assigning { .. })).await;
+        let Stage::Assigning { operation_id } = stage else {
+            panic!("{stage:?}")
+        };
+        finish(&target, &options).await;
+        // It polled the saved operation rather than registering again.
+        let current: String = sqlx::query_scalar("SELECT operation_id::text FROM registrations")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(current, operation_id);
     }
 }

@@ -35,7 +35,7 @@ fn main() {
     let imported = device
         .import_authentication_key(&issued.blob)
         .expect("software import");
-    assert_eq!(imported.as_slice(), issued.hmac_key.as_slice());
+    assert_eq!(imported.as_slice(), issued.device_key.as_slice());
 
     let registration_id = RegistrationId::from_endorsement_key(&ek.to_tpm2b());
     let resource = sas::registration_resource(ID_SCOPE, registration_id.as_str());
@@ -43,7 +43,7 @@ fn main() {
         &resource,
         EXPIRY,
         Some(REGISTRATION_KEY_NAME),
-        &mut SoftwareKey(issued.hmac_key.as_ref()),
+        &mut SoftwareKey(issued.device_key.as_ref()),
     )
     .expect("sign");
 
@@ -56,7 +56,7 @@ fn main() {
         "ek_tpm2b_public": hex::encode(ek.to_tpm2b()),
         "srk_tpm2b_public": hex::encode(srk.to_tpm2b()),
         "srk_name": hex::encode(Name::of(srk).expect("name").as_bytes()),
-        "hmac_key": hex::encode(issued.hmac_key.as_ref()),
+        "hmac_key": hex::encode(issued.device_key.as_ref()),
         "authentication_key": hex::encode(issued.blob.to_bytes()),
         "registration_id": registration_id.as_str(),
         "sas": { "id_scope": ID_SCOPE, "expiry": EXPIRY, "token": token },

@@ -40,9 +40,10 @@ pub struct AuthenticationKey {
     pub enc_uri_data: Tpm2bData,
 }
 
-/// A freshly issued key: the secret the service keeps (sealed) and the blob the device gets.
+/// A freshly issued device key (the HMAC key the service keeps, sealed) and the blob that
+/// carries it to the one TPM.
 pub struct IssuedKey {
-    pub hmac_key: Zeroizing<[u8; HMAC_KEY_SIZE]>,
+    pub device_key: Zeroizing<[u8; HMAC_KEY_SIZE]>,
     pub blob: AuthenticationKey,
 }
 
@@ -63,7 +64,10 @@ impl AuthenticationKey {
         let mut hmac_key = Zeroizing::new([0u8; HMAC_KEY_SIZE]);
         rng.fill_bytes(hmac_key.as_mut());
         let blob = Self::build(ek, srk, hmac_key.as_ref(), rng)?;
-        Ok(IssuedKey { hmac_key, blob })
+        Ok(IssuedKey {
+            device_key: hmac_key,
+            blob,
+        })
     }
 
     /// Service side: wraps a given HMAC key (at most 128 bytes, `MAX_SYM_DATA`) for one TPM.

@@ -1,4 +1,6 @@
-//! Command-line configuration: flags with environment fallbacks; the doc comments are `--help`.
+//! The command line: flags with environment fallbacks; the doc comments are `--help`. Defaults
+//! come from `settings::defaults`; [`ServeArgs::settings`] turns the flags into validated
+//! [`Settings`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +10,8 @@ use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 
-use crate::app::{AccessPolicy, Limit, Settings};
+use crate::allocation::LinkedHubs;
+use crate::settings::{defaults, AccessPolicy, Limit, Settings, SettingsError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,9 +28,9 @@ pub enum Command {
     /// Serve the device API and the enrollment API over HTTPS.
     Serve(Box<ServeArgs>),
     /// Enroll one device (factory station), writing to the database directly.
-    Enroll(crate::factory::EnrollArgs),
+    Enroll(EnrollArgs),
     /// Enroll many devices from a CSV or JSONL file; re-running it changes nothing.
-    BulkEnroll(crate::factory::BulkArgs),
+    BulkEnroll(BulkArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
 }
@@ -38,7 +41,7 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// Largest number of pooled database connections.
-    #[arg(long, env = "DPS_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    #[arg(long, env = "DPS_DB_MAX_CONNECTIONS", default_value_t = defaults::DB_MAX_CONNECTIONS)]
     pub db_max_connections: u32,
 }
 
@@ -47,7 +50,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Address to listen on (HTTPS).
-    #[arg(long, env = "DPS_LISTEN", default_value = "127.0.0.1:8443")]
+    #[arg(long, env = "DPS_LISTEN", default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// PEM certificate chain of the server.
     #[arg(long, env = "DPS_TLS_CERT_FILE")]
@@ -71,29 +74,67 @@ pub struct ServeArgs {
     )]
     pub iot_hubs: Vec<String>,
     /// Host name in the `sr` of enrollment API SAS tokens.
-    #[arg(long, env = "DPS_SERVICE_HOST_NAME", default_value = "localhost")]
+    #[arg(long, env = "DPS_SERVICE_HOST_NAME", default_value = defaults::SERVICE_HOST_NAME)]
     pub service_host_name: String,
     /// File of enrollment API shared access policies, one `name=base64key` a line.
     #[arg(long, env = "DPS_ACCESS_POLICY_FILE")]
     pub access_policy_file: Option<PathBuf>,
-    /// Seconds an issued challenge (authenticationKey) stays valid.
-    #[arg(long, env = "DPS_CHALLENGE_TTL", default_value_t = 300)]
+    /// Seconds an issued challenge (authenticationKey) stays valid (at most a week).
+    #[arg(long, env = "DPS_CHALLENGE_TTL", default_value_t = defaults::CHALLENGE_TTL_SECS)]
     pub challenge_ttl: u64,
-    /// Longest SAS token lifetime accepted, seconds.
-    #[arg(long, env = "DPS_SAS_MAX_LIFETIME", default_value_t = 3600)]
+    /// Longest SAS token lifetime accepted, seconds (at most a year).
+    #[arg(long, env = "DPS_SAS_MAX_LIFETIME", default_value_t = defaults::SAS_MAX_LIFETIME_SECS)]
     pub sas_max_lifetime: u64,
-    /// Clock skew tolerated on SAS expiry, seconds.
-    #[arg(long, env = "DPS_CLOCK_SKEW", default_value_t = 300)]
+    /// Clock skew tolerated on SAS expiry, seconds (at most a day).
+    #[arg(long, env = "DPS_CLOCK_SKEW", default_value_t = defaults::CLOCK_SKEW_SECS)]
     pub clock_skew: u64,
     /// Challenges per registration id (and per EK) per minute.
-    #[arg(long, env = "DPS_REGISTRATION_RATE", default_value_t = 10)]
+    #[arg(long, env = "DPS_REGISTRATION_RATE", default_value_t = defaults::REGISTRATION_RATE)]
     pub registration_rate: u32,
     /// Operation and state polls per device per 10 seconds.
-    #[arg(long, env = "DPS_POLL_RATE", default_value_t = 5)]
+    #[arg(long, env = "DPS_POLL_RATE", default_value_t = defaults::POLL_RATE)]
     pub poll_rate: u32,
-    /// Largest request body, bytes.
-    #[arg(long, env = "DPS_MAX_BODY_BYTES", default_value_t = 96 * 1024)]
+    /// Largest request body, bytes (1 KiB to 16 MiB).
+    #[arg(long, env = "DPS_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The device's registration id; derived from the EK as the Azure TPM clients do if omitted.
+    #[arg(long)]
+    pub registration_id: Option<String>,
+    /// The EK as DPS sends it: base64 of its TPM2B_PUBLIC.
+    #[arg(long, conflicts_with = "ek_file", required_unless_present = "ek_file")]
+    pub ek_base64: Option<String>,
+    /// The EK as a file: TPM2B_PUBLIC (`tpm2_createek -u`, `tpm2_readpublic -o`,
+    /// `device-client ek --out`) or an RSA-2048 PEM public key (TCG default EK template assumed).
+    #[arg(long)]
+    pub ek_file: Option<PathBuf>,
+    /// Device id to assign (default: the registration id).
+    #[arg(long)]
+    pub device_id: Option<String>,
+    /// Pin the device to this IoT hub (default: hashed allocation over the linked hubs).
+    #[arg(long)]
+    pub iot_hub_host_name: Option<String>,
+    /// Enroll the device disabled.
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BulkArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// CSV (`registrationId,endorsementKey[,deviceId[,iotHubHostName[,provisioningStatus]]]`,
+    /// EK as base64 TPM2B_PUBLIC, optional header line) or JSONL (one DPS individual enrollment
+    /// per line); chosen by the `.jsonl`/`.json` extension.
+    pub file: PathBuf,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,14 +143,15 @@ pub enum ConfigError {
     Read(String, #[source] std::io::Error),
     #[error("line {0} of the access policy file is not name=base64key")]
     BadPolicy(usize),
-    #[error("access policy name \"registration\" is reserved for devices")]
-    ReservedPolicyName,
+    #[error(transparent)]
+    Invalid(#[from] SettingsError),
 }
 
 impl ServeArgs {
-    /// The runtime settings; reads the access policy file.
+    /// The validated runtime settings; reads the access policy file.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        let mut settings = Settings::new(&self.id_scope, self.iot_hubs.clone());
+        let hubs = LinkedHubs::new(self.iot_hubs.iter().map(|h| h.trim().to_owned()).collect())?;
+        let mut settings = Settings::new(&self.id_scope, hubs);
         settings
             .service_host_name
             .clone_from(&self.service_host_name);
@@ -123,18 +165,20 @@ impl ServeArgs {
         settings.clock_skew_secs = self.clock_skew;
         settings.registration_limit = Limit {
             count: self.registration_rate,
-            window_secs: 60,
+            window_secs: defaults::REGISTRATION_WINDOW_SECS,
         };
         settings.poll_limit = Limit {
             count: self.poll_rate,
-            window_secs: 10,
+            window_secs: defaults::POLL_WINDOW_SECS,
         };
         settings.max_body_bytes = self.max_body_bytes;
+        settings.validate()?;
         Ok(settings)
     }
 }
 
-/// Parses `name=base64key` lines; blank lines and `#` comments are skipped.
+/// Parses `name=base64key` lines; blank lines and `#` comments are skipped. Key strength and
+/// reserved names are checked with the rest of the settings.
 pub fn parse_policies(text: &str) -> Result<Vec<AccessPolicy>, ConfigError> {
     let mut policies = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -149,9 +193,6 @@ pub fn parse_policies(text: &str) -> Result<Vec<AccessPolicy>, ConfigError> {
         let name = name.trim();
         if name.is_empty() || key.is_empty() {
             return Err(ConfigError::BadPolicy(i + 1));
-        }
-        if name == dps_protocol::sas::REGISTRATION_KEY_NAME {
-            return Err(ConfigError::ReservedPolicyName);
         }
         policies.push(AccessPolicy {
             name: name.to_owned(),

@@ -1,11 +1,11 @@
-//! The factory side: enroll devices from their EK_pub as it comes off a test station, one at a
-//! time or in bulk. Writes through the same store functions as the enrollment API.
+//! The factory CLI's inputs: an EK as a factory station exports it (TPM2B_PUBLIC, base64, PEM)
+//! and the lines of a bulk file (CSV or JSONL). Writes go through [`crate::enrollment::put`],
+//! like the enrollment API's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use clap::Args;
 use dps_protocol::tpm::templates::ek_rsa2048;
 use dps_protocol::tpm::Public;
 use dps_protocol::RegistrationId;
@@ -15,9 +15,11 @@ use rsa::traits::PublicKeyParts;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::config::DatabaseArgs;
-use crate::enrollment::{Attestation, IndividualEnrollment, ProvisioningStatus};
-use crate::store::enrollments;
+use crate::config::{BulkArgs, EnrollArgs};
+use crate::enrollment::{
+    self, Attestation, EnrollmentError, IndividualEnrollment, ProvisioningStatus,
+};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FactoryError {
@@ -29,48 +31,10 @@ pub enum FactoryError {
     BadEndorsementKey,
     #[error("line {line}: {message}")]
     BadLine { line: usize, message: String },
-    #[error("{0}")]
-    Rejected(String),
+    #[error(transparent)]
+    Rejected(EnrollmentError),
     #[error("database error")]
-    Db(#[from] crate::store::StoreError),
-}
-
-#[derive(Debug, Args)]
-pub struct EnrollArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// The device's registration id; derived from the EK as the Azure TPM clients do if omitted.
-    #[arg(long)]
-    pub registration_id: Option<String>,
-    /// The EK as DPS sends it: base64 of its TPM2B_PUBLIC.
-    #[arg(long, conflicts_with = "ek_file", required_unless_present = "ek_file")]
-    pub ek_base64: Option<String>,
-    /// The EK as a file: TPM2B_PUBLIC (`tpm2_createek -u`, `tpm2_readpublic -o`,
-    /// `device-client ek --out`) or an RSA-2048 PEM public key (TCG default EK template assumed).
-    #[arg(long)]
-    pub ek_file: Option<PathBuf>,
-    /// Device id to assign (default: the registration id).
-    #[arg(long)]
-    pub device_id: Option<String>,
-    /// Pin the device to this IoT hub (default: hashed allocation over the linked hubs).
-    #[arg(long)]
-    pub iot_hub_host_name: Option<String>,
-    /// Enroll the device disabled.
-    #[arg(long)]
-    pub disabled: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BulkArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// CSV (`registrationId,endorsementKey[,deviceId[,iotHubHostName[,provisioningStatus]]]`,
-    /// EK as base64 TPM2B_PUBLIC, optional header line) or JSONL (one DPS individual enrollment
-    /// per line); chosen by the `.jsonl`/`.json` extension.
-    pub file: PathBuf,
-    /// Hide the progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    Db(#[source] sqlx::Error),
 }
 
 /// Reads an EK from TPM2B_PUBLIC bytes, a bare TPMT_PUBLIC, or a PEM public key.
@@ -119,10 +83,12 @@ pub async fn write(
     enrollment: &IndividualEnrollment,
 ) -> Result<Outcome, FactoryError> {
     // The factory tool does not know the service's linked hubs: a pinned hub is taken as given.
-    let new = enrollment
-        .to_new(None)
-        .map_err(|e| FactoryError::Rejected(e.to_string()))?;
-    let (_, changed) = enrollments::upsert(pool, &new, None, OffsetDateTime::now_utc()).await?;
+    let (_, changed) = enrollment::put(pool, enrollment, None, None, OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| match e {
+            EnrollmentError::Store(StoreError::Db(db)) => FactoryError::Db(db),
+            other => FactoryError::Rejected(other),
+        })?;
     Ok(if changed {
         Outcome::Written
     } else {
@@ -226,8 +192,13 @@ pub struct BulkSummary {
     pub failed: usize,
 }
 
-/// `bulk-enroll`: every line, each written on its own (a bad line is reported, not fatal).
-pub async fn enroll_file(pool: &PgPool, args: &BulkArgs) -> Result<BulkSummary, FactoryError> {
+/// `bulk-enroll`: every line, each written on its own. A bad line is handed to `on_refused`
+/// (the CLI prints it) and counted, not fatal; a database error stops the run.
+pub async fn enroll_file(
+    pool: &PgPool,
+    args: &BulkArgs,
+    mut on_refused: impl FnMut(&FactoryError),
+) -> Result<BulkSummary, FactoryError> {
     let text = String::from_utf8(read(&args.file)?).map_err(|_| FactoryError::BadLine {
         line: 0,
         message: "file is not UTF-8".to_owned(),
@@ -248,9 +219,9 @@ pub async fn enroll_file(pool: &PgPool, args: &BulkArgs) -> Result<BulkSummary, 
         let result = match parse_line(line, jsonl, i + 1) {
             Ok(None) => continue,
             Ok(Some(enrollment)) => write(pool, &enrollment).await.map_err(|e| match e {
-                FactoryError::Rejected(message) => FactoryError::BadLine {
+                FactoryError::Rejected(reason) => FactoryError::BadLine {
                     line: i + 1,
-                    message,
+                    message: reason.to_string(),
                 },
                 other => other,
             }),
@@ -259,10 +230,10 @@ pub async fn enroll_file(pool: &PgPool, args: &BulkArgs) -> Result<BulkSummary, 
         match result {
             Ok(Outcome::Written) => summary.written += 1,
             Ok(Outcome::Unchanged) => summary.unchanged += 1,
-            Err(FactoryError::Db(e)) => return Err(FactoryError::Db(e)),
+            Err(e @ FactoryError::Db(_)) => return Err(e),
             Err(e) => {
                 summary.failed += 1;
-                bar.suspend(|| eprintln!("{e}"));
+                bar.suspend(|| on_refused(&e));
             }
         }
     }

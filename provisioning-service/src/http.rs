@@ -1,8 +1,8 @@
 //! The HTTP surface: one router for the device API and the enrollment API.
 
-pub mod admin;
-pub mod device;
+pub mod device_api;
 pub mod error;
+pub mod service_api;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderName, StatusCode};
@@ -20,21 +20,21 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(app: App) -> Router {
     let body_limit = app.settings().max_body_bytes;
     Router::new()
-        .route("/{id_scope}/registrations/{registration_id}/register", put(device::register))
+        .route("/{id_scope}/registrations/{registration_id}/register", put(device_api::register))
         .route(
             "/{id_scope}/registrations/{registration_id}/operations/{operation_id}",
-            get(device::operation_status),
+            get(device_api::operation_status),
         )
-        .route("/{id_scope}/registrations/{registration_id}", post(device::registration_state))
-        .route("/enrollments", post(admin::bulk))
-        .route("/enrollments/query", post(admin::query))
+        .route("/{id_scope}/registrations/{registration_id}", post(device_api::registration_state))
+        .route("/enrollments", post(service_api::bulk))
+        .route("/enrollments/query", post(service_api::query))
         .route(
             "/enrollments/{registration_id}",
-            put(admin::put_enrollment).get(admin::get_enrollment).delete(admin::delete_enrollment),
+            put(service_api::put_enrollment).get(service_api::get_enrollment).delete(service_api::delete_enrollment),
         )
         .route(
             "/registrations/{registration_id}",
-            get(admin::get_registration).delete(admin::delete_registration),
+            get(service_api::get_registration).delete(service_api::delete_registration),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -74,8 +74,8 @@ async fn with_request_id(
 
 /// Ready when the database answers.
 async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
-    match sqlx::query("SELECT 1").execute(app.pool()).await {
-        Ok(_) => (StatusCode::OK, "ready"),
+    match crate::store::ping(app.pool()).await {
+        Ok(()) => (StatusCode::OK, "ready"),
         Err(e) => {
             tracing::warn!(error = %e, "database not reachable");
             (StatusCode::SERVICE_UNAVAILABLE, "database not reachable")

@@ -35,9 +35,9 @@ async fn main() -> anyhow::Result<()> {
             let pool = connect(&args.database).await?;
             let listener = std::net::TcpListener::bind(args.listen)
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
-            tracing::info!(listen = %args.listen, id_scope = %settings.id_scope, hubs = ?settings.iot_hubs, "serving");
+            tracing::info!(listen = %args.listen, id_scope = %settings.id_scope, hubs = ?settings.linked_hubs.as_slice(), "serving");
             server::serve_tls(
-                App::new(pool, sealer, settings),
+                App::new(pool, sealer, settings)?,
                 listener,
                 tls,
                 server::shutdown_signal(),
@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::BulkEnroll(args) => {
             let pool = connect(&args.database).await?;
-            let s = factory::enroll_file(&pool, &args).await?;
+            let s = factory::enroll_file(&pool, &args, |e| eprintln!("{e}")).await?;
             println!(
                 "{} written, {} unchanged, {} failed",
                 s.written, s.unchanged, s.failed

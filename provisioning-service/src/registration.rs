@@ -1,6 +1,13 @@
-//! The decision logic of each device step (protocol.md §1–3). Handlers parse HTTP; this module
-//! decides, calling `dps-protocol` for the crypto and `store` for the state. Each step is one
-//! transaction or one statement; the RSA work of a challenge holds no lock.
+//! The decision logic of each device step (docs/protocol.md). Handlers parse HTTP; this module
+//! decides, calling `dps-protocol` for the crypto and `store` for the state, and names every
+//! refusal ([`Refusal`]). Each step runs in one transaction on one connection; the RSA work of
+//! a challenge locks only the device's own throttle rows.
+
+mod admission;
+mod refusal;
+
+pub use admission::admit;
+pub use refusal::{Refusal, StepError};
 
 use dps_protocol::sas::{self, SasToken, VerifyPolicy, REGISTRATION_KEY_NAME};
 use dps_protocol::tpm::Public;
@@ -9,15 +16,17 @@ use dps_protocol::wire::{
     RegistrationStatus, RegistrationSubstatus, TpmRegistrationResult,
 };
 use dps_protocol::{AuthenticationKey, RegistrationId};
+use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::allocation::assign_hub;
 use crate::app::App;
-use crate::http::error::{timestamp, ApiError};
-use crate::store::registrations::{self, ChallengeRow, RegistrationRow};
+use crate::settings::Limit;
+use crate::store::registrations::{self, ChallengeRow, RegistrationRow, Status, Substatus};
 use crate::store::{enrollments, throttle};
+use crate::timestamp;
 
 /// A parsed, validated register request body.
 #[derive(Debug)]
@@ -43,115 +52,117 @@ pub fn ek_hash(ek_tpm2b: &[u8]) -> Vec<u8> {
     Sha256::digest(ek_tpm2b).to_vec()
 }
 
-/// Parses a registration id from a path, as a 400 if it breaks the DPS rules.
-pub fn parse_registration_id(id: &str) -> Result<RegistrationId, ApiError> {
-    RegistrationId::parse(id).map_err(|e| ApiError::ArgumentInvalid(format!("registrationId: {e}")))
+/// Parses a registration id as DPS allows it.
+pub fn parse_registration_id(id: &str) -> Result<RegistrationId, Refusal> {
+    RegistrationId::parse(id).map_err(Refusal::InvalidRegistrationId)
+}
+
+/// Parses an EK or SRK and checks it is a key this service can seal to.
+fn parse_storage_key(
+    field: &'static str,
+    role: &'static str,
+    bytes: &[u8],
+) -> Result<Public, Refusal> {
+    let key = Public::from_tpm2b(bytes).map_err(|e| Refusal::InvalidKey {
+        field,
+        source: e.into(),
+    })?;
+    key.storage_key(role)
+        .map_err(|source| Refusal::InvalidKey { field, source })?;
+    Ok(key)
 }
 
 /// Validates a register body against the path's registration id.
-pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<RegisterRequest, ApiError> {
+pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<RegisterRequest, Refusal> {
     let registration_id = parse_registration_id(path_id)?;
     if body.registration_id != registration_id.as_str() {
-        return Err(ApiError::ArgumentInvalid(
-            "registrationId in the body does not match the path".to_owned(),
-        ));
+        return Err(Refusal::RegistrationIdMismatch);
     }
-    let Some(tpm) = body.tpm else {
-        return Ok(RegisterRequest {
-            registration_id,
-            tpm: None,
-        });
+    let tpm = match body.tpm {
+        None => None,
+        Some(tpm) => {
+            let (ek_bytes, srk_bytes) = (tpm.endorsement_key.0, tpm.storage_root_key.0);
+            Some(TpmKeys {
+                ek: parse_storage_key("endorsementKey", "EK", &ek_bytes)?,
+                srk: parse_storage_key("storageRootKey", "SRK", &srk_bytes)?,
+                ek_bytes,
+                srk_bytes,
+            })
+        }
     };
-    let (ek_bytes, srk_bytes) = (tpm.endorsement_key.0, tpm.storage_root_key.0);
-    let ek = Public::from_tpm2b(&ek_bytes)
-        .map_err(|e| ApiError::ArgumentInvalid(format!("endorsementKey: {e}")))?;
-    let srk = Public::from_tpm2b(&srk_bytes)
-        .map_err(|e| ApiError::ArgumentInvalid(format!("storageRootKey: {e}")))?;
-    ek.storage_key("EK")
-        .map_err(|e| ApiError::ArgumentInvalid(format!("endorsementKey: {e}")))?;
-    srk.storage_key("SRK")
-        .map_err(|e| ApiError::ArgumentInvalid(format!("storageRootKey: {e}")))?;
     Ok(RegisterRequest {
         registration_id,
-        tpm: Some(TpmKeys {
-            ek_bytes,
-            srk_bytes,
-            ek,
-            srk,
-        }),
+        tpm,
     })
+}
+
+/// Parses a device's `Authorization` header.
+pub fn parse_sas(header: &str) -> Result<SasToken, Refusal> {
+    SasToken::parse(header).map_err(Refusal::MalformedSas)
 }
 
 fn unix(t: OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap_or(0)
 }
 
-async fn throttled(
-    app: &App,
+/// Counts one request against `bucket`; refuses it over the limit.
+async fn throttle(
+    conn: &mut PgConnection,
     bucket: &str,
-    limit: crate::app::Limit,
+    limit: Limit,
     now: OffsetDateTime,
-) -> Result<(), ApiError> {
-    match throttle::hit(app.pool(), bucket, limit, now).await? {
-        Some(retry_after) => Err(ApiError::Throttled { retry_after }),
+) -> Result<(), StepError> {
+    match throttle::hit(conn, bucket, limit, now).await? {
+        Some(retry_after) => Err(Refusal::Throttled { retry_after }.into()),
         None => Ok(()),
     }
 }
 
-/// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob.
+/// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob. One
+/// transaction: admission, the throttle counters, the RSA work, the challenge row.
 pub async fn challenge(
     app: &App,
     req: &RegisterRequest,
     now: OffsetDateTime,
-) -> Result<Vec<u8>, ApiError> {
+    rng: &mut (impl CryptoRngCore + Send),
+) -> Result<Vec<u8>, StepError> {
     let id = req.registration_id.as_str();
-    let tpm = req
-        .tpm
-        .as_ref()
-        .ok_or_else(|| ApiError::ArgumentInvalid("tpm attestation is required".to_owned()))?;
-    let enrollment = enrollments::get(app.pool(), id)
-        .await?
-        .ok_or(ApiError::Unauthorized(
-            "no enrollment for this registration id",
-        ))?;
+    let tpm = req.tpm.as_ref().ok_or(Refusal::AttestationRequired)?;
     let ek_hash = ek_hash(&tpm.ek_bytes);
-    if enrollment.ek_hash != ek_hash {
-        return Err(ApiError::Unauthorized(
-            "endorsement key does not match the enrollment",
-        ));
-    }
-    if enrollment.provisioning_status != "enabled" {
-        return Err(ApiError::Unauthorized("enrollment is disabled"));
-    }
+    let mut tx = app.pool().begin().await?;
+    let enrollment = enrollments::get(&mut tx, id).await?;
+    admit(enrollment.as_ref(), &ek_hash)?;
     let limit = app.settings().registration_limit;
-    throttled(app, &format!("register:{id}"), limit, now).await?;
-    throttled(app, &format!("ek:{}", hex::encode(&ek_hash)), limit, now).await?;
-
-    let issued = AuthenticationKey::issue(&tpm.ek, &tpm.srk, &mut rand::rngs::OsRng)
-        .map_err(|e| ApiError::ArgumentInvalid(format!("tpm: {e}")))?;
-    // At most a week, so no configured value can overflow the timestamp.
-    let blob = issued.blob.to_bytes();
-    let ttl = i64::try_from(app.settings().challenge_ttl_secs.min(7 * 86_400)).unwrap_or(0);
-    registrations::put_challenge(
-        app.pool(),
-        &ChallengeRow {
-            registration_id: id.to_owned(),
-            ek_hash,
-            storage_root_key: tpm.srk_bytes.clone(),
-            sealed_key: app.sealer().seal(issued.hmac_key.as_ref(), id.as_bytes()),
-            key_id: app.sealer().key_id().to_owned(),
-            authentication_key: blob.clone(),
-            issued_at: now,
-            expires_at: now + time::Duration::seconds(ttl),
-        },
+    throttle(&mut tx, &format!("register:{id}"), limit, now).await?;
+    throttle(
+        &mut tx,
+        &format!("ek:{}", hex::encode(&ek_hash)),
+        limit,
+        now,
     )
     .await?;
-    Ok(blob)
-}
 
-/// Parses a device's `Authorization` header.
-pub fn parse_sas(header: &str) -> Result<SasToken, ApiError> {
-    SasToken::parse(header).map_err(|_| ApiError::Unauthorized("malformed SAS token"))
+    let issued =
+        AuthenticationKey::issue(&tpm.ek, &tpm.srk, rng).map_err(|source| Refusal::InvalidKey {
+            field: "tpm",
+            source,
+        })?;
+    let blob = issued.blob.to_bytes();
+    let row = ChallengeRow {
+        registration_id: id.to_owned(),
+        ek_hash,
+        storage_root_key: tpm.srk_bytes.clone(),
+        sealed_key: app
+            .sealer()
+            .seal(issued.device_key.as_ref(), id.as_bytes(), rng),
+        key_id: app.sealer().key_id().to_owned(),
+        authentication_key: blob.clone(),
+        issued_at: now,
+        expires_at: now + app.settings().challenge_ttl(),
+    };
+    registrations::put_challenge(&mut tx, &row).await?;
+    tx.commit().await?;
+    Ok(blob)
 }
 
 /// Checks `token` with a sealed key.
@@ -162,11 +173,8 @@ fn verify(
     sealed: &[u8],
     key_id: &str,
     now: OffsetDateTime,
-) -> Result<(), ApiError> {
-    let key = app
-        .sealer()
-        .open(sealed, key_id, id.as_bytes())
-        .map_err(ApiError::internal)?;
+) -> Result<(), StepError> {
+    let key = app.sealer().open(sealed, key_id, id.as_bytes())?;
     let settings = app.settings();
     let resource = sas::registration_resource(&settings.id_scope, id);
     let policy = VerifyPolicy {
@@ -176,10 +184,9 @@ fn verify(
         max_skew: settings.clock_skew_secs,
         max_lifetime: settings.sas_max_lifetime_secs,
     };
-    token.verify(&key, &policy).map_err(|e| {
-        tracing::debug!(error = %e, "SAS refused");
-        ApiError::Unauthorized("SAS token does not verify")
-    })
+    token
+        .verify(&key, &policy)
+        .map_err(|e| Refusal::SasRejected(e).into())
 }
 
 /// The key a SAS token was verified with, and the TPM it was issued to.
@@ -193,6 +200,32 @@ struct ProvenKey {
     from_challenge: bool,
 }
 
+impl From<ChallengeRow> for ProvenKey {
+    fn from(c: ChallengeRow) -> Self {
+        Self {
+            sealed_key: c.sealed_key,
+            key_id: c.key_id,
+            ek_hash: c.ek_hash,
+            storage_root_key: c.storage_root_key,
+            authentication_key: c.authentication_key,
+            from_challenge: true,
+        }
+    }
+}
+
+impl From<&RegistrationRow> for ProvenKey {
+    fn from(r: &RegistrationRow) -> Self {
+        Self {
+            sealed_key: r.sealed_key.clone(),
+            key_id: r.key_id.clone(),
+            ek_hash: r.ek_hash.clone(),
+            storage_root_key: r.storage_root_key.clone(),
+            authentication_key: r.authentication_key.clone(),
+            from_challenge: false,
+        }
+    }
+}
+
 /// Finds the key `token` was signed with: the newest challenge's key if it is live, else the key
 /// the device last registered with; older keys no longer exist anywhere. If the body named a
 /// TPM (`presented`: EK hash and SRK), the key must have been issued to that TPM.
@@ -204,32 +237,18 @@ fn proven_key(
     previous: Option<&RegistrationRow>,
     presented: Option<&(Vec<u8>, &[u8])>,
     now: OffsetDateTime,
-) -> Result<ProvenKey, ApiError> {
-    let issued_here =
-        |ek: &[u8], srk: &[u8]| presented.is_none_or(|(e, s)| ek == e.as_slice() && srk == *s);
+) -> Result<ProvenKey, StepError> {
+    let issued_here = |k: &ProvenKey| {
+        presented.is_none_or(|(ek, srk)| k.ek_hash == *ek && k.storage_root_key == *srk)
+    };
     let candidates = [
         challenge
-            .filter(|c| c.expires_at > now && issued_here(&c.ek_hash, &c.storage_root_key))
-            .map(|c| ProvenKey {
-                sealed_key: c.sealed_key,
-                key_id: c.key_id,
-                ek_hash: c.ek_hash,
-                storage_root_key: c.storage_root_key,
-                authentication_key: c.authentication_key,
-                from_challenge: true,
-            }),
-        previous
-            .filter(|p| issued_here(&p.ek_hash, &p.storage_root_key))
-            .map(|p| ProvenKey {
-                sealed_key: p.sealed_key.clone(),
-                key_id: p.key_id.clone(),
-                ek_hash: p.ek_hash.clone(),
-                storage_root_key: p.storage_root_key.clone(),
-                authentication_key: p.authentication_key.clone(),
-                from_challenge: false,
-            }),
+            .filter(|c| c.expires_at > now)
+            .map(ProvenKey::from),
+        previous.map(ProvenKey::from),
     ];
-    for candidate in candidates.into_iter().flatten() {
+    let mut refusal = Refusal::NoLiveKey;
+    for candidate in candidates.into_iter().flatten().filter(issued_here) {
         match verify(
             app,
             token,
@@ -239,38 +258,29 @@ fn proven_key(
             now,
         ) {
             Ok(()) => return Ok(candidate),
-            Err(ApiError::Unauthorized(_)) => {}
+            Err(StepError::Refused(r @ Refusal::SasRejected(_))) => refusal = r,
             Err(other) => return Err(other),
         }
     }
-    Err(ApiError::Unauthorized(
-        "SAS token does not verify with a live key",
-    ))
+    Err(refusal.into())
 }
 
-/// Step 2, with SAS: the device proved it holds the issued key; assign it. One transaction.
+/// Step 2, with SAS: the device proved it holds the issued key; assign it. One transaction:
+/// the device's challenge and registration rows locked, the enrollment read, the state written.
 pub async fn register(
     app: &App,
     req: &RegisterRequest,
     token: &SasToken,
     now: OffsetDateTime,
-) -> Result<RegistrationOperationStatus, ApiError> {
+) -> Result<RegistrationOperationStatus, StepError> {
     let id = req.registration_id.as_str();
     let presented = req
         .tpm
         .as_ref()
         .map(|t| (ek_hash(&t.ek_bytes), t.srk_bytes.as_slice()));
-    let mut tx = app.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = app.pool().begin().await?;
     let (challenge, previous) = registrations::lock(&mut tx, id).await?;
-
-    let ProvenKey {
-        sealed_key,
-        key_id,
-        ek_hash,
-        storage_root_key,
-        authentication_key,
-        from_challenge,
-    } = proven_key(
+    let key = proven_key(
         app,
         token,
         id,
@@ -279,43 +289,35 @@ pub async fn register(
         presented.as_ref(),
         now,
     )?;
+    let enrollment = enrollments::get(&mut tx, id).await?;
+    let enrollment = admit(enrollment.as_ref(), &key.ek_hash)?;
 
-    let enrollment = enrollments::get(app.pool(), id)
-        .await?
-        .ok_or(ApiError::Unauthorized(
-            "no enrollment for this registration id",
-        ))?;
-    if enrollment.ek_hash != ek_hash {
-        return Err(ApiError::Unauthorized(
-            "endorsement key does not match the enrollment",
-        ));
-    }
-    if enrollment.provisioning_status != "enabled" {
-        return Err(ApiError::Unauthorized("enrollment is disabled"));
-    }
-    let hub = assign_hub(
-        id,
-        enrollment.iot_hub_host_name.as_deref(),
-        &app.settings().iot_hubs,
-    )
-    .ok_or_else(|| ApiError::internal(std::io::Error::other("no IoT hub is linked")))?
-    .to_owned();
+    let hub = app
+        .settings()
+        .linked_hubs
+        .assign(id, enrollment.iot_hub_host_name.as_deref())
+        .to_owned();
     let substatus = match &previous {
-        Some(p) if p.assigned_hub.as_deref() != Some(hub.as_str()) => "deviceDataMigrated",
-        _ => "initialAssignment",
+        Some(p) if p.assigned_hub.as_deref() != Some(hub.as_str()) => Substatus::DeviceDataMigrated,
+        _ => Substatus::InitialAssignment,
     };
     let row = RegistrationRow {
         registration_id: id.to_owned(),
         operation_id: Uuid::new_v4(),
-        status: "assigned".to_owned(),
-        substatus: Some(substatus.to_owned()),
+        status: Status::Assigned,
+        substatus: Some(substatus),
         assigned_hub: Some(hub),
-        device_id: Some(enrollment.device_id.unwrap_or_else(|| id.to_owned())),
-        ek_hash,
-        storage_root_key,
-        sealed_key,
-        key_id,
-        authentication_key,
+        device_id: Some(
+            enrollment
+                .device_id
+                .clone()
+                .unwrap_or_else(|| id.to_owned()),
+        ),
+        ek_hash: key.ek_hash,
+        storage_root_key: key.storage_root_key,
+        sealed_key: key.sealed_key,
+        key_id: key.key_id,
+        authentication_key: key.authentication_key,
         error_code: None,
         error_message: None,
         etag: Uuid::new_v4(),
@@ -323,10 +325,10 @@ pub async fn register(
         updated_at: now,
     };
     let row = registrations::put_registration(&mut tx, &row).await?;
-    if from_challenge {
+    if key.from_challenge {
         registrations::delete_challenge(&mut tx, id).await?;
     }
-    tx.commit().await.map_err(ApiError::internal)?;
+    tx.commit().await?;
     tracing::info!(
         registration_id = id,
         hub = row.assigned_hub.as_deref(),
@@ -339,19 +341,27 @@ pub async fn register(
     })
 }
 
-/// The registration state of a device that authenticates with the key it registered with.
+/// The registration state of a device that authenticates with the key it registered with. One
+/// connection: the state read, then the poll counter.
 async fn authenticated_state(
     app: &App,
     id: &RegistrationId,
     token: &SasToken,
     now: OffsetDateTime,
-) -> Result<RegistrationRow, ApiError> {
+) -> Result<RegistrationRow, StepError> {
     let id = id.as_str();
-    let row = registrations::get_registration(app.pool(), id)
+    let mut conn = app.pool().acquire().await?;
+    let row = registrations::get_registration(&mut conn, id)
         .await?
-        .ok_or(ApiError::Unauthorized("device has not registered"))?;
+        .ok_or(Refusal::NoLiveKey)?;
     verify(app, token, id, &row.sealed_key, &row.key_id, now)?;
-    throttled(app, &format!("poll:{id}"), app.settings().poll_limit, now).await?;
+    throttle(
+        &mut conn,
+        &format!("poll:{id}"),
+        app.settings().poll_limit,
+        now,
+    )
+    .await?;
     Ok(row)
 }
 
@@ -362,10 +372,10 @@ pub async fn operation_status(
     operation_id: &str,
     token: &SasToken,
     now: OffsetDateTime,
-) -> Result<RegistrationOperationStatus, ApiError> {
+) -> Result<RegistrationOperationStatus, StepError> {
     let row = authenticated_state(app, id, token, now).await?;
     if row.operation_id.to_string() != operation_id.to_ascii_lowercase() {
-        return Err(ApiError::NotFound("operation"));
+        return Err(Refusal::UnknownOperation.into());
     }
     let state = registration_result(&row);
     Ok(RegistrationOperationStatus {
@@ -381,38 +391,45 @@ pub async fn device_state(
     id: &RegistrationId,
     token: &SasToken,
     now: OffsetDateTime,
-) -> Result<DeviceRegistrationResult, ApiError> {
+) -> Result<DeviceRegistrationResult, StepError> {
     Ok(registration_result(
         &authenticated_state(app, id, token, now).await?,
     ))
 }
 
+impl From<Status> for RegistrationStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Unassigned => Self::Unassigned,
+            Status::Assigning => Self::Assigning,
+            Status::Assigned => Self::Assigned,
+            Status::Failed => Self::Failed,
+            Status::Disabled => Self::Disabled,
+        }
+    }
+}
+
+impl From<Substatus> for RegistrationSubstatus {
+    fn from(s: Substatus) -> Self {
+        match s {
+            Substatus::InitialAssignment => Self::InitialAssignment,
+            Substatus::DeviceDataMigrated => Self::DeviceDataMigrated,
+            Substatus::DeviceDataReset => Self::DeviceDataReset,
+            Substatus::ReprovisionedToInitialAssignment => Self::ReprovisionedToInitialAssignment,
+        }
+    }
+}
+
 /// A registration row as the wire's `registrationState`.
 #[must_use]
 pub fn registration_result(row: &RegistrationRow) -> DeviceRegistrationResult {
-    let status = match row.status.as_str() {
-        "assigned" => RegistrationStatus::Assigned,
-        "assigning" => RegistrationStatus::Assigning,
-        "failed" => RegistrationStatus::Failed,
-        "disabled" => RegistrationStatus::Disabled,
-        _ => RegistrationStatus::Unassigned,
-    };
-    let substatus = row.substatus.as_deref().and_then(|s| match s {
-        "initialAssignment" => Some(RegistrationSubstatus::InitialAssignment),
-        "deviceDataMigrated" => Some(RegistrationSubstatus::DeviceDataMigrated),
-        "deviceDataReset" => Some(RegistrationSubstatus::DeviceDataReset),
-        "reprovisionedToInitialAssignment" => {
-            Some(RegistrationSubstatus::ReprovisionedToInitialAssignment)
-        }
-        _ => None,
-    });
     DeviceRegistrationResult {
         registration_id: row.registration_id.clone(),
         created_date_time_utc: Some(timestamp(row.created_at)),
         assigned_hub: row.assigned_hub.clone(),
         device_id: row.device_id.clone(),
-        status,
-        substatus,
+        status: row.status.into(),
+        substatus: row.substatus.map(Into::into),
         last_updated_date_time_utc: Some(timestamp(row.updated_at)),
         etag: Some(row.etag.to_string()),
         error_code: row.error_code.and_then(|c| u32::try_from(c).ok()),

@@ -4,7 +4,7 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use rand::RngCore;
+use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -80,11 +80,12 @@ impl Sealer {
         &self.key_id
     }
 
-    /// Encrypts `secret` bound to `context` (the registration id): nonce || ciphertext || tag.
+    /// Encrypts `secret` bound to `context` (the registration id): nonce || ciphertext || tag,
+    /// with a random nonce from `rng`.
     #[must_use]
-    pub fn seal(&self, secret: &[u8], context: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, secret: &[u8], context: &[u8], rng: &mut impl CryptoRngCore) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_SIZE];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        rng.fill_bytes(&mut nonce);
         let Ok(ciphertext) = self.cipher.encrypt(
             Nonce::from_slice(&nonce),
             Payload {
@@ -134,7 +135,7 @@ mod tests {
     #[test]
     fn seal_open_and_refusals() {
         let sealer = Sealer::new(&[7; 32]);
-        let boxed = sealer.seal(b"hmac key", b"device-1");
+        let boxed = sealer.seal(b"hmac key", b"device-1", &mut rand::rngs::OsRng);
         assert_eq!(
             sealer
                 .open(&boxed, sealer.key_id(), b"device-1")

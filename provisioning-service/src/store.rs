@@ -1,5 +1,20 @@
 //! Every SQL statement of the service. Runtime-checked queries (`query_as` + `FromRow`), so the
 //! build needs no database; each function is covered by the integration tests.
+//!
+//! **One connection, the caller's transaction.** Every function takes `&mut PgConnection`: a
+//! pooled connection for a one-statement step, or an open transaction (`&mut *tx`) for a step of
+//! several statements. The caller owns the transaction of its protocol step, and a request never
+//! holds two connections (with a pool of N, N concurrent requests cannot wait on each other).
+//!
+//! **Lock order.** A transaction that writes or locks more than one of these tables takes their
+//! rows in this order, so two steps can never wait on each other in a cycle:
+//!
+//! 1. `throttle` (the challenge step's counters, before its RSA work),
+//! 2. `challenges`,
+//! 3. `registrations`.
+//!
+//! `enrollments` rows are only read by the device steps (never locked), and enrollment writes
+//! touch no other table.
 
 pub mod enrollments;
 pub mod registrations;
@@ -12,8 +27,10 @@ pub enum StoreError {
     NotFound,
     #[error("etag does not match")]
     PreconditionFailed,
-    #[error("{0}")]
-    Conflict(&'static str),
+    #[error("this endorsement key is enrolled under another registration id")]
+    EkTaken,
+    #[error("an enrollment with this registration id exists")]
+    Exists,
     #[error("database error")]
     Db(#[from] sqlx::Error),
 }
@@ -22,4 +39,9 @@ pub enum StoreError {
 pub(crate) fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
     matches!(err, sqlx::Error::Database(db)
         if db.code().as_deref() == Some("23505") && db.constraint() == Some(constraint))
+}
+
+/// Whether the database answers a statement (the readiness probe).
+pub async fn ping(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }

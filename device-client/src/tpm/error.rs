@@ -11,19 +11,27 @@ pub enum TpmError {
         #[source]
         source: tss_esapi::Error,
     },
-    /// A TPM command (or the library's preparation of it) failed.
+    /// A TPM command failed (the TPM refused it, or the transport did).
     #[error("TPM2_{command} failed")]
     Command {
         command: &'static str,
         #[source]
         source: tss_esapi::Error,
     },
+    /// tss-esapi refused a value before any command was sent (a structure that does not
+    /// convert, a handle out of range), or an ESYS-local bookkeeping call failed.
+    #[error("tss-esapi: {operation} failed")]
+    Library {
+        operation: &'static str,
+        #[source]
+        source: tss_esapi::Error,
+    },
     /// The authenticationKey blob does not decode.
     #[error("malformed authenticationKey blob")]
     Blob(#[from] dps_protocol::DecodeError),
-    /// No key is persisted at the authentication key handle: the device is not provisioned.
-    #[error("no authentication key at persistent handle 0x{handle:08x}")]
-    NoAuthenticationKey { handle: u32 },
+    /// No key is persisted at the device key handle: the device is not provisioned.
+    #[error("no device key at persistent handle 0x{handle:08x}")]
+    NoDeviceKey { handle: u32 },
     /// The data to HMAC is longer than one TPM buffer.
     #[error("{len} bytes to HMAC, at most {max} supported")]
     DataTooLong { len: usize, max: usize },
@@ -37,7 +45,9 @@ impl TpmError {
     #[must_use]
     pub fn response_code(&self) -> Option<Tss2ResponseCodeKind> {
         match self {
-            Self::Open { source, .. } | Self::Command { source, .. } => match source {
+            Self::Open { source, .. }
+            | Self::Command { source, .. }
+            | Self::Library { source, .. } => match source {
                 tss_esapi::Error::Tss2Error(rc) => rc.kind(),
                 tss_esapi::Error::WrapperError(_) => None,
             },

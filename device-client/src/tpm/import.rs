@@ -1,4 +1,4 @@
-//! Importing a DPS `authenticationKey` (protocol.md §5):
+//! Importing a DPS `authenticationKey` (docs/protocol.md, "The device's side"):
 //! `ActivateCredential` (SRK, EK under PolicySecret(endorsement)) → inner wrapping key;
 //! Import under the SRK with it → Load → `EvictControl` to the persistent handle.
 
@@ -15,7 +15,7 @@ use tss_esapi::structures::{
 };
 use tss_esapi::Context;
 
-use super::keys::{persistent, persistent_handle, to_esapi_public};
+use super::keys::{library, persistent, persistent_handle, to_esapi_public};
 use super::TpmError;
 
 fn command(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
@@ -27,19 +27,23 @@ pub(super) fn import(
     ek: KeyHandle,
     srk: KeyHandle,
     blob: &AuthenticationKey,
-    auth_key_handle: u32,
+    device_key_handle: u32,
 ) -> Result<(), TpmError> {
     let inner_key = activate_credential(ctx, ek, srk, blob)?;
 
     let public = to_esapi_public(&blob.public)?;
+    let duplicate =
+        Private::try_from(blob.duplicate.body().to_vec()).map_err(library("TPM2B_PRIVATE"))?;
+    let in_sym_seed = EncryptedSecret::try_from(blob.in_sym_seed.body().to_vec())
+        .map_err(library("TPM2B_ENCRYPTED_SECRET"))?;
     let private = ctx
         .execute_with_session(Some(AuthSession::Password), |ctx| {
             ctx.import(
                 srk.into(),
                 Some(inner_key),
                 public.clone(),
-                Private::try_from(blob.duplicate.body().to_vec())?,
-                EncryptedSecret::try_from(blob.in_sym_seed.body().to_vec())?,
+                duplicate,
+                in_sym_seed,
                 SymmetricDefinitionObject::AES_128_CFB,
             )
         })
@@ -50,7 +54,7 @@ pub(super) fn import(
         })
         .map_err(command("Load"))?;
 
-    let persisted = persist(ctx, loaded, auth_key_handle);
+    let persisted = persist(ctx, loaded, device_key_handle);
     let flushed = ctx
         .flush_context(loaded.into())
         .map_err(command("FlushContext"));
@@ -81,7 +85,11 @@ fn activate_credential(
         })?;
 
     let activated = (|| {
-        let policy = PolicySession::try_from(session).map_err(command("PolicySecret"))?;
+        let policy = PolicySession::try_from(session).map_err(library("policy session"))?;
+        let credential_blob = IdObject::try_from(blob.credential_blob.body().to_vec())
+            .map_err(library("TPM2B_ID_OBJECT"))?;
+        let secret = EncryptedSecret::try_from(blob.secret.body().to_vec())
+            .map_err(library("TPM2B_ENCRYPTED_SECRET"))?;
         ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
             ctx.policy_secret(
                 policy,
@@ -94,12 +102,7 @@ fn activate_credential(
         })
         .map_err(command("PolicySecret"))?;
         ctx.execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
-            ctx.activate_credential(
-                srk,
-                ek,
-                IdObject::try_from(blob.credential_blob.body().to_vec())?,
-                EncryptedSecret::try_from(blob.secret.body().to_vec())?,
-            )
+            ctx.activate_credential(srk, ek, credential_blob, secret)
         })
         .map_err(command("ActivateCredential"))
     })();
@@ -109,7 +112,7 @@ fn activate_credential(
         .map_err(command("FlushContext"));
     let inner_key = activated?;
     flushed?;
-    Data::try_from(inner_key.value().to_vec()).map_err(command("Import"))
+    Data::try_from(inner_key.value().to_vec()).map_err(library("inner wrapping key"))
 }
 
 /// Makes `loaded` persistent at `handle`, evicting whatever was there first. The new key is
@@ -136,6 +139,5 @@ fn persist(ctx: &mut Context, loaded: KeyHandle, handle: u32) -> Result<(), TpmE
             )
         })
         .map_err(command("EvictControl"))?;
-    ctx.tr_close(&mut persisted)
-        .map_err(command("EvictControl"))
+    ctx.tr_close(&mut persisted).map_err(library("TR_Close"))
 }

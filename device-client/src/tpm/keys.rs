@@ -13,11 +13,13 @@ use tss_esapi::Context;
 
 use super::TpmError;
 
+/// A library-side failure (no TPM command was sent) named by what was being done.
+pub(super) fn library(operation: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+    move |source| TpmError::Library { operation, source }
+}
+
 pub(super) fn persistent_handle(handle: u32) -> Result<PersistentTpmHandle, TpmError> {
-    PersistentTpmHandle::new(handle).map_err(|source| TpmError::Command {
-        command: "EvictControl",
-        source,
-    })
+    PersistentTpmHandle::new(handle).map_err(library("persistent handle"))
 }
 
 /// The ESYS object for a persistent handle, or `None` if nothing is persisted there. Asks
@@ -45,19 +47,12 @@ pub(super) fn persistent(ctx: &mut Context, handle: u32) -> Result<Option<Object
 
 /// Closes an ESYS object made by [`persistent`] (the TPM object itself stays).
 pub(super) fn close(ctx: &mut Context, mut object: ObjectHandle) -> Result<(), TpmError> {
-    ctx.tr_close(&mut object)
-        .map_err(|source| TpmError::Command {
-            command: "ContextClose",
-            source,
-        })
+    ctx.tr_close(&mut object).map_err(library("TR_Close"))
 }
 
 /// Converts one of `dps-protocol`'s templates (the single source of our templates).
 pub(super) fn to_esapi_public(public: &dps_protocol::tpm::Public) -> Result<Public, TpmError> {
-    Public::unmarshall(&public.to_tpmt()).map_err(|source| TpmError::Command {
-        command: "CreatePrimary",
-        source,
-    })
+    Public::unmarshall(&public.to_tpmt()).map_err(library("public area conversion"))
 }
 
 fn ensure(
@@ -83,11 +78,12 @@ fn ensure(
             source,
         })?
         .key_handle;
+    let target = persistent_handle(handle)?;
     let persisted = ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
         ctx.evict_control(
             Provision::Owner,
             transient.into(),
-            Persistent::Persistent(PersistentTpmHandle::new(handle)?),
+            Persistent::Persistent(target),
         )
     });
     let flushed = ctx.flush_context(transient.into());
@@ -131,5 +127,5 @@ pub(super) fn read_public_tpm2b(ctx: &mut Context, key: KeyHandle) -> Result<Vec
         .map_err(|source| TpmError::Command { command, source })?;
     PublicBuffer::try_from(public)
         .and_then(|buffer| buffer.marshall())
-        .map_err(|source| TpmError::Command { command, source })
+        .map_err(library("TPM2B_PUBLIC marshalling"))
 }

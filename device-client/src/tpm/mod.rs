@@ -2,8 +2,12 @@
 //!
 //! - [`Tpm::endorsement_key`] / [`Tpm::storage_root_key`]: ensure the key exists (create it from
 //!   its template and persist it if not) and return its marshalled `TPM2B_PUBLIC`;
-//! - [`Tpm::import_authentication_key`]: `ActivateCredential`, Import, Load, `EvictControl`;
-//! - [`Tpm::hmac`]: HMAC-SHA-256 with the persisted key (also the SAS [`Signer`]).
+//! - [`Tpm::import_authentication_key`]: unwrap a DPS `authenticationKey` blob into the device
+//!   key (`ActivateCredential`, Import, Load, `EvictControl`);
+//! - [`Tpm::hmac`]: HMAC-SHA-256 with the persisted device key (also the SAS [`Signer`]).
+//!
+//! Words: the *device key* is the HMAC key the service issued; the *authenticationKey* is the
+//! DPS blob that carries it, which only this TPM can open.
 //!
 //! Calls are blocking; async callers run them on a blocking thread. Every transient object and
 //! session this module creates is flushed before the call returns, success or not: a TPM has
@@ -16,7 +20,7 @@ mod keys;
 
 use dps_protocol::sas::Signer;
 use dps_protocol::tpm::constants::{
-    AUTH_KEY_PERSISTENT_HANDLE, EK_PERSISTENT_HANDLE, SRK_PERSISTENT_HANDLE,
+    DEVICE_KEY_PERSISTENT_HANDLE, EK_PERSISTENT_HANDLE, SRK_PERSISTENT_HANDLE,
 };
 use tss_esapi::handles::KeyHandle;
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
@@ -35,7 +39,7 @@ pub const MAX_HMAC_INPUT: usize = 1024;
 pub struct Handles {
     pub endorsement_key: u32,
     pub storage_root_key: u32,
-    pub authentication_key: u32,
+    pub device_key: u32,
 }
 
 impl Default for Handles {
@@ -43,7 +47,7 @@ impl Default for Handles {
         Self {
             endorsement_key: EK_PERSISTENT_HANDLE,
             storage_root_key: SRK_PERSISTENT_HANDLE,
-            authentication_key: AUTH_KEY_PERSISTENT_HANDLE,
+            device_key: DEVICE_KEY_PERSISTENT_HANDLE,
         }
     }
 }
@@ -94,31 +98,25 @@ impl Tpm {
         keys::read_public_tpm2b(&mut self.context, handle)
     }
 
-    /// Imports a DPS `authenticationKey` blob and persists the key, replacing any key at the
-    /// authentication key handle. Fails, importing nothing, if the blob was not made for this
+    /// Imports a DPS `authenticationKey` blob and persists the device key it carries, replacing
+    /// any key at the device key handle. Fails, importing nothing, if the blob was not made for this
     /// TPM's EK and SRK or was altered.
     pub fn import_authentication_key(&mut self, blob: &[u8]) -> Result<(), TpmError> {
         let blob = dps_protocol::AuthenticationKey::from_bytes(blob)?;
         let ek = self.ensure_ek()?;
         let srk = self.ensure_srk()?;
-        import::import(
-            &mut self.context,
-            ek,
-            srk,
-            &blob,
-            self.handles.authentication_key,
-        )
+        import::import(&mut self.context, ek, srk, &blob, self.handles.device_key)
     }
 
-    /// Whether a key is persisted at the authentication key handle.
-    pub fn has_authentication_key(&mut self) -> Result<bool, TpmError> {
-        match keys::persistent(&mut self.context, self.handles.authentication_key)? {
+    /// Whether a key is persisted at the device key handle.
+    pub fn has_device_key(&mut self) -> Result<bool, TpmError> {
+        match keys::persistent(&mut self.context, self.handles.device_key)? {
             Some(object) => keys::close(&mut self.context, object).map(|()| true),
             None => Ok(false),
         }
     }
 
-    /// HMAC-SHA-256 of `data` with the persisted authentication key.
+    /// HMAC-SHA-256 of `data` with the persisted device key.
     ///
     /// At most [`MAX_HMAC_INPUT`] bytes: longer input needs the HMAC sequence commands, which
     /// tss-esapi 7 does not wrap. SAS strings-to-sign are far shorter.
@@ -130,13 +128,13 @@ impl Tpm {
                 max: MAX_HMAC_INPUT,
             });
         }
-        let handle = keys::persistent(&mut self.context, self.handles.authentication_key)?.ok_or(
-            TpmError::NoAuthenticationKey {
-                handle: self.handles.authentication_key,
+        let handle = keys::persistent(&mut self.context, self.handles.device_key)?.ok_or(
+            TpmError::NoDeviceKey {
+                handle: self.handles.device_key,
             },
         )?;
-        let buffer = MaxBuffer::try_from(data.to_vec())
-            .map_err(|source| TpmError::Command { command, source })?;
+        let buffer =
+            MaxBuffer::try_from(data.to_vec()).map_err(keys::library("TPM2B_MAX_BUFFER"))?;
         let digest = self
             .context
             .execute_with_session(Some(AuthSession::Password), |ctx| {

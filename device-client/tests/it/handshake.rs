@@ -6,7 +6,7 @@ use dps_protocol::tpm::templates::{ek_rsa2048, srk_rsa2048};
 use dps_protocol::tpm::{Public, PublicParameters};
 use dps_protocol::AuthenticationKey;
 
-use crate::helpers::{rng, TestTpm};
+use test_support::{rng, TestTpm};
 
 fn modulus(public: &Public) -> Vec<u8> {
     match &public.parameters {
@@ -17,7 +17,7 @@ fn modulus(public: &Public) -> Vec<u8> {
 
 #[test]
 fn public_areas_remarshal_byte_for_byte() {
-    let mut t = TestTpm::new();
+    let mut t = TestTpm::fresh();
     for (what, bytes) in [
         ("EK", t.tpm.endorsement_key().expect("EK")),
         ("SRK", t.tpm.storage_root_key().expect("SRK")),
@@ -35,7 +35,7 @@ fn public_areas_remarshal_byte_for_byte() {
 
 #[test]
 fn keys_are_persisted_across_contexts() {
-    let mut t = TestTpm::new();
+    let mut t = TestTpm::fresh();
     let (ek, srk) = (
         t.tpm.endorsement_key().expect("EK"),
         t.tpm.storage_root_key().expect("SRK"),
@@ -47,7 +47,7 @@ fn keys_are_persisted_across_contexts() {
 
 #[test]
 fn software_blob_imports_and_tpm_hmac_matches_service() {
-    let mut t = TestTpm::new();
+    let mut t = TestTpm::fresh();
     let mut rng = rng("import");
     let (ek, srk) = (t.ek(), t.srk());
     let resource = sas::registration_resource("0ne00000001", "device-1");
@@ -62,7 +62,7 @@ fn software_blob_imports_and_tpm_hmac_matches_service() {
         let to_sign = sas::string_to_sign(&sas::encode_resource(&resource), now + 60);
         let tpm_hmac = t.tpm.hmac(to_sign.as_bytes()).expect("TPM HMAC");
         let service_hmac =
-            dps_protocol::crypto::hmac_sha256(issued.hmac_key.as_ref(), &[to_sign.as_bytes()]);
+            dps_protocol::crypto::hmac_sha256(issued.device_key.as_ref(), &[to_sign.as_bytes()]);
         assert_eq!(tpm_hmac, service_hmac, "round {round}");
 
         // The full SAS token, signed inside the TPM, verifies with the service's key.
@@ -77,23 +77,20 @@ fn software_blob_imports_and_tpm_hmac_matches_service() {
         };
         SasToken::parse(&token)
             .expect("parse")
-            .verify(issued.hmac_key.as_ref(), &policy)
+            .verify(issued.device_key.as_ref(), &policy)
             .expect("SAS signed by the TPM verifies");
     }
     // The key survives a new context (it is persistent, not transient).
     let mut t = t.reopen();
-    assert!(t.tpm.has_authentication_key().expect("query"));
+    assert!(t.tpm.has_device_key().expect("query"));
 }
 
 #[test]
 fn hmac_limits_are_typed_errors() {
-    let mut t = TestTpm::new();
+    let mut t = TestTpm::fresh();
     let err = t.tpm.hmac(b"x").expect_err("no key imported yet");
     assert!(
-        matches!(
-            err,
-            device_client::tpm::TpmError::NoAuthenticationKey { .. }
-        ),
+        matches!(err, device_client::tpm::TpmError::NoDeviceKey { .. }),
         "{err:?}"
     );
 
@@ -106,7 +103,7 @@ fn hmac_limits_are_typed_errors() {
     let max = vec![0x5a; device_client::tpm::MAX_HMAC_INPUT];
     assert_eq!(
         t.tpm.hmac(&max).expect("1024 bytes"),
-        dps_protocol::crypto::hmac_sha256(issued.hmac_key.as_ref(), &[&max])
+        dps_protocol::crypto::hmac_sha256(issued.device_key.as_ref(), &[&max])
     );
     let err = t
         .tpm

@@ -7,9 +7,7 @@
 )]
 
 mod handshake;
-mod helpers;
 mod negative;
 mod provision;
-mod swtpm;
 mod tpm2_tools;
 mod vectors;

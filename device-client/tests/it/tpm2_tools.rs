@@ -18,7 +18,7 @@ use dps_protocol::AuthenticationKey;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use crate::helpers::{rng, TestTpm};
+use test_support::{rng, TestTpm};
 
 /// tpm2-tools' credential file: magic `0xBADCC0DE`, version 1, `TPM2B_ID_OBJECT`,
 /// `TPM2B_ENCRYPTED_SECRET`.
@@ -59,7 +59,7 @@ fn tpm2_tools_credential(
 
 #[test]
 fn tpm2_makecredential_and_ours_activate_to_the_same_secret() {
-    let mut t = TestTpm::new();
+    let mut t = TestTpm::fresh();
     let (ek, srk) = (t.ek(), t.srk());
     let srk_name = Name::of(&srk).expect("SRK name");
     let mut rng = rng("tpm2-tools");

@@ -15,8 +15,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde_json::Value;
 
-use crate::helpers::TestTpm;
-use crate::swtpm::Swtpm;
+use test_support::Swtpm;
+use test_support::TestTpm;
 
 const BLOB_SEED: u64 = 0x5357_5450_4d42_4c42; // "SWTPMBLB"
 const ID_SCOPE: &str = "0ne0000DPS1";
@@ -27,7 +27,7 @@ fn root() -> PathBuf {
 }
 
 fn fixture_state() -> PathBuf {
-    root().join("device-client/tests/fixtures/swtpm-state")
+    root().join("test-support/fixtures/swtpm-state")
 }
 
 fn vector_path() -> PathBuf {
@@ -75,7 +75,7 @@ fn recorded_tpm_accepts_the_vector_blob() {
 #[test]
 #[ignore = "regenerates the committed swtpm state and vector"]
 fn regenerate_swtpm_vector() {
-    let mut t = TestTpm::new();
+    let mut t = TestTpm::fresh();
     let ek_bytes = t.tpm.endorsement_key().expect("EK");
     let srk_bytes = t.tpm.storage_root_key().expect("SRK");
     let TestTpm { tpm, swtpm } = t;
@@ -108,17 +108,17 @@ fn regenerate_swtpm_vector() {
     let hmac = t.tpm.hmac(to_sign.as_bytes()).expect("hmac");
     assert_eq!(
         hmac,
-        dps_protocol::crypto::hmac_sha256(issued.hmac_key.as_ref(), &[to_sign.as_bytes()])
+        dps_protocol::crypto::hmac_sha256(issued.device_key.as_ref(), &[to_sign.as_bytes()])
     );
     let token =
         sas::build_token(&resource, EXPIRY, Some(REGISTRATION_KEY_NAME), &mut t.tpm).expect("sign");
 
     let vector = serde_json::json!({
-        "source": "swtpm 0.7.1 manufactured by swtpm_setup --createek (state: device-client/tests/fixtures/swtpm-state), SRK created by device-client::tpm; blob from AuthenticationKey::issue with ChaCha20Rng::seed_from_u64(blob_seed); hmac and token computed by that TPM. Generator: device-client/tests/it/vectors.rs regenerate_swtpm_vector",
+        "source": "swtpm 0.7.1 manufactured by swtpm_setup --createek (state: test-support/fixtures/swtpm-state), SRK created by device-client::tpm; blob from AuthenticationKey::issue with ChaCha20Rng::seed_from_u64(blob_seed); hmac and token computed by that TPM. Generator: device-client/tests/it/vectors.rs regenerate_swtpm_vector",
         "blob_seed": BLOB_SEED,
         "ek_tpm2b_public": hex::encode(&ek_bytes),
         "srk_tpm2b_public": hex::encode(&srk_bytes),
-        "hmac_key": hex::encode(issued.hmac_key.as_ref()),
+        "hmac_key": hex::encode(issued.device_key.as_ref()),
         "authentication_key": hex::encode(issued.blob.to_bytes()),
         "registration_id": registration_id.as_str(),
         "sas": {

@@ -50,8 +50,8 @@ pub const TPMA_OBJECT_SIGN: u32 = 1 << 18;
 pub const EK_PERSISTENT_HANDLE: u32 = 0x8101_0001;
 /// Persistent handle of the SRK (TCG TPM v2.0 Provisioning Guidance, Table 2).
 pub const SRK_PERSISTENT_HANDLE: u32 = 0x8100_0001;
-/// Where the Azure clients (aziot-tpmd) persist the DPS authentication key.
-pub const AUTH_KEY_PERSISTENT_HANDLE: u32 = 0x8100_0100;
+/// Where the Azure clients (aziot-tpmd) persist the device key, the HMAC key DPS issues.
+pub const DEVICE_KEY_PERSISTENT_HANDLE: u32 = 0x8100_0100;
 
 /// `authPolicy` of the TCG default EK templates: `PolicySecret(TPM_RH_ENDORSEMENT)` with SHA-256
 /// (TCG EK Credential Profile 2.0, B.3.3).

@@ -19,7 +19,7 @@ fn fresh_keys_round_trip() {
         let bytes = issued.blob.to_bytes();
         let blob = AuthenticationKey::from_bytes(&bytes).expect("split");
         let key = device.import_authentication_key(&blob).expect("import");
-        assert_eq!(key.as_slice(), issued.hmac_key.as_slice());
+        assert_eq!(key.as_slice(), issued.device_key.as_slice());
     }
 }
 

@@ -31,7 +31,7 @@ fn software_device_vector() {
         &mut ChaCha20Rng::seed_from_u64(seed),
     )
     .expect("issue");
-    assert_eq!(issued.hmac_key.to_vec(), hex_field(&v, "hmac_key"));
+    assert_eq!(issued.device_key.to_vec(), hex_field(&v, "hmac_key"));
     assert_eq!(issued.blob.to_bytes(), hex_field(&v, "authentication_key"));
 
     let blob = AuthenticationKey::from_bytes(&hex_field(&v, "authentication_key")).expect("split");
@@ -65,7 +65,7 @@ fn swtpm_device_vector() {
     let issued =
         AuthenticationKey::issue(&ek, &srk, &mut ChaCha20Rng::seed_from_u64(seed)).expect("issue");
     assert_eq!(issued.blob.to_bytes(), hex_field(&v, "authentication_key"));
-    assert_eq!(issued.hmac_key.to_vec(), hex_field(&v, "hmac_key"));
+    assert_eq!(issued.device_key.to_vec(), hex_field(&v, "hmac_key"));
 
     let s = &v["sas"];
     let to_sign = s["string_to_sign"].as_str().expect("string_to_sign");
@@ -76,7 +76,7 @@ fn swtpm_device_vector() {
         to_sign,
         sas::string_to_sign(&sas::encode_resource(&resource), expiry)
     );
-    let hmac = dps_protocol::crypto::hmac_sha256(issued.hmac_key.as_ref(), &[to_sign.as_bytes()]);
+    let hmac = dps_protocol::crypto::hmac_sha256(issued.device_key.as_ref(), &[to_sign.as_bytes()]);
     assert_eq!(
         hmac.to_vec(),
         hex_field(s, "hmac"),
@@ -86,7 +86,7 @@ fn swtpm_device_vector() {
         &resource,
         expiry,
         Some(REGISTRATION_KEY_NAME),
-        &mut SoftwareKey(issued.hmac_key.as_ref()),
+        &mut SoftwareKey(issued.device_key.as_ref()),
     )
     .expect("sign");
     assert_eq!(token, s["token"], "software token equals the TPM's");

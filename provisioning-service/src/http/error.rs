@@ -1,6 +1,8 @@
-//! One error type for the HTTP API, mapped to the DPS wire (status, `errorCode`, body) in one
-//! place. Client errors say what was wrong; internal errors are logged in full and reported as
-//! one generic line.
+//! One error type for the HTTP API, and the one place where the domain's errors
+//! ([`Refusal`], [`StepError`], [`EnrollmentError`]) become DPS wire errors (status,
+//! `errorCode`, body). Client errors say what was wrong; refusals of credentials are logged with
+//! their reason and sent as a bare "Unauthorized"; internal errors are logged in full and
+//! reported as one generic line.
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -8,10 +10,12 @@ use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dps_protocol::wire::{error_codes, ErrorBody};
 use serde::de::DeserializeOwned;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::enrollment::{EnrollmentError, InvalidEnrollment};
+use crate::registration::{Refusal, StepError};
 use crate::store::StoreError;
+use crate::timestamp;
 
 tokio::task_local! {
     /// The request id of the request being served (set by `http::with_request_id`), reported
@@ -33,13 +37,13 @@ pub enum ApiError {
     /// 401: no or bad credentials. The reason is logged, never sent: a device learns nothing
     /// about which enrollments exist.
     #[error("unauthorized: {0}")]
-    Unauthorized(&'static str),
+    Unauthorized(String),
     /// 404.
     #[error("{0} not found")]
     NotFound(&'static str),
     /// 409.
     #[error("{0}")]
-    Conflict(&'static str),
+    Conflict(String),
     /// 412: `If-Match` does not match the current etag.
     #[error("precondition failed: etag does not match")]
     PreconditionFailed,
@@ -81,21 +85,59 @@ impl ApiError {
     }
 }
 
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::InvalidRegistrationId(_)
+            | Refusal::RegistrationIdMismatch
+            | Refusal::AttestationRequired
+            | Refusal::InvalidKey { .. } => Self::ArgumentInvalid(refusal.to_string()),
+            Refusal::NotEnrolled
+            | Refusal::EkMismatch
+            | Refusal::Disabled
+            | Refusal::MissingSas
+            | Refusal::MalformedSas(_)
+            | Refusal::SasRejected(_)
+            | Refusal::NoLiveKey => Self::Unauthorized(refusal.to_string()),
+            Refusal::UnknownOperation => Self::NotFound("operation"),
+            Refusal::Throttled { retry_after } => Self::Throttled { retry_after },
+        }
+    }
+}
+
+impl From<StepError> for ApiError {
+    fn from(err: StepError) -> Self {
+        match err {
+            StepError::Refused(refusal) => refusal.into(),
+            StepError::Store(_) | StepError::Seal(_) => Self::internal(err),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => Self::NotFound("enrollment"),
             StoreError::PreconditionFailed => Self::PreconditionFailed,
-            StoreError::Conflict(what) => Self::Conflict(what),
+            StoreError::EkTaken | StoreError::Exists => Self::Conflict(err.to_string()),
             StoreError::Db(_) => Self::internal(err),
         }
     }
 }
 
-/// Now, as DPS writes timestamps.
-#[must_use]
-pub fn timestamp(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+impl From<InvalidEnrollment> for ApiError {
+    fn from(err: InvalidEnrollment) -> Self {
+        Self::ArgumentInvalid(err.to_string())
+    }
+}
+
+impl From<EnrollmentError> for ApiError {
+    fn from(err: EnrollmentError) -> Self {
+        match err {
+            EnrollmentError::Invalid(e) => e.into(),
+            EnrollmentError::Store(e) => e.into(),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -108,7 +150,7 @@ impl IntoResponse for ApiError {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let message = match &self {
             Self::Unauthorized(reason) => {
-                tracing::info!(%tracking_id, reason, "unauthorized");
+                tracing::info!(%tracking_id, %reason, "unauthorized");
                 "Unauthorized".to_owned()
             }
             Self::Internal(source) => {

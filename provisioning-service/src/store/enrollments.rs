@@ -3,13 +3,12 @@
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgConnection, Postgres};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{is_unique_violation, StoreError};
-
-const EK_TAKEN: &str = "this endorsement key is enrolled under another registration id";
+use crate::enrollment::ProvisioningStatus;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EnrollmentRow {
@@ -18,7 +17,7 @@ pub struct EnrollmentRow {
     pub ek_hash: Vec<u8>,
     pub device_id: Option<String>,
     pub iot_hub_host_name: Option<String>,
-    pub provisioning_status: String,
+    pub provisioning_status: ProvisioningStatus,
     pub extra: Json<serde_json::Value>,
     pub etag: Uuid,
     pub created_at: OffsetDateTime,
@@ -33,7 +32,7 @@ pub struct NewEnrollment {
     pub ek_hash: Vec<u8>,
     pub device_id: Option<String>,
     pub iot_hub_host_name: Option<String>,
-    pub provisioning_status: String,
+    pub provisioning_status: ProvisioningStatus,
     pub extra: serde_json::Value,
 }
 
@@ -50,7 +49,7 @@ fn with_columns<'q>(
         .bind(&e.ek_hash)
         .bind(&e.device_id)
         .bind(&e.iot_hub_host_name)
-        .bind(&e.provisioning_status)
+        .bind(e.provisioning_status)
         .bind(Json(&e.extra))
         .bind(Uuid::new_v4())
         .bind(now)
@@ -58,27 +57,27 @@ fn with_columns<'q>(
 
 fn map_unique(err: sqlx::Error) -> StoreError {
     if is_unique_violation(&err, "enrollments_ek_hash_key") {
-        StoreError::Conflict(EK_TAKEN)
+        StoreError::EkTaken
     } else {
         StoreError::Db(err)
     }
 }
 
 pub async fn get(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     registration_id: &str,
 ) -> Result<Option<EnrollmentRow>, StoreError> {
     Ok(
         sqlx::query_as("SELECT * FROM enrollments WHERE registration_id = $1")
             .bind(registration_id)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?,
     )
 }
 
-/// Creates only: `Conflict` if the registration id exists.
+/// Creates only: `Exists` if the registration id exists.
 pub async fn create(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     e: &NewEnrollment,
     now: OffsetDateTime,
 ) -> Result<EnrollmentRow, StoreError> {
@@ -91,17 +90,17 @@ pub async fn create(
         e,
         now,
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(map_unique)?
-    .ok_or(StoreError::Conflict("an enrollment with this registration id exists"))
+    .ok_or(StoreError::Exists)
 }
 
 /// Creates or updates. With `if_match`, only updates an enrollment whose etag matches. Writing
 /// what is already stored changes nothing (not even the etag), so re-running a bulk load is a
 /// no-op. Returns the stored row and whether it changed.
 pub async fn upsert(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     e: &NewEnrollment,
     if_match: Option<Uuid>,
     now: OffsetDateTime,
@@ -116,7 +115,7 @@ pub async fn upsert(
             now,
         )
         .bind(etag)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map_unique)?
     } else {
@@ -138,14 +137,14 @@ pub async fn upsert(
             e,
             now,
         )
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map_unique)?
     };
     if let Some(row) = written {
         return Ok((row, true));
     }
-    match get(pool, &e.registration_id).await? {
+    match get(conn, &e.registration_id).await? {
         Some(row) if if_match.is_none() || if_match == Some(row.etag) => Ok((row, false)),
         Some(_) => Err(StoreError::PreconditionFailed),
         None => Err(StoreError::NotFound),
@@ -154,7 +153,7 @@ pub async fn upsert(
 
 /// Deletes; with `if_match`, only if the etag matches.
 pub async fn delete(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     registration_id: &str,
     if_match: Option<Uuid>,
 ) -> Result<(), StoreError> {
@@ -163,13 +162,13 @@ pub async fn delete(
     )
     .bind(registration_id)
     .bind(if_match)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     if deleted == 1 {
         return Ok(());
     }
-    match get(pool, registration_id).await? {
+    match get(conn, registration_id).await? {
         Some(_) => Err(StoreError::PreconditionFailed),
         None => Err(StoreError::NotFound),
     }
@@ -177,7 +176,7 @@ pub async fn delete(
 
 /// A page of enrollments in registration id order, after `after`.
 pub async fn page(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<EnrollmentRow>, StoreError> {
@@ -187,6 +186,6 @@ pub async fn page(
     )
     .bind(after)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?)
 }

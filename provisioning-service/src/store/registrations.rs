@@ -1,18 +1,42 @@
 //! Challenges (issued, not yet proven keys) and registration states.
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::StoreError;
+
+/// `registrations.status`: DPS's registration status values, as stored. An unknown value in
+/// the database is a decode error, never a guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "camelCase")]
+pub enum Status {
+    Unassigned,
+    Assigning,
+    Assigned,
+    Failed,
+    Disabled,
+}
+
+/// `registrations.substatus`: DPS's assignment substatus values, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "camelCase")]
+pub enum Substatus {
+    InitialAssignment,
+    DeviceDataMigrated,
+    DeviceDataReset,
+    ReprovisionedToInitialAssignment,
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChallengeRow {
     pub registration_id: String,
     pub ek_hash: Vec<u8>,
     pub storage_root_key: Vec<u8>,
+    /// The issued HMAC key, sealed under the service key `key_id`.
     pub sealed_key: Vec<u8>,
     pub key_id: String,
+    /// The `authenticationKey` blob that carried the key to the TPM.
     pub authentication_key: Vec<u8>,
     pub issued_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
@@ -22,8 +46,8 @@ pub struct ChallengeRow {
 pub struct RegistrationRow {
     pub registration_id: String,
     pub operation_id: Uuid,
-    pub status: String,
-    pub substatus: Option<String>,
+    pub status: Status,
+    pub substatus: Option<Substatus>,
     pub assigned_hub: Option<String>,
     pub device_id: Option<String>,
     pub ek_hash: Vec<u8>,
@@ -39,7 +63,7 @@ pub struct RegistrationRow {
 }
 
 /// Records a new challenge, replacing any older one: only the newest is live.
-pub async fn put_challenge(pool: &PgPool, c: &ChallengeRow) -> Result<(), StoreError> {
+pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO challenges (registration_id, ek_hash, storage_root_key, sealed_key, key_id,
                                  authentication_key, issued_at, expires_at)
@@ -58,44 +82,45 @@ pub async fn put_challenge(pool: &PgPool, c: &ChallengeRow) -> Result<(), StoreE
     .bind(&c.authentication_key)
     .bind(c.issued_at)
     .bind(c.expires_at)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
 
-/// The live challenge and the registration state of a device, locked for the rest of `tx`
-/// (two concurrent registrations of one device take turns here).
+/// The live challenge and the registration state of a device, locked for the rest of the
+/// caller's transaction, in the store's lock order (two concurrent registrations of one device
+/// take turns here).
 pub async fn lock(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     registration_id: &str,
 ) -> Result<(Option<ChallengeRow>, Option<RegistrationRow>), StoreError> {
     let challenge =
         sqlx::query_as("SELECT * FROM challenges WHERE registration_id = $1 FOR UPDATE")
             .bind(registration_id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
     let registration =
         sqlx::query_as("SELECT * FROM registrations WHERE registration_id = $1 FOR UPDATE")
             .bind(registration_id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
     Ok((challenge, registration))
 }
 
 pub async fn delete_challenge(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     registration_id: &str,
 ) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM challenges WHERE registration_id = $1")
         .bind(registration_id)
-        .execute(&mut **tx)
+        .execute(conn)
         .await?;
     Ok(())
 }
 
 /// Writes the registration state (created or replaced), keeping the first `created_at`.
 pub async fn put_registration(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     r: &RegistrationRow,
 ) -> Result<RegistrationRow, StoreError> {
     Ok(sqlx::query_as(
@@ -114,8 +139,8 @@ pub async fn put_registration(
     )
     .bind(&r.registration_id)
     .bind(r.operation_id)
-    .bind(&r.status)
-    .bind(&r.substatus)
+    .bind(r.status)
+    .bind(r.substatus)
     .bind(&r.assigned_hub)
     .bind(&r.device_id)
     .bind(&r.ek_hash)
@@ -127,66 +152,44 @@ pub async fn put_registration(
     .bind(&r.error_message)
     .bind(r.etag)
     .bind(r.updated_at)
-    .fetch_one(&mut **tx)
+    .fetch_one(conn)
     .await?)
 }
 
-/// The live challenge and the registration state, unlocked (for read-only SAS calls).
-pub async fn get_both(
-    pool: &PgPool,
-    registration_id: &str,
-) -> Result<(Option<ChallengeRow>, Option<RegistrationRow>), StoreError> {
-    let challenge = sqlx::query_as("SELECT * FROM challenges WHERE registration_id = $1")
-        .bind(registration_id)
-        .fetch_optional(pool)
-        .await?;
-    Ok((challenge, get_registration(pool, registration_id).await?))
-}
-
 pub async fn get_registration(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     registration_id: &str,
 ) -> Result<Option<RegistrationRow>, StoreError> {
     Ok(
         sqlx::query_as("SELECT * FROM registrations WHERE registration_id = $1")
             .bind(registration_id)
-            .fetch_optional(pool)
+            .fetch_optional(conn)
             .await?,
     )
 }
 
-/// Deletes a registration state (and any pending challenge); with `if_match`, only if the etag
-/// matches.
+/// Deletes a registration state and any pending challenge (with `if_match`, only if the etag
+/// matches), in the store's lock order: challenge first, then the registration. Call it in a
+/// transaction: a refused precondition must roll the challenge's deletion back.
 pub async fn delete_registration(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     registration_id: &str,
     if_match: Option<Uuid>,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    delete_challenge(conn, registration_id).await?;
     let deleted = sqlx::query(
         "DELETE FROM registrations WHERE registration_id = $1 AND ($2::uuid IS NULL OR etag = $2)",
     )
     .bind(registration_id)
     .bind(if_match)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
-    if deleted == 0 {
-        let exists: Option<(String,)> =
-            sqlx::query_as("SELECT registration_id FROM registrations WHERE registration_id = $1")
-                .bind(registration_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        return Err(if exists.is_some() {
-            StoreError::PreconditionFailed
-        } else {
-            StoreError::NotFound
-        });
+    if deleted == 1 {
+        return Ok(());
     }
-    sqlx::query("DELETE FROM challenges WHERE registration_id = $1")
-        .bind(registration_id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
+    Err(match get_registration(conn, registration_id).await? {
+        Some(_) => StoreError::PreconditionFailed,
+        None => StoreError::NotFound,
+    })
 }

@@ -1,15 +1,15 @@
 //! Fixed-window counters in Postgres, so every instance sees the same count.
 
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use super::StoreError;
-use crate::app::Limit;
+use crate::settings::Limit;
 
 /// Counts one request in `bucket`. Returns `Some(seconds until the window ends)` if this request
 /// is over the limit.
 pub async fn hit(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     bucket: &str,
     limit: Limit,
     now: OffsetDateTime,
@@ -25,7 +25,7 @@ pub async fn hit(
     .bind(bucket)
     .bind(now)
     .bind(window)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     if u32::try_from(count).unwrap_or(u32::MAX) <= limit.count {
         return Ok(None);

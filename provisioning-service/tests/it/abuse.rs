@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{enrollment, now, Device, TestApp, TestTpm, API, ID_SCOPE};
+use test_support::{enrollment, now, Device, TestApp, TestTpm, API, ID_SCOPE};
 
 /// Sends `request` and asserts the DPS error and that nothing changed.
 async fn refused(
@@ -358,15 +358,15 @@ async fn another_tpm_with_the_enrolled_ek_pub_cannot_register(pool: PgPool) {
 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn throttled_challenges(pool: PgPool) {
-    let mut settings = crate::helpers::settings();
-    settings.registration_limit = provisioning_service::app::Limit {
+    let mut settings = test_support::settings();
+    settings.registration_limit = provisioning_service::settings::Limit {
         count: 2,
         window_secs: 60,
     };
     let app = TestApp::spawn_with(
         pool,
         settings,
-        std::sync::Arc::new(crate::helpers::Pki::new()),
+        std::sync::Arc::new(test_support::Pki::new()),
     )
     .await;
     let mut t = TestTpm::recorded();

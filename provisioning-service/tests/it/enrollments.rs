@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{enrollment, now, TestApp, POLICY};
+use test_support::{enrollment, now, TestApp, POLICY};
 
 /// A syntactically valid EK (TCG default template) with a modulus derived from `n`.
 pub fn fake_ek(n: u8) -> Vec<u8> {
@@ -154,7 +154,7 @@ async fn the_admin_api_needs_a_service_sas(pool: PgPool) {
                 "other.host",
                 now() + 60,
                 Some(POLICY),
-                &mut SoftwareKey(crate::helpers::POLICY_KEY),
+                &mut SoftwareKey(test_support::POLICY_KEY),
             )
             .unwrap(),
         ),
@@ -163,7 +163,7 @@ async fn the_admin_api_needs_a_service_sas(pool: PgPool) {
                 "dps.test",
                 now() - 3600,
                 Some(POLICY),
-                &mut SoftwareKey(crate::helpers::POLICY_KEY),
+                &mut SoftwareKey(test_support::POLICY_KEY),
             )
             .unwrap(),
         ),
@@ -173,7 +173,7 @@ async fn the_admin_api_needs_a_service_sas(pool: PgPool) {
                 "dps.test",
                 now() + 60,
                 Some("registration"),
-                &mut SoftwareKey(crate::helpers::POLICY_KEY),
+                &mut SoftwareKey(test_support::POLICY_KEY),
             )
             .unwrap(),
         ),
@@ -273,8 +273,8 @@ async fn registration_states_can_be_read_and_deleted(pool: PgPool) {
         (status, body["errorCode"].clone()),
         (StatusCode::NOT_FOUND, json!(404_201))
     );
-    let mut t = crate::helpers::TestTpm::recorded();
-    let device = crate::helpers::Device::of(&mut t.tpm);
+    let mut t = test_support::TestTpm::recorded();
+    let device = test_support::Device::of(&mut t.tpm);
     app.enroll(&device.registration_id, &device.ek).await;
     let blob = app.challenge(&device).await;
     t.tpm.import_authentication_key(&blob).unwrap();

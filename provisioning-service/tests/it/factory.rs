@@ -4,8 +4,8 @@ use std::io::Write;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use provisioning_service::config::DatabaseArgs;
-use provisioning_service::factory::{self, BulkArgs, BulkSummary, EnrollArgs, Outcome};
+use provisioning_service::config::{BulkArgs, DatabaseArgs, EnrollArgs};
+use provisioning_service::factory::{self, BulkSummary, Outcome};
 use rsa::pkcs8::EncodePublicKey;
 use sqlx::PgPool;
 
@@ -133,7 +133,7 @@ async fn bulk_load_is_idempotent(pool: PgPool) {
         file: csv,
         quiet: true,
     };
-    let first = factory::enroll_file(&pool, &bulk).await.unwrap();
+    let first = factory::enroll_file(&pool, &bulk, |_| {}).await.unwrap();
     assert_eq!(
         first,
         BulkSummary {
@@ -142,7 +142,7 @@ async fn bulk_load_is_idempotent(pool: PgPool) {
             failed: 1
         }
     );
-    let second = factory::enroll_file(&pool, &bulk).await.unwrap();
+    let second = factory::enroll_file(&pool, &bulk, |_| {}).await.unwrap();
     assert_eq!(
         second,
         BulkSummary {
@@ -154,7 +154,7 @@ async fn bulk_load_is_idempotent(pool: PgPool) {
 
     let jsonl = dir.path().join("devices.jsonl");
     let line =
-        serde_json::to_string(&crate::helpers::enrollment("json-device", &fake_ek(99))).unwrap();
+        serde_json::to_string(&test_support::enrollment("json-device", &fake_ek(99))).unwrap();
     std::fs::write(&jsonl, format!("{line}\n")).unwrap();
     let summary = factory::enroll_file(
         &pool,
@@ -163,6 +163,7 @@ async fn bulk_load_is_idempotent(pool: PgPool) {
             file: jsonl,
             quiet: true,
         },
+        |_| {},
     )
     .await
     .unwrap();

@@ -1,24 +1,23 @@
-//! A running service (HTTPS on 127.0.0.1:0, throwaway CA) and the device and factory calls
-//! the tests make, named after the protocol steps.
+//! The service running in-process (HTTPS on 127.0.0.1:0, throwaway CA, a fresh database), and
+//! the device and factory calls the tests make, named after the protocol steps.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use device_client::tpm::Tpm;
-use dps_protocol::sas::{self, Signer, SoftwareKey, REGISTRATION_KEY_NAME};
-use dps_protocol::wire::{Base64Bytes, DeviceRegistration, TpmAttestation};
-use dps_protocol::RegistrationId;
-use provisioning_service::app::AccessPolicy;
-use provisioning_service::enrollment::{Attestation, IndividualEnrollment, ProvisioningStatus};
+use dps_protocol::sas::{self, Signer, SoftwareKey};
+use provisioning_service::allocation::LinkedHubs;
+use provisioning_service::enrollment::IndividualEnrollment;
 use provisioning_service::sealing::Sealer;
+use provisioning_service::settings::AccessPolicy;
 use provisioning_service::{App, Settings};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::swtpm::Swtpm;
+use crate::device::{enrollment, Device};
+use crate::now;
+use crate::pki::Pki;
 
 pub const ID_SCOPE: &str = "0ne00000TST";
 pub const HUBS: [&str; 2] = ["hub-a.example.net", "hub-b.example.net"];
@@ -26,13 +25,14 @@ pub const POLICY: &str = "provisioningserviceowner";
 pub const POLICY_KEY: &[u8] = b"factory-policy-key-0123456789abc";
 pub const API: &str = "api-version=2019-03-31";
 
-/// The committed, manufactured swtpm state (EK and SRK persisted).
-pub fn fixture_state() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-client/tests/fixtures/swtpm-state")
-}
+/// The service key every test instance seals with (instances of one test share it).
+pub const SERVICE_KEY: [u8; 32] = [0x5e; 32];
 
+/// The settings of a test instance: the defaults, two linked hubs, one access policy.
+#[must_use]
 pub fn settings() -> Settings {
-    let mut s = Settings::new(ID_SCOPE, HUBS.map(String::from).to_vec());
+    let hubs = LinkedHubs::new(HUBS.map(String::from).to_vec()).unwrap();
+    let mut s = Settings::new(ID_SCOPE, hubs);
     s.access_policies = vec![AccessPolicy {
         name: POLICY.to_owned(),
         key: POLICY_KEY.to_vec().into(),
@@ -41,40 +41,15 @@ pub fn settings() -> Settings {
     s
 }
 
-/// Throwaway PKI: a CA and a leaf for localhost/127.0.0.1, as PEM files.
-pub struct Pki {
-    pub dir: tempfile::TempDir,
-    pub ca_pem: Vec<u8>,
-}
-
-impl Pki {
-    pub fn new() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca, &ca_key)
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("server.pem"), leaf.pem()).unwrap();
-        std::fs::write(dir.path().join("server.key"), leaf_key.serialize_pem()).unwrap();
-        Self {
-            dir,
-            ca_pem: ca.pem().into_bytes(),
-        }
-    }
-}
-
 /// One service instance.
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
-    pki: Arc<Pki>,
+    pub pki: Arc<Pki>,
+    /// The instance's state, for tests that call the domain directly (to assert a refusal's
+    /// reason, which the wire does not carry).
+    pub app: App,
 }
 
 impl TestApp {
@@ -92,16 +67,13 @@ impl TestApp {
     }
 
     pub async fn spawn_with(pool: PgPool, settings: Settings, pki: Arc<Pki>) -> Self {
-        let tls = provisioning_service::tls::server_config(
-            &pki.dir.path().join("server.pem"),
-            &pki.dir.path().join("server.key"),
-        )
-        .unwrap();
+        let tls =
+            provisioning_service::tls::server_config(&pki.cert_file(), &pki.key_file()).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let app = App::new(pool.clone(), Sealer::new(&[0x5e; 32]), settings);
+        let app = App::new(pool.clone(), Sealer::new(&SERVICE_KEY), settings).unwrap();
         tokio::spawn(provisioning_service::server::serve_tls(
-            app,
+            app.clone(),
             listener,
             tls,
             std::future::pending(),
@@ -116,6 +88,7 @@ impl TestApp {
             client,
             pool,
             pki,
+            app,
         };
         app.wait_ready().await;
         app
@@ -304,95 +277,5 @@ impl TestApp {
         .await
         .unwrap();
         rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
-    }
-}
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-pub fn enrollment(registration_id: &str, ek: &[u8]) -> IndividualEnrollment {
-    IndividualEnrollment {
-        registration_id: registration_id.to_owned(),
-        device_id: None,
-        attestation: Attestation::tpm(ek.to_vec()),
-        iot_hub_host_name: None,
-        provisioning_status: ProvisioningStatus::Enabled,
-        etag: None,
-        created_date_time_utc: None,
-        last_updated_date_time_utc: None,
-        extra: serde_json::Map::new(),
-    }
-}
-
-/// What a device presents: its registration id, EK and SRK.
-#[derive(Clone)]
-pub struct Device {
-    pub registration_id: String,
-    pub ek: Vec<u8>,
-    pub srk: Vec<u8>,
-}
-
-impl Device {
-    pub fn of(tpm: &mut Tpm) -> Self {
-        let ek = tpm.endorsement_key().unwrap();
-        let srk = tpm.storage_root_key().unwrap();
-        Self {
-            registration_id: RegistrationId::from_endorsement_key(&ek)
-                .as_str()
-                .to_owned(),
-            ek,
-            srk,
-        }
-    }
-
-    pub fn body(&self) -> Value {
-        serde_json::to_value(DeviceRegistration {
-            registration_id: self.registration_id.clone(),
-            tpm: Some(TpmAttestation {
-                endorsement_key: Base64Bytes(self.ek.clone()),
-                storage_root_key: Base64Bytes(self.srk.clone()),
-            }),
-            payload: None,
-        })
-        .unwrap()
-    }
-
-    pub fn sas<S: Signer>(&self, signer: &mut S, expiry: u64) -> String
-    where
-        S::Error: std::fmt::Debug,
-    {
-        let resource = sas::registration_resource(ID_SCOPE, &self.registration_id);
-        sas::build_token(&resource, expiry, Some(REGISTRATION_KEY_NAME), signer).unwrap()
-    }
-}
-
-/// A TPM on its own swtpm; the context drops before the simulator.
-pub struct TestTpm {
-    pub tpm: Tpm,
-    /// Kept for its `Drop`, which stops the simulator after the context.
-    _swtpm: Swtpm,
-}
-
-impl TestTpm {
-    /// The recorded TPM (fast: no manufacturing).
-    pub fn recorded() -> Self {
-        let swtpm = Swtpm::start_from_state(&fixture_state());
-        Self {
-            tpm: Tpm::open(&swtpm.tcti()).unwrap(),
-            _swtpm: swtpm,
-        }
-    }
-
-    /// A newly manufactured TPM (another device).
-    pub fn fresh() -> Self {
-        let swtpm = Swtpm::start();
-        Self {
-            tpm: Tpm::open(&swtpm.tcti()).unwrap(),
-            _swtpm: swtpm,
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! The DPS device API (protocol.md §2).
+//! The DPS device API (docs/protocol.md): parse the request, call [`crate::registration`],
+//! shape the response.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -6,15 +7,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dps_protocol::sas::SasToken;
 use dps_protocol::sas::REGISTRATION_KEY_NAME;
-use dps_protocol::wire::{Base64Bytes, DeviceRegistration, TpmChallenge};
+use dps_protocol::wire::{Base64Bytes, DeviceRegistration, RegistrationStatus, TpmChallenge};
 use dps_protocol::RegistrationId;
 use time::OffsetDateTime;
 
 use super::error::{ApiError, AppJson, AppPath};
 use crate::app::App;
-use crate::registration;
+use crate::registration::{self, Refusal};
 
-/// The oldest api-version of the DPS device API.
+/// The oldest api-version of the DPS device API: DPS's general-availability version (its first
+/// stable management API is `Microsoft.Devices/provisioningServices@2017-11-15`, as listed in
+/// Azure/bicep-types-az); older dates were previews no client sends any more.
 const OLDEST_API_VERSION: &str = "2017-11-15";
 
 /// Seconds a device should wait before polling an operation.
@@ -86,7 +89,7 @@ pub async fn register(
     let now = OffsetDateTime::now_utc();
     match authorization(&headers) {
         None => {
-            let blob = registration::challenge(&app, &request, now).await?;
+            let blob = registration::challenge(&app, &request, now, &mut rand::rngs::OsRng).await?;
             let body = TpmChallenge {
                 authentication_key: Base64Bytes(blob),
                 key_name: REGISTRATION_KEY_NAME.to_owned(),
@@ -116,7 +119,7 @@ fn sas_request(
     check_api_version(uri)?;
     check_scope(app, id_scope)?;
     let id = registration::parse_registration_id(registration_id)?;
-    let header = authorization(headers).ok_or(ApiError::Unauthorized("no SAS token"))?;
+    let header = authorization(headers).ok_or(Refusal::MissingSas)?;
     Ok((id, registration::parse_sas(header)?))
 }
 
@@ -134,7 +137,7 @@ pub async fn operation_status(
             .await?;
     // 200 in every state, with Retry-After while assigning: aziot-identityd's client accepts
     // only 200 here (protocol.md says 202 while assigning; the client wins).
-    let assigning = status.status == dps_protocol::wire::RegistrationStatus::Assigning;
+    let assigning = status.status == RegistrationStatus::Assigning;
     let response = Json(status).into_response();
     Ok(if assigning {
         with_retry_after(response)

@@ -1,9 +1,11 @@
-//! The enrollment API for factories and operators (protocol.md §7), authenticated by a DPS-style
-//! service SAS: `sr` = the service host name, `skn` = a shared access policy name. A device's
-//! SAS (`skn=registration`) never opens it.
+//! The DPS service API for factories and operators (docs/protocol.md, "Service API"):
+//! individual enrollments and registration states, authenticated by a DPS-style service SAS
+//! (`sr` = the service host name, `skn` = a shared access policy name). A device's SAS
+//! (`skn=registration`) never opens it. The handlers parse headers and call [`crate::enrollment`]
+//! or the store; every failure is mapped to the wire in `http::error`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dps_protocol::sas::{SasToken, VerifyPolicy};
@@ -13,30 +15,31 @@ use uuid::Uuid;
 use super::error::{ApiError, AppJson, AppPath};
 use crate::app::App;
 use crate::enrollment::{
-    BulkEnrollmentError, BulkEnrollmentOperation, BulkEnrollmentOperationResult, BulkMode,
-    IndividualEnrollment, QuerySpecification,
+    self, parse_etag, BulkEnrollmentError, BulkEnrollmentOperation, BulkEnrollmentOperationResult,
+    IndividualEnrollment, InvalidEnrollment, QuerySpecification,
 };
 use crate::registration::{parse_registration_id, registration_result};
-use crate::store::{enrollments, registrations, StoreError};
+use crate::store::{self, registrations, StoreError};
 
-/// Most enrollments in one bulk operation (the DPS limit).
-const MAX_BULK: usize = 10_000;
 const CONTINUATION: HeaderName = HeaderName::from_static("x-ms-continuation");
 const MAX_ITEM_COUNT: HeaderName = HeaderName::from_static("x-ms-max-item-count");
+/// Page size of a query without `x-ms-max-item-count`, and the largest page.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
 
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized = |reason: &str| ApiError::Unauthorized(reason.to_owned());
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::Unauthorized("no service SAS token"))?;
-    let token = SasToken::parse(value)
-        .map_err(|_| ApiError::Unauthorized("malformed service SAS token"))?;
+        .ok_or_else(|| unauthorized("no service SAS token"))?;
+    let token = SasToken::parse(value).map_err(|_| unauthorized("malformed service SAS token"))?;
     let settings = app.settings();
     let policy = settings
         .access_policies
         .iter()
         .find(|p| Some(p.name.as_str()) == token.key_name.as_deref())
-        .ok_or(ApiError::Unauthorized("no such shared access policy"))?;
+        .ok_or_else(|| unauthorized("no such shared access policy"))?;
     let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
     token
         .verify(
@@ -49,25 +52,15 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
                 max_lifetime: settings.sas_max_lifetime_secs,
             },
         )
-        .map_err(|_| ApiError::Unauthorized("service SAS token does not verify"))
+        .map_err(|e| unauthorized(&format!("service SAS token refused: {e}")))
 }
 
-fn if_match(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let text = value.to_str().unwrap_or_default().trim();
-    if text.trim_matches('"') == "*" {
-        return Ok(None);
+/// `If-Match`, as an etag of this service (`*` or absent: any version).
+fn if_match(headers: &HeaderMap) -> Result<Option<Uuid>, InvalidEnrollment> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(value) => parse_etag(Some(value.to_str().map_err(|_| InvalidEnrollment::Etag)?)),
     }
-    etag_uuid(text).map(Some).ok_or_else(|| {
-        ApiError::ArgumentInvalid("If-Match is not an etag of this service".to_owned())
-    })
-}
-
-/// The etag this service issued, as written in a header or body (quoted or not).
-fn etag_uuid(text: &str) -> Option<Uuid> {
-    Uuid::parse_str(text.trim_matches('"')).ok()
 }
 
 fn with_etag(json: IndividualEnrollment, status: StatusCode) -> Response {
@@ -79,7 +72,8 @@ fn with_etag(json: IndividualEnrollment, status: StatusCode) -> Response {
     response
 }
 
-/// `PUT /enrollments/{registrationId}`: create or update (with `If-Match`, only that version).
+/// `PUT /enrollments/{registrationId}`: create or update (with `If-Match` or a body etag, only
+/// that version).
 pub async fn put_enrollment(
     State(app): State<App>,
     AppPath(registration_id): AppPath<String>,
@@ -89,19 +83,20 @@ pub async fn put_enrollment(
     authorize(&app, &headers)?;
     parse_registration_id(&registration_id)?;
     if body.registration_id != registration_id {
-        return Err(ApiError::ArgumentInvalid(
-            "registrationId in the body does not match the path".to_owned(),
-        ));
+        return Err(InvalidEnrollment::RegistrationIdMismatch.into());
     }
-    let new = body.to_new(Some(&app.settings().iot_hubs))?;
-    let precondition = if_match(&headers)?.or(match &body.etag {
-        Some(etag) if etag != "*" => Some(etag_uuid(etag).ok_or_else(|| {
-            ApiError::ArgumentInvalid("etag is not an etag of this service".to_owned())
-        })?),
-        _ => None,
-    });
-    let (row, _) =
-        enrollments::upsert(app.pool(), &new, precondition, OffsetDateTime::now_utc()).await?;
+    let precondition = match if_match(&headers)? {
+        Some(etag) => Some(etag),
+        None => parse_etag(body.etag.as_deref())?,
+    };
+    let (row, _) = enrollment::put(
+        app.pool(),
+        &body,
+        precondition,
+        Some(&app.settings().linked_hubs),
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
     Ok(with_etag(
         IndividualEnrollment::from_row(&row),
         StatusCode::OK,
@@ -116,7 +111,8 @@ pub async fn get_enrollment(
 ) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
     let id = parse_registration_id(&registration_id)?;
-    let row = enrollments::get(app.pool(), id.as_str())
+    let mut conn = app.pool().acquire().await.map_err(ApiError::internal)?;
+    let row = store::enrollments::get(&mut conn, id.as_str())
         .await?
         .ok_or(ApiError::NotFound("enrollment"))?;
     Ok(with_etag(
@@ -133,70 +129,41 @@ pub async fn delete_enrollment(
 ) -> Result<StatusCode, ApiError> {
     authorize(&app, &headers)?;
     let id = parse_registration_id(&registration_id)?;
-    enrollments::delete(app.pool(), id.as_str(), if_match(&headers)?).await?;
+    let precondition = if_match(&headers)?;
+    let mut conn = app.pool().acquire().await.map_err(ApiError::internal)?;
+    store::enrollments::delete(&mut conn, id.as_str(), precondition).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /enrollments`: bulk create, update or delete; one result per failed item.
+/// `POST /enrollments`: bulk create, update or delete; one result per refused item.
 pub async fn bulk(
     State(app): State<App>,
     headers: HeaderMap,
     AppJson(body): AppJson<BulkEnrollmentOperation>,
 ) -> Result<Json<BulkEnrollmentOperationResult>, ApiError> {
     authorize(&app, &headers)?;
-    if body.enrollments.len() > MAX_BULK {
-        return Err(ApiError::ArgumentInvalid(format!(
-            "at most {MAX_BULK} enrollments per bulk operation"
-        )));
-    }
-    let now = OffsetDateTime::now_utc();
-    let mut errors = Vec::new();
-    for enrollment in &body.enrollments {
-        match bulk_item(&app, body.mode, enrollment, now).await {
-            Ok(()) => {}
-            Err(e @ ApiError::Internal(_)) => return Err(e),
-            Err(e) => errors.push(BulkEnrollmentError {
-                registration_id: enrollment.registration_id.clone(),
+    let refused = enrollment::bulk(
+        app.pool(),
+        &body,
+        &app.settings().linked_hubs,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    let errors: Vec<BulkEnrollmentError> = refused
+        .into_iter()
+        .map(|(registration_id, e)| {
+            let e = ApiError::from(e);
+            BulkEnrollmentError {
+                registration_id,
                 error_code: e.status_and_code().1,
                 error_status: e.to_string(),
-            }),
-        }
-    }
+            }
+        })
+        .collect();
     Ok(Json(BulkEnrollmentOperationResult {
         is_successful: errors.is_empty(),
         errors,
     }))
-}
-
-/// One enrollment of a bulk operation.
-async fn bulk_item(
-    app: &App,
-    mode: BulkMode,
-    enrollment: &IndividualEnrollment,
-    now: OffsetDateTime,
-) -> Result<(), ApiError> {
-    if mode == BulkMode::Delete {
-        let id = parse_registration_id(&enrollment.registration_id)?;
-        return Ok(enrollments::delete(app.pool(), id.as_str(), None).await?);
-    }
-    let new = enrollment.to_new(Some(&app.settings().iot_hubs))?;
-    match mode {
-        BulkMode::Create => enrollments::create(app.pool(), &new, now).await.map(|_| ()),
-        BulkMode::UpdateIfMatchETag => {
-            let etag = enrollment
-                .etag
-                .as_deref()
-                .and_then(etag_uuid)
-                .ok_or(ApiError::PreconditionFailed)?;
-            enrollments::upsert(app.pool(), &new, Some(etag), now)
-                .await
-                .map(|_| ())
-        }
-        BulkMode::Update | BulkMode::Delete => enrollments::upsert(app.pool(), &new, None, now)
-            .await
-            .map(|_| ()),
-    }
-    .map_err(ApiError::from)
 }
 
 /// `POST /enrollments/query` with `{"query": "*"}`: pages of enrollments, `x-ms-max-item-count`
@@ -217,28 +184,31 @@ pub async fn query(
         .get(MAX_ITEM_COUNT)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100)
-        .clamp(1, 1000);
+        .unwrap_or(DEFAULT_PAGE)
+        .clamp(1, MAX_PAGE);
     let after = match headers.get(CONTINUATION).and_then(|v| v.to_str().ok()) {
         Some(token) => Some(parse_registration_id(token)?),
         None => None,
     };
-    let mut rows = enrollments::page(
-        app.pool(),
+    let mut conn = app.pool().acquire().await.map_err(ApiError::internal)?;
+    let mut rows = store::enrollments::page(
+        &mut conn,
         after.as_ref().map(dps_protocol::RegistrationId::as_str),
         page_size + 1,
     )
     .await?;
-    let more = rows.len() > usize::try_from(page_size).unwrap_or(usize::MAX);
-    rows.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
+    let page_len = usize::try_from(page_size).unwrap_or(usize::MAX);
+    let more = rows.len() > page_len;
+    rows.truncate(page_len);
     let items: Vec<IndividualEnrollment> =
         rows.iter().map(IndividualEnrollment::from_row).collect();
     let mut response = Json(items).into_response();
     if more {
-        if let Some(last) = rows.last() {
-            if let Ok(value) = HeaderValue::from_str(&last.registration_id) {
-                response.headers_mut().insert(CONTINUATION, value);
-            }
+        if let Some(value) = rows
+            .last()
+            .and_then(|last| HeaderValue::from_str(&last.registration_id).ok())
+        {
+            response.headers_mut().insert(CONTINUATION, value);
         }
     }
     Ok(response)
@@ -252,7 +222,8 @@ pub async fn get_registration(
 ) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
     let id = parse_registration_id(&registration_id)?;
-    let row = registrations::get_registration(app.pool(), id.as_str())
+    let mut conn = app.pool().acquire().await.map_err(ApiError::internal)?;
+    let row = registrations::get_registration(&mut conn, id.as_str())
         .await?
         .ok_or(ApiError::NotFound("registration"))?;
     Ok(Json(registration_result(&row)).into_response())
@@ -264,15 +235,16 @@ pub async fn delete_registration(
     State(app): State<App>,
     AppPath(registration_id): AppPath<String>,
     headers: HeaderMap,
-    _uri: Uri,
 ) -> Result<StatusCode, ApiError> {
     authorize(&app, &headers)?;
     let id = parse_registration_id(&registration_id)?;
-    registrations::delete_registration(app.pool(), id.as_str(), if_match(&headers)?)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound("registration"),
-            other => other.into(),
-        })?;
+    let precondition = if_match(&headers)?;
+    let mut tx = app.pool().begin().await.map_err(ApiError::internal)?;
+    match registrations::delete_registration(&mut tx, id.as_str(), precondition).await {
+        Ok(()) => {}
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound("registration")),
+        Err(other) => return Err(other.into()),
+    }
+    tx.commit().await.map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT)
 }

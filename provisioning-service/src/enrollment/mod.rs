@@ -1,0 +1,241 @@
+//! Individual enrollments: the device list a factory fills (one EK per registration id). This
+//! module validates what the enrollment API and the factory CLI send, and performs their writes
+//! through `store::enrollments`; `json` holds the DPS service API's shapes, `http::service_api`
+//! the handlers, `factory` the file formats.
+
+mod json;
+
+pub use json::{
+    Attestation, BulkEnrollmentError, BulkEnrollmentOperation, BulkEnrollmentOperationResult,
+    BulkMode, IndividualEnrollment, ProvisioningStatus, QuerySpecification, TpmEnrollment,
+};
+
+use dps_protocol::tpm::Public;
+use dps_protocol::wire::Base64Bytes;
+use dps_protocol::{CryptoError, RegistrationIdError};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::allocation::LinkedHubs;
+use crate::registration::ek_hash;
+use crate::store::enrollments::{self, EnrollmentRow, NewEnrollment};
+use crate::store::StoreError;
+use crate::timestamp;
+
+/// Most enrollments in one bulk operation: DPS's limit (the service API's
+/// `BulkEnrollmentOperation` description, "up to 10,000 enrollments").
+pub const MAX_BULK: usize = 10_000;
+
+/// Where an optional storage root key is kept in `extra` (DPS stores it; we do not use it).
+const STORAGE_ROOT_KEY: &str = "__storageRootKey";
+
+/// Why an enrollment is refused as written.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidEnrollment {
+    #[error("registrationId: {0}")]
+    RegistrationId(#[source] RegistrationIdError),
+    #[error("registrationId in the body does not match the path")]
+    RegistrationIdMismatch,
+    #[error("only tpm attestation is supported, not {0:?}")]
+    UnsupportedAttestation(String),
+    #[error("attestation.tpm is required")]
+    MissingTpm,
+    #[error("endorsementKey: {0}")]
+    EndorsementKey(#[source] CryptoError),
+    #[error("deviceId is not a valid IoT Hub device id")]
+    DeviceId,
+    #[error("iotHubHostName {0} is not a linked hub")]
+    HubNotLinked(String),
+    #[error("etag is not an etag of this service")]
+    Etag,
+    #[error("at most {MAX_BULK} enrollments per bulk operation")]
+    TooManyInBulk,
+}
+
+/// What an enrollment operation fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollmentError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidEnrollment),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for EnrollmentError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Store(StoreError::Db(err))
+    }
+}
+
+/// Device ids as IoT Hub allows them: up to 128 ASCII letters, digits and `-.%_*?!(),:=@$'`.
+fn valid_device_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.%_*?!(),:=@$'".contains(&b))
+}
+
+/// An etag this service issued, as written in a header or a body (quoted or not); `*` and
+/// absence mean "any version" (`None`).
+pub fn parse_etag(text: Option<&str>) -> Result<Option<Uuid>, InvalidEnrollment> {
+    match text.map(|t| t.trim().trim_matches('"')) {
+        None | Some("*") => Ok(None),
+        Some(t) => Uuid::parse_str(t)
+            .map(Some)
+            .map_err(|_| InvalidEnrollment::Etag),
+    }
+}
+
+impl IndividualEnrollment {
+    /// Validates and converts, checking the EK is a TPM EK this service can seal to and, when
+    /// `linked_hubs` is given, that a pinned hub is one of them (the factory CLI writes to the
+    /// database without knowing the service's hubs, and takes a pinned hub as given).
+    pub fn to_new(
+        &self,
+        linked_hubs: Option<&LinkedHubs>,
+    ) -> Result<NewEnrollment, InvalidEnrollment> {
+        let id = dps_protocol::RegistrationId::parse(&self.registration_id)
+            .map_err(InvalidEnrollment::RegistrationId)?;
+        if self.attestation.kind != "tpm" {
+            return Err(InvalidEnrollment::UnsupportedAttestation(
+                self.attestation.kind.clone(),
+            ));
+        }
+        let tpm = self
+            .attestation
+            .tpm
+            .as_ref()
+            .ok_or(InvalidEnrollment::MissingTpm)?;
+        Public::from_tpm2b(&tpm.endorsement_key.0)
+            .map_err(CryptoError::from)
+            .and_then(|ek| ek.storage_key("EK").map(|_| ()))
+            .map_err(InvalidEnrollment::EndorsementKey)?;
+        if self
+            .device_id
+            .as_deref()
+            .is_some_and(|d| !valid_device_id(d))
+        {
+            return Err(InvalidEnrollment::DeviceId);
+        }
+        if let (Some(hub), Some(linked)) = (&self.iot_hub_host_name, linked_hubs) {
+            if !linked.contains(hub) {
+                return Err(InvalidEnrollment::HubNotLinked(hub.clone()));
+            }
+        }
+        let mut extra = self.extra.clone();
+        if let Some(srk) = &tpm.storage_root_key {
+            extra.insert(
+                STORAGE_ROOT_KEY.to_owned(),
+                serde_json::to_value(srk).unwrap_or_default(),
+            );
+        }
+        Ok(NewEnrollment {
+            registration_id: id.as_str().to_owned(),
+            ek_hash: ek_hash(&tpm.endorsement_key.0),
+            endorsement_key: tpm.endorsement_key.0.clone(),
+            device_id: self.device_id.clone(),
+            iot_hub_host_name: self.iot_hub_host_name.clone(),
+            provisioning_status: self.provisioning_status,
+            extra: Value::Object(extra),
+        })
+    }
+
+    /// The stored enrollment as the API returns it.
+    #[must_use]
+    pub fn from_row(row: &EnrollmentRow) -> Self {
+        let mut extra = match &row.extra.0 {
+            Value::Object(map) => map.clone(),
+            _ => Map::new(),
+        };
+        let storage_root_key = extra
+            .remove(STORAGE_ROOT_KEY)
+            .and_then(|v| serde_json::from_value::<Base64Bytes>(v).ok());
+        Self {
+            registration_id: row.registration_id.clone(),
+            device_id: row.device_id.clone(),
+            attestation: Attestation {
+                kind: "tpm".to_owned(),
+                tpm: Some(TpmEnrollment {
+                    endorsement_key: Base64Bytes(row.endorsement_key.clone()),
+                    storage_root_key,
+                }),
+            },
+            iot_hub_host_name: row.iot_hub_host_name.clone(),
+            provisioning_status: row.provisioning_status,
+            etag: Some(row.etag.to_string()),
+            created_date_time_utc: Some(timestamp(row.created_at)),
+            last_updated_date_time_utc: Some(timestamp(row.updated_at)),
+            extra,
+        }
+    }
+}
+
+/// Creates or updates one enrollment (with `if_match`, only that version). Writing what is
+/// stored changes nothing. Returns the stored row and whether it changed.
+pub async fn put(
+    pool: &PgPool,
+    enrollment: &IndividualEnrollment,
+    if_match: Option<Uuid>,
+    linked_hubs: Option<&LinkedHubs>,
+    now: OffsetDateTime,
+) -> Result<(EnrollmentRow, bool), EnrollmentError> {
+    let new = enrollment.to_new(linked_hubs)?;
+    let mut conn = pool.acquire().await?;
+    Ok(enrollments::upsert(&mut conn, &new, if_match, now).await?)
+}
+
+/// One enrollment of a bulk operation.
+async fn bulk_item(
+    pool: &PgPool,
+    mode: BulkMode,
+    enrollment: &IndividualEnrollment,
+    linked_hubs: &LinkedHubs,
+    now: OffsetDateTime,
+) -> Result<(), EnrollmentError> {
+    let mut conn = pool.acquire().await?;
+    if mode == BulkMode::Delete {
+        let id = dps_protocol::RegistrationId::parse(&enrollment.registration_id)
+            .map_err(InvalidEnrollment::RegistrationId)?;
+        return Ok(enrollments::delete(&mut conn, id.as_str(), None).await?);
+    }
+    let new = enrollment.to_new(Some(linked_hubs))?;
+    match mode {
+        BulkMode::Create => enrollments::create(&mut conn, &new, now).await.map(|_| ()),
+        BulkMode::UpdateIfMatchETag => {
+            let etag =
+                parse_etag(enrollment.etag.as_deref())?.ok_or(StoreError::PreconditionFailed)?;
+            enrollments::upsert(&mut conn, &new, Some(etag), now)
+                .await
+                .map(|_| ())
+        }
+        BulkMode::Update | BulkMode::Delete => enrollments::upsert(&mut conn, &new, None, now)
+            .await
+            .map(|_| ()),
+    }
+    .map_err(EnrollmentError::from)
+}
+
+/// A bulk operation: each item on its own; returns the refused items with their reasons. Fails
+/// as a whole only when the database does.
+pub async fn bulk(
+    pool: &PgPool,
+    operation: &BulkEnrollmentOperation,
+    linked_hubs: &LinkedHubs,
+    now: OffsetDateTime,
+) -> Result<Vec<(String, EnrollmentError)>, EnrollmentError> {
+    if operation.enrollments.len() > MAX_BULK {
+        return Err(InvalidEnrollment::TooManyInBulk.into());
+    }
+    let mut refused = Vec::new();
+    for enrollment in &operation.enrollments {
+        match bulk_item(pool, operation.mode, enrollment, linked_hubs, now).await {
+            Ok(()) => {}
+            Err(e @ EnrollmentError::Store(StoreError::Db(_))) => return Err(e),
+            Err(e) => refused.push((enrollment.registration_id.clone(), e)),
+        }
+    }
+    Ok(refused)
+}

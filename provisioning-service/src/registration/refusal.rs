@@ -1,0 +1,82 @@
+//! Why a device step refuses a request, by name. The decision logic returns these; the HTTP
+//! layer maps each to a DPS status and `errorCode` in one place (`http::error`), and tests
+//! assert the reason rather than the status it shares with others.
+
+use dps_protocol::{CryptoError, RegistrationIdError, SasError};
+
+use crate::sealing::SealError;
+use crate::store::StoreError;
+
+/// A request the protocol refuses. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    // --- malformed (400) ---
+    #[error("registrationId: {0}")]
+    InvalidRegistrationId(#[source] RegistrationIdError),
+    #[error("registrationId in the body does not match the path")]
+    RegistrationIdMismatch,
+    #[error("tpm attestation is required")]
+    AttestationRequired,
+    /// The EK or SRK does not parse, or is not a key this service can seal to.
+    #[error("{field}: {source}")]
+    InvalidKey {
+        field: &'static str,
+        #[source]
+        source: CryptoError,
+    },
+
+    // --- not admitted or not authenticated (401; the reason is logged, never sent) ---
+    #[error("no enrollment for this registration id")]
+    NotEnrolled,
+    #[error("the endorsement key does not match the enrollment")]
+    EkMismatch,
+    #[error("the enrollment is disabled")]
+    Disabled,
+    #[error("no SAS token")]
+    MissingSas,
+    #[error("malformed SAS token: {0}")]
+    MalformedSas(#[source] SasError),
+    /// The token was checked against every live key of the device and none verified it.
+    #[error("SAS token refused: {0}")]
+    SasRejected(#[source] SasError),
+    /// The device has no live key: no live challenge and no registration (for this TPM).
+    #[error("no live key to verify the SAS token with")]
+    NoLiveKey,
+
+    // --- unknown (404) ---
+    #[error("operation not found")]
+    UnknownOperation,
+
+    // --- throttled (429) ---
+    #[error("too many requests; retry after {retry_after} s")]
+    Throttled { retry_after: u64 },
+}
+
+/// What a device step fails with: a refusal, or a fault of the service (logged in full, reported
+/// as an internal error).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("database")]
+    Store(#[from] StoreError),
+    #[error("a sealed device key cannot be opened")]
+    Seal(#[from] SealError),
+}
+
+impl From<sqlx::Error> for StepError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Store(StoreError::Db(err))
+    }
+}
+
+impl StepError {
+    /// The refusal, if this is one (tests match on it).
+    #[must_use]
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Self::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
+}

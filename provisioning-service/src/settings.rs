@@ -1,0 +1,240 @@
+//! What a running service is configured with, its defaults (the one place they are written) and
+//! the limits every value must keep, checked once at start-up by [`Settings::validate`] so no
+//! code path has to cap or second-guess a setting where it is used.
+
+use zeroize::Zeroizing;
+
+use crate::allocation::LinkedHubs;
+
+/// The defaults, shared by the command line (`config`) and [`Settings::new`].
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:8443";
+    pub const SERVICE_HOST_NAME: &str = "localhost";
+    pub const CHALLENGE_TTL_SECS: u64 = 300;
+    pub const SAS_MAX_LIFETIME_SECS: u64 = 3600;
+    pub const CLOCK_SKEW_SECS: u64 = 300;
+    /// Challenges per registration id (and per EK) per [`REGISTRATION_WINDOW_SECS`].
+    pub const REGISTRATION_RATE: u32 = 10;
+    pub const REGISTRATION_WINDOW_SECS: u64 = 60;
+    /// Operation and state polls per device per [`POLL_WINDOW_SECS`].
+    pub const POLL_RATE: u32 = 5;
+    pub const POLL_WINDOW_SECS: u64 = 10;
+    pub const MAX_BODY_BYTES: usize = 96 * 1024;
+    pub const DB_MAX_CONNECTIONS: u32 = 20;
+}
+
+/// The largest accepted values: beyond them a setting is a typo, not a choice, and a time
+/// added to `now` could overflow a timestamp.
+pub mod limits {
+    /// A week.
+    pub const MAX_CHALLENGE_TTL_SECS: u64 = 7 * 86_400;
+    /// A year: DPS device tokens are short-lived, but operators script long-lived service tokens.
+    pub const MAX_SAS_LIFETIME_SECS: u64 = 365 * 86_400;
+    /// A day.
+    pub const MAX_CLOCK_SKEW_SECS: u64 = 86_400;
+    /// 16 MiB: a bulk operation of 10,000 enrollments with their EKs fits in about 6 MiB.
+    pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+    /// A policy key shorter than this is guessable; the Azure portal issues 32-byte keys.
+    pub const MIN_POLICY_KEY_BYTES: usize = 16;
+}
+
+/// A fixed-window rate: at most `count` requests per `window_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub count: u32,
+    pub window_secs: u64,
+}
+
+/// A named shared access policy of the enrollment API, with its key.
+#[derive(Clone)]
+pub struct AccessPolicy {
+    pub name: String,
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for AccessPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessPolicy")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a configuration is refused at start-up.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("at least one IoT hub must be linked")]
+    NoLinkedHub,
+    #[error("IoT hub host name {0:?} is not a DNS name")]
+    BadHubName(String),
+    #[error("the ID scope must not be empty")]
+    EmptyIdScope,
+    #[error("{name} must be between {min} and {max}, not {value}")]
+    OutOfRange {
+        name: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    #[error("access policy {0:?} has a key shorter than {min} bytes", min = limits::MIN_POLICY_KEY_BYTES)]
+    WeakPolicyKey(String),
+    #[error("access policy name {0:?} is used twice")]
+    DuplicatePolicy(String),
+    #[error("access policy name \"registration\" is reserved for devices")]
+    ReservedPolicyName,
+}
+
+/// What the service is configured with (see `config::ServeArgs` for each one's meaning).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub id_scope: String,
+    pub linked_hubs: LinkedHubs,
+    pub service_host_name: String,
+    pub access_policies: Vec<AccessPolicy>,
+    pub challenge_ttl_secs: u64,
+    pub sas_max_lifetime_secs: u64,
+    pub clock_skew_secs: u64,
+    pub registration_limit: Limit,
+    pub poll_limit: Limit,
+    pub max_body_bytes: usize,
+}
+
+impl Settings {
+    /// Settings with the defaults, for one scope and its hubs.
+    #[must_use]
+    pub fn new(id_scope: &str, linked_hubs: LinkedHubs) -> Self {
+        Self {
+            id_scope: id_scope.to_owned(),
+            linked_hubs,
+            service_host_name: defaults::SERVICE_HOST_NAME.to_owned(),
+            access_policies: Vec::new(),
+            challenge_ttl_secs: defaults::CHALLENGE_TTL_SECS,
+            sas_max_lifetime_secs: defaults::SAS_MAX_LIFETIME_SECS,
+            clock_skew_secs: defaults::CLOCK_SKEW_SECS,
+            registration_limit: Limit {
+                count: defaults::REGISTRATION_RATE,
+                window_secs: defaults::REGISTRATION_WINDOW_SECS,
+            },
+            poll_limit: Limit {
+                count: defaults::POLL_RATE,
+                window_secs: defaults::POLL_WINDOW_SECS,
+            },
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+        }
+    }
+
+    /// Checks every value against [`limits`]; `App::new` refuses settings that fail.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.id_scope.trim().is_empty() {
+            return Err(SettingsError::EmptyIdScope);
+        }
+        let range = |name, value: u64, min, max| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(SettingsError::OutOfRange {
+                    name,
+                    value,
+                    min,
+                    max,
+                })
+            }
+        };
+        range(
+            "challenge TTL (s)",
+            self.challenge_ttl_secs,
+            1,
+            limits::MAX_CHALLENGE_TTL_SECS,
+        )?;
+        range(
+            "SAS max lifetime (s)",
+            self.sas_max_lifetime_secs,
+            1,
+            limits::MAX_SAS_LIFETIME_SECS,
+        )?;
+        range(
+            "clock skew (s)",
+            self.clock_skew_secs,
+            0,
+            limits::MAX_CLOCK_SKEW_SECS,
+        )?;
+        range(
+            "registration rate",
+            self.registration_limit.count.into(),
+            1,
+            u32::MAX.into(),
+        )?;
+        range(
+            "poll rate",
+            self.poll_limit.count.into(),
+            1,
+            u32::MAX.into(),
+        )?;
+        range(
+            "max body bytes",
+            self.max_body_bytes as u64,
+            1024,
+            limits::MAX_BODY_BYTES as u64,
+        )?;
+        for (i, policy) in self.access_policies.iter().enumerate() {
+            if policy.name == dps_protocol::sas::REGISTRATION_KEY_NAME {
+                return Err(SettingsError::ReservedPolicyName);
+            }
+            if policy.key.len() < limits::MIN_POLICY_KEY_BYTES {
+                return Err(SettingsError::WeakPolicyKey(policy.name.clone()));
+            }
+            if self.access_policies[..i]
+                .iter()
+                .any(|p| p.name == policy.name)
+            {
+                return Err(SettingsError::DuplicatePolicy(policy.name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The challenge TTL as a duration (at most a week once validated, so it fits).
+    #[must_use]
+    pub fn challenge_ttl(&self) -> time::Duration {
+        time::Duration::seconds(i64::try_from(self.challenge_ttl_secs).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hubs() -> LinkedHubs {
+        LinkedHubs::new(vec!["hub.example".to_owned()]).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_limits_are_enforced() {
+        let ok = Settings::new("0ne0001", hubs());
+        assert_eq!(ok.validate(), Ok(()));
+
+        let mut s = ok.clone();
+        s.challenge_ttl_secs = limits::MAX_CHALLENGE_TTL_SECS + 1;
+        assert!(matches!(
+            s.validate(),
+            Err(SettingsError::OutOfRange { .. })
+        ));
+
+        let mut s = ok.clone();
+        s.access_policies = vec![AccessPolicy {
+            name: "factory".to_owned(),
+            key: Zeroizing::new(vec![1]),
+        }];
+        assert_eq!(
+            s.validate(),
+            Err(SettingsError::WeakPolicyKey("factory".to_owned()))
+        );
+
+        let mut s = ok;
+        s.access_policies = vec![AccessPolicy {
+            name: "registration".to_owned(),
+            key: Zeroizing::new(vec![1; 32]),
+        }];
+        assert_eq!(s.validate(), Err(SettingsError::ReservedPolicyName));
+    }
+}

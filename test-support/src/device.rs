@@ -1,0 +1,69 @@
+//! What a device presents (registration id, EK, SRK) and signs, and the enrollment a factory
+//! writes for it.
+
+use device_client::tpm::Tpm;
+use dps_protocol::sas::{self, Signer, REGISTRATION_KEY_NAME};
+use dps_protocol::wire::{Base64Bytes, DeviceRegistration, TpmAttestation};
+use dps_protocol::RegistrationId;
+use provisioning_service::enrollment::{Attestation, IndividualEnrollment, ProvisioningStatus};
+use serde_json::Value;
+
+use crate::service::ID_SCOPE;
+
+/// An enabled TPM enrollment of `ek` under `registration_id`, no pinned hub or device id.
+#[must_use]
+pub fn enrollment(registration_id: &str, ek: &[u8]) -> IndividualEnrollment {
+    IndividualEnrollment {
+        registration_id: registration_id.to_owned(),
+        device_id: None,
+        attestation: Attestation::tpm(ek.to_vec()),
+        iot_hub_host_name: None,
+        provisioning_status: ProvisioningStatus::Enabled,
+        etag: None,
+        created_date_time_utc: None,
+        last_updated_date_time_utc: None,
+        extra: serde_json::Map::new(),
+    }
+}
+
+/// What a device presents: its registration id, EK and SRK.
+#[derive(Clone)]
+pub struct Device {
+    pub registration_id: String,
+    pub ek: Vec<u8>,
+    pub srk: Vec<u8>,
+}
+
+impl Device {
+    pub fn of(tpm: &mut Tpm) -> Self {
+        let ek = tpm.endorsement_key().unwrap();
+        let srk = tpm.storage_root_key().unwrap();
+        Self {
+            registration_id: RegistrationId::from_endorsement_key(&ek)
+                .as_str()
+                .to_owned(),
+            ek,
+            srk,
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        serde_json::to_value(DeviceRegistration {
+            registration_id: self.registration_id.clone(),
+            tpm: Some(TpmAttestation {
+                endorsement_key: Base64Bytes(self.ek.clone()),
+                storage_root_key: Base64Bytes(self.srk.clone()),
+            }),
+            payload: None,
+        })
+        .unwrap()
+    }
+
+    pub fn sas<S: Signer>(&self, signer: &mut S, expiry: u64) -> String
+    where
+        S::Error: std::fmt::Debug,
+    {
+        let resource = sas::registration_resource(ID_SCOPE, &self.registration_id);
+        sas::build_token(&resource, expiry, Some(REGISTRATION_KEY_NAME), signer).unwrap()
+    }
+}

@@ -1,0 +1,59 @@
+//! What the workspace's integration tests share, in one place: a fresh swtpm per test
+//! ([`swtpm`], [`tpm::TestTpm`]), a throwaway TLS PKI ([`pki`]), the service running in-process
+//! over HTTPS on loopback with named protocol steps ([`service::TestApp`]), and what a device
+//! presents ([`device`]).
+//!
+//! Real parts only: swtpm through tss-esapi, Postgres through `#[sqlx::test]` (a fresh database
+//! per test, from the cluster `scripts/test.sh` starts), rustls on both ends. Fixtures clean up
+//! in `Drop`. Not published; panics are how a fixture reports a broken test machine.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::missing_panics_doc,
+    clippy::must_use_candidate
+)]
+
+pub mod device;
+pub mod pki;
+pub mod service;
+pub mod swtpm;
+pub mod tpm;
+
+pub use device::{enrollment, Device};
+pub use pki::Pki;
+pub use service::{settings, TestApp, API, HUBS, ID_SCOPE, POLICY, POLICY_KEY};
+pub use swtpm::Swtpm;
+pub use tpm::TestTpm;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+/// Unix seconds now.
+#[must_use]
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A seeded RNG; the seed is printed so a failure can be replayed with `TEST_SEED`.
+#[must_use]
+pub fn rng(label: &str) -> ChaCha20Rng {
+    let seed: u64 = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{label}: rng seed {seed} (replay with TEST_SEED={seed})");
+    ChaCha20Rng::seed_from_u64(seed)
+}
+
+/// The workspace root.
+#[must_use]
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
