@@ -36,7 +36,7 @@ pub fn make_credential(
             reason: "longer than the EK's nameAlg digest",
         });
     }
-    let (ek_key, sym_key_len) = ek.storage_key("EK")?;
+    let (ek_key, sym_key_bits) = ek.storage_key("EK")?;
     let mut seed = Zeroizing::new([0u8; SHA256_SIZE]);
     rng.fill_bytes(seed.as_mut());
     let secret = oaep_encrypt(&ek_key, LABEL_IDENTITY, seed.as_ref(), rng)?;
@@ -44,7 +44,7 @@ pub fn make_credential(
     let id_object = outer_wrap(
         seed.as_ref(),
         object_name.as_bytes(),
-        sym_key_len,
+        sym_key_bits,
         &plaintext,
     );
     Ok(Credential {

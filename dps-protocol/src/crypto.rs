@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{CryptoError, DecodeError};
-use crate::kdf::kdfa_sha256;
+use crate::kdf::{kdfa_sha256, kdfa_sha256_into};
 use crate::marshal::{put_tpm2b, Reader};
 use crate::tpm::constants::MAX_DIGEST_SIZE;
 
@@ -81,41 +81,99 @@ pub fn oaep_decrypt(
         })
 }
 
-/// AES-CFB with a zero IV (Part 1 §11.4.6.2), in place. The key length picks AES-128/192/256.
-pub fn aes_cfb(key: &[u8], data: &mut [u8], encrypt: bool) {
-    let iv = [0u8; 16];
-    macro_rules! run {
-        ($aes:ty) => {{
-            let Ok(cipher) = cfb_mode::Encryptor::<$aes>::new_from_slices(key, &iv) else {
-                unreachable!("key length checked by the match")
-            };
-            if encrypt {
-                cipher.encrypt(data);
-            } else {
-                let Ok(cipher) = cfb_mode::Decryptor::<$aes>::new_from_slices(key, &iv) else {
-                    unreachable!("key length checked by the match")
-                };
-                cipher.decrypt(data);
-            }
-        }};
+/// The AES key sizes a TPM symmetric definition allows (Part 2, `TPMI_AES_KEY_BITS`), as
+/// [`crate::tpm::Public::storage_key`] reads them from a key's public area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AesKeyBits {
+    Aes128,
+    Aes192,
+    Aes256,
+}
+
+impl AesKeyBits {
+    /// The size for a `keyBits` value, if AES has one.
+    #[must_use]
+    pub fn from_bits(bits: u16) -> Option<Self> {
+        match bits {
+            128 => Some(Self::Aes128),
+            192 => Some(Self::Aes192),
+            256 => Some(Self::Aes256),
+            _ => None,
+        }
     }
-    match key.len() {
-        16 => run!(aes::Aes128),
-        24 => run!(aes::Aes192),
-        32 => run!(aes::Aes256),
-        n => unreachable!("AES key of {n} bytes; storage_key() admits 16, 24 or 32"),
+}
+
+/// An AES key whose size is its variant, so no AES call can meet a length it cannot take.
+#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub(crate) enum AesKey {
+    Aes128([u8; 16]),
+    Aes192([u8; 24]),
+    Aes256([u8; 32]),
+}
+
+impl AesKey {
+    /// A key of 16, 24 or 32 bytes; `None` for any other length.
+    pub(crate) fn from_slice(key: &[u8]) -> Option<Self> {
+        Some(match key.len() {
+            16 => Self::Aes128(key.try_into().ok()?),
+            24 => Self::Aes192(key.try_into().ok()?),
+            32 => Self::Aes256(key.try_into().ok()?),
+            _ => return None,
+        })
+    }
+
+    /// A key of `bits` from KDFa(seed, label, context).
+    fn derive(bits: AesKeyBits, seed: &[u8], label: &[u8], context: &[u8]) -> Self {
+        let mut key = match bits {
+            AesKeyBits::Aes128 => Self::Aes128([0; 16]),
+            AesKeyBits::Aes192 => Self::Aes192([0; 24]),
+            AesKeyBits::Aes256 => Self::Aes256([0; 32]),
+        };
+        let out: &mut [u8] = match &mut key {
+            Self::Aes128(k) => k,
+            Self::Aes192(k) => k,
+            Self::Aes256(k) => k,
+        };
+        kdfa_sha256_into(seed, label, context, &[], out);
+        key
+    }
+
+    /// AES-CFB with a zero IV (Part 1 §11.4.6.2), in place.
+    pub(crate) fn cfb(&self, data: &mut [u8], encrypt: bool) {
+        use aes::cipher::generic_array::GenericArray;
+        use cfb_mode::{Decryptor, Encryptor};
+        let iv = GenericArray::from([0u8; 16]);
+        match (self, encrypt) {
+            (Self::Aes128(k), true) => {
+                Encryptor::<aes::Aes128>::new(&GenericArray::from(*k), &iv).encrypt(data);
+            }
+            (Self::Aes128(k), false) => {
+                Decryptor::<aes::Aes128>::new(&GenericArray::from(*k), &iv).decrypt(data);
+            }
+            (Self::Aes192(k), true) => {
+                Encryptor::<aes::Aes192>::new(&GenericArray::from(*k), &iv).encrypt(data);
+            }
+            (Self::Aes192(k), false) => {
+                Decryptor::<aes::Aes192>::new(&GenericArray::from(*k), &iv).decrypt(data);
+            }
+            (Self::Aes256(k), true) => {
+                Encryptor::<aes::Aes256>::new(&GenericArray::from(*k), &iv).encrypt(data);
+            }
+            (Self::Aes256(k), false) => {
+                Decryptor::<aes::Aes256>::new(&GenericArray::from(*k), &iv).decrypt(data);
+            }
+        }
     }
 }
 
 /// Outer wrap under `seed` for an object named `name`:
 /// `TPM2B(HMAC(KDFa(seed, "INTEGRITY"), ciphertext || name)) || ciphertext` with
 /// `ciphertext = AES-CFB(KDFa(seed, "STORAGE", name), plaintext)`.
-#[must_use]
-pub fn outer_wrap(seed: &[u8], name: &[u8], sym_key_len: usize, plaintext: &[u8]) -> Vec<u8> {
-    let sym_key = kdfa_sha256(seed, b"STORAGE", name, &[], (sym_key_len * 8) as u32);
+pub(crate) fn outer_wrap(seed: &[u8], name: &[u8], bits: AesKeyBits, plaintext: &[u8]) -> Vec<u8> {
+    let sym_key = AesKey::derive(bits, seed, b"STORAGE", name);
     let hmac_key = kdfa_sha256(seed, b"INTEGRITY", &[], &[], (SHA256_SIZE * 8) as u32);
     let mut ciphertext = plaintext.to_vec();
-    aes_cfb(&sym_key, &mut ciphertext, true);
+    sym_key.cfb(&mut ciphertext, true);
     let integrity = hmac_sha256(&hmac_key, &[&ciphertext, name]);
     let mut out = Vec::with_capacity(2 + SHA256_SIZE + ciphertext.len());
     put_tpm2b(&mut out, &integrity);
@@ -124,10 +182,10 @@ pub fn outer_wrap(seed: &[u8], name: &[u8], sym_key_len: usize, plaintext: &[u8]
 }
 
 /// Inverse of [`outer_wrap`]: checks the integrity HMAC (constant time) before decrypting.
-pub fn outer_unwrap(
+pub(crate) fn outer_unwrap(
     seed: &[u8],
     name: &[u8],
-    sym_key_len: usize,
+    bits: AesKeyBits,
     wrapped: &[u8],
     structure: &'static str,
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
@@ -138,9 +196,9 @@ pub fn outer_unwrap(
     if !hmac_sha256_verify(&hmac_key, &[ciphertext, name], integrity) {
         return Err(CryptoError::IntegrityCheck { structure });
     }
-    let sym_key = kdfa_sha256(seed, b"STORAGE", name, &[], (sym_key_len * 8) as u32);
+    let sym_key = AesKey::derive(bits, seed, b"STORAGE", name);
     let mut plaintext = Zeroizing::new(ciphertext.to_vec());
-    aes_cfb(&sym_key, &mut plaintext, false);
+    sym_key.cfb(&mut plaintext, false);
     Ok(plaintext)
 }
 

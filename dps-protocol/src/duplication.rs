@@ -5,12 +5,12 @@
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
-use crate::crypto::{aes_cfb, oaep_encrypt, outer_wrap, sha256, LABEL_DUPLICATE, SHA256_SIZE};
+use crate::crypto::{oaep_encrypt, outer_wrap, sha256, AesKey, LABEL_DUPLICATE, SHA256_SIZE};
 use crate::error::CryptoError;
 use crate::marshal::put_tpm2b;
 use crate::tpm::{Name, Public, Tpm2bEncryptedSecret, Tpm2bPrivate};
 
-/// The inner wrapping key: AES-128 (the Import symmetricAlg is AES-128-CFB, protocol.md §5.7).
+/// The inner wrapping key: AES-128 (the Import symmetricAlg is AES-128-CFB; docs/protocol.md).
 pub const INNER_KEY_SIZE: usize = 16;
 
 /// The outputs of a duplication, as `TPM2_Import` takes them.
@@ -31,7 +31,7 @@ pub fn duplicate(
     inner_key: &[u8; INNER_KEY_SIZE],
     rng: &mut impl CryptoRngCore,
 ) -> Result<Duplicate, CryptoError> {
-    let (parent_key, sym_key_len) = parent.storage_key("SRK")?;
+    let (parent_key, sym_key_bits) = parent.storage_key("SRK")?;
     let name = Name::of(object_public)?;
 
     // Inner wrapper: TPM2B(H(TPM2B(sensitive) || name)) || TPM2B(sensitive), under the inner key.
@@ -42,13 +42,13 @@ pub fn duplicate(
         Zeroizing::new(Vec::with_capacity(2 + SHA256_SIZE + sized_sensitive.len()));
     put_tpm2b(&mut enc_sensitive, &inner_integrity);
     enc_sensitive.extend_from_slice(&sized_sensitive);
-    aes_cfb(inner_key, &mut enc_sensitive, true);
+    AesKey::Aes128(*inner_key).cfb(&mut enc_sensitive, true);
 
     // Outer wrapper: a fresh seed, encrypted to the parent.
     let mut seed = Zeroizing::new([0u8; SHA256_SIZE]);
     rng.fill_bytes(seed.as_mut());
     let in_sym_seed = oaep_encrypt(&parent_key, LABEL_DUPLICATE, seed.as_ref(), rng)?;
-    let duplicate = outer_wrap(seed.as_ref(), name.as_bytes(), sym_key_len, &enc_sensitive);
+    let duplicate = outer_wrap(seed.as_ref(), name.as_bytes(), sym_key_bits, &enc_sensitive);
     Ok(Duplicate {
         duplicate: Tpm2bPrivate::new(duplicate)?,
         in_sym_seed: Tpm2bEncryptedSecret::new(in_sym_seed)?,

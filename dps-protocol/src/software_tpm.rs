@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::auth_key::AuthenticationKey;
 use crate::crypto::{
-    aes_cfb, oaep_decrypt, outer_unwrap, sha256, single_tpm2b, LABEL_DUPLICATE, LABEL_IDENTITY,
+    oaep_decrypt, outer_unwrap, sha256, single_tpm2b, AesKey, LABEL_DUPLICATE, LABEL_IDENTITY,
 };
 use crate::error::{CryptoError, DecodeError};
 use crate::marshal::Reader;
@@ -80,12 +80,12 @@ impl SoftwareTpm {
         id_object: &Tpm2bIdObject,
         secret: &Tpm2bEncryptedSecret,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let (_, sym_key_len) = self.ek.storage_key("EK")?;
+        let (_, sym_key_bits) = self.ek.storage_key("EK")?;
         let seed = oaep_decrypt(&self.ek_key, LABEL_IDENTITY, secret.body())?;
         let plaintext = outer_unwrap(
             &seed,
             Name::of(&self.srk)?.as_bytes(),
-            sym_key_len,
+            sym_key_bits,
             id_object.body(),
             Tpm2bIdObject::STRUCTURE,
         )?;
@@ -103,23 +103,21 @@ impl SoftwareTpm {
         in_sym_seed: &Tpm2bEncryptedSecret,
     ) -> Result<KeyedHashSensitive, CryptoError> {
         const STRUCTURE: &str = Tpm2bPrivate::STRUCTURE;
-        let (_, sym_key_len) = self.srk.storage_key("SRK")?;
-        if !matches!(inner_key.len(), 16 | 24 | 32) {
-            return Err(CryptoError::UnsuitableKey {
-                role: "inner wrapping",
-                reason: "not an AES key length",
-            });
-        }
+        let (_, sym_key_bits) = self.srk.storage_key("SRK")?;
+        let inner_key = AesKey::from_slice(inner_key).ok_or(CryptoError::UnsuitableKey {
+            role: "inner wrapping",
+            reason: "not an AES key length",
+        })?;
         let name = Name::of(public)?;
         let seed = oaep_decrypt(&self.srk_key, LABEL_DUPLICATE, in_sym_seed.body())?;
         let mut inner = outer_unwrap(
             &seed,
             name.as_bytes(),
-            sym_key_len,
+            sym_key_bits,
             duplicate.body(),
             STRUCTURE,
         )?;
-        aes_cfb(inner_key, &mut inner, false);
+        inner_key.cfb(&mut inner, false);
 
         let mut r = Reader::new(&inner);
         let integrity = r.tpm2b(STRUCTURE, MAX_DIGEST_SIZE)?;

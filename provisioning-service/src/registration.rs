@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::settings::Limit;
 use crate::store::registrations::{self, ChallengeRow, RegistrationRow, Status, Substatus};
-use crate::store::{enrollments, throttle};
+use crate::store::throttle;
 use crate::timestamp;
 
 /// A parsed, validated register request body.
@@ -130,8 +130,7 @@ pub async fn challenge(
     let tpm = req.tpm.as_ref().ok_or(Refusal::AttestationRequired)?;
     let ek_hash = ek_hash(&tpm.ek_bytes);
     let mut tx = app.pool().begin().await?;
-    let enrollment = enrollments::get(&mut tx, id).await?;
-    admit(enrollment.as_ref(), &ek_hash)?;
+    admit(&mut tx, id, &ek_hash).await?;
     let limit = app.settings().registration_limit;
     throttle(&mut tx, &format!("register:{id}"), limit, now).await?;
     throttle(
@@ -289,8 +288,7 @@ pub async fn register(
         presented.as_ref(),
         now,
     )?;
-    let enrollment = enrollments::get(&mut tx, id).await?;
-    let enrollment = admit(enrollment.as_ref(), &key.ek_hash)?;
+    let enrollment = admit(&mut tx, id, &key.ek_hash).await?;
 
     let hub = app
         .settings()

@@ -6,13 +6,17 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dps_protocol::sas::{self, Signer, SoftwareKey};
+use dps_protocol::wire::RegistrationOperationStatus;
 use provisioning_service::allocation::LinkedHubs;
 use provisioning_service::enrollment::IndividualEnrollment;
+use provisioning_service::registration::{self, StepError};
 use provisioning_service::sealing::Sealer;
 use provisioning_service::settings::AccessPolicy;
 use provisioning_service::{App, Settings};
+use rand::rngs::OsRng;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use sqlx::types::time::OffsetDateTime;
 use sqlx::PgPool;
 
 use crate::device::{enrollment, Device};
@@ -262,6 +266,27 @@ impl TestApp {
             .unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    // --- the domain, called directly: its verdict names the reason a 401 does not carry ---
+
+    /// What the challenge step decides for `device` (writes, if it admits it).
+    pub async fn challenge_verdict(&self, device: &Device) -> Result<Vec<u8>, StepError> {
+        let body = serde_json::from_value(device.body()).unwrap();
+        let request = registration::parse_request(&device.registration_id, body)?;
+        registration::challenge(&self.app, &request, OffsetDateTime::now_utc(), &mut OsRng).await
+    }
+
+    /// What the SAS step decides for `device` presenting `authorization`.
+    pub async fn register_verdict(
+        &self,
+        device: &Device,
+        authorization: &str,
+    ) -> Result<RegistrationOperationStatus, StepError> {
+        let body = serde_json::from_value(device.body()).unwrap();
+        let request = registration::parse_request(&device.registration_id, body)?;
+        let token = registration::parse_sas(authorization)?;
+        registration::register(&self.app, &request, &token, OffsetDateTime::now_utc()).await
     }
 
     /// Everything the device API can change, as text, to show a refused request changed nothing.

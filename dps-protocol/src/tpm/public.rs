@@ -14,6 +14,7 @@ use super::constants::{
     TPM_ALG_MGF1, TPM_ALG_NULL, TPM_ALG_OAEP, TPM_ALG_RSA, TPM_ALG_RSAES, TPM_ALG_RSAPSS,
     TPM_ALG_RSASSA, TPM_ALG_SHA256, TPM_ALG_SM2, TPM_ALG_SM4, TPM_ALG_XOR,
 };
+use crate::crypto::AesKeyBits;
 use crate::error::{CryptoError, DecodeError};
 use crate::marshal::{put_tpm2b, put_u16, put_u32, Reader};
 
@@ -326,13 +327,16 @@ impl Public {
     }
 
     /// Checks that this key can receive protected secrets the way this protocol sends them
-    /// (as a `MakeCredential` target or a Duplicate parent) and returns its RSA key and the byte
-    /// length of its AES-CFB key.
+    /// (as a `MakeCredential` target or a Duplicate parent) and returns its RSA key and the size
+    /// of its AES-CFB key.
     ///
     /// TPM 2.0 Part 1 §24 requires a restricted decryption key with a symmetric algorithm; we
     /// also require SHA-256 as nameAlg, RSA and AES-CFB, which is what the TCG default EK and
     /// SRK templates use. `role` names the key in errors ("EK", "SRK").
-    pub fn storage_key(&self, role: &'static str) -> Result<(RsaPublicKey, usize), CryptoError> {
+    pub fn storage_key(
+        &self,
+        role: &'static str,
+    ) -> Result<(RsaPublicKey, AesKeyBits), CryptoError> {
         let unsuitable = |reason| CryptoError::UnsuitableKey { role, reason };
         if self.name_alg != TPM_ALG_SHA256 {
             return Err(unsuitable("nameAlg is not SHA-256"));
@@ -352,17 +356,18 @@ impl Public {
         else {
             return Err(unsuitable("not an RSA key"));
         };
-        let sym_key_len = match symmetric {
+        let sym_key_bits = match symmetric {
             Some(SymDefObject {
                 algorithm: TPM_ALG_AES,
-                key_bits: bits @ (128 | 192 | 256),
+                key_bits,
                 mode: TPM_ALG_CFB,
-            }) => usize::from(*bits / 8),
+            }) => AesKeyBits::from_bits(*key_bits)
+                .ok_or_else(|| unsuitable("AES key size is not 128, 192 or 256 bits"))?,
             _ => return Err(unsuitable("symmetric algorithm is not AES-CFB")),
         };
         let exponent = if *exponent == 0 { 65_537 } else { *exponent };
         let key = RsaPublicKey::new(BigUint::from_bytes_be(modulus), BigUint::from(exponent))
             .map_err(|_| CryptoError::InvalidRsaKey { role })?;
-        Ok((key, sym_key_len))
+        Ok((key, sym_key_bits))
     }
 }

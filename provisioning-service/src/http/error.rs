@@ -93,6 +93,7 @@ impl From<Refusal> for ApiError {
             | Refusal::AttestationRequired
             | Refusal::InvalidKey { .. } => Self::ArgumentInvalid(refusal.to_string()),
             Refusal::NotEnrolled
+            | Refusal::EnrolledUnderAnotherId
             | Refusal::EkMismatch
             | Refusal::Disabled
             | Refusal::MissingSas

@@ -28,6 +28,8 @@ pub enum Refusal {
     // --- not admitted or not authenticated (401; the reason is logged, never sent) ---
     #[error("no enrollment for this registration id")]
     NotEnrolled,
+    #[error("this endorsement key is enrolled under another registration id")]
+    EnrolledUnderAnotherId,
     #[error("the endorsement key does not match the enrollment")]
     EkMismatch,
     #[error("the enrollment is disabled")]

@@ -75,6 +75,19 @@ pub async fn get(
     )
 }
 
+/// The enrollment of an EK, by the SHA-256 of its `TPM2B_PUBLIC` (unique).
+pub async fn get_by_ek_hash(
+    conn: &mut PgConnection,
+    ek_hash: &[u8],
+) -> Result<Option<EnrollmentRow>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM enrollments WHERE ek_hash = $1")
+            .bind(ek_hash)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
 /// Creates only: `Exists` if the registration id exists.
 pub async fn create(
     conn: &mut PgConnection,

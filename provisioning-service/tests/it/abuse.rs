@@ -1,6 +1,8 @@
 //! Bad input: each gets the DPS status and errorCode, and changes nothing in Postgres.
 
 use dps_protocol::sas::{self, SoftwareKey};
+use dps_protocol::SasError;
+use provisioning_service::registration::Refusal;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -33,6 +35,30 @@ async fn refused(
     );
 }
 
+/// Asserts the challenge step refuses `device` for this reason (and, like every refusal,
+/// changes nothing).
+async fn challenge_refused_for(app: &TestApp, device: &Device, reason: fn(&Refusal) -> bool) {
+    let before = app.snapshot().await;
+    let verdict = app.challenge_verdict(device).await;
+    let refusal = verdict.as_ref().err().and_then(|e| e.refusal());
+    assert!(refusal.is_some_and(reason), "{verdict:?}");
+    assert_eq!(app.snapshot().await, before);
+}
+
+/// Asserts the SAS step refuses `device` with `authorization` for this reason.
+async fn register_refused_for(
+    app: &TestApp,
+    device: &Device,
+    authorization: &str,
+    reason: fn(&Refusal) -> bool,
+) {
+    let before = app.snapshot().await;
+    let verdict = app.register_verdict(device, authorization).await;
+    let refusal = verdict.as_ref().err().and_then(|e| e.refusal());
+    assert!(refusal.is_some_and(reason), "{verdict:?}");
+    assert_eq!(app.snapshot().await, before);
+}
+
 /// An enrolled, provisioned device on the recorded TPM.
 async fn provisioned(app: &TestApp) -> (TestTpm, Device) {
     let mut t = TestTpm::recorded();
@@ -57,6 +83,7 @@ async fn challenge_refusals(pool: PgPool) {
         app.put_register(&device.registration_id, &device.body(), None),
     )
     .await;
+    challenge_refused_for(&app, &device, |r| matches!(r, Refusal::NotEnrolled)).await;
 
     // Enrolled under another registration id than the device claims.
     app.enroll("someone-else", &device.ek).await;
@@ -66,6 +93,10 @@ async fn challenge_refusals(pool: PgPool) {
         401_002,
         app.put_register(&device.registration_id, &device.body(), None),
     )
+    .await;
+    challenge_refused_for(&app, &device, |r| {
+        matches!(r, Refusal::EnrolledUnderAnotherId)
+    })
     .await;
     let (s, _) = app
         .admin(Method::DELETE, "/enrollments/someone-else", None)
@@ -83,6 +114,7 @@ async fn challenge_refusals(pool: PgPool) {
         app.put_register(&device.registration_id, &device.body(), None),
     )
     .await;
+    challenge_refused_for(&app, &device, |r| matches!(r, Refusal::EkMismatch)).await;
 
     // Disabled.
     let mut disabled = enrollment(&device.registration_id, &device.ek);
@@ -95,6 +127,7 @@ async fn challenge_refusals(pool: PgPool) {
         app.put_register(&device.registration_id, &device.body(), None),
     )
     .await;
+    challenge_refused_for(&app, &device, |r| matches!(r, Refusal::Disabled)).await;
 }
 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
@@ -259,6 +292,10 @@ async fn sas_refusals(pool: PgPool) {
         app.put_register(&id, &body, Some(&wrong)),
     )
     .await;
+    register_refused_for(&app, &device, &wrong, |r| {
+        matches!(r, Refusal::SasRejected(SasError::InvalidSignature))
+    })
+    .await;
     // Expired (beyond the skew window), and too far in the future.
     let expired = device.sas(&mut t.tpm, now() - 3600);
     refused(
@@ -268,6 +305,10 @@ async fn sas_refusals(pool: PgPool) {
         app.put_register(&id, &body, Some(&expired)),
     )
     .await;
+    register_refused_for(&app, &device, &expired, |r| {
+        matches!(r, Refusal::SasRejected(SasError::Expired))
+    })
+    .await;
     let far = device.sas(&mut t.tpm, now() + 30 * 24 * 3600);
     refused(
         &app,
@@ -275,6 +316,10 @@ async fn sas_refusals(pool: PgPool) {
         401_002,
         app.put_register(&id, &body, Some(&far)),
     )
+    .await;
+    register_refused_for(&app, &device, &far, |r| {
+        matches!(r, Refusal::SasRejected(SasError::ExpiryTooFar))
+    })
     .await;
     // For another registration id.
     let other = sas::build_token(
@@ -291,6 +336,10 @@ async fn sas_refusals(pool: PgPool) {
         app.put_register(&id, &body, Some(&other)),
     )
     .await;
+    register_refused_for(&app, &device, &other, |r| {
+        matches!(r, Refusal::SasRejected(SasError::ResourceMismatch))
+    })
+    .await;
     // Malformed.
     for bad in [
         "SharedAccessSignature",
@@ -303,6 +352,10 @@ async fn sas_refusals(pool: PgPool) {
             401_002,
             app.put_register(&id, &body, Some(bad)),
         )
+        .await;
+        register_refused_for(&app, &device, bad, |r| {
+            matches!(r, Refusal::MalformedSas(_))
+        })
         .await;
     }
     // Another key name.
@@ -319,6 +372,10 @@ async fn sas_refusals(pool: PgPool) {
         401_002,
         app.put_register(&id, &body, Some(&skn)),
     )
+    .await;
+    register_refused_for(&app, &device, &skn, |r| {
+        matches!(r, Refusal::SasRejected(SasError::KeyNameMismatch))
+    })
     .await;
     // And the right one still works afterwards.
     let (status, body) = app.register_with(&device, &mut t.tpm).await;
@@ -400,10 +457,14 @@ async fn expired_challenge_cannot_be_used(pool: PgPool) {
         .execute(&app.pool)
         .await
         .unwrap();
-    refused(&app, StatusCode::UNAUTHORIZED, 401_002, async {
-        let token = device.sas(&mut t.tpm, now() + 60);
-        app.put_register(&device.registration_id, &device.body(), Some(&token))
-            .await
-    })
+    let token = device.sas(&mut t.tpm, now() + 60);
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        401_002,
+        app.put_register(&device.registration_id, &device.body(), Some(&token)),
+    )
     .await;
+    // The only key it could have used is the expired challenge's: no live key at all.
+    register_refused_for(&app, &device, &token, |r| matches!(r, Refusal::NoLiveKey)).await;
 }

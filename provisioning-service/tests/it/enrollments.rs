@@ -87,30 +87,48 @@ async fn create_get_update_delete_with_etags(pool: PgPool) {
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn invalid_enrollments_are_refused(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let cases: Vec<(&str, Value)> = vec![
+    // (path id, body, what the message must name): each case breaks exactly one rule.
+    let cases: Vec<(&str, Value, &str)> = vec![
         (
             "Upper",
             serde_json::to_value(enrollment("Upper", &fake_ek(1))).unwrap(),
+            "registrationId",
         ),
         (
             "device-1",
             json!({"registrationId": "device-1", "attestation": {"type": "tpm", "tpm": {"endorsementKey": "AAEC"}}}),
+            "endorsementKey",
         ),
         (
             "device-1",
             json!({"registrationId": "device-1", "attestation": {"type": "x509"}}),
+            "only tpm attestation",
         ),
         (
             "device-1",
-            json!({"registrationId": "device-2", "attestation": {"type": "tpm", "tpm": {"endorsementKey": "AAEC"}}}),
+            serde_json::to_value(enrollment("device-2", &fake_ek(1))).unwrap(),
+            "does not match the path",
         ),
-        ("device-1", {
-            let mut e = serde_json::to_value(enrollment("device-1", &fake_ek(1))).unwrap();
-            e["iotHubHostName"] = json!("not-linked.example.net");
-            e
-        }),
+        (
+            "device-1",
+            {
+                let mut e = serde_json::to_value(enrollment("device-1", &fake_ek(1))).unwrap();
+                e["iotHubHostName"] = json!("not-linked.example.net");
+                e
+            },
+            "not a linked hub",
+        ),
+        (
+            "device-1",
+            {
+                let mut e = serde_json::to_value(enrollment("device-1", &fake_ek(1))).unwrap();
+                e["deviceId"] = json!("has space");
+                e
+            },
+            "deviceId",
+        ),
     ];
-    for (path, body) in cases {
+    for (path, body, reason) in cases {
         let (status, response) = app
             .admin(
                 Method::PUT,
@@ -120,6 +138,11 @@ async fn invalid_enrollments_are_refused(pool: PgPool) {
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {response}");
         assert_eq!(response["errorCode"], 400_004);
+        let message = response["message"].as_str().unwrap();
+        assert!(
+            message.contains(reason),
+            "{message:?} should name {reason:?}"
+        );
     }
     assert_eq!(app.snapshot().await, "");
 }
