@@ -2,7 +2,7 @@
 # The test command: installs what is missing, checks the container setup, runs the demo end to
 # end, then every test of the workspace (unit tests with vectors; integration tests on a fresh
 # swtpm and a fresh Postgres database each, end-to-end runs of the device-client binary).
-# Stops everything it started.
+# Stops everything it started. For a quicker loop on one crate or test, see scripts/quick-test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh

@@ -12,7 +12,8 @@ use dps_protocol::wire::{
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 
-/// The api-version this client speaks (the one aziot and the Azure SDKs use for TPM).
+/// The api-version this client sends: a stable DPS device API version with TPM attestation,
+/// which every DPS (and this service) accepts.
 pub const API_VERSION: &str = "2019-03-31";
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! The DPS `authenticationKey` blob: what the service returns in its first `401` and the device
-//! hands to its TPM. Six size-prefixed fields, in this order (protocol.md §4; the order the
+//! hands to its TPM. Six size-prefixed fields, in this order (docs/protocol.md §4; the order the
 //! Azure clients read them in):
 //!
 //! 1. `TPM2B_ID_OBJECT` credentialBlob — `MakeCredential` of the inner wrapping key to the EK,

@@ -10,7 +10,7 @@ use crate::error::CryptoError;
 use crate::marshal::put_tpm2b;
 use crate::tpm::{Name, Public, Tpm2bEncryptedSecret, Tpm2bPrivate};
 
-/// The inner wrapping key: AES-128 (the Import symmetricAlg is AES-128-CFB; docs/protocol.md).
+/// The inner wrapping key: AES-128 (the Import symmetricAlg is AES-128-CFB; docs/protocol.md §6).
 pub const INNER_KEY_SIZE: usize = 16;
 
 /// The outputs of a duplication, as `TPM2_Import` takes them.

@@ -1,4 +1,4 @@
-//! Shared access signature (SAS) tokens, as DPS and IoT Hub use them (protocol.md §3):
+//! Shared access signature (SAS) tokens, as DPS and IoT Hub use them (docs/protocol.md §3):
 //!
 //! `SharedAccessSignature sr={URL-encoded resource}&sig={URL-encoded base64 HMAC}&se={expiry}&skn={key name}`
 //!

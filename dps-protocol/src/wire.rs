@@ -1,4 +1,4 @@
-//! The JSON bodies of the DPS device API (protocol.md §2), shared by the service and the device
+//! The JSON bodies of the DPS device API (docs/protocol.md §2), shared by the service and the device
 //! client. Binary fields are [`Base64Bytes`]: decoded at the serde boundary, once.
 
 use base64::engine::general_purpose::STANDARD;

@@ -1,4 +1,4 @@
-//! The decision logic of each device step (docs/protocol.md). Handlers parse HTTP; this module
+//! The decision logic of each device step (docs/protocol.md §1–3). Handlers parse HTTP; this module
 //! decides, calling `dps-protocol` for the crypto and `store` for the state, and names every
 //! refusal ([`Refusal`]). Each step runs in one transaction on one connection; the RSA work of
 //! a challenge locks only the device's own throttle rows.

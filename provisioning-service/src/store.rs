@@ -35,6 +35,37 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
+/// Deletes the row of `registration_id` from `table` (with `if_match`, only if its etag
+/// matches): `NotFound` if there is none, `PreconditionFailed` if the etag differs.
+async fn delete_if_match(
+    conn: &mut sqlx::PgConnection,
+    table: &'static str,
+    registration_id: &str,
+    if_match: Option<uuid::Uuid>,
+) -> Result<(), StoreError> {
+    // `table` is one of this module's constants, never input.
+    let deleted = sqlx::query(&format!(
+        "DELETE FROM {table} WHERE registration_id = $1 AND ($2::uuid IS NULL OR etag = $2)"
+    ))
+    .bind(registration_id)
+    .bind(if_match)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if deleted == 1 {
+        return Ok(());
+    }
+    let exists: Option<i32> =
+        sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE registration_id = $1"))
+            .bind(registration_id)
+            .fetch_optional(conn)
+            .await?;
+    Err(match exists {
+        Some(_) => StoreError::PreconditionFailed,
+        None => StoreError::NotFound,
+    })
+}
+
 /// Whether `err` is a unique violation of `constraint`.
 pub(crate) fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
     matches!(err, sqlx::Error::Database(db)

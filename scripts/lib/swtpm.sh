@@ -1,4 +1,5 @@
-# Functions to manufacture and serve a software TPM (swtpm). Source this file.
+# Functions to manufacture a software TPM (swtpm), find free ports and wait for a simulator
+# (`scripts/run-swtpm.sh` serves one). Source this file.
 
 # swtpm_manufacture DIR: a new TPM state in DIR/state with a persisted RSA EK and an EK
 # certificate from swtpm's local CA (kept in DIR/ca), without touching /var/lib.
@@ -20,37 +21,6 @@ CONF
         cat "$dir/setup.log" >&2
         return 1
     }
-}
-
-# swtpm_serve DIR PORT: serves DIR/state on 127.0.0.1:PORT (control on PORT+1) in the
-# background, waits until it accepts connections, and records its pid in DIR/swtpm.pid.
-swtpm_serve() {
-    local dir=$1 port=$2
-    swtpm socket --tpm2 --tpmstate "dir=$dir/state" \
-        --server "type=tcp,port=$port,bindaddr=127.0.0.1" \
-        --ctrl "type=tcp,port=$((port + 1)),bindaddr=127.0.0.1" \
-        --flags not-need-init,startup-clear >"$dir/swtpm.log" 2>&1 &
-    echo $! >"$dir/swtpm.pid"
-    local i
-    for i in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$((port + 1))") 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$(cat "$dir/swtpm.pid")" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "swtpm did not start on port $port" >&2
-    cat "$dir/swtpm.log" >&2
-    return 1
-}
-
-# swtpm_stop DIR: stops the simulator started by swtpm_serve.
-swtpm_stop() {
-    local dir=$1
-    [[ -f $dir/swtpm.pid ]] || return 0
-    kill "$(cat "$dir/swtpm.pid")" 2>/dev/null || true
-    wait "$(cat "$dir/swtpm.pid")" 2>/dev/null || true
-    rm -f "$dir/swtpm.pid"
 }
 
 # free_port: a loopback port that, with its successor, nothing listens on. Drawn below Linux's

@@ -59,10 +59,7 @@ impl Device {
         .unwrap()
     }
 
-    pub fn sas<S: Signer>(&self, signer: &mut S, expiry: u64) -> String
-    where
-        S::Error: std::fmt::Debug,
-    {
+    pub fn sas<S: Signer<Error: std::fmt::Debug>>(&self, signer: &mut S, expiry: u64) -> String {
         let resource = sas::registration_resource(ID_SCOPE, &self.registration_id);
         sas::build_token(&resource, expiry, Some(REGISTRATION_KEY_NAME), signer).unwrap()
     }

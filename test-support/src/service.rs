@@ -208,58 +208,52 @@ impl TestApp {
     }
 
     /// The second register call, with a SAS signed by `signer`: returns (status, body).
-    pub async fn register_with<S: Signer>(
+    pub async fn register_with<S: Signer<Error: std::fmt::Debug>>(
         &self,
         device: &Device,
         signer: &mut S,
-    ) -> (StatusCode, Value)
-    where
-        S::Error: std::fmt::Debug,
-    {
+    ) -> (StatusCode, Value) {
         let token = device.sas(signer, now() + 60);
         self.put_register(&device.registration_id, &device.body(), Some(&token))
             .await
     }
 
-    pub async fn poll<S: Signer>(
+    /// `GET .../operations/{operationId}` with a SAS signed by `signer`.
+    pub async fn poll<S: Signer<Error: std::fmt::Debug>>(
         &self,
         device: &Device,
         operation_id: &str,
         signer: &mut S,
-    ) -> (StatusCode, Value)
-    where
-        S::Error: std::fmt::Debug,
-    {
-        let token = device.sas(signer, now() + 60);
-        let response = self
-            .client
-            .get(format!(
-                "{}/{ID_SCOPE}/registrations/{}/operations/{operation_id}?{API}",
-                self.base, device.registration_id
-            ))
-            .header("authorization", token)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+    ) -> (StatusCode, Value) {
+        let path = format!("/operations/{operation_id}");
+        self.sas_call(Method::GET, &path, device, signer).await
     }
 
-    pub async fn device_state<S: Signer>(
+    /// `POST /{idScope}/registrations/{id}` with a SAS signed by `signer`.
+    pub async fn device_state<S: Signer<Error: std::fmt::Debug>>(
         &self,
         device: &Device,
         signer: &mut S,
-    ) -> (StatusCode, Value)
-    where
-        S::Error: std::fmt::Debug,
-    {
+    ) -> (StatusCode, Value) {
+        self.sas_call(Method::POST, "", device, signer).await
+    }
+
+    /// A SAS-authenticated device call on `/{idScope}/registrations/{id}{tail}`.
+    async fn sas_call<S: Signer<Error: std::fmt::Debug>>(
+        &self,
+        method: Method,
+        tail: &str,
+        device: &Device,
+        signer: &mut S,
+    ) -> (StatusCode, Value) {
         let token = device.sas(signer, now() + 60);
+        let url = format!(
+            "{}/{ID_SCOPE}/registrations/{}{tail}?{API}",
+            self.base, device.registration_id
+        );
         let response = self
             .client
-            .post(format!(
-                "{}/{ID_SCOPE}/registrations/{}?{API}",
-                self.base, device.registration_id
-            ))
+            .request(method, url)
             .header("authorization", token)
             .send()
             .await

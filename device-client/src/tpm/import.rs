@@ -1,4 +1,4 @@
-//! Importing a DPS `authenticationKey` (docs/protocol.md, "The device's side"):
+//! Importing a DPS `authenticationKey` (docs/protocol.md §5):
 //! `ActivateCredential` (SRK, EK under PolicySecret(endorsement)) → inner wrapping key;
 //! Import under the SRK with it → Load → `EvictControl` to the persistent handle.
 

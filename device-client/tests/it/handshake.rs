@@ -26,7 +26,7 @@ fn public_areas_remarshal_byte_for_byte() {
         assert_eq!(parsed.to_tpm2b(), bytes, "{what} re-marshals byte for byte");
     }
     // The EK swtpm_setup persisted, and the SRK we created, follow the templates of
-    // protocol.md §5.
+    // docs/protocol.md §5.
     let (ek, srk) = (t.ek(), t.srk());
     assert_eq!(ek, ek_rsa2048(modulus(&ek)));
     assert_eq!(srk, srk_rsa2048(modulus(&srk)));

@@ -1,4 +1,4 @@
-//! The DPS device API (docs/protocol.md): parse the request, call [`crate::registration`],
+//! The DPS device API (docs/protocol.md §2): parse the request, call [`crate::registration`],
 //! shape the response.
 
 use axum::extract::State;
@@ -24,8 +24,9 @@ const OLDEST_API_VERSION: &str = "2017-11-15";
 const RETRY_AFTER_SECS: &str = "1";
 
 /// `api-version` must be present and look like a DPS version (`YYYY-MM-DD`, optionally
-/// `-preview`) no older than the first one. Newer versions are accepted: the SDKs move ahead
-/// (aziot-identityd sends `2021-11-01-preview`) and the TPM flow has not changed.
+/// `-preview`) no older than the first one. Newer versions are accepted: the clients move ahead
+/// (aziot-identityd 1.4–1.6 send `2021-06-01`, the Azure SDKs `2019-03-31` up to
+/// `2021-11-01-preview`) and the TPM flow has not changed.
 fn check_api_version(uri: &Uri) -> Result<(), ApiError> {
     let version = uri
         .query()
@@ -135,14 +136,13 @@ pub async fn operation_status(
     let status =
         registration::operation_status(&app, &id, &operation_id, &token, OffsetDateTime::now_utc())
             .await?;
-    // 200 in every state, with Retry-After while assigning: aziot-identityd's client accepts
-    // only 200 here (protocol.md says 202 while assigning; the client wins).
-    let assigning = status.status == RegistrationStatus::Assigning;
-    let response = Json(status).into_response();
-    Ok(if assigning {
-        with_retry_after(response)
+    // The DPS device API specification answers 202 (with Retry-After) while assigning and 200
+    // once done; aziot-identityd and the Azure SDKs accept both. This service assigns within
+    // the register call, so a poll finds the final state.
+    Ok(if status.status == RegistrationStatus::Assigning {
+        with_retry_after((StatusCode::ACCEPTED, Json(status)).into_response())
     } else {
-        response
+        Json(status).into_response()
     })
 }
 

@@ -1,14 +1,18 @@
-//! The DPS service API for factories and operators (docs/protocol.md, "Service API"):
+//! The DPS service API for factories and operators (docs/protocol.md §7):
 //! individual enrollments and registration states, authenticated by a DPS-style service SAS
 //! (`sr` = the service host name, `skn` = a shared access policy name). A device's SAS
 //! (`skn=registration`) never opens it. The handlers parse headers and call [`crate::enrollment`]
 //! or the store; every failure is mapped to the wire in `http::error`.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dps_protocol::sas::{SasToken, VerifyPolicy};
+use dps_protocol::RegistrationId;
+use sqlx::pool::PoolConnection;
+use sqlx::Postgres;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -19,6 +23,7 @@ use crate::enrollment::{
     IndividualEnrollment, InvalidEnrollment, QuerySpecification,
 };
 use crate::registration::{parse_registration_id, registration_result};
+use crate::store::enrollments::EnrollmentRow;
 use crate::store::{self, registrations, StoreError};
 
 const CONTINUATION: HeaderName = HeaderName::from_static("x-ms-continuation");
@@ -55,6 +60,34 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .map_err(|e| unauthorized(&format!("service SAS token refused: {e}")))
 }
 
+/// A service API call on one enrollment or registration, as every such handler takes it: the
+/// service SAS checked, the path's registration id parsed (kept as written too, to compare with
+/// a body), `If-Match` read.
+pub struct OneRegistration {
+    id: RegistrationId,
+    path_id: String,
+    if_match: Option<Uuid>,
+}
+
+impl FromRequestParts<App> for OneRegistration {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        authorize(app, &parts.headers)?;
+        let AppPath(path_id) = AppPath::<String>::from_request_parts(parts, app).await?;
+        Ok(Self {
+            id: parse_registration_id(&path_id)?,
+            path_id,
+            if_match: if_match(&parts.headers)?,
+        })
+    }
+}
+
+/// One pooled connection for the request.
+async fn connection(app: &App) -> Result<PoolConnection<Postgres>, ApiError> {
+    app.pool().acquire().await.map_err(ApiError::internal)
+}
+
 /// `If-Match`, as an etag of this service (`*` or absent: any version).
 fn if_match(headers: &HeaderMap) -> Result<Option<Uuid>, InvalidEnrollment> {
     match headers.get(header::IF_MATCH) {
@@ -63,9 +96,11 @@ fn if_match(headers: &HeaderMap) -> Result<Option<Uuid>, InvalidEnrollment> {
     }
 }
 
-fn with_etag(json: IndividualEnrollment, status: StatusCode) -> Response {
+/// An enrollment as the API returns it, its etag also in the `ETag` header.
+fn enrollment_response(row: &EnrollmentRow) -> Response {
+    let json = IndividualEnrollment::from_row(row);
     let etag = json.etag.clone().unwrap_or_default();
-    let mut response = (status, Json(json)).into_response();
+    let mut response = Json(json).into_response();
     if let Ok(value) = HeaderValue::from_str(&format!("\"{etag}\"")) {
         response.headers_mut().insert(header::ETAG, value);
     }
@@ -76,16 +111,13 @@ fn with_etag(json: IndividualEnrollment, status: StatusCode) -> Response {
 /// that version).
 pub async fn put_enrollment(
     State(app): State<App>,
-    AppPath(registration_id): AppPath<String>,
-    headers: HeaderMap,
+    call: OneRegistration,
     AppJson(body): AppJson<IndividualEnrollment>,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
-    parse_registration_id(&registration_id)?;
-    if body.registration_id != registration_id {
+    if body.registration_id != call.path_id {
         return Err(InvalidEnrollment::RegistrationIdMismatch.into());
     }
-    let precondition = match if_match(&headers)? {
+    let precondition = match call.if_match {
         Some(etag) => Some(etag),
         None => parse_etag(body.etag.as_deref())?,
     };
@@ -97,41 +129,27 @@ pub async fn put_enrollment(
         OffsetDateTime::now_utc(),
     )
     .await?;
-    Ok(with_etag(
-        IndividualEnrollment::from_row(&row),
-        StatusCode::OK,
-    ))
+    Ok(enrollment_response(&row))
 }
 
 /// `GET /enrollments/{registrationId}`.
 pub async fn get_enrollment(
     State(app): State<App>,
-    AppPath(registration_id): AppPath<String>,
-    headers: HeaderMap,
+    call: OneRegistration,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
-    let id = parse_registration_id(&registration_id)?;
-    let mut conn = app.pool().acquire().await.map_err(ApiError::internal)?;
-    let row = store::enrollments::get(&mut conn, id.as_str())
+    let row = store::enrollments::get(&mut *connection(&app).await?, call.id.as_str())
         .await?
         .ok_or(ApiError::NotFound("enrollment"))?;
-    Ok(with_etag(
-        IndividualEnrollment::from_row(&row),
-        StatusCode::OK,
-    ))
+    Ok(enrollment_response(&row))
 }
 
 /// `DELETE /enrollments/{registrationId}`.
 pub async fn delete_enrollment(
     State(app): State<App>,
-    AppPath(registration_id): AppPath<String>,
-    headers: HeaderMap,
+    call: OneRegistration,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&app, &headers)?;
-    let id = parse_registration_id(&registration_id)?;
-    let precondition = if_match(&headers)?;
-    let mut conn = app.pool().acquire().await.map_err(ApiError::internal)?;
-    store::enrollments::delete(&mut conn, id.as_str(), precondition).await?;
+    let mut conn = connection(&app).await?;
+    store::enrollments::delete(&mut conn, call.id.as_str(), call.if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -190,10 +208,9 @@ pub async fn query(
         Some(token) => Some(parse_registration_id(token)?),
         None => None,
     };
-    let mut conn = app.pool().acquire().await.map_err(ApiError::internal)?;
     let mut rows = store::enrollments::page(
-        &mut conn,
-        after.as_ref().map(dps_protocol::RegistrationId::as_str),
+        &mut *connection(&app).await?,
+        after.as_ref().map(RegistrationId::as_str),
         page_size + 1,
     )
     .await?;
@@ -217,13 +234,9 @@ pub async fn query(
 /// `GET /registrations/{registrationId}`: a device's registration state.
 pub async fn get_registration(
     State(app): State<App>,
-    AppPath(registration_id): AppPath<String>,
-    headers: HeaderMap,
+    call: OneRegistration,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
-    let id = parse_registration_id(&registration_id)?;
-    let mut conn = app.pool().acquire().await.map_err(ApiError::internal)?;
-    let row = registrations::get_registration(&mut conn, id.as_str())
+    let row = registrations::get_registration(&mut *connection(&app).await?, call.id.as_str())
         .await?
         .ok_or(ApiError::NotFound("registration"))?;
     Ok(Json(registration_result(&row)).into_response())
@@ -233,14 +246,10 @@ pub async fn get_registration(
 /// must register again.
 pub async fn delete_registration(
     State(app): State<App>,
-    AppPath(registration_id): AppPath<String>,
-    headers: HeaderMap,
+    call: OneRegistration,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&app, &headers)?;
-    let id = parse_registration_id(&registration_id)?;
-    let precondition = if_match(&headers)?;
     let mut tx = app.pool().begin().await.map_err(ApiError::internal)?;
-    match registrations::delete_registration(&mut tx, id.as_str(), precondition).await {
+    match registrations::delete_registration(&mut tx, call.id.as_str(), call.if_match).await {
         Ok(()) => {}
         Err(StoreError::NotFound) => return Err(ApiError::NotFound("registration")),
         Err(other) => return Err(other.into()),

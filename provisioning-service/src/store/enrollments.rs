@@ -170,21 +170,7 @@ pub async fn delete(
     registration_id: &str,
     if_match: Option<Uuid>,
 ) -> Result<(), StoreError> {
-    let deleted = sqlx::query(
-        "DELETE FROM enrollments WHERE registration_id = $1 AND ($2::uuid IS NULL OR etag = $2)",
-    )
-    .bind(registration_id)
-    .bind(if_match)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if deleted == 1 {
-        return Ok(());
-    }
-    match get(conn, registration_id).await? {
-        Some(_) => Err(StoreError::PreconditionFailed),
-        None => Err(StoreError::NotFound),
-    }
+    super::delete_if_match(conn, "enrollments", registration_id, if_match).await
 }
 
 /// A page of enrollments in registration id order, after `after`.

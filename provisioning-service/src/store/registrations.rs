@@ -177,19 +177,5 @@ pub async fn delete_registration(
     if_match: Option<Uuid>,
 ) -> Result<(), StoreError> {
     delete_challenge(conn, registration_id).await?;
-    let deleted = sqlx::query(
-        "DELETE FROM registrations WHERE registration_id = $1 AND ($2::uuid IS NULL OR etag = $2)",
-    )
-    .bind(registration_id)
-    .bind(if_match)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if deleted == 1 {
-        return Ok(());
-    }
-    Err(match get_registration(conn, registration_id).await? {
-        Some(_) => StoreError::PreconditionFailed,
-        None => StoreError::NotFound,
-    })
+    super::delete_if_match(conn, "registrations", registration_id, if_match).await
 }

@@ -185,8 +185,9 @@ async fn re_registration_issues_a_fresh_key_and_retires_the_old_one(pool: PgPool
     assert_eq!(status, StatusCode::OK);
 }
 
-/// The second call as aziot-identityd makes it: api-version `2021-11-01-preview`, a body with
-/// only the registration id (and a certificate request this service ignores).
+/// The second call as aziot-identityd 1.4–1.6 makes it: api-version `2021-06-01` and a body with
+/// only the registration id. An extra field (here a certificate request, which newer clients
+/// may add) is ignored.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn the_sas_leg_needs_no_tpm_in_the_body(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
@@ -194,7 +195,7 @@ async fn the_sas_leg_needs_no_tpm_in_the_body(pool: PgPool) {
     let device = Device::of(&mut t.tpm);
     app.enroll(&device.registration_id, &device.ek).await;
     let url = format!(
-        "{}/{}/registrations/{}/register?api-version=2021-11-01-preview",
+        "{}/{}/registrations/{}/register?api-version=2021-06-01",
         app.base,
         test_support::ID_SCOPE,
         device.registration_id
