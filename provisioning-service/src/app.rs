@@ -1,10 +1,12 @@
 //! The service's shared state: a Postgres pool, the service key and the validated settings.
-//! Nothing here remembers anything between requests; that is Postgres's job.
+//! Nothing here remembers anything between requests (that is Postgres's job) but the hub
+//! check's device keys, for at most a second.
 
 use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use crate::hub::keys::DeviceKeys;
 use crate::sealing::Sealer;
 use crate::settings::{Settings, SettingsError};
 
@@ -17,6 +19,7 @@ struct Inner {
     pool: PgPool,
     sealer: Sealer,
     settings: Settings,
+    device_keys: DeviceKeys,
 }
 
 impl App {
@@ -24,10 +27,13 @@ impl App {
     /// checks them again.
     pub fn new(pool: PgPool, sealer: Sealer, settings: Settings) -> Result<Self, SettingsError> {
         settings.validate()?;
+        let device_keys =
+            DeviceKeys::new(std::time::Duration::from_millis(settings.hub_key_cache_ms));
         Ok(Self(Arc::new(Inner {
             pool,
             sealer,
             settings,
+            device_keys,
         })))
     }
 
@@ -44,5 +50,11 @@ impl App {
     #[must_use]
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    /// The hub check's short-lived cache of device keys (`hub::keys`).
+    #[must_use]
+    pub fn device_keys(&self) -> &DeviceKeys {
+        &self.0.device_keys
     }
 }

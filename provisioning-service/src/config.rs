@@ -97,6 +97,21 @@ pub struct ServeArgs {
     /// Largest request body, bytes (1 KiB to 16 MiB).
     #[arg(long, env = "DPS_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Address of the MQTT brokers' auth hook listener (plain HTTP: bind it to loopback or a
+    /// private network). Off unless given; needs --hub-auth-secret-file.
+    #[arg(long, env = "DPS_HUB_AUTH_LISTEN", requires = "hub_auth_secret_file")]
+    pub hub_auth_listen: Option<SocketAddr>,
+    /// File holding the secret the brokers put in the hook URLs (at least 16 characters of
+    /// letters, digits, - and _; surrounding whitespace ignored).
+    #[arg(long, env = "DPS_HUB_AUTH_SECRET_FILE")]
+    pub hub_auth_secret_file: Option<PathBuf>,
+    /// Failed hub connects per client address per minute, before the hook refuses unchecked.
+    #[arg(long, env = "DPS_HUB_FAILURE_RATE", default_value_t = defaults::HUB_FAILURE_RATE)]
+    pub hub_failure_rate: u32,
+    /// How long a device key read for a hub check is reused, milliseconds (at most 1000: a
+    /// disabled enrollment is refused within this on every instance).
+    #[arg(long, env = "DPS_HUB_KEY_CACHE_MS", default_value_t = defaults::HUB_KEY_CACHE_MS)]
+    pub hub_key_cache_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +187,16 @@ impl ServeArgs {
             window_secs: defaults::POLL_WINDOW_SECS,
         };
         settings.max_body_bytes = self.max_body_bytes;
+        if let Some(path) = &self.hub_auth_secret_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+            settings.hub_auth_secret = Some(Zeroizing::new(text.trim().to_owned()));
+        }
+        settings.hub_failure_limit = Limit {
+            count: self.hub_failure_rate,
+            window_secs: defaults::HUB_FAILURE_WINDOW_SECS,
+        };
+        settings.hub_key_cache_ms = self.hub_key_cache_ms;
         settings.validate()?;
         Ok(settings)
     }

@@ -2,6 +2,7 @@
 
 pub mod device_api;
 pub mod error;
+pub mod hub_hooks;
 pub mod service_api;
 
 use axum::extract::{DefaultBodyLimit, State};

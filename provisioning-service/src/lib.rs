@@ -9,6 +9,8 @@
 //!   `http::error` maps every domain error to a DPS status and `errorCode`;
 //! - [`registration`]: the decision logic of each device step, with its refusals named;
 //! - [`enrollment`]: validation and writes of individual enrollments (API, bulk and factory);
+//! - [`hub`]: the hub half, answering MQTT brokers' auth hooks (`http::hub_hooks`) for
+//!   provisioned devices and back-end applications;
 //! - [`store`]: the SQL, one connection per request and one transaction per step;
 //! - [`sealing`]: issued HMAC keys are stored encrypted under the service key;
 //! - [`settings`] (what the service runs with, validated at start-up) and [`config`] (the
@@ -23,6 +25,7 @@ pub mod config;
 pub mod enrollment;
 pub mod factory;
 pub mod http;
+pub mod hub;
 pub mod registration;
 pub mod sealing;
 pub mod server;

@@ -36,13 +36,18 @@ async fn main() -> anyhow::Result<()> {
             let listener = std::net::TcpListener::bind(args.listen)
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             tracing::info!(listen = %args.listen, id_scope = %settings.id_scope, hubs = ?settings.linked_hubs.as_slice(), "serving");
-            server::serve_tls(
-                App::new(pool, sealer, settings)?,
-                listener,
-                tls,
-                server::shutdown_signal(),
-            )
-            .await?;
+            let app = App::new(pool, sealer, settings)?;
+            if let Some(addr) = args.hub_auth_listen {
+                let hooks = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                tracing::info!(listen = %addr, "serving the brokers' auth hooks");
+                tokio::spawn(server::serve_hub_hooks(
+                    app.clone(),
+                    hooks,
+                    server::shutdown_signal(),
+                ));
+            }
+            server::serve_tls(app, listener, tls, server::shutdown_signal()).await?;
         }
         Command::Enroll(args) => {
             let pool = connect(&args.database).await?;

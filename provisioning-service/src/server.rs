@@ -27,6 +27,20 @@ pub async fn serve_tls(
         .await
 }
 
+/// Serves the brokers' auth hooks (`http::hub_hooks`) over plain HTTP on `listener` until
+/// `shutdown` resolves.
+pub async fn serve_hub_hooks(
+    app: App,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    axum::serve(listener, crate::http::hub_hooks::router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -21,6 +21,12 @@ pub mod defaults {
     pub const POLL_WINDOW_SECS: u64 = 10;
     pub const MAX_BODY_BYTES: usize = 96 * 1024;
     pub const DB_MAX_CONNECTIONS: u32 = 20;
+    /// Failed hub connects per client address (or claimed identity) per
+    /// [`HUB_FAILURE_WINDOW_SECS`].
+    pub const HUB_FAILURE_RATE: u32 = 20;
+    pub const HUB_FAILURE_WINDOW_SECS: u64 = 60;
+    /// How long a device key read for a hub check may be reused, milliseconds.
+    pub const HUB_KEY_CACHE_MS: u64 = 1000;
 }
 
 /// The largest accepted values: beyond them a setting is a typo, not a choice, and a time
@@ -36,6 +42,10 @@ pub mod limits {
     pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
     /// A policy key shorter than this is guessable; the Azure portal issues 32-byte keys.
     pub const MIN_POLICY_KEY_BYTES: usize = 16;
+    /// The brokers' shared secret, at least this many characters.
+    pub const MIN_HUB_AUTH_SECRET_LEN: usize = 16;
+    /// A revocation takes effect on every instance within this (the hub key cache's bound).
+    pub const MAX_HUB_KEY_CACHE_MS: u64 = 1000;
 }
 
 /// A fixed-window rate: at most `count` requests per `window_secs`.
@@ -82,6 +92,8 @@ pub enum SettingsError {
     DuplicatePolicy(String),
     #[error("access policy name \"registration\" is reserved for devices")]
     ReservedPolicyName,
+    #[error("the hub auth secret must be at least {min} URL-safe characters (letters, digits, -, _)", min = limits::MIN_HUB_AUTH_SECRET_LEN)]
+    WeakHubAuthSecret,
 }
 
 /// What the service is configured with (see `config::ServeArgs` for each one's meaning).
@@ -97,6 +109,10 @@ pub struct Settings {
     pub registration_limit: Limit,
     pub poll_limit: Limit,
     pub max_body_bytes: usize,
+    /// The secret brokers put in the hook URLs; `None` when the hook listener is off.
+    pub hub_auth_secret: Option<Zeroizing<String>>,
+    pub hub_failure_limit: Limit,
+    pub hub_key_cache_ms: u64,
 }
 
 impl Settings {
@@ -120,6 +136,12 @@ impl Settings {
                 window_secs: defaults::POLL_WINDOW_SECS,
             },
             max_body_bytes: defaults::MAX_BODY_BYTES,
+            hub_auth_secret: None,
+            hub_failure_limit: Limit {
+                count: defaults::HUB_FAILURE_RATE,
+                window_secs: defaults::HUB_FAILURE_WINDOW_SECS,
+            },
+            hub_key_cache_ms: defaults::HUB_KEY_CACHE_MS,
         }
     }
 
@@ -176,6 +198,26 @@ impl Settings {
             1024,
             limits::MAX_BODY_BYTES as u64,
         )?;
+        range(
+            "hub failure rate",
+            self.hub_failure_limit.count.into(),
+            1,
+            u32::MAX.into(),
+        )?;
+        range(
+            "hub key cache (ms)",
+            self.hub_key_cache_ms,
+            0,
+            limits::MAX_HUB_KEY_CACHE_MS,
+        )?;
+        if let Some(secret) = &self.hub_auth_secret {
+            let url_safe = secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if secret.len() < limits::MIN_HUB_AUTH_SECRET_LEN || !url_safe {
+                return Err(SettingsError::WeakHubAuthSecret);
+            }
+        }
         for (i, policy) in self.access_policies.iter().enumerate() {
             if policy.name == dps_protocol::sas::REGISTRATION_KEY_NAME {
                 return Err(SettingsError::ReservedPolicyName);

@@ -31,6 +31,8 @@ pub enum StoreError {
     EkTaken,
     #[error("an enrollment with this registration id exists")]
     Exists,
+    #[error("another registration holds this device id on this hub")]
+    DeviceIdTaken,
     #[error("database error")]
     Db(#[from] sqlx::Error),
 }

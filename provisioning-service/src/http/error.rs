@@ -110,6 +110,7 @@ impl From<StepError> for ApiError {
     fn from(err: StepError) -> Self {
         match err {
             StepError::Refused(refusal) => refusal.into(),
+            StepError::Store(e @ StoreError::DeviceIdTaken) => e.into(),
             StepError::Store(_) | StepError::Seal(_) => Self::internal(err),
         }
     }
@@ -120,7 +121,9 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound => Self::NotFound("enrollment"),
             StoreError::PreconditionFailed => Self::PreconditionFailed,
-            StoreError::EkTaken | StoreError::Exists => Self::Conflict(err.to_string()),
+            StoreError::EkTaken | StoreError::Exists | StoreError::DeviceIdTaken => {
+                Self::Conflict(err.to_string())
+            }
             StoreError::Db(_) => Self::internal(err),
         }
     }

@@ -123,7 +123,7 @@ pub async fn put_registration(
     conn: &mut PgConnection,
     r: &RegistrationRow,
 ) -> Result<RegistrationRow, StoreError> {
-    Ok(sqlx::query_as(
+    sqlx::query_as(
         "INSERT INTO registrations (registration_id, operation_id, status, substatus, assigned_hub, device_id,
                                     ek_hash, storage_root_key, sealed_key, key_id, authentication_key,
                                     error_code, error_message, etag, created_at, updated_at)
@@ -153,7 +153,14 @@ pub async fn put_registration(
     .bind(r.etag)
     .bind(r.updated_at)
     .fetch_one(conn)
-    .await?)
+    .await
+    .map_err(|e| {
+        if super::is_unique_violation(&e, "registrations_hub_device") {
+            StoreError::DeviceIdTaken
+        } else {
+            StoreError::Db(e)
+        }
+    })
 }
 
 pub async fn get_registration(
@@ -178,4 +185,32 @@ pub async fn delete_registration(
 ) -> Result<(), StoreError> {
     delete_challenge(conn, registration_id).await?;
     super::delete_if_match(conn, "registrations", registration_id, if_match).await
+}
+
+/// What the hub half needs to check a device's hub token: its registration, the device key it
+/// proved (sealed), and whether its enrollment still admits it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HubIdentityRow {
+    pub registration_id: String,
+    pub sealed_key: Vec<u8>,
+    pub key_id: String,
+    /// `None` when the enrollment was deleted.
+    pub provisioning_status: Option<crate::enrollment::ProvisioningStatus>,
+}
+
+/// The device assigned to `hub` as `device_id` (one at most: `registrations_hub_device`).
+pub async fn hub_identity(
+    conn: &mut PgConnection,
+    hub: &str,
+    device_id: &str,
+) -> Result<Option<HubIdentityRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT r.registration_id, r.sealed_key, r.key_id, e.provisioning_status
+         FROM registrations r LEFT JOIN enrollments e USING (registration_id)
+         WHERE lower(r.assigned_hub) = lower($1) AND r.device_id = $2 AND r.status = 'assigned'",
+    )
+    .bind(hub)
+    .bind(device_id)
+    .fetch_optional(conn)
+    .await?)
 }

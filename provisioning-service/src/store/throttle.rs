@@ -33,3 +33,27 @@ pub async fn hit(
     let elapsed = (now - window_start).whole_seconds().max(0);
     Ok(Some(u64::try_from((window - elapsed).max(1)).unwrap_or(1)))
 }
+
+/// Whether `bucket` is at its limit now, without counting: `Some(seconds until the window
+/// ends)` if the next [`hit`] would be refused.
+pub async fn peek(
+    conn: &mut PgConnection,
+    bucket: &str,
+    limit: Limit,
+    now: OffsetDateTime,
+) -> Result<Option<u64>, StoreError> {
+    let window = i64::try_from(limit.window_secs).unwrap_or(i64::MAX);
+    let row: Option<(i32, OffsetDateTime)> =
+        sqlx::query_as("SELECT count, window_start FROM throttle WHERE bucket = $1")
+            .bind(bucket)
+            .fetch_optional(conn)
+            .await?;
+    let Some((count, window_start)) = row else {
+        return Ok(None);
+    };
+    let elapsed = (now - window_start).whole_seconds().max(0);
+    if elapsed >= window || u32::try_from(count).unwrap_or(u32::MAX) < limit.count {
+        return Ok(None);
+    }
+    Ok(Some(u64::try_from((window - elapsed).max(1)).unwrap_or(1)))
+}

@@ -1,0 +1,384 @@
+//! The broker auth hooks: one route per broker format, on their own listener
+//! (`--hub-auth-listen`), each turning the broker's request into [`crate::hub`]'s questions and
+//! the answer into the format that broker expects. docs/hub.md has each broker's configuration.
+//!
+//! Every route sits under `/{secret}/…`: brokers are configured with URLs, and not all of them
+//! can send a header, so the shared secret only the brokers hold is a path segment (compared in
+//! constant time; this router logs no paths). A wrong secret is a bare 404, so the hook is no
+//! oracle for anyone else.
+//!
+//! Contracts, from each broker's own documentation:
+//! - RabbitMQ `rabbitmq_auth_backend_http` (rabbitmq-server `deps/rabbitmq_auth_backend_http/
+//!   README.md`): form posts to `user` (`username`, `password`), `vhost`, `resource`
+//!   (`resource`, `name`, `permission`) and `topic` (`routing_key`); always 200 with `allow` or
+//!   `deny`.
+//! - EMQX 5 HTTP authentication and authorization (emqx-docs `access-control/authn/http.md`,
+//!   `authz/http.md`): JSON from a template; `{"result": "allow"|"deny"}`, with `expire_at`
+//!   (Unix seconds, ≥ 5.8) so the broker ends the session when the token expires. RMQTT's
+//!   `rmqtt-auth-http` accepts the same JSON answer.
+//! - VerneMQ webhooks (vmq-docs `plugindevelopment/webhookplugins.md`): the hook name in the
+//!   `vernemq-hook` header; `{"result": "ok"}` or `{"result": {"error": "not_allowed"}}`.
+//! - mosquitto-go-auth's HTTP backend (its README, "HTTP"): JSON posts to `user`, `acl`
+//!   (`acc`: 1 read, 2 write, 3 read-write, 4 subscribe) and `superuser`, with
+//!   `response_mode status`: 200 allows, 403 denies.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::app::App;
+use crate::hub::topics::{allowed, topic_of_routing_key, Access, Identity};
+use crate::hub::{self, Credentials, HubError, Principal};
+
+/// The hook router; `secret` is what brokers put in the path.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/{secret}/rabbitmq/user", post(rabbitmq_user))
+        .route("/{secret}/rabbitmq/vhost", post(rabbitmq_vhost))
+        .route("/{secret}/rabbitmq/resource", post(rabbitmq_resource))
+        .route("/{secret}/rabbitmq/topic", post(rabbitmq_topic))
+        .route("/{secret}/emqx/authn", post(emqx_authn))
+        .route("/{secret}/emqx/authz", post(emqx_authz))
+        .route("/{secret}/vernemq", post(vernemq))
+        .route("/{secret}/go-auth/user", post(go_auth_user))
+        .route("/{secret}/go-auth/acl", post(go_auth_acl))
+        .route("/{secret}/go-auth/superuser", post(go_auth_superuser))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(app)
+}
+
+/// The secret checked; `Err` is a bare 404 (the route does not exist for a stranger).
+fn check(app: &App, secret: &str) -> Result<(), StatusCode> {
+    match app.settings().hub_auth_secret.as_deref() {
+        Some(expected) if bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) => Ok(()),
+        _ => Err(StatusCode::NOT_FOUND),
+    }
+}
+
+/// Authenticates, logging the outcome (never the password). `None` means deny.
+async fn authenticate(
+    app: &App,
+    credentials: Credentials<'_>,
+) -> Result<Option<Principal>, StatusCode> {
+    match hub::authenticate(app, credentials, OffsetDateTime::now_utc()).await {
+        Ok(principal) => {
+            tracing::info!(username = credentials.username, "hub connect allowed");
+            Ok(Some(principal))
+        }
+        Err(HubError::Refused(reason)) => {
+            tracing::info!(username = credentials.username, %reason, "hub connect refused");
+            Ok(None)
+        }
+        Err(fault) => {
+            let mut chain = fault.to_string();
+            let mut next = std::error::Error::source(&fault);
+            while let Some(cause) = next {
+                let _ = write!(chain, ": {cause}");
+                next = cause.source();
+            }
+            tracing::error!(error = %chain, "hub connect check failed");
+            // A broker treats an error as "no answer" (EMQX: ignore; RabbitMQ: refuse): never
+            // an allow.
+            Err(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}
+
+fn may(username: &str, access: Access, topic: &str) -> bool {
+    let ok = Identity::of_username(username).is_some_and(|who| allowed(&who, access, topic));
+    if !ok {
+        tracing::info!(username, ?access, topic, "hub topic refused");
+    }
+    ok
+}
+
+// --- RabbitMQ ---
+
+fn allow_deny(ok: bool) -> &'static str {
+    if ok {
+        "allow"
+    } else {
+        "deny"
+    }
+}
+
+#[derive(Deserialize)]
+struct RabbitUser {
+    username: String,
+    password: String,
+    client_id: Option<String>,
+}
+
+async fn rabbitmq_user(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+    Form(form): Form<RabbitUser>,
+) -> Result<&'static str, StatusCode> {
+    check(&app, &secret)?;
+    let credentials = Credentials {
+        client_id: form.client_id.as_deref(),
+        username: &form.username,
+        password: &form.password,
+        peer: None,
+    };
+    Ok(allow_deny(authenticate(&app, credentials).await?.is_some()))
+}
+
+#[derive(Deserialize)]
+struct RabbitVhost {
+    username: String,
+}
+
+async fn rabbitmq_vhost(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+    Form(form): Form<RabbitVhost>,
+) -> Result<&'static str, StatusCode> {
+    check(&app, &secret)?;
+    Ok(allow_deny(Identity::of_username(&form.username).is_some()))
+}
+
+#[derive(Deserialize)]
+struct RabbitResource {
+    username: String,
+    resource: String,
+    name: String,
+    permission: String,
+}
+
+/// The MQTT plugin's own objects: the `amq.topic` exchange (read and write; the topic check
+/// narrows them) and the client's subscription queues, `mqtt-subscription-{clientId}qos{0,1}`.
+async fn rabbitmq_resource(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+    Form(form): Form<RabbitResource>,
+) -> Result<&'static str, StatusCode> {
+    check(&app, &secret)?;
+    let ok = match (
+        Identity::of_username(&form.username),
+        form.resource.as_str(),
+    ) {
+        (Some(_), "exchange") => form.name == "amq.topic" && form.permission != "configure",
+        (Some(Identity::Device(id)), "queue") => {
+            form.name == format!("mqtt-subscription-{id}qos0")
+                || form.name == format!("mqtt-subscription-{id}qos1")
+        }
+        (Some(Identity::Backend(_)), "queue") => form.name.starts_with("mqtt-subscription-"),
+        _ => false,
+    };
+    Ok(allow_deny(ok))
+}
+
+#[derive(Deserialize)]
+struct RabbitTopic {
+    username: String,
+    permission: String,
+    routing_key: String,
+}
+
+async fn rabbitmq_topic(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+    Form(form): Form<RabbitTopic>,
+) -> Result<&'static str, StatusCode> {
+    check(&app, &secret)?;
+    let access = match form.permission.as_str() {
+        "write" => Access::Publish,
+        "read" => Access::Subscribe,
+        _ => return Ok("deny"),
+    };
+    let topic = topic_of_routing_key(&form.routing_key);
+    Ok(allow_deny(may(&form.username, access, &topic)))
+}
+
+// --- EMQX (and RMQTT) ---
+
+#[derive(Deserialize)]
+struct EmqxAuthn {
+    clientid: Option<String>,
+    username: String,
+    password: String,
+    peerhost: Option<String>,
+}
+
+async fn emqx_authn(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+    Json(body): Json<EmqxAuthn>,
+) -> Result<Json<Value>, StatusCode> {
+    check(&app, &secret)?;
+    let credentials = Credentials {
+        client_id: body.clientid.as_deref(),
+        username: &body.username,
+        password: &body.password,
+        peer: body.peerhost.as_deref(),
+    };
+    Ok(Json(match authenticate(&app, credentials).await? {
+        Some(principal) => json!({
+            "result": "allow",
+            "is_superuser": false,
+            "expire_at": principal.expires_at(),
+        }),
+        None => json!({"result": "deny"}),
+    }))
+}
+
+#[derive(Deserialize)]
+struct EmqxAuthz {
+    username: String,
+    topic: String,
+    action: String,
+}
+
+async fn emqx_authz(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+    Json(body): Json<EmqxAuthz>,
+) -> Result<Json<Value>, StatusCode> {
+    check(&app, &secret)?;
+    let access = match body.action.as_str() {
+        "publish" => Access::Publish,
+        "subscribe" => Access::Subscribe,
+        _ => return Ok(Json(json!({"result": "deny"}))),
+    };
+    let ok = may(&body.username, access, &body.topic);
+    Ok(Json(json!({"result": allow_deny(ok)})))
+}
+
+// --- VerneMQ ---
+
+#[derive(Deserialize)]
+struct VerneTopic {
+    topic: String,
+}
+
+#[derive(Deserialize)]
+struct VerneHook {
+    username: Option<String>,
+    password: Option<String>,
+    client_id: Option<String>,
+    peer_addr: Option<String>,
+    topic: Option<String>,
+    #[serde(default)]
+    topics: Vec<VerneTopic>,
+}
+
+fn verne(ok: bool) -> Json<Value> {
+    Json(if ok {
+        json!({"result": "ok"})
+    } else {
+        json!({"result": {"error": "not_allowed"}})
+    })
+}
+
+async fn vernemq(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<VerneHook>,
+) -> Result<Json<Value>, StatusCode> {
+    check(&app, &secret)?;
+    let username = body.username.as_deref().unwrap_or_default();
+    let hook = headers
+        .get("vernemq-hook")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    Ok(verne(match hook {
+        "auth_on_register" | "auth_on_register_m5" => {
+            let credentials = Credentials {
+                client_id: body.client_id.as_deref(),
+                username,
+                password: body.password.as_deref().unwrap_or_default(),
+                peer: body.peer_addr.as_deref(),
+            };
+            authenticate(&app, credentials).await?.is_some()
+        }
+        "auth_on_publish" | "auth_on_publish_m5" => body
+            .topic
+            .as_deref()
+            .is_some_and(|t| may(username, Access::Publish, t)),
+        "auth_on_subscribe" | "auth_on_subscribe_m5" => {
+            !body.topics.is_empty()
+                && body
+                    .topics
+                    .iter()
+                    .all(|t| may(username, Access::Subscribe, &t.topic))
+        }
+        _ => false,
+    }))
+}
+
+// --- mosquitto-go-auth ---
+
+#[derive(Deserialize)]
+struct GoAuthUser {
+    username: String,
+    password: String,
+    clientid: Option<String>,
+}
+
+fn status(ok: bool) -> Response {
+    if ok {
+        StatusCode::OK.into_response()
+    } else {
+        StatusCode::FORBIDDEN.into_response()
+    }
+}
+
+async fn go_auth_user(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+    Json(body): Json<GoAuthUser>,
+) -> Result<Response, StatusCode> {
+    check(&app, &secret)?;
+    let credentials = Credentials {
+        client_id: body.clientid.as_deref(),
+        username: &body.username,
+        password: &body.password,
+        peer: None,
+    };
+    Ok(status(authenticate(&app, credentials).await?.is_some()))
+}
+
+#[derive(Deserialize)]
+struct GoAuthAcl {
+    username: String,
+    topic: String,
+    acc: u8,
+}
+
+async fn go_auth_acl(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+    Json(body): Json<GoAuthAcl>,
+) -> Result<Response, StatusCode> {
+    check(&app, &secret)?;
+    let ok = match body.acc {
+        // Read (receive) and subscribe are both the subscription's question.
+        1 | 4 => may(&body.username, Access::Subscribe, &body.topic),
+        2 => may(&body.username, Access::Publish, &body.topic),
+        3 => {
+            may(&body.username, Access::Subscribe, &body.topic)
+                && may(&body.username, Access::Publish, &body.topic)
+        }
+        _ => false,
+    };
+    Ok(status(ok))
+}
+
+/// Nobody is a superuser: every client goes through the ACL.
+async fn go_auth_superuser(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+) -> Result<Response, StatusCode> {
+    check(&app, &secret)?;
+    Ok(status(false))
+}

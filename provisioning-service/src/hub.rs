@@ -1,0 +1,267 @@
+//! The hub half: a provisioned device connects to an MQTT broker (the self-hosted stand-in for
+//! IoT Hub) exactly as it would to IoT Hub, and the broker asks this service, through an auth
+//! hook (`http::hub_hooks`), whether to admit it. Only this service and the device's TPM hold
+//! the device key, so only this service can check the device's hub token.
+//!
+//! What a device presents (IoT Hub's MQTT convention, docs/hub.md): client id = device id;
+//! username = `{hub}/{deviceId}/?api-version=…` (or the older suffix without `?`); password =
+//! `SharedAccessSignature sr={hub}%2Fdevices%2F{deviceId}&sig=…&se=…` with no `skn`. A back-end
+//! application presents a service token of an access policy instead: `sr={hub}`, `skn={policy}`.
+//!
+//! [`authenticate`] decides who is connecting; [`topics::allowed`] what it may publish and
+//! subscribe to. Device keys are looked up through [`keys::DeviceKeys`], a cache of at most one
+//! second, so disabling an enrollment or deleting a registration refuses the next connect
+//! within a second on every instance.
+
+pub mod keys;
+pub mod topics;
+
+use dps_protocol::sas::{SasToken, VerifyPolicy};
+use dps_protocol::SasError;
+use time::OffsetDateTime;
+
+use crate::app::App;
+use crate::enrollment::ProvisioningStatus;
+use crate::sealing::SealError;
+use crate::store::{self, StoreError};
+
+/// What a broker forwards from an MQTT CONNECT.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials<'a> {
+    pub client_id: Option<&'a str>,
+    pub username: &'a str,
+    pub password: &'a str,
+    /// The MQTT client's address, when the broker reports it (for the failure throttle).
+    pub peer: Option<&'a str>,
+}
+
+/// Who a broker's client is, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A provisioned device, on the hub it was assigned to.
+    Device {
+        hub: String,
+        device_id: String,
+        /// The token's `se`: the broker should end the session then (where it can).
+        expires_at: u64,
+    },
+    /// A back-end application holding an access policy's key.
+    Backend {
+        hub: String,
+        policy: String,
+        expires_at: u64,
+    },
+}
+
+impl Principal {
+    #[must_use]
+    pub fn expires_at(&self) -> u64 {
+        match self {
+            Self::Device { expires_at, .. } | Self::Backend { expires_at, .. } => *expires_at,
+        }
+    }
+}
+
+/// Why a broker's client is refused. Logged, never returned to the broker beyond "deny".
+#[derive(Debug, thiserror::Error)]
+pub enum HubRefusal {
+    #[error("username is not {{hub}}/{{deviceId}}/?api-version=…")]
+    MalformedUsername,
+    #[error("the client id is not the device id")]
+    ClientIdMismatch,
+    #[error("{0} is not a linked hub")]
+    UnknownHub(String),
+    #[error("password is not a SAS token: {0}")]
+    MalformedToken(#[source] SasError),
+    #[error("a device token carries no skn")]
+    UnexpectedKeyName,
+    #[error("no device {device_id} is assigned to {hub}")]
+    NotAssigned { hub: String, device_id: String },
+    #[error("the device's enrollment is disabled or deleted")]
+    NotEnabled,
+    #[error("no access policy {0}")]
+    UnknownPolicy(String),
+    #[error("token refused: {0}")]
+    TokenRejected(#[source] SasError),
+    #[error("too many failed attempts; retry after {retry_after} s")]
+    Throttled { retry_after: u64 },
+}
+
+/// What authentication fails with: a refusal, or a fault of the service.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Refused(#[from] HubRefusal),
+    #[error("database")]
+    Store(#[from] StoreError),
+    #[error("a sealed device key cannot be opened")]
+    Seal(#[from] SealError),
+}
+
+impl From<sqlx::Error> for HubError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Store(StoreError::Db(err))
+    }
+}
+
+impl HubError {
+    /// The refusal, if this is one (tests match on it).
+    #[must_use]
+    pub fn refusal(&self) -> Option<&HubRefusal> {
+        match self {
+            Self::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// `{hub}/{rest}`: the hub and what follows its slash.
+fn split_hub(username: &str) -> Result<(&str, &str), HubRefusal> {
+    username
+        .split_once('/')
+        .filter(|(hub, _)| !hub.is_empty())
+        .ok_or(HubRefusal::MalformedUsername)
+}
+
+/// The device id of a device username's remainder: `{deviceId}/`, then nothing, a query
+/// (`?api-version=…&DeviceClientType=…`, what the Azure SDKs send) or the older
+/// `api-version=…` without `?`. A module identity (`{deviceId}/{moduleId}/…`) is refused.
+fn device_of(rest: &str) -> Result<&str, HubRefusal> {
+    let (device_id, suffix) = rest.split_once('/').ok_or(HubRefusal::MalformedUsername)?;
+    let suffix_ok =
+        suffix.is_empty() || suffix.starts_with('?') || suffix.starts_with("api-version=");
+    if device_id.is_empty() || !suffix_ok {
+        return Err(HubRefusal::MalformedUsername);
+    }
+    Ok(device_id)
+}
+
+fn unix(t: OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp()).unwrap_or(0)
+}
+
+/// Decides who is connecting. Failures count against the client's address (or, when the
+/// broker does not report one, the claimed identity); over the limit a client is refused
+/// before any verification.
+pub async fn authenticate(
+    app: &App,
+    credentials: Credentials<'_>,
+    now: OffsetDateTime,
+) -> Result<Principal, HubError> {
+    let bucket = match credentials.peer {
+        Some(peer) => format!("hub-fail:{peer}"),
+        None => format!("hub-fail:{}", credentials.username),
+    };
+    let mut conn = app.pool().acquire().await?;
+    if let Some(retry_after) =
+        store::throttle::peek(&mut conn, &bucket, app.settings().hub_failure_limit, now).await?
+    {
+        return Err(HubRefusal::Throttled { retry_after }.into());
+    }
+    drop(conn);
+    let outcome = verify(app, credentials, now).await;
+    if matches!(outcome, Err(HubError::Refused(_))) {
+        let mut conn = app.pool().acquire().await?;
+        store::throttle::hit(&mut conn, &bucket, app.settings().hub_failure_limit, now).await?;
+    }
+    outcome
+}
+
+async fn verify(
+    app: &App,
+    credentials: Credentials<'_>,
+    now: OffsetDateTime,
+) -> Result<Principal, HubError> {
+    let settings = app.settings();
+    let (hub, rest) = split_hub(credentials.username)?;
+    let hub = hub.to_ascii_lowercase();
+    let token = SasToken::parse(credentials.password).map_err(HubRefusal::MalformedToken)?;
+    let mut policy = VerifyPolicy {
+        resource: "",
+        key_name: None,
+        now: unix(now),
+        max_skew: settings.clock_skew_secs,
+        max_lifetime: settings.sas_max_lifetime_secs,
+    };
+    if let Some(name) = token.key_name.as_deref() {
+        if !settings.linked_hubs.contains(&hub) {
+            return Err(HubRefusal::UnknownHub(hub).into());
+        }
+        let access = settings
+            .access_policies
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| HubRefusal::UnknownPolicy(name.to_owned()))?;
+        policy.resource = &hub;
+        policy.key_name = Some(name);
+        token
+            .verify(&access.key, &policy)
+            .map_err(HubRefusal::TokenRejected)?;
+        return Ok(Principal::Backend {
+            policy: name.to_owned(),
+            hub,
+            expires_at: token.expiry,
+        });
+    }
+    let device_id = device_of(rest)?;
+    if credentials.client_id.is_some_and(|c| c != device_id) {
+        return Err(HubRefusal::ClientIdMismatch.into());
+    }
+    let key = app
+        .device_keys()
+        .get(app, &hub, device_id)
+        .await?
+        .ok_or_else(|| HubRefusal::NotAssigned {
+            hub: hub.clone(),
+            device_id: device_id.to_owned(),
+        })?;
+    if key.status != Some(ProvisioningStatus::Enabled) {
+        return Err(HubRefusal::NotEnabled.into());
+    }
+    let resource = format!("{hub}/devices/{device_id}");
+    policy.resource = &resource;
+    token
+        .verify(&key.key, &policy)
+        .map_err(HubRefusal::TokenRejected)?;
+    Ok(Principal::Device {
+        hub,
+        device_id: device_id.to_owned(),
+        expires_at: token.expiry,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_as_the_azure_sdks_write_them() {
+        for (username, device) in [
+            ("hub.example/dev-1/?api-version=2021-04-12", "dev-1"),
+            (
+                "hub.example/dev-1/?api-version=2021-04-12&DeviceClientType=c%2F1.0",
+                "dev-1",
+            ),
+            ("hub.example/dev-1/api-version=2016-11-14", "dev-1"),
+            ("hub.example/dev-1/", "dev-1"),
+        ] {
+            let (hub, rest) = split_hub(username).unwrap();
+            assert_eq!(hub, "hub.example");
+            assert_eq!(device_of(rest).unwrap(), device);
+        }
+        for bad in [
+            "hub.example",
+            "/dev-1/",
+            "hub.example/dev-1",
+            "hub.example//?api-version=1",
+            "hub.example/dev-1/module-1/?api-version=2021-04-12",
+        ] {
+            assert!(
+                split_hub(bad)
+                    .and_then(|(_, rest)| device_of(rest))
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
