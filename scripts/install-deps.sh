@@ -3,7 +3,7 @@
 # only when a package is missing.
 set -euo pipefail
 
-packages=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config xxd postgresql openssl curl docker-compose)
+packages=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config xxd postgresql rabbitmq-server openssl curl docker-compose)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

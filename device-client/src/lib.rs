@@ -7,12 +7,14 @@
 //!   with it;
 //! - [`dps`]: the DPS device API over HTTPS, with DPS error bodies as typed errors;
 //! - [`provision`]: first-boot provisioning as a state machine persisted after every step, so a
-//!   device killed anywhere finishes on its next run.
+//!   device killed anywhere finishes on its next run;
+//! - [`hub`]: after provisioning, MQTT over TLS to the assigned hub with TPM-signed tokens.
 //!
 //! What it never does: hold the device key outside the TPM, log a token or a blob, or trust a
 //! service it cannot authenticate (TLS with the web PKI roots plus an optional CA file).
 //! Everything protocol-level comes from `dps-protocol`.
 
 pub mod dps;
+pub mod hub;
 pub mod provision;
 pub mod tpm;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use device_client::dps::{self, DpsClient};
+use device_client::hub::{self, Assignment, HubOptions, Session};
 use device_client::provision::{self, Options};
 use device_client::tpm::{tcti_from_env, Handles, Tpm};
 use dps_protocol::sas;
@@ -40,6 +41,61 @@ enum Command {
     Register(RegisterArgs),
     /// Print a SAS token signed by the provisioned key inside the TPM.
     Sas(SasArgs),
+    /// Send device-to-cloud messages to the assigned hub (MQTT over TLS, a TPM-signed token).
+    Send(SendArgs),
+    /// Receive cloud-to-device messages from the assigned hub, one per line on stdout.
+    Listen(ListenArgs),
+}
+
+/// Where the hub is and how to trust it; the hub and device id come from the state file.
+#[derive(Debug, Args)]
+struct HubArgs {
+    /// The state file `register` wrote (it names the assigned hub and device id).
+    #[arg(
+        long,
+        env = "DPS_STATE_FILE",
+        default_value = "/var/lib/dps-device/state.json"
+    )]
+    state_file: PathBuf,
+    /// The hub's MQTT-over-TLS port.
+    #[arg(long, env = "DPS_HUB_PORT", default_value_t = hub::DEFAULT_PORT)]
+    hub_port: u16,
+    /// PEM CA certificate to trust for the hub (default: the public web PKI roots).
+    #[arg(long = "ca-file", env = "DPS_HUB_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Lifetime of each hub token, seconds; a longer session reconnects with a fresh one.
+    #[arg(long, env = "DPS_HUB_TOKEN_TTL", default_value_t = 3600)]
+    token_ttl: u64,
+    /// Give up on a connect or an acknowledgement after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    /// The message to send.
+    #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
+    message: Option<String>,
+    /// Send each line of standard input as a message.
+    #[arg(long)]
+    stdin: bool,
+    /// Send the message this many times.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+}
+
+#[derive(Debug, Args)]
+struct ListenArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    /// Stop after this many messages (default: run until stopped).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this many seconds (default: run until stopped).
+    #[arg(long)]
+    duration: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +182,90 @@ fn open_tpm(cli: &Cli) -> anyhow::Result<Tpm> {
     Tpm::open_with_handles(&tcti, handles).with_context(|| format!("cannot open the TPM at {tcti:?}; is the device present, and is this user allowed to use it?"))
 }
 
+impl HubArgs {
+    fn options(&self) -> anyhow::Result<(Assignment, HubOptions)> {
+        let state = provision::load_state(&self.state_file);
+        let assignment = Assignment::of(state.as_ref())?;
+        let ca_pem = self
+            .ca_file
+            .as_deref()
+            .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+            .transpose()?;
+        let options = HubOptions {
+            port: self.hub_port,
+            ca_pem,
+            token_ttl: self.token_ttl.max(10),
+            timeout: Duration::from_secs(self.timeout),
+        };
+        Ok((assignment, options))
+    }
+}
+
+fn send(cli: &Cli, args: &SendArgs) -> anyhow::Result<()> {
+    let (assignment, options) = args.hub.options()?;
+    let messages: Vec<Vec<u8>> = if args.stdin {
+        std::io::stdin()
+            .lines()
+            .map(|l| l.map(String::into_bytes))
+            .collect::<Result<_, _>>()
+            .context("cannot read standard input")?
+    } else {
+        let message = args.message.clone().unwrap_or_default().into_bytes();
+        (0..args.count).map(|_| message.clone()).collect()
+    };
+    let mut tpm = open_tpm(cli)?;
+    let mut session = Session::connect(&mut tpm, &assignment, &options)?;
+    for (i, message) in messages.into_iter().enumerate() {
+        if session.token_expiring() {
+            session.close();
+            session = Session::connect(&mut tpm, &assignment, &options)?;
+        }
+        session.send(message)?;
+        tracing::debug!(n = i + 1, "message acknowledged");
+    }
+    session.close();
+    println!(
+        "sent to {} as {} (topic {})",
+        assignment.hub,
+        assignment.device_id,
+        assignment.events_topic()
+    );
+    Ok(())
+}
+
+fn listen(cli: &Cli, args: &ListenArgs) -> anyhow::Result<()> {
+    let (assignment, options) = args.hub.options()?;
+    let mut tpm = open_tpm(cli)?;
+    let stop_at = args
+        .duration
+        .map(|d| std::time::Instant::now() + Duration::from_secs(d));
+    let mut received = 0u64;
+    let mut session = Session::connect(&mut tpm, &assignment, &options)?;
+    session.subscribe()?;
+    loop {
+        if args.count.is_some_and(|c| received >= c)
+            || stop_at.is_some_and(|t| std::time::Instant::now() >= t)
+        {
+            break;
+        }
+        if session.token_expiring() {
+            session.close();
+            session = Session::connect(&mut tpm, &assignment, &options)?;
+            session.subscribe()?;
+        }
+        let wait = stop_at.map_or(Duration::from_secs(1), |t| {
+            t.saturating_duration_since(std::time::Instant::now())
+                .min(Duration::from_secs(1))
+        });
+        if let Some((topic, payload)) = session.receive(wait)? {
+            received += 1;
+            println!("{topic}\t{}", String::from_utf8_lossy(&payload));
+        }
+    }
+    session.close();
+    Ok(())
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -210,6 +350,8 @@ fn main() -> anyhow::Result<()> {
             .context("cannot sign with the provisioned key (is the device provisioned?)")?;
             println!("{token}");
         }
+        Command::Send(args) => send(&cli, args)?,
+        Command::Listen(args) => listen(&cli, args)?,
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 # Functions to manufacture a software TPM (swtpm), find free ports and wait for a simulator
 # (`scripts/run-swtpm.sh` serves one). Source this file.
 
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
+
 # swtpm_manufacture DIR: a new TPM state in DIR/state with a persisted RSA EK and an EK
 # certificate from swtpm's local CA (kept in DIR/ca), without touching /var/lib.
 swtpm_manufacture() {
@@ -21,22 +23,6 @@ CONF
         cat "$dir/setup.log" >&2
         return 1
     }
-}
-
-# free_port: a loopback port that, with its successor, nothing listens on. Drawn below Linux's
-# ephemeral range (32768+), where outgoing connections could already hold it.
-free_port() {
-    local p _
-    for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
-            ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 1))") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    echo "no free port pair found" >&2
-    return 1
 }
 
 # swtpm_wait_tcti TCTI [PID]: for a swtpm:host=H,port=P TCTI, waits (up to 30 s) until the

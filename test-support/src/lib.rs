@@ -1,7 +1,7 @@
 //! What the workspace's integration tests share, in one place: a fresh swtpm per test
 //! ([`swtpm`], [`tpm::TestTpm`]), a throwaway TLS PKI ([`pki`]), the service running in-process
-//! over HTTPS on loopback with named protocol steps ([`service::TestApp`]), and what a device
-//! presents ([`device`]).
+//! over HTTPS on loopback with named protocol steps ([`service::TestApp`]), what a device
+//! presents ([`device`]), and a real MQTT broker asking the service's hooks ([`broker`]).
 //!
 //! Real parts only: swtpm through tss-esapi, Postgres through `#[sqlx::test]` (a fresh database
 //! per test, from the cluster `scripts/test.sh` starts), rustls on both ends. Fixtures clean up
@@ -14,15 +14,17 @@
     clippy::must_use_candidate
 )]
 
+pub mod broker;
 pub mod device;
 pub mod pki;
 pub mod service;
 pub mod swtpm;
 pub mod tpm;
 
+pub use broker::Broker;
 pub use device::{enrollment, Device};
 pub use pki::Pki;
-pub use service::{settings, TestApp, API, HUBS, ID_SCOPE, POLICY, POLICY_KEY};
+pub use service::{settings, TestApp, API, HUBS, HUB_AUTH_SECRET, ID_SCOPE, POLICY, POLICY_KEY};
 pub use swtpm::Swtpm;
 pub use tpm::TestTpm;
 

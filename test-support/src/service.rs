@@ -37,6 +37,7 @@ pub const SERVICE_KEY: [u8; 32] = [0x5e; 32];
 pub fn settings() -> Settings {
     let hubs = LinkedHubs::new(HUBS.map(String::from).to_vec()).unwrap();
     let mut s = Settings::new(ID_SCOPE, hubs);
+    s.hub_auth_secret = Some(HUB_AUTH_SECRET.to_owned().into());
     s.access_policies = vec![AccessPolicy {
         name: POLICY.to_owned(),
         key: POLICY_KEY.to_vec().into(),
@@ -44,6 +45,9 @@ pub fn settings() -> Settings {
     "dps.test".clone_into(&mut s.service_host_name);
     s
 }
+
+/// The secret in the test instances' hook URLs.
+pub const HUB_AUTH_SECRET: &str = "test-hub-auth-secret-0123";
 
 /// One service instance.
 pub struct TestApp {
@@ -54,6 +58,8 @@ pub struct TestApp {
     /// The instance's state, for tests that call the domain directly (to assert a refusal's
     /// reason, which the wire does not carry).
     pub app: App,
+    /// The brokers' hook listener with its secret, `http://127.0.0.1:PORT/SECRET`.
+    pub hook_base: String,
 }
 
 impl TestApp {
@@ -82,6 +88,16 @@ impl TestApp {
             tls,
             std::future::pending(),
         ));
+        let hooks = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hook_base = format!(
+            "http://127.0.0.1:{}/{HUB_AUTH_SECRET}",
+            hooks.local_addr().unwrap().port()
+        );
+        tokio::spawn(provisioning_service::server::serve_hub_hooks(
+            app.clone(),
+            hooks,
+            std::future::pending(),
+        ));
         let client = reqwest::Client::builder()
             .use_rustls_tls()
             .add_root_certificate(reqwest::Certificate::from_pem(&pki.ca_pem).unwrap())
@@ -93,6 +109,7 @@ impl TestApp {
             pool,
             pki,
             app,
+            hook_base,
         };
         app.wait_ready().await;
         app
@@ -205,6 +222,21 @@ impl TestApp {
                     .expect("authenticationKey"),
             )
             .unwrap()
+    }
+
+    /// Challenge → import in the TPM → register with a TPM-signed SAS; returns the operation id.
+    pub async fn provision(&self, t: &mut crate::TestTpm, device: &Device) -> String {
+        let blob = self.challenge(device).await;
+        t.tpm
+            .import_authentication_key(&blob)
+            .expect("the TPM imports the service's blob");
+        let (status, body) = self.register_with(device, &mut t.tpm).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["status"], "assigning");
+        body["operationId"]
+            .as_str()
+            .expect("operationId")
+            .to_owned()
     }
 
     /// The second register call, with a SAS signed by `signer`: returns (status, body).

@@ -11,4 +11,5 @@
 mod abuse;
 mod enrollments;
 mod factory;
+mod hub;
 mod register;

@@ -8,19 +8,8 @@ use test_support::{enrollment, Device, TestApp, TestTpm, HUBS};
 
 const HASHED_HUB_OF_RECORDED_TPM: usize = 1;
 
-/// Challenge → import in the TPM → register with a TPM-signed SAS; returns the operation id.
 async fn provision(app: &TestApp, t: &mut TestTpm, device: &Device) -> String {
-    let blob = app.challenge(device).await;
-    t.tpm
-        .import_authentication_key(&blob)
-        .expect("the TPM imports the service's blob");
-    let (status, body) = app.register_with(device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(body["status"], "assigning");
-    body["operationId"]
-        .as_str()
-        .expect("operationId")
-        .to_owned()
+    app.provision(t, device).await
 }
 
 async fn registration_count(pool: &PgPool) -> i64 {
