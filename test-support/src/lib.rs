@@ -16,6 +16,7 @@
 
 pub mod broker;
 pub mod device;
+pub mod mqtt;
 pub mod pki;
 pub mod service;
 pub mod swtpm;

@@ -76,7 +76,15 @@ impl TestApp {
         Self::spawn_with(pool, settings(), self.pki.clone()).await
     }
 
+    /// An instance with these settings and TLS files. The service's log goes to the test's
+    /// output when `TEST_LOG` is set (a filter, e.g. `TEST_LOG=info`).
     pub async fn spawn_with(pool: PgPool, settings: Settings, pki: Arc<Pki>) -> Self {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let tls =
             provisioning_service::tls::server_config(&pki.cert_file(), &pki.key_file()).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -7,6 +7,7 @@
 )]
 
 mod handshake;
+mod hub;
 mod negative;
 mod provision;
 mod tpm2_tools;

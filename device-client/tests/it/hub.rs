@@ -1,0 +1,275 @@
+//! The hub, end to end: a device provisioned by the `device-client` binary on swtpm sends and
+//! receives through a real broker (an ephemeral RabbitMQ node) that asks the service's hooks;
+//! a back-end application reads its messages; impostors and revoked devices are refused by the
+//! broker itself.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use device_client::tpm::Tpm;
+use dps_protocol::sas::{self, SoftwareKey};
+use dps_protocol::RegistrationId;
+use provisioning_service::allocation::LinkedHubs;
+use rumqttc::{Packet, QoS, SubscribeReasonCode};
+use sqlx::PgPool;
+use test_support::mqtt::Mqtt;
+use test_support::{now, Broker, Pki, Swtpm, TestApp, ID_SCOPE, POLICY, POLICY_KEY};
+
+/// The hub's host name: the broker listens on loopback, and the test PKI names localhost.
+const HUB: &str = "localhost";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn binary(args: &[String]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_device-client"));
+    command.args(args).env_remove("RUST_LOG");
+    command
+}
+
+async fn run(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || binary(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn hub_args(
+    tcti: &str,
+    command: &str,
+    state: &Path,
+    app: &TestApp,
+    broker: &Broker,
+) -> Vec<String> {
+    [
+        "--tcti",
+        tcti,
+        command,
+        "--state-file",
+        &state.display().to_string(),
+        "--hub-port",
+        &broker.port.to_string(),
+        "--ca-file",
+        &app.pki.ca_file().display().to_string(),
+        "--token-ttl",
+        "60",
+        "--timeout",
+        "15",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// A back-end application: an access policy's service token for the hub.
+fn backend(app: &TestApp, broker: &Broker) -> Mqtt {
+    let token =
+        sas::build_token(HUB, now() + 300, Some(POLICY), &mut SoftwareKey(POLICY_KEY)).unwrap();
+    Mqtt::connect(
+        &app.pki,
+        broker.port,
+        "backend-1",
+        &format!("{HUB}/{POLICY}"),
+        &token,
+    )
+}
+
+async fn connected(mqtt: &mut Mqtt) -> bool {
+    matches!(
+        mqtt.next(WAIT, |p| matches!(p, Packet::ConnAck(_)).then_some(()))
+            .await,
+        Ok(Some(()))
+    )
+}
+
+async fn suback(mqtt: &mut Mqtt) -> Vec<SubscribeReasonCode> {
+    mqtt.next(WAIT, |p| match p {
+        Packet::SubAck(ack) => Some(ack.return_codes.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap()
+    .expect("SUBACK")
+}
+
+/// A publish on `topic` within `wait`, if any.
+async fn received(mqtt: &mut Mqtt, topic: &str, wait: Duration) -> Option<Vec<u8>> {
+    mqtt.next(wait, |p| match p {
+        Packet::Publish(m) if m.topic == topic => Some(m.payload.to_vec()),
+        _ => None,
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_provisioned_device_talks_to_its_hub_and_impostors_cannot(pool: PgPool) {
+    let mut settings = test_support::settings();
+    settings.linked_hubs = LinkedHubs::new(vec![HUB.to_owned()]).unwrap();
+    let app = TestApp::spawn_with(pool, settings, Arc::new(Pki::new())).await;
+    let (pki_dir, hook_base) = (Arc::clone(&app.pki), app.hook_base.clone());
+    let broker = tokio::task::spawn_blocking(move || Broker::start(&pki_dir, &hook_base))
+        .await
+        .unwrap();
+
+    // First boot.
+    let swtpm = Swtpm::start();
+    let tcti = swtpm.tcti();
+    let ek = Tpm::open(&tcti).unwrap().endorsement_key().unwrap();
+    let id = RegistrationId::from_endorsement_key(&ek)
+        .as_str()
+        .to_owned();
+    app.enroll(&id, &ek).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let register = [
+        "--tcti",
+        &tcti,
+        "register",
+        "--endpoint",
+        &app.base,
+        "--id-scope",
+        ID_SCOPE,
+        "--ca-file",
+        &app.pki.ca_file().display().to_string(),
+        "--state-file",
+        &state.display().to_string(),
+        "--timeout",
+        "30",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let out = run(register).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A back-end application subscribes to every device's events.
+    let mut service = backend(&app, &broker);
+    assert!(connected(&mut service).await, "the back end connects");
+    service
+        .client
+        .subscribe("devices/+/messages/events/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        suback(&mut service).await,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+
+    // The device sends; the back end receives, through the broker.
+    let mut send = hub_args(&tcti, "send", &state, &app, &broker);
+    send.extend(["--message".to_owned(), "hello from the TPM".to_owned()]);
+    let out = run(send.clone()).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let events = format!("devices/{id}/messages/events/");
+    assert_eq!(
+        received(&mut service, &events, WAIT).await.as_deref(),
+        Some(b"hello from the TPM".as_slice())
+    );
+
+    // Cloud to device: the device listens; the back end publishes until it is heard.
+    let listen = {
+        let mut args = hub_args(&tcti, "listen", &state, &app, &broker);
+        args.extend(["--count", "1", "--duration", "20"].map(str::to_owned));
+        binary(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let devicebound = format!("devices/{id}/messages/devicebound/");
+    let listener = tokio::task::spawn_blocking(move || listen.wait_with_output().unwrap());
+    while !listener.is_finished() {
+        service
+            .client
+            .publish(
+                &devicebound,
+                QoS::AtLeastOnce,
+                false,
+                b"turn the light on".to_vec(),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out = listener.await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{devicebound}\tturn the light on")
+    );
+
+    // Impostors, refused by the broker: a token signed by another key; a device reaching for
+    // another device's topic or for everything.
+    let user = format!("{HUB}/{id}/?api-version=2021-04-12");
+    let forged = sas::build_token(
+        &format!("{HUB}/devices/{id}"),
+        now() + 60,
+        None,
+        &mut SoftwareKey(&[7; 32]),
+    )
+    .unwrap();
+    let mut impostor = Mqtt::connect(&app.pki, broker.port, &id, &user, &forged);
+    assert!(!connected(&mut impostor).await, "a forged token is refused");
+    let genuine = {
+        let mut tpm = Tpm::open(&tcti).unwrap();
+        sas::build_token(&format!("{HUB}/devices/{id}"), now() + 60, None, &mut tpm).unwrap()
+    };
+    let mut greedy = Mqtt::connect(&app.pki, broker.port, &id, &user, &genuine);
+    assert!(connected(&mut greedy).await);
+    greedy
+        .client
+        .subscribe("#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // RabbitMQ 3.10 closes the connection on a refused subscription; others answer a failed
+    // SUBACK. Either way nothing is subscribed.
+    let answer = greedy
+        .next(WAIT, |p| match p {
+            Packet::SubAck(ack) => Some(ack.return_codes.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        answer.is_err()
+            || matches!(&answer, Ok(Some(codes)) if codes == &[SubscribeReasonCode::Failure]),
+        "{answer:?}"
+    );
+    let mut rogue = Mqtt::connect(&app.pki, broker.port, &id, &user, &genuine);
+    assert!(connected(&mut rogue).await);
+    let elsewhere = "devices/someone-else/messages/events/";
+    rogue
+        .client
+        .publish(elsewhere, QoS::AtLeastOnce, false, b"spoofed".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        received(&mut service, elsewhere, Duration::from_secs(3)).await,
+        None
+    );
+
+    // Revocation: a disabled enrollment is refused at the next connect, with a clear error.
+    let mut disabled = test_support::enrollment(&id, &ek);
+    disabled.provisioning_status = provisioning_service::enrollment::ProvisioningStatus::Disabled;
+    app.enroll_with(disabled).await;
+    tokio::time::sleep(Duration::from_millis(
+        app.app.settings().hub_key_cache_ms + 100,
+    ))
+    .await;
+    let out = run(send).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("refused the device's token"),
+        "{}",
+        text(&out)
+    );
+
+    // The broker consulted the service: its log names the device's connects.
+    drop(broker);
+}

@@ -1,0 +1,79 @@
+//! An MQTT client for the tests' own connections to the broker (a back-end subscriber, an
+//! impostor): rumqttc over TLS trusting the test PKI, its events forwarded to a channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, MqttOptions, Packet, TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+
+use crate::pki::Pki;
+
+/// A connection's client and what its event loop saw: packets, then at most one error.
+pub struct Mqtt {
+    pub client: AsyncClient,
+    pub events: mpsc::UnboundedReceiver<Result<Packet, ConnectionError>>,
+}
+
+impl Mqtt {
+    /// Connects to `127.0.0.1:port` as `client_id` with `username`/`password`.
+    pub fn connect(pki: &Pki, port: u16, client_id: &str, username: &str, password: &str) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut pki.ca_pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut options = MqttOptions::new(client_id, "localhost", port);
+        options.set_credentials(username, password);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(config))));
+        let (client, mut event_loop) = AsyncClient::new(options, 16);
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match event_loop.poll().await {
+                    Ok(Event::Incoming(packet)) => {
+                        if tx.send(Ok(packet)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Outgoing(_)) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Self { client, events }
+    }
+
+    /// The next packet `pick` accepts within `wait`, skipping others; `Err` on a connection
+    /// error, `Ok(None)` on timeout.
+    pub async fn next<T>(
+        &mut self,
+        wait: Duration,
+        mut pick: impl FnMut(&Packet) -> Option<T>,
+    ) -> Result<Option<T>, ConnectionError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(Ok(packet))) => {
+                    if let Some(found) = pick(&packet) {
+                        return Ok(Some(found));
+                    }
+                }
+                Ok(Some(Err(e))) => return Err(e),
+                Ok(None) | Err(_) => return Ok(None),
+            }
+        }
+    }
+}
