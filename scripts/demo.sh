@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # The main job, on one machine: an ephemeral Postgres, a manufactured software TPM, the
 # provisioning service with a throwaway CA, a factory enrolling the device's EK through the
-# enrollment API, and the device provisioning itself; then the device boots again (a no-op).
+# enrollment API, the device provisioning itself, then using its identity: it sends a message
+# to its hub (a RabbitMQ node that asks the service about every connect) and a back-end
+# application receives it; then the device boots again (a no-op).
 # Installs what is missing; stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 source scripts/lib/postgres.sh
 source scripts/lib/swtpm.sh
+source scripts/lib/rabbitmq.sh
 
 work=$(mktemp -d)
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    rmq_stop "$work/broker"
     pg_stop "$work"
     rm -rf "$work"
 }
@@ -34,9 +38,10 @@ for attempt in 1 2 3 4 5; do
     [[ $attempt -lt 5 ]] || { cat "$work/swtpm.log" >&2; exit 1; }
 done
 pids+=("$tpm_pid")
-service_port=$(free_port)
+service_port=$(free_port) hooks_port=$(free_port)
+# The hub is the broker on this machine, so its host name is localhost.
 DPS_SECRETS_DIR=$work/secrets DPS_LISTEN=127.0.0.1:$service_port DPS_ID_SCOPE=0ne00DEMO01 \
-    DPS_IOT_HUBS=hub-1.demo.example,hub-2.demo.example \
+    DPS_IOT_HUBS=localhost DPS_HUB_AUTH_LISTEN=127.0.0.1:$hooks_port \
     scripts/run-service.sh >"$work/service.log" 2>&1 &
 pids+=($!)
 export DPS_ENDPOINT=https://localhost:$service_port DPS_ID_SCOPE=0ne00DEMO01
@@ -48,14 +53,30 @@ for _ in $(seq 1 300); do
 done
 curl -sf --cacert "$DPS_CA_FILE" "$DPS_ENDPOINT/readyz" >/dev/null || { cat "$work/service.log" >&2; exit 1; }
 
+echo "== the hub: a RabbitMQ node asking the service about every connect, and a back end watching"
+broker_port=$(free_port)
+mkdir -p "$work/broker"
+(DPS_BROKER_DIR=$work/broker DPS_BROKER_PORT=$broker_port DPS_BROKER_TLS_DIR=$work/secrets \
+    DPS_HUB_AUTH_URL=http://127.0.0.1:$hooks_port DPS_HUB_AUTH_SECRET_FILE=$work/secrets/hub-auth.secret \
+    setsid scripts/run-broker.sh >"$work/broker/server.log" 2>&1 & echo $! >"$work/broker/rabbitmq.pid")
+rmq_wait "$work/broker" "$broker_port"
+export DPS_HUB_PORT=$broker_port DPS_HUB_CA_FILE=$work/secrets/ca.pem
+"$PROVISIONING_SERVICE" hub-watch --hub localhost --access-policy-file "$work/secrets/policies" \
+    --count 1 >"$work/watch.out" 2>"$work/watch.log" &
+watch_pid=$!
+pids+=("$watch_pid")
+for _ in $(seq 1 100); do grep -q watching "$work/watch.log" && break; sleep 0.1; done
+
 echo "== factory: read the EK, enroll it through the enrollment API"
 "$DEVICE_CLIENT" ek
 scripts/factory-enroll.sh
 
-echo "== device, first boot: provision"
+echo "== device, first boot: provision, then say hello to the hub"
 start=$(date +%s%N)
-scripts/device-provision.sh
-echo "   (provisioned in $(( ($(date +%s%N) - start) / 1000000 )) ms, including the hub SAS)"
+DPS_HUB_MESSAGE="hello from the TPM-held key" scripts/device-provision.sh
+echo "   (provisioned and sent in $(( ($(date +%s%N) - start) / 1000000 )) ms)"
+wait "$watch_pid" || { cat "$work/watch.log" >&2; exit 1; }
+echo "== the back end received: $(cat "$work/watch.out")"
 
 echo "== device, second boot: already provisioned, nothing sent"
 "$DEVICE_CLIENT" register

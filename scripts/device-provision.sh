@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The device at first boot: provision (a no-op when already provisioned), then show a hub SAS
-# token signed inside the TPM. Environment: DPS_ENDPOINT, DPS_ID_SCOPE, DPS_CA_FILE,
-# DPS_STATE_FILE, DPS_TCTI (see `device-client register --help`).
+# The device at first boot: provision (a no-op when already provisioned), show a hub SAS token
+# signed inside the TPM, and, when DPS_HUB_MESSAGE is set, send it to the assigned hub.
+# Environment: DPS_ENDPOINT, DPS_ID_SCOPE, DPS_CA_FILE, DPS_STATE_FILE, DPS_TCTI (see
+# `device-client register --help`); DPS_HUB_PORT, DPS_HUB_CA_FILE (`device-client send --help`).
 set -euo pipefail
 device_client=${DEVICE_CLIENT:-device-client}
 source "$(dirname "$0")/lib/swtpm.sh"
@@ -12,3 +13,6 @@ hub=$(printf '%s' "$result" | sed -n 's/.*"assigned_hub":"\([^"]*\)".*/\1/p')
 device=$(printf '%s' "$result" | sed -n 's/.*"device_id":"\([^"]*\)".*/\1/p')
 token=$("$device_client" sas --resource "$hub/devices/$device" --ttl 3600)
 echo "hub SAS token (signed in the TPM): ${token:0:60}..."
+if [[ -n ${DPS_HUB_MESSAGE:-} ]]; then
+    "$device_client" send --message "$DPS_HUB_MESSAGE"
+fi

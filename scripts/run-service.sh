@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the provisioning service in the foreground. Secrets live in DPS_SECRETS_DIR; any that are
 # missing are created as throwaway ones: a demo CA and server certificate (DPS_TLS_SANS adds
-# names to it), a service key, an enrollment API policy "provisioningserviceowner". Everything
+# names to it), a service key, an enrollment API policy "provisioningserviceowner", the secret of
+# the brokers' auth hooks (hub-auth.secret; the broker reads it from the same directory). Everything
 # else comes from DATABASE_URL and the DPS_* variables `provisioning-service serve --help` lists.
 set -euo pipefail
 here=$(dirname "$0")
@@ -11,6 +12,9 @@ mkdir -p "$secrets"
 [[ -f $secrets/server.pem ]] || pki_make "$secrets" "${DPS_TLS_SANS:-}"
 [[ -f $secrets/service.key ]] || (umask 077 && head -c 32 /dev/urandom | xxd -p -c 64 >"$secrets/service.key")
 [[ -f $secrets/policies ]] || (umask 077 && echo "provisioningserviceowner=$(head -c 32 /dev/urandom | base64 -w0)" >"$secrets/policies")
+[[ -f $secrets/hub-auth.secret ]] || (umask 077 && head -c 24 /dev/urandom | xxd -p -c 64 >"$secrets/hub-auth.secret")
 export DPS_TLS_CERT_FILE=$secrets/server.pem DPS_TLS_KEY_FILE=$secrets/server.key
 export DPS_SERVICE_KEY_FILE=$secrets/service.key DPS_ACCESS_POLICY_FILE=$secrets/policies
+# The brokers' hook listener is on when DPS_HUB_AUTH_LISTEN is set; its secret is made here.
+export DPS_HUB_AUTH_SECRET_FILE=$secrets/hub-auth.secret
 exec "${PROVISIONING_SERVICE:-provisioning-service}" serve

@@ -20,6 +20,7 @@ demo_log=$(mktemp)
 RUST_LOG=warn scripts/demo.sh 2>&1 | tee "$demo_log"
 grep -q '"already_provisioned":false' "$demo_log"
 grep -q '^already provisioned:' "$demo_log"
+grep -q '^== the back end received: .*hello from the TPM-held key' "$demo_log"
 rm -f "$demo_log"
 
 work=$(mktemp -d)

@@ -33,6 +33,41 @@ pub enum Command {
     BulkEnroll(BulkArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Watch every device's messages on a hub, as a back-end application (an access policy's
+    /// token, checked by this service's hooks like a device's).
+    HubWatch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The hub's host name (the broker's address, and the token's `sr`).
+    #[arg(long, env = "DPS_HUB")]
+    pub hub: String,
+    /// The broker's MQTT-over-TLS port.
+    #[arg(long, env = "DPS_HUB_PORT", default_value_t = 8883)]
+    pub hub_port: u16,
+    /// PEM CA certificate of the broker.
+    #[arg(long, env = "DPS_HUB_CA_FILE")]
+    pub ca_file: PathBuf,
+    /// The access policy file (`name=base64key` lines) holding the policy.
+    #[arg(long, env = "DPS_ACCESS_POLICY_FILE")]
+    pub access_policy_file: PathBuf,
+    /// The access policy to sign with.
+    #[arg(
+        long,
+        env = "DPS_HUB_POLICY",
+        default_value = "provisioningserviceowner"
+    )]
+    pub policy: String,
+    /// MQTT client id.
+    #[arg(long, default_value = "hub-watch")]
+    pub client_id: String,
+    /// Lifetime of the token, seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl: u64,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -171,9 +206,7 @@ impl ServeArgs {
             .service_host_name
             .clone_from(&self.service_host_name);
         if let Some(path) = &self.access_policy_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
-            settings.access_policies = parse_policies(&text)?;
+            settings.access_policies = read_policies(path)?;
         }
         settings.challenge_ttl_secs = self.challenge_ttl;
         settings.sas_max_lifetime_secs = self.sas_max_lifetime;
@@ -200,6 +233,13 @@ impl ServeArgs {
         settings.validate()?;
         Ok(settings)
     }
+}
+
+/// Reads an access policy file.
+pub fn read_policies(path: &std::path::Path) -> Result<Vec<AccessPolicy>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+    parse_policies(&text)
 }
 
 /// Parses `name=base64key` lines; blank lines and `#` comments are skipped. Key strength and

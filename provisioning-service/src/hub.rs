@@ -115,6 +115,23 @@ impl HubError {
     }
 }
 
+/// Whether the client behind an authenticated `username` is still admitted: a device must still
+/// be assigned to that hub with its enrollment enabled (within the key cache's second), so a
+/// broker that asks per publish or subscription (VerneMQ, EMQX, go-auth; RabbitMQ per topic)
+/// stops a revoked device's live session there too. Back-end applications hold a policy key
+/// from the configuration and stay admitted.
+pub async fn still_admitted(app: &App, username: &str) -> Result<bool, HubError> {
+    let Some(topics::Identity::Device(device_id)) = topics::Identity::of_username(username) else {
+        return Ok(topics::Identity::of_username(username).is_some());
+    };
+    let (hub, _) = split_hub(username)?;
+    let key = app
+        .device_keys()
+        .get(app, &hub.to_ascii_lowercase(), device_id)
+        .await?;
+    Ok(key.is_some_and(|k| k.status == Some(ProvisioningStatus::Enabled)))
+}
+
 /// `{hub}/{rest}`: the hub and what follows its slash.
 fn split_hub(username: &str) -> Result<(&str, &str), HubRefusal> {
     username

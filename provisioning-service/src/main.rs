@@ -70,6 +70,10 @@ async fn main() -> anyhow::Result<()> {
             );
             anyhow::ensure!(s.failed == 0, "{} lines failed", s.failed);
         }
+        Command::HubWatch(args) => {
+            let policies = provisioning_service::config::read_policies(&args.access_policy_file)?;
+            provisioning_service::watch::watch(&args, &policies).await?;
+        }
         Command::Migrate(db) => {
             connect(&db).await?;
             println!("migrations applied");

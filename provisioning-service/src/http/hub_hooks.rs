@@ -1,6 +1,7 @@
 //! The broker auth hooks: one route per broker format, on their own listener
 //! (`--hub-auth-listen`), each turning the broker's request into [`crate::hub`]'s questions and
-//! the answer into the format that broker expects. docs/hub.md has each broker's configuration.
+//! the answer into the format that broker expects. Each broker's configuration is in the README
+//! ("Connecting devices to your broker"); what is checked, in docs/hub.md.
 //!
 //! Every route sits under `/{secret}/…`: brokers are configured with URLs, and not all of them
 //! can send a header, so the shared secret only the brokers hold is a path segment (compared in
@@ -92,12 +93,23 @@ async fn authenticate(
     }
 }
 
-fn may(username: &str, access: Access, topic: &str) -> bool {
-    let ok = Identity::of_username(username).is_some_and(|who| allowed(&who, access, topic));
+/// Whether `username` may `access` `topic`: the topic rules, and the client still admitted
+/// (a revoked device's live session is refused at its next publish or subscription).
+async fn may(app: &App, username: &str, access: Access, topic: &str) -> Result<bool, StatusCode> {
+    let mut ok = Identity::of_username(username).is_some_and(|who| allowed(&who, access, topic));
+    if ok {
+        ok = match hub::still_admitted(app, username).await {
+            Ok(admitted) => admitted,
+            Err(fault) => {
+                tracing::error!(error = %fault, "hub topic check failed");
+                return Err(StatusCode::SERVICE_UNAVAILABLE);
+            }
+        };
+    }
     if !ok {
         tracing::info!(username, ?access, topic, "hub topic refused");
     }
-    ok
+    Ok(ok)
 }
 
 // --- RabbitMQ ---
@@ -196,7 +208,7 @@ async fn rabbitmq_topic(
         _ => return Ok("deny"),
     };
     let topic = topic_of_routing_key(&form.routing_key);
-    Ok(allow_deny(may(&form.username, access, &topic)))
+    Ok(allow_deny(may(&app, &form.username, access, &topic).await?))
 }
 
 // --- EMQX (and RMQTT) ---
@@ -249,7 +261,7 @@ async fn emqx_authz(
         "subscribe" => Access::Subscribe,
         _ => return Ok(Json(json!({"result": "deny"}))),
     };
-    let ok = may(&body.username, access, &body.topic);
+    let ok = may(&app, &body.username, access, &body.topic).await?;
     Ok(Json(json!({"result": allow_deny(ok)})))
 }
 
@@ -301,16 +313,16 @@ async fn vernemq(
             };
             authenticate(&app, credentials).await?.is_some()
         }
-        "auth_on_publish" | "auth_on_publish_m5" => body
-            .topic
-            .as_deref()
-            .is_some_and(|t| may(username, Access::Publish, t)),
+        "auth_on_publish" | "auth_on_publish_m5" => match body.topic.as_deref() {
+            Some(topic) => may(&app, username, Access::Publish, topic).await?,
+            None => false,
+        },
         "auth_on_subscribe" | "auth_on_subscribe_m5" => {
-            !body.topics.is_empty()
-                && body
-                    .topics
-                    .iter()
-                    .all(|t| may(username, Access::Subscribe, &t.topic))
+            let mut ok = !body.topics.is_empty();
+            for t in &body.topics {
+                ok = ok && may(&app, username, Access::Subscribe, &t.topic).await?;
+            }
+            ok
         }
         _ => false,
     }))
@@ -361,13 +373,14 @@ async fn go_auth_acl(
     Json(body): Json<GoAuthAcl>,
 ) -> Result<Response, StatusCode> {
     check(&app, &secret)?;
+    let (user, topic) = (&body.username, &body.topic);
     let ok = match body.acc {
         // Read (receive) and subscribe are both the subscription's question.
-        1 | 4 => may(&body.username, Access::Subscribe, &body.topic),
-        2 => may(&body.username, Access::Publish, &body.topic),
+        1 | 4 => may(&app, user, Access::Subscribe, topic).await?,
+        2 => may(&app, user, Access::Publish, topic).await?,
         3 => {
-            may(&body.username, Access::Subscribe, &body.topic)
-                && may(&body.username, Access::Publish, &body.topic)
+            may(&app, user, Access::Subscribe, topic).await?
+                && may(&app, user, Access::Publish, topic).await?
         }
         _ => false,
     };

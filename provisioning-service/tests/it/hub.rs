@@ -248,6 +248,19 @@ async fn revocation_and_re_provisioning_refuse_the_next_connect(pool: PgPool) {
     tokio::time::sleep(cache).await;
     for instance in [&app, &other_instance] {
         assert_eq!(connects(instance, &user, &new_token, &id).await, NONE);
+        // A live session's next publish is refused too (by brokers that ask per publish).
+        let (_, verdict) = hook(
+            instance,
+            "/emqx/authz",
+            json!({"username": user, "clientid": id, "topic": format!("devices/{id}/messages/events/"), "action": "publish"}),
+            false,
+            &[],
+        )
+        .await;
+        assert_eq!(
+            serde_json::from_str::<Value>(&verdict).unwrap()["result"],
+            "deny"
+        );
     }
     assert!(matches!(
         refusal(&app, &user, &new_token, &id).await,
