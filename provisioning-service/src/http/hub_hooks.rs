@@ -25,7 +25,8 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -56,11 +57,23 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// The secret checked; `Err` is a bare 404 (the route does not exist for a stranger).
-fn check(app: &App, secret: &str) -> Result<(), StatusCode> {
-    match app.settings().hub_auth_secret.as_deref() {
-        Some(expected) if bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) => Ok(()),
-        _ => Err(StatusCode::NOT_FOUND),
+/// A hook call whose path carries the brokers' secret (checked in constant time); anything
+/// else is a bare 404: the route does not exist for a stranger.
+struct Broker(App);
+
+impl FromRequestParts<App> for Broker {
+    type Rejection = StatusCode;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, StatusCode> {
+        let Path(secret) = Path::<String>::from_request_parts(parts, app)
+            .await
+            .map_err(|_| StatusCode::NOT_FOUND)?;
+        match app.settings().hub_auth_secret.as_deref() {
+            Some(expected) if bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) => {
+                Ok(Self(app.clone()))
+            }
+            _ => Err(StatusCode::NOT_FOUND),
+        }
     }
 }
 
@@ -130,11 +143,9 @@ struct RabbitUser {
 }
 
 async fn rabbitmq_user(
-    State(app): State<App>,
-    Path(secret): Path<String>,
+    Broker(app): Broker,
     Form(form): Form<RabbitUser>,
 ) -> Result<&'static str, StatusCode> {
-    check(&app, &secret)?;
     let credentials = Credentials {
         client_id: form.client_id.as_deref(),
         username: &form.username,
@@ -149,13 +160,8 @@ struct RabbitVhost {
     username: String,
 }
 
-async fn rabbitmq_vhost(
-    State(app): State<App>,
-    Path(secret): Path<String>,
-    Form(form): Form<RabbitVhost>,
-) -> Result<&'static str, StatusCode> {
-    check(&app, &secret)?;
-    Ok(allow_deny(Identity::of_username(&form.username).is_some()))
+async fn rabbitmq_vhost(_: Broker, Form(form): Form<RabbitVhost>) -> &'static str {
+    allow_deny(Identity::of_username(&form.username).is_some())
 }
 
 #[derive(Deserialize)]
@@ -168,12 +174,7 @@ struct RabbitResource {
 
 /// The MQTT plugin's own objects: the `amq.topic` exchange (read and write; the topic check
 /// narrows them) and the client's subscription queues, `mqtt-subscription-{clientId}qos{0,1}`.
-async fn rabbitmq_resource(
-    State(app): State<App>,
-    Path(secret): Path<String>,
-    Form(form): Form<RabbitResource>,
-) -> Result<&'static str, StatusCode> {
-    check(&app, &secret)?;
+async fn rabbitmq_resource(_: Broker, Form(form): Form<RabbitResource>) -> &'static str {
     let ok = match (
         Identity::of_username(&form.username),
         form.resource.as_str(),
@@ -186,7 +187,7 @@ async fn rabbitmq_resource(
         (Some(Identity::Backend(_)), "queue") => form.name.starts_with("mqtt-subscription-"),
         _ => false,
     };
-    Ok(allow_deny(ok))
+    allow_deny(ok)
 }
 
 #[derive(Deserialize)]
@@ -197,11 +198,9 @@ struct RabbitTopic {
 }
 
 async fn rabbitmq_topic(
-    State(app): State<App>,
-    Path(secret): Path<String>,
+    Broker(app): Broker,
     Form(form): Form<RabbitTopic>,
 ) -> Result<&'static str, StatusCode> {
-    check(&app, &secret)?;
     let access = match form.permission.as_str() {
         "write" => Access::Publish,
         "read" => Access::Subscribe,
@@ -222,11 +221,9 @@ struct EmqxAuthn {
 }
 
 async fn emqx_authn(
-    State(app): State<App>,
-    Path(secret): Path<String>,
+    Broker(app): Broker,
     Json(body): Json<EmqxAuthn>,
 ) -> Result<Json<Value>, StatusCode> {
-    check(&app, &secret)?;
     let credentials = Credentials {
         client_id: body.clientid.as_deref(),
         username: &body.username,
@@ -251,11 +248,9 @@ struct EmqxAuthz {
 }
 
 async fn emqx_authz(
-    State(app): State<App>,
-    Path(secret): Path<String>,
+    Broker(app): Broker,
     Json(body): Json<EmqxAuthz>,
 ) -> Result<Json<Value>, StatusCode> {
-    check(&app, &secret)?;
     let access = match body.action.as_str() {
         "publish" => Access::Publish,
         "subscribe" => Access::Subscribe,
@@ -292,12 +287,10 @@ fn verne(ok: bool) -> Json<Value> {
 }
 
 async fn vernemq(
-    State(app): State<App>,
-    Path(secret): Path<String>,
+    Broker(app): Broker,
     headers: HeaderMap,
     Json(body): Json<VerneHook>,
 ) -> Result<Json<Value>, StatusCode> {
-    check(&app, &secret)?;
     let username = body.username.as_deref().unwrap_or_default();
     let hook = headers
         .get("vernemq-hook")
@@ -346,11 +339,9 @@ fn status(ok: bool) -> Response {
 }
 
 async fn go_auth_user(
-    State(app): State<App>,
-    Path(secret): Path<String>,
+    Broker(app): Broker,
     Json(body): Json<GoAuthUser>,
 ) -> Result<Response, StatusCode> {
-    check(&app, &secret)?;
     let credentials = Credentials {
         client_id: body.clientid.as_deref(),
         username: &body.username,
@@ -368,11 +359,9 @@ struct GoAuthAcl {
 }
 
 async fn go_auth_acl(
-    State(app): State<App>,
-    Path(secret): Path<String>,
+    Broker(app): Broker,
     Json(body): Json<GoAuthAcl>,
 ) -> Result<Response, StatusCode> {
-    check(&app, &secret)?;
     let (user, topic) = (&body.username, &body.topic);
     let ok = match body.acc {
         // Read (receive) and subscribe are both the subscription's question.
@@ -388,10 +377,6 @@ async fn go_auth_acl(
 }
 
 /// Nobody is a superuser: every client goes through the ACL.
-async fn go_auth_superuser(
-    State(app): State<App>,
-    Path(secret): Path<String>,
-) -> Result<Response, StatusCode> {
-    check(&app, &secret)?;
-    Ok(status(false))
+async fn go_auth_superuser(_: Broker) -> Response {
+    status(false)
 }
