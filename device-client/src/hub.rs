@@ -297,3 +297,26 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_that_is_not_assigned_is_told_to_register_first() {
+        let err = Assignment::of(None).unwrap_err();
+        assert!(matches!(err, HubError::NotProvisioned));
+        assert!(err.to_string().contains("device-client register"));
+        let state = State {
+            registration_id: "dev-1".to_owned(),
+            endpoint: "https://dps.example".to_owned(),
+            id_scope: "0ne1".to_owned(),
+            stage: Stage::KeyImported,
+            updated_unix: 0,
+        };
+        assert!(matches!(
+            Assignment::of(Some(&state)),
+            Err(HubError::NotProvisioned)
+        ));
+    }
+}
