@@ -157,29 +157,41 @@ fn unix(t: OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap_or(0)
 }
 
-/// Decides who is connecting. Failures count against the client's address (or, when the
-/// broker does not report one, the claimed identity); over the limit a client is refused
-/// before any verification.
+/// Decides who is connecting. Failed attempts are counted in Postgres (every instance sees
+/// them): per client address when the broker reports one, and past the limit that address is
+/// refused without any check until its window ends. A broker that reports no address (RabbitMQ,
+/// mosquitto-go-auth) gets its failures counted per claimed username, but there a good token is
+/// still admitted: anyone who can reach the broker could otherwise lock a device out by failing
+/// in its name; over the limit the failures are logged as an attack on that identity.
 pub async fn authenticate(
     app: &App,
     credentials: Credentials<'_>,
     now: OffsetDateTime,
 ) -> Result<Principal, HubError> {
+    let limit = app.settings().hub_failure_limit;
     let bucket = match credentials.peer {
-        Some(peer) => format!("hub-fail:{peer}"),
-        None => format!("hub-fail:{}", credentials.username),
+        Some(peer) => format!("hub-fail:addr:{peer}"),
+        None => format!("hub-fail:user:{}", credentials.username),
     };
-    let mut conn = app.pool().acquire().await?;
-    if let Some(retry_after) =
-        store::throttle::peek(&mut conn, &bucket, app.settings().hub_failure_limit, now).await?
-    {
-        return Err(HubRefusal::Throttled { retry_after }.into());
+    if credentials.peer.is_some() {
+        let mut conn = app.pool().acquire().await?;
+        if let Some(retry_after) = store::throttle::peek(&mut conn, &bucket, limit, now).await? {
+            return Err(HubRefusal::Throttled { retry_after }.into());
+        }
     }
-    drop(conn);
     let outcome = verify(app, credentials, now).await;
     if matches!(outcome, Err(HubError::Refused(_))) {
         let mut conn = app.pool().acquire().await?;
-        store::throttle::hit(&mut conn, &bucket, app.settings().hub_failure_limit, now).await?;
+        if store::throttle::hit(&mut conn, &bucket, limit, now)
+            .await?
+            .is_some()
+        {
+            tracing::warn!(
+                username = credentials.username,
+                peer = credentials.peer,
+                "hub connect failures over the limit"
+            );
+        }
     }
     outcome
 }
