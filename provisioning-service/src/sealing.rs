@@ -20,6 +20,8 @@ pub enum SealError {
     },
     #[error("the service key file must hold 32 bytes, as 64 hex digits or raw")]
     BadKey,
+    #[error("the service key is not random (all zeros, a repeated byte or a short pattern); make one with `head -c 32 /dev/urandom | xxd -p -c 64`")]
+    WeakKey,
     #[error("sealed with key {0}, which this service does not have")]
     UnknownKey(String),
     #[error("sealed secret does not authenticate")]
@@ -71,6 +73,9 @@ impl Sealer {
             key.copy_from_slice(&bytes);
         } else {
             return Err(SealError::BadKey);
+        }
+        if crate::settings::limits::is_weak_key(key.as_ref()) {
+            return Err(SealError::WeakKey);
         }
         Ok(Self::new(&key))
     }
@@ -131,6 +136,21 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_service_keys_are_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("service.key");
+        std::fs::write(&path, "00".repeat(32)).unwrap();
+        assert!(matches!(Sealer::from_file(&path), Err(SealError::WeakKey)));
+        std::fs::write(&path, "0102".repeat(16)).unwrap();
+        assert!(matches!(Sealer::from_file(&path), Err(SealError::WeakKey)));
+        let random: String = (0u8..32)
+            .map(|i| format!("{:02x}", i.wrapping_mul(97) ^ 0x5a))
+            .collect();
+        std::fs::write(&path, random).unwrap();
+        assert!(Sealer::from_file(&path).is_ok());
+    }
 
     #[test]
     fn seal_open_and_refusals() {

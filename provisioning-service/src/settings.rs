@@ -42,6 +42,18 @@ pub mod limits {
     pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
     /// A policy key shorter than this is guessable; the Azure portal issues 32-byte keys.
     pub const MIN_POLICY_KEY_BYTES: usize = 16;
+    /// Whether `key` is too regular to be random: fewer than 8 distinct byte values (an all-zero
+    /// key, a repeated byte, a short pattern). A random key of 16 bytes or more has this
+    /// property with negligible probability.
+    #[must_use]
+    pub fn is_weak_key(key: &[u8]) -> bool {
+        let mut seen = [false; 256];
+        for &b in key {
+            seen[usize::from(b)] = true;
+        }
+        seen.iter().filter(|&&s| s).count() < 8
+    }
+
     /// The brokers' shared secret, at least this many characters.
     pub const MIN_HUB_AUTH_SECRET_LEN: usize = 16;
     /// A revocation takes effect on every instance within this (the hub key cache's bound).
@@ -86,7 +98,7 @@ pub enum SettingsError {
         min: u64,
         max: u64,
     },
-    #[error("access policy {0:?} has a key shorter than {min} bytes", min = limits::MIN_POLICY_KEY_BYTES)]
+    #[error("access policy {0:?} has a weak key: fewer than {min} bytes, or not random", min = limits::MIN_POLICY_KEY_BYTES)]
     WeakPolicyKey(String),
     #[error("access policy name {0:?} is used twice")]
     DuplicatePolicy(String),
@@ -222,7 +234,7 @@ impl Settings {
             if policy.name == dps_protocol::sas::REGISTRATION_KEY_NAME {
                 return Err(SettingsError::ReservedPolicyName);
             }
-            if policy.key.len() < limits::MIN_POLICY_KEY_BYTES {
+            if policy.key.len() < limits::MIN_POLICY_KEY_BYTES || limits::is_weak_key(&policy.key) {
                 return Err(SettingsError::WeakPolicyKey(policy.name.clone()));
             }
             if self.access_policies[..i]
@@ -266,6 +278,16 @@ mod tests {
         s.access_policies = vec![AccessPolicy {
             name: "factory".to_owned(),
             key: Zeroizing::new(vec![1]),
+        }];
+        assert_eq!(
+            s.validate(),
+            Err(SettingsError::WeakPolicyKey("factory".to_owned()))
+        );
+
+        let mut s = ok.clone();
+        s.access_policies = vec![AccessPolicy {
+            name: "factory".to_owned(),
+            key: Zeroizing::new(vec![0; 32]),
         }];
         assert_eq!(
             s.validate(),

@@ -60,10 +60,14 @@ fn check_scope(app: &App, id_scope: &str) -> Result<(), ApiError> {
     }
 }
 
-fn authorization(headers: &HeaderMap) -> Option<&str> {
+/// The `Authorization` header, if any. One that is present but not visible ASCII is a malformed
+/// token, never "no header": that would answer with a fresh challenge and replace the device's
+/// live key.
+fn authorization(headers: &HeaderMap) -> Result<Option<&str>, Refusal> {
     headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_str().map_err(|_| Refusal::UnreadableAuthorization))
+        .transpose()
 }
 
 fn with_retry_after(mut response: Response) -> Response {
@@ -88,7 +92,7 @@ pub async fn register(
     check_scope(&app, &id_scope)?;
     let request = registration::parse_request(&registration_id, body)?;
     let now = OffsetDateTime::now_utc();
-    match authorization(&headers) {
+    match authorization(&headers)? {
         None => {
             let blob = registration::challenge(&app, &request, now, &mut rand::rngs::OsRng).await?;
             let body = TpmChallenge {
@@ -120,7 +124,7 @@ fn sas_request(
     check_api_version(uri)?;
     check_scope(app, id_scope)?;
     let id = registration::parse_registration_id(registration_id)?;
-    let header = authorization(headers).ok_or(Refusal::MissingSas)?;
+    let header = authorization(headers)?.ok_or(Refusal::MissingSas)?;
     Ok((id, registration::parse_sas(header)?))
 }
 

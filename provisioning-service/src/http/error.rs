@@ -97,6 +97,7 @@ impl From<Refusal> for ApiError {
             | Refusal::EkMismatch
             | Refusal::Disabled
             | Refusal::MissingSas
+            | Refusal::UnreadableAuthorization
             | Refusal::MalformedSas(_)
             | Refusal::SasRejected(_)
             | Refusal::NoLiveKey => Self::Unauthorized(refusal.to_string()),

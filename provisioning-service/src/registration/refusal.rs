@@ -36,6 +36,8 @@ pub enum Refusal {
     Disabled,
     #[error("no SAS token")]
     MissingSas,
+    #[error("the Authorization header is not visible ASCII")]
+    UnreadableAuthorization,
     #[error("malformed SAS token: {0}")]
     MalformedSas(#[source] SasError),
     /// The token was checked against every live key of the device and none verified it.

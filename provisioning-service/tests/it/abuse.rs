@@ -468,3 +468,33 @@ async fn expired_challenge_cannot_be_used(pool: PgPool) {
     // The only key it could have used is the expired challenge's: no live key at all.
     register_refused_for(&app, &device, &token, |r| matches!(r, Refusal::NoLiveKey)).await;
 }
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_non_ascii_authorization_is_a_refusal_not_a_new_challenge(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (mut t, device) = provisioned(&app).await;
+    let before = app.snapshot().await;
+    let response = app
+        .client
+        .put(app.register_url(&device.registration_id))
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"SharedAccessSignature sr=\xff").unwrap(),
+        )
+        .json(&device.body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errorCode"], 401_002, "{body}");
+    assert!(body.get("authenticationKey").is_none(), "{body}");
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "the live challenge was replaced"
+    );
+    // The key the device holds still registers.
+    let (status, body) = app.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}

@@ -228,3 +228,58 @@ async fn the_sas_leg_needs_no_tpm_in_the_body(pool: PgPool) {
     let response = app.client.put(&url).json(&bare).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
+
+/// DELETE /registrations/{id} while a registration of the same device holds its challenge row
+/// (the first lock of the register step, `registrations::lock`): with one lock order both
+/// finish; with the opposite order in the delete, Postgres reported "deadlock detected". The
+/// overlap is forced: the test holds the register step's first lock, waits until the delete is
+/// blocked behind it, then takes the register step's second lock.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn deleting_a_registration_while_the_device_registers_does_not_deadlock(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    provision(&app, &mut t, &device).await;
+    app.challenge(&device).await; // a live challenge and a registration: both rows exist
+    let id = device.registration_id.clone();
+
+    let mut register = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM challenges WHERE registration_id = $1 FOR UPDATE")
+        .bind(&id)
+        .execute(&mut *register)
+        .await
+        .unwrap();
+    let path = format!("/registrations/{id}");
+    let delete = {
+        let app = &app;
+        async move { app.admin(reqwest::Method::DELETE, &path, None).await }
+    };
+    let waiting = async {
+        for _ in 0..200 {
+            let blocked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if blocked > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The register step's second lock, then its commit.
+        let second =
+            sqlx::query("SELECT 1 FROM registrations WHERE registration_id = $1 FOR UPDATE")
+                .bind(&id)
+                .execute(&mut *register)
+                .await;
+        let committed = register.commit().await;
+        (second, committed)
+    };
+    let ((status, body), (second, committed)) = tokio::join!(delete, waiting);
+    second.expect("the register step's second lock (deadlock?)");
+    committed.unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(registration_count(&app.pool).await, 0);
+}
