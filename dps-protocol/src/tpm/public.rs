@@ -19,6 +19,8 @@ use crate::error::{CryptoError, DecodeError};
 use crate::marshal::{put_tpm2b, put_u16, put_u32, Reader};
 
 const TPMT_PUBLIC: &str = "TPMT_PUBLIC";
+/// The shortest RSA key this protocol seals to.
+const MIN_RSA_KEY_BITS: u16 = 2048;
 const TPM2B_PUBLIC: &str = "TPM2B_PUBLIC";
 
 /// `TPMT_SYM_DEF_OBJECT` when its algorithm is not `TPM_ALG_NULL` (NULL is `None` where used).
@@ -349,6 +351,7 @@ impl Public {
         }
         let PublicParameters::Rsa {
             symmetric,
+            key_bits,
             exponent,
             modulus,
             ..
@@ -356,6 +359,20 @@ impl Public {
         else {
             return Err(unsuitable("not an RSA key"));
         };
+        // At least RSA-2048 (TCG EK Credential Profile: the default EK is 2048 bits; anything
+        // shorter is breakable), keyBits agreeing with the modulus, whose top byte is set.
+        if *key_bits < MIN_RSA_KEY_BITS {
+            return Err(unsuitable("RSA key shorter than 2048 bits"));
+        }
+        if modulus.len() * 8 != usize::from(*key_bits) || modulus.first().is_none_or(|&b| b == 0) {
+            return Err(unsuitable("keyBits does not match the modulus"));
+        }
+        // The exponent TPMs use: 0, meaning 2^16 + 1 (Part 2, TPMS_RSA_PARMS), or 2^16 + 1 written
+        // out. Others are optional for a TPM and odd ones (3, 2^32 - 1) weaken OAEP or are not
+        // prime.
+        if *exponent != 0 && *exponent != 65_537 {
+            return Err(unsuitable("RSA exponent is not 65537"));
+        }
         let sym_key_bits = match symmetric {
             Some(SymDefObject {
                 algorithm: TPM_ALG_AES,

@@ -119,3 +119,49 @@ fn unsuitable_keys_are_refused_before_any_work() {
     sha1_srk.name_alg = dps_protocol::tpm::constants::TPM_ALG_SHA1;
     assert!(AuthenticationKey::issue(device.ek_public(), &sha1_srk, &mut rng).is_err());
 }
+
+/// Weak RSA EKs are refused before any work: shorter than 2048 bits, an exponent other than
+/// 65537 (3, 2^32 - 1), a keyBits that contradicts the modulus.
+#[test]
+fn weak_rsa_keys_are_refused() {
+    use dps_protocol::tpm::PublicParameters;
+    let (_, device) = software_device();
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let weaken = |f: &dyn Fn(&mut u16, &mut u32, &mut Vec<u8>)| {
+        let mut ek = device.ek_public().clone();
+        let PublicParameters::Rsa {
+            key_bits,
+            exponent,
+            modulus,
+            ..
+        } = &mut ek.parameters
+        else {
+            panic!("an RSA EK")
+        };
+        f(key_bits, exponent, modulus);
+        ek
+    };
+    let cases: [(&str, &dyn Fn(&mut u16, &mut u32, &mut Vec<u8>)); 5] = [
+        ("RSA-1024", &|bits, _, m| {
+            *bits = 1024;
+            m.truncate(128);
+        }),
+        ("e = 3", &|_, e, _| *e = 3),
+        ("e = 2^32 - 1", &|_, e, _| *e = u32::MAX),
+        ("keyBits 4096 over a 2048-bit modulus", &|bits, _, _| {
+            *bits = 4096
+        }),
+        ("a leading zero byte", &|_, _, m| m[0] = 0),
+    ];
+    for (what, f) in cases {
+        let ek = weaken(f);
+        let err = AuthenticationKey::issue(&ek, device.srk_public(), &mut rng).expect_err(what);
+        assert!(
+            matches!(err, CryptoError::UnsuitableKey { role: "EK", .. }),
+            "{what}: {err:?}"
+        );
+    }
+    // Written-out 65537 is the default exponent and stays accepted.
+    let explicit = weaken(&|_, e, _| *e = 65_537);
+    assert!(AuthenticationKey::issue(&explicit, device.srk_public(), &mut rng).is_ok());
+}

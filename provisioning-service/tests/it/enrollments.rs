@@ -127,6 +127,22 @@ async fn invalid_enrollments_are_refused(pool: PgPool) {
             },
             "deviceId",
         ),
+        (
+            "device-1",
+            {
+                // An RSA-1024 EK: the TCG template with a short modulus.
+                let mut ek = dps_protocol::tpm::Public::from_tpm2b(&fake_ek(1)).unwrap();
+                if let dps_protocol::tpm::PublicParameters::Rsa {
+                    key_bits, modulus, ..
+                } = &mut ek.parameters
+                {
+                    *key_bits = 1024;
+                    modulus.truncate(128);
+                }
+                serde_json::to_value(enrollment("device-1", &ek.to_tpm2b())).unwrap()
+            },
+            "2048",
+        ),
     ];
     for (path, body, reason) in cases {
         let (status, response) = app
