@@ -52,6 +52,19 @@ pub enum InvalidEnrollment {
     Etag,
     #[error("at most {MAX_BULK} enrollments per bulk operation")]
     TooManyInBulk,
+    /// Postgres's JSON type cannot hold U+0000; DPS's fields never need it.
+    #[error("{0}: a string holds the NUL character (\\u0000)")]
+    NulCharacter(&'static str),
+}
+
+/// Whether a JSON value holds U+0000 in any string or key.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 /// What an enrollment operation fails with.
@@ -113,6 +126,20 @@ impl IndividualEnrollment {
             .map_err(CryptoError::from)
             .and_then(|ek| ek.storage_key("EK").map(|_| ()))
             .map_err(InvalidEnrollment::EndorsementKey)?;
+        if self
+            .extra
+            .iter()
+            .any(|(k, v)| k.contains('\0') || holds_nul(v))
+        {
+            return Err(InvalidEnrollment::NulCharacter("enrollment"));
+        }
+        if self
+            .iot_hub_host_name
+            .as_deref()
+            .is_some_and(|h| h.contains('\0'))
+        {
+            return Err(InvalidEnrollment::NulCharacter("iotHubHostName"));
+        }
         if self
             .device_id
             .as_deref()

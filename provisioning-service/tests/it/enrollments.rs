@@ -348,3 +348,42 @@ async fn the_tracking_id_of_an_error_is_the_request_id(pool: PgPool) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["trackingId"], request_id.as_str());
 }
+
+/// `\u0000` cannot be stored in Postgres's JSON or text: it is a 400, never a 500, and in a
+/// bulk operation a per-item error that leaves the other items written (a re-run finishes).
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_nul_character_is_a_bad_request_and_bulk_reports_it_per_item(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut with_nul = serde_json::to_value(enrollment("device-1", &fake_ek(1))).unwrap();
+    with_nul["initialTwin"] = json!({"tags": {"line": "a\u{0}b"}});
+    let (status, body) = app
+        .admin(Method::PUT, "/enrollments/device-1", Some(with_nul.clone()))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errorCode"], 400_004);
+    assert_eq!(app.snapshot().await, "");
+
+    let mut bad = with_nul;
+    bad["registrationId"] = json!("device-2");
+    bad["attestation"]["tpm"]["endorsementKey"] = json!(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        fake_ek(2)
+    ));
+    let bulk = json!({"mode": "create", "enrollments": [
+        serde_json::to_value(enrollment("device-1", &fake_ek(1))).unwrap(),
+        bad,
+        serde_json::to_value(enrollment("device-3", &fake_ek(3))).unwrap(),
+    ]});
+    let (status, body) = app.admin(Method::POST, "/enrollments", Some(bulk)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["isSuccessful"], false);
+    assert_eq!(body["errors"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["errors"][0]["registrationId"], "device-2");
+    assert_eq!(body["errors"][0]["errorCode"], 400_004);
+    for id in ["device-1", "device-3"] {
+        let (status, _) = app
+            .admin(Method::GET, &format!("/enrollments/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{id}");
+    }
+}
