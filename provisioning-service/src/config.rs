@@ -78,6 +78,10 @@ pub struct DatabaseArgs {
     /// Largest number of pooled database connections.
     #[arg(long, env = "DPS_DB_MAX_CONNECTIONS", default_value_t = defaults::DB_MAX_CONNECTIONS)]
     pub db_max_connections: u32,
+    /// Longest wait for a database connection, milliseconds; past it a request gets 503 with
+    /// Retry-After (the database is away or saturated).
+    #[arg(long, env = "DPS_DB_ACQUIRE_TIMEOUT_MS", default_value_t = defaults::DB_ACQUIRE_TIMEOUT_MS)]
+    pub db_acquire_timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]

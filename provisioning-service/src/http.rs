@@ -73,13 +73,17 @@ async fn with_request_id(
     error::REQUEST_ID.scope(id, next.run(request)).await
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers within a second (a probe must not hang with the database).
 async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
-    match crate::store::ping(app.pool()).await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
+    let probe = tokio::time::timeout(READY_TIMEOUT, crate::store::ping(app.pool())).await;
+    match probe {
+        Ok(Ok(())) => (StatusCode::OK, "ready"),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "database not reachable");
             (StatusCode::SERVICE_UNAVAILABLE, "database not reachable")
         }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database not answering"),
     }
 }
+
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

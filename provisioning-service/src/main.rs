@@ -6,15 +6,16 @@ use clap::Parser;
 use provisioning_service::config::{Cli, Command, DatabaseArgs};
 use provisioning_service::sealing::Sealer;
 use provisioning_service::{factory, server, telemetry, tls, App, MIGRATOR};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 async fn connect(db: &DatabaseArgs) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
-        .max_connections(db.db_max_connections)
-        .connect(&db.database_url)
-        .await
-        .context("cannot connect to the database")?;
+    let pool = provisioning_service::store::pool_options(
+        db.db_max_connections,
+        std::time::Duration::from_millis(db.db_acquire_timeout_ms),
+    )
+    .connect(&db.database_url)
+    .await
+    .context("cannot connect to the database")?;
     MIGRATOR
         .run(&pool)
         .await

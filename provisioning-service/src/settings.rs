@@ -21,6 +21,7 @@ pub mod defaults {
     pub const POLL_WINDOW_SECS: u64 = 10;
     pub const MAX_BODY_BYTES: usize = 96 * 1024;
     pub const DB_MAX_CONNECTIONS: u32 = 20;
+    pub const DB_ACQUIRE_TIMEOUT_MS: u64 = 2000;
     /// Failed hub connects per client address (or claimed identity) per
     /// [`HUB_FAILURE_WINDOW_SECS`].
     pub const HUB_FAILURE_RATE: u32 = 20;

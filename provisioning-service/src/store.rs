@@ -74,6 +74,19 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
         if db.code().as_deref() == Some("23505") && db.constraint() == Some(constraint))
 }
 
+/// The pool every service instance uses: `max_connections`, and no wait for a connection longer
+/// than `acquire_timeout`, so that while the database is away requests fail fast (503) instead
+/// of queueing for sqlx's default 30 s.
+#[must_use]
+pub fn pool_options(
+    max_connections: u32,
+    acquire_timeout: std::time::Duration,
+) -> sqlx::postgres::PgPoolOptions {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+}
+
 /// Whether the database answers a statement (the readiness probe).
 pub async fn ping(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())

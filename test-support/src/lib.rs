@@ -17,6 +17,7 @@
 pub mod broker;
 pub mod device;
 pub mod mqtt;
+pub mod outage;
 pub mod pki;
 pub mod service;
 pub mod swtpm;

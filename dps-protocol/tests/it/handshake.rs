@@ -141,7 +141,8 @@ fn weak_rsa_keys_are_refused() {
         f(key_bits, exponent, modulus);
         ek
     };
-    let cases: [(&str, &dyn Fn(&mut u16, &mut u32, &mut Vec<u8>)); 5] = [
+    type Weaken<'a> = &'a dyn Fn(&mut u16, &mut u32, &mut Vec<u8>);
+    let cases: [(&str, Weaken<'_>); 5] = [
         ("RSA-1024", &|bits, _, m| {
             *bits = 1024;
             m.truncate(128);
@@ -149,7 +150,7 @@ fn weak_rsa_keys_are_refused() {
         ("e = 3", &|_, e, _| *e = 3),
         ("e = 2^32 - 1", &|_, e, _| *e = u32::MAX),
         ("keyBits 4096 over a 2048-bit modulus", &|bits, _, _| {
-            *bits = 4096
+            *bits = 4096;
         }),
         ("a leading zero byte", &|_, _, m| m[0] = 0),
     ];

@@ -27,7 +27,11 @@ tokio::task_local! {
 pub mod codes {
     pub const CONFLICT: u32 = 409_001;
     pub const PAYLOAD_TOO_LARGE: u32 = 413_001;
+    pub const SERVICE_UNAVAILABLE: u32 = 503_000;
 }
+
+/// Seconds a caller should wait after a 503.
+const UNAVAILABLE_RETRY_AFTER: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -56,11 +60,43 @@ pub enum ApiError {
     /// 500: logged with its whole source chain; the caller sees "internal error".
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// 503: the database cannot be reached (logged); the caller is told to retry shortly.
+    #[error("service unavailable, retry later")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Whether `err`, or an error it was caused by, says the database cannot be reached (rather
+/// than that a statement failed): no connection within the pool's acquire timeout, a broken
+/// connection, or Postgres shutting down or starting (SQLSTATE classes 08 and 57P).
+fn database_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(db) = e.downcast_ref::<sqlx::Error>() {
+            return match db {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            };
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl ApiError {
+    /// A fault of the service: 503 if the database cannot be reached, else 500.
     pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self::Internal(Box::new(err))
+        if database_unavailable(&err) {
+            Self::Unavailable(Box::new(err))
+        } else {
+            Self::Internal(Box::new(err))
+        }
     }
 
     /// The HTTP status and DPS `errorCode` of this error.
@@ -81,6 +117,7 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 error_codes::INTERNAL_ERROR,
             ),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::SERVICE_UNAVAILABLE),
         }
     }
 }
@@ -158,6 +195,10 @@ impl IntoResponse for ApiError {
                 tracing::info!(%tracking_id, %reason, "unauthorized");
                 "Unauthorized".to_owned()
             }
+            Self::Unavailable(source) => {
+                tracing::warn!(%tracking_id, error = %source, "database unavailable");
+                self.to_string()
+            }
             Self::Internal(source) => {
                 let mut chain = source.to_string();
                 let mut next = source.source();
@@ -181,10 +222,13 @@ impl IntoResponse for ApiError {
             timestamp_utc: timestamp(OffsetDateTime::now_utc()),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if let Self::Throttled { retry_after } = self {
-            if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+        let retry_after = match self {
+            Self::Throttled { retry_after } => Some(retry_after),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(value) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

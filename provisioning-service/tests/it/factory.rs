@@ -15,6 +15,7 @@ fn db() -> DatabaseArgs {
     DatabaseArgs {
         database_url: String::new(),
         db_max_connections: 1,
+        db_acquire_timeout_ms: 1000,
     }
 }
 

@@ -12,4 +12,5 @@ mod abuse;
 mod enrollments;
 mod factory;
 mod hub;
+mod outage;
 mod register;

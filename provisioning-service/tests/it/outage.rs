@@ -1,0 +1,125 @@
+//! The database goes away under load and comes back: requests fail fast with 503, Retry-After
+//! and a DPS body (never another 5xx, never slower than the bound), /readyz answers within a
+//! second, nothing half-written remains, and the service recovers alone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use provisioning_service::store;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::PgPool;
+use test_support::outage::PgRelay;
+use test_support::{Device, Pki, TestApp, TestTpm};
+
+/// How long any request may take while the database is away: the pool's acquire timeout plus
+/// the request's own work and a margin for a loaded 2-core machine.
+const BOUND: Duration = Duration::from_secs(4);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_database_outage_is_503_fast_and_the_service_recovers(pool: PgPool) {
+    let options = (*pool.connect_options()).clone();
+    let upstream = tokio::net::lookup_host(("127.0.0.1", options.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let relay = PgRelay::start(upstream).await;
+    let relayed = store::pool_options(8, ACQUIRE_TIMEOUT)
+        .connect_with(options.port(relay.port))
+        .await
+        .unwrap();
+    let app = TestApp::spawn_with(relayed, test_support::settings(), Arc::new(Pki::new())).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+
+    relay.cut();
+    let started = Instant::now();
+    let mut seen_503 = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        // Load: eight device challenges and enrollment reads at once.
+        let mut load = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let request = if i % 2 == 0 {
+                app.client
+                    .put(app.register_url(&device.registration_id))
+                    .json(&device.body())
+            } else {
+                app.client
+                    .get(format!(
+                        "{}/enrollments/{}",
+                        app.base, device.registration_id
+                    ))
+                    .header("authorization", app.service_sas())
+            };
+            load.spawn(async move {
+                let sent = Instant::now();
+                let response = request.send().await.unwrap();
+                let status = response.status();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                (status, body, sent.elapsed())
+            });
+        }
+        while let Some(done) = load.join_next().await {
+            let (status, body, took) = done.unwrap();
+            assert!(took < BOUND, "a request took {took:?} during the outage");
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(body["errorCode"], 503_000, "{body}");
+            assert!(body["trackingId"].is_string(), "{body}");
+            seen_503 += 1;
+        }
+        let probe = Instant::now();
+        let ready = app
+            .client
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            probe.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            probe.elapsed()
+        );
+    }
+    assert!(seen_503 > 0);
+    let retry = app
+        .client
+        .put(app.register_url(&device.registration_id))
+        .json(&device.body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(retry.headers().contains_key("retry-after"));
+
+    // Back: the service recovers alone, and a full registration goes through.
+    relay.restore();
+    let mut ready = false;
+    for _ in 0..100 {
+        let r = app
+            .client
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the service did not recover");
+    app.provision(&mut t, &device).await;
+    let (status, state) = app.device_state(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    assert_eq!(state["status"], "assigned");
+    // Nothing half-written: the only rows are the enrollment and the registration.
+    let challenges: i64 = sqlx::query_scalar("SELECT count(*) FROM challenges")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(challenges, 0);
+}
