@@ -145,9 +145,11 @@ mod tests {
         assert!(matches!(Sealer::from_file(&path), Err(SealError::WeakKey)));
         std::fs::write(&path, "0102".repeat(16)).unwrap();
         assert!(matches!(Sealer::from_file(&path), Err(SealError::WeakKey)));
-        let random: String = (0u8..32)
-            .map(|i| format!("{:02x}", i.wrapping_mul(97) ^ 0x5a))
-            .collect();
+        let random = hex::encode(
+            (0u8..32)
+                .map(|i| i.wrapping_mul(97) ^ 0x5a)
+                .collect::<Vec<_>>(),
+        );
         std::fs::write(&path, random).unwrap();
         assert!(Sealer::from_file(&path).is_ok());
     }
