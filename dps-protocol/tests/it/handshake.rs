@@ -120,6 +120,8 @@ fn unsuitable_keys_are_refused_before_any_work() {
     assert!(AuthenticationKey::issue(device.ek_public(), &sha1_srk, &mut rng).is_err());
 }
 
+type Weaken<'a> = &'a dyn Fn(&mut u16, &mut u32, &mut Vec<u8>);
+
 /// Weak RSA EKs are refused before any work: shorter than 2048 bits, an exponent other than
 /// 65537 (3, 2^32 - 1), a keyBits that contradicts the modulus.
 #[test]
@@ -141,7 +143,6 @@ fn weak_rsa_keys_are_refused() {
         f(key_bits, exponent, modulus);
         ek
     };
-    type Weaken<'a> = &'a dyn Fn(&mut u16, &mut u32, &mut Vec<u8>);
     let cases: [(&str, Weaken<'_>); 5] = [
         ("RSA-1024", &|bits, _, m| {
             *bits = 1024;
