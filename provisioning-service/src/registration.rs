@@ -271,6 +271,7 @@ pub async fn register(
     req: &RegisterRequest,
     token: &SasToken,
     now: OffsetDateTime,
+    rng: &mut (impl CryptoRngCore + Send),
 ) -> Result<RegistrationOperationStatus, StepError> {
     let id = req.registration_id.as_str();
     let presented = req
@@ -289,6 +290,10 @@ pub async fn register(
         now,
     )?;
     let enrollment = admit(&mut tx, id, &key.ek_hash).await?;
+    // A key sealed under a previous service key moves to the current one (sealing.rs).
+    let (sealed_key, key_id) =
+        app.sealer()
+            .reseal(key.sealed_key, key.key_id, id.as_bytes(), rng)?;
 
     let hub = app
         .settings()
@@ -313,8 +318,8 @@ pub async fn register(
         ),
         ek_hash: key.ek_hash,
         storage_root_key: key.storage_root_key,
-        sealed_key: key.sealed_key,
-        key_id: key.key_id,
+        sealed_key,
+        key_id,
         authentication_key: key.authentication_key,
         error_code: None,
         error_message: None,

@@ -69,16 +69,31 @@ impl TestApp {
 
     /// Another instance on the same database, service key and PKI.
     pub async fn second_instance(&self) -> Self {
+        self.instance_sealed_with(Sealer::new(&SERVICE_KEY)).await
+    }
+
+    /// Another instance on the same database and PKI, with its own service keys.
+    pub async fn instance_sealed_with(&self, sealer: Sealer) -> Self {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_with((*self.pool.connect_options()).clone())
             .await
             .unwrap();
-        Self::spawn_with(pool, settings(), self.pki.clone()).await
+        Self::spawn_sealed(pool, settings(), self.pki.clone(), sealer).await
     }
 
     /// An instance with these settings and TLS files. The service's log goes to the test's
     /// output when `TEST_LOG` is set (a filter, e.g. `TEST_LOG=info`).
     pub async fn spawn_with(pool: PgPool, settings: Settings, pki: Arc<Pki>) -> Self {
+        Self::spawn_sealed(pool, settings, pki, Sealer::new(&SERVICE_KEY)).await
+    }
+
+    /// An instance sealing with `sealer` (a rotated key ring, say).
+    pub async fn spawn_sealed(
+        pool: PgPool,
+        settings: Settings,
+        pki: Arc<Pki>,
+        sealer: Sealer,
+    ) -> Self {
         if let Ok(filter) = std::env::var("TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -89,7 +104,7 @@ impl TestApp {
             provisioning_service::tls::server_config(&pki.cert_file(), &pki.key_file()).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let app = App::new(pool.clone(), Sealer::new(&SERVICE_KEY), settings).unwrap();
+        let app = App::new(pool.clone(), sealer, settings).unwrap();
         tokio::spawn(provisioning_service::server::serve_tls(
             app.clone(),
             listener,
@@ -320,7 +335,14 @@ impl TestApp {
         let body = serde_json::from_value(device.body()).unwrap();
         let request = registration::parse_request(&device.registration_id, body)?;
         let token = registration::parse_sas(authorization)?;
-        registration::register(&self.app, &request, &token, OffsetDateTime::now_utc()).await
+        registration::register(
+            &self.app,
+            &request,
+            &token,
+            OffsetDateTime::now_utc(),
+            &mut OsRng,
+        )
+        .await
     }
 
     /// Everything the device API can change, as text, to show a refused request changed nothing.

@@ -104,7 +104,8 @@ pub async fn register(
         }
         Some(value) => {
             let token = registration::parse_sas(value)?;
-            let status = registration::register(&app, &request, &token, now).await?;
+            let status =
+                registration::register(&app, &request, &token, now, &mut rand::rngs::OsRng).await?;
             Ok(with_retry_after(
                 (StatusCode::ACCEPTED, Json(status)).into_response(),
             ))

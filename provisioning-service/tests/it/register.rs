@@ -283,3 +283,40 @@ async fn deleting_a_registration_while_the_device_registers_does_not_deadlock(po
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(registration_count(&app.pool).await, 0);
 }
+
+/// Service key rotation across instances: an instance with the new key first and the old one
+/// below still serves a device whose key was sealed under the old one; its next registration
+/// re-seals the key under the new one, after which an instance without the old key serves it.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_rotated_service_key_keeps_devices_working(pool: PgPool) {
+    use provisioning_service::sealing::Sealer;
+    let old = test_support::service::SERVICE_KEY;
+    let new: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(29) ^ 0x3c);
+    let before = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    before.enroll(&device.registration_id, &device.ek).await;
+    provision(&before, &mut t, &device).await;
+    let key_id = || async {
+        sqlx::query_scalar::<_, String>("SELECT key_id FROM registrations")
+            .fetch_one(&before.pool)
+            .await
+            .unwrap()
+    };
+    let old_id = key_id().await;
+
+    let rotated = before
+        .instance_sealed_with(Sealer::with_previous(&new, &[old]))
+        .await;
+    let (status, body) = rotated.device_state(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "the old key still opens: {body}");
+    let (status, body) = rotated.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let new_id = key_id().await;
+    assert_ne!(new_id, old_id, "re-sealed under the current key");
+    assert_eq!(new_id, Sealer::new(&new).key_id());
+
+    let only_new = before.instance_sealed_with(Sealer::new(&new)).await;
+    let (status, body) = only_new.device_state(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
