@@ -136,6 +136,13 @@ pub struct ServeArgs {
     /// Largest request body, bytes (1 KiB to 16 MiB).
     #[arg(long, env = "DPS_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Open HTTPS connections at most; a connection over the cap is closed at once.
+    #[arg(long, env = "DPS_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a client has for the TLS handshake and for each request's headers; an idle
+    /// keep-alive connection is closed after as long.
+    #[arg(long, env = "DPS_HEADER_READ_TIMEOUT", default_value_t = defaults::HEADER_READ_TIMEOUT_SECS)]
+    pub header_read_timeout: u64,
     /// Address of the MQTT brokers' auth hook listener (plain HTTP: bind it to loopback or a
     /// private network). Off unless given; needs --hub-auth-secret-file.
     #[arg(long, env = "DPS_HUB_AUTH_LISTEN", requires = "hub_auth_secret_file")]
@@ -234,6 +241,8 @@ impl ServeArgs {
             window_secs: defaults::HUB_FAILURE_WINDOW_SECS,
         };
         settings.hub_key_cache_ms = self.hub_key_cache_ms;
+        settings.max_connections = self.max_connections;
+        settings.header_read_timeout_secs = self.header_read_timeout;
         settings.validate()?;
         Ok(settings)
     }

@@ -1,9 +1,15 @@
-//! Serving the router over HTTPS until Ctrl-C or SIGTERM.
+//! Serving the router over HTTPS until Ctrl-C or SIGTERM, with the listener's limits: a cap on
+//! open connections, a deadline for the TLS handshake and for each request's headers (which
+//! also closes an idle keep-alive connection: waiting for the next request is waiting for its
+//! headers), HTTP/1.1 only (`guard`).
+
+mod guard;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use hyper_util::rt::TokioTimer;
 
 use crate::app::App;
 
@@ -21,7 +27,17 @@ pub async fn serve_tls(
         draining.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     listener.set_nonblocking(true)?;
-    axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))
+    let settings = app.settings();
+    let deadline = Duration::from_secs(settings.header_read_timeout_secs);
+    let tls = RustlsAcceptor::new(RustlsConfig::from_config(tls)).handshake_timeout(deadline);
+    let mut server = axum_server::from_tcp(listener)
+        .acceptor(guard::GuardedAcceptor::new(tls, settings.max_connections));
+    server
+        .http_builder()
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadline);
+    server
         .handle(handle)
         .serve(crate::http::router(app).into_make_service())
         .await

@@ -22,6 +22,11 @@ pub mod defaults {
     pub const MAX_BODY_BYTES: usize = 96 * 1024;
     pub const DB_MAX_CONNECTIONS: u32 = 20;
     pub const DB_ACQUIRE_TIMEOUT_MS: u64 = 2000;
+    /// Open HTTPS connections at most; more are closed at accept.
+    pub const MAX_CONNECTIONS: usize = 1024;
+    /// Seconds a client has to finish the TLS handshake, and each request's headers (an idle
+    /// keep-alive connection is closed after it too).
+    pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
     /// Failed hub connects per client address (or claimed identity) per
     /// [`HUB_FAILURE_WINDOW_SECS`].
     pub const HUB_FAILURE_RATE: u32 = 20;
@@ -126,6 +131,8 @@ pub struct Settings {
     pub hub_auth_secret: Option<Zeroizing<String>>,
     pub hub_failure_limit: Limit,
     pub hub_key_cache_ms: u64,
+    pub max_connections: usize,
+    pub header_read_timeout_secs: u64,
 }
 
 impl Settings {
@@ -155,6 +162,8 @@ impl Settings {
                 window_secs: defaults::HUB_FAILURE_WINDOW_SECS,
             },
             hub_key_cache_ms: defaults::HUB_KEY_CACHE_MS,
+            max_connections: defaults::MAX_CONNECTIONS,
+            header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
         }
     }
 
@@ -222,6 +231,13 @@ impl Settings {
             self.hub_key_cache_ms,
             0,
             limits::MAX_HUB_KEY_CACHE_MS,
+        )?;
+        range("max connections", self.max_connections as u64, 1, 1_000_000)?;
+        range(
+            "header read timeout (s)",
+            self.header_read_timeout_secs,
+            1,
+            300,
         )?;
         if let Some(secret) = &self.hub_auth_secret {
             let url_safe = secret

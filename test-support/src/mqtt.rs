@@ -20,17 +20,7 @@ pub struct Mqtt {
 impl Mqtt {
     /// Connects to `127.0.0.1:port` as `client_id` with `username`/`password`.
     pub fn connect(pki: &Pki, port: u16, client_id: &str, username: &str, password: &str) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pki.ca_pem.as_slice()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = pki.client_config(&[]);
         let mut options = MqttOptions::new(client_id, "localhost", port);
         options.set_credentials(username, password);
         options.set_keep_alive(Duration::from_secs(30));

@@ -31,6 +31,37 @@ impl Pki {
         }
     }
 
+    /// A rustls client configuration (ring) trusting this CA, offering `alpn`.
+    #[must_use]
+    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.ca_pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+
+    /// A raw TLS connection to `127.0.0.1:port` (for tests that speak bytes, not HTTP).
+    pub async fn connect(
+        &self,
+        port: u16,
+        alpn: &[&[u8]],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let connector =
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(self.client_config(alpn)));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        connector.connect(name, tcp).await
+    }
+
     #[must_use]
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")

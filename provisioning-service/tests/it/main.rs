@@ -12,5 +12,6 @@ mod abuse;
 mod enrollments;
 mod factory;
 mod hub;
+mod listener;
 mod outage;
 mod register;
