@@ -127,7 +127,8 @@ pub struct ServeArgs {
     /// Clock skew tolerated on SAS expiry, seconds (at most a day).
     #[arg(long, env = "DPS_CLOCK_SKEW", default_value_t = defaults::CLOCK_SKEW_SECS)]
     pub clock_skew: u64,
-    /// Challenges per registration id (and per EK) per minute.
+    /// Unauthenticated challenges per client address per minute (a device proving its key is
+    /// never throttled by them).
     #[arg(long, env = "DPS_REGISTRATION_RATE", default_value_t = defaults::REGISTRATION_RATE)]
     pub registration_rate: u32,
     /// Operation and state polls per device per 10 seconds.
@@ -136,6 +137,11 @@ pub struct ServeArgs {
     /// Largest request body, bytes (1 KiB to 16 MiB).
     #[arg(long, env = "DPS_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Only behind a proxy that sets it: the header naming the client's address for the
+    /// challenge throttle (the last address in it counts), e.g. X-Forwarded-For. Without it,
+    /// the TCP peer is the client; with it but no proxy, clients could claim any address.
+    #[arg(long, env = "DPS_CLIENT_ADDRESS_HEADER")]
+    pub client_address_header: Option<String>,
     /// Open HTTPS connections at most; a connection over the cap is closed at once.
     #[arg(long, env = "DPS_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -243,6 +249,9 @@ impl ServeArgs {
         settings.hub_key_cache_ms = self.hub_key_cache_ms;
         settings.max_connections = self.max_connections;
         settings.header_read_timeout_secs = self.header_read_timeout;
+        settings
+            .client_address_header
+            .clone_from(&self.client_address_header);
         settings.validate()?;
         Ok(settings)
     }

@@ -119,10 +119,18 @@ async fn throttle(
 }
 
 /// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob. One
-/// transaction: admission, the throttle counters, the RSA work, the challenge row.
+/// transaction: admission, the client address's throttle counter, the RSA work, the challenge
+/// row.
+///
+/// Anyone who knows a device's registration id and EK_pub can ask for challenges in its name
+/// (they are useless without the TPM). So the budget is the asking client address's, never the
+/// device's, and a new challenge joins the device's live ones instead of replacing them: a
+/// stranger's flood from elsewhere neither throttles the device nor evicts the challenge it is
+/// answering (`store::registrations::put_challenge`).
 pub async fn challenge(
     app: &App,
     req: &RegisterRequest,
+    client_address: &str,
     now: OffsetDateTime,
     rng: &mut (impl CryptoRngCore + Send),
 ) -> Result<Vec<u8>, StepError> {
@@ -132,14 +140,7 @@ pub async fn challenge(
     let mut tx = app.pool().begin().await?;
     admit(&mut tx, id, &ek_hash).await?;
     let limit = app.settings().registration_limit;
-    throttle(&mut tx, &format!("register:{id}"), limit, now).await?;
-    throttle(
-        &mut tx,
-        &format!("ek:{}", hex::encode(&ek_hash)),
-        limit,
-        now,
-    )
-    .await?;
+    throttle(&mut tx, &format!("challenge:{client_address}"), limit, now).await?;
 
     let issued =
         AuthenticationKey::issue(&tpm.ek, &tpm.srk, rng).map_err(|source| Refusal::InvalidKey {
@@ -148,7 +149,9 @@ pub async fn challenge(
         })?;
     let blob = issued.blob.to_bytes();
     let row = ChallengeRow {
+        challenge_id: Uuid::new_v4(),
         registration_id: id.to_owned(),
+        client_address: client_address.to_owned(),
         ek_hash,
         storage_root_key: tpm.srk_bytes.clone(),
         sealed_key: app
@@ -225,14 +228,14 @@ impl From<&RegistrationRow> for ProvenKey {
     }
 }
 
-/// Finds the key `token` was signed with: the newest challenge's key if it is live, else the key
+/// Finds the key `token` was signed with: a live challenge's key (newest first), else the key
 /// the device last registered with; older keys no longer exist anywhere. If the body named a
 /// TPM (`presented`: EK hash and SRK), the key must have been issued to that TPM.
 fn proven_key(
     app: &App,
     token: &SasToken,
     id: &str,
-    challenge: Option<ChallengeRow>,
+    challenges: Vec<ChallengeRow>,
     previous: Option<&RegistrationRow>,
     presented: Option<&(Vec<u8>, &[u8])>,
     now: OffsetDateTime,
@@ -240,14 +243,13 @@ fn proven_key(
     let issued_here = |k: &ProvenKey| {
         presented.is_none_or(|(ek, srk)| k.ek_hash == *ek && k.storage_root_key == *srk)
     };
-    let candidates = [
-        challenge
-            .filter(|c| c.expires_at > now)
-            .map(ProvenKey::from),
-        previous.map(ProvenKey::from),
-    ];
+    let candidates = challenges
+        .into_iter()
+        .filter(|c| c.expires_at > now)
+        .map(ProvenKey::from)
+        .chain(previous.map(ProvenKey::from));
     let mut refusal = Refusal::NoLiveKey;
-    for candidate in candidates.into_iter().flatten().filter(issued_here) {
+    for candidate in candidates.filter(issued_here) {
         match verify(
             app,
             token,
@@ -279,12 +281,12 @@ pub async fn register(
         .as_ref()
         .map(|t| (ek_hash(&t.ek_bytes), t.srk_bytes.as_slice()));
     let mut tx = app.pool().begin().await?;
-    let (challenge, previous) = registrations::lock(&mut tx, id).await?;
+    let (challenges, previous) = registrations::lock(&mut tx, id).await?;
     let key = proven_key(
         app,
         token,
         id,
-        challenge,
+        challenges,
         previous.as_ref(),
         presented.as_ref(),
         now,
@@ -329,7 +331,7 @@ pub async fn register(
     };
     let row = registrations::put_registration(&mut tx, &row).await?;
     if key.from_challenge {
-        registrations::delete_challenge(&mut tx, id).await?;
+        registrations::delete_challenges(&mut tx, id).await?;
     }
     tx.commit().await?;
     tracing::info!(

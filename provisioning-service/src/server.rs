@@ -39,7 +39,9 @@ pub async fn serve_tls(
         .header_read_timeout(deadline);
     server
         .handle(handle)
-        .serve(crate::http::router(app).into_make_service())
+        .serve(
+            crate::http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
         .await
 }
 

@@ -13,7 +13,7 @@ pub mod defaults {
     pub const CHALLENGE_TTL_SECS: u64 = 300;
     pub const SAS_MAX_LIFETIME_SECS: u64 = 3600;
     pub const CLOCK_SKEW_SECS: u64 = 300;
-    /// Challenges per registration id (and per EK) per [`REGISTRATION_WINDOW_SECS`].
+    /// Challenges per client address per [`REGISTRATION_WINDOW_SECS`].
     pub const REGISTRATION_RATE: u32 = 10;
     pub const REGISTRATION_WINDOW_SECS: u64 = 60;
     /// Operation and state polls per device per [`POLL_WINDOW_SECS`].
@@ -133,6 +133,9 @@ pub struct Settings {
     pub hub_key_cache_ms: u64,
     pub max_connections: usize,
     pub header_read_timeout_secs: u64,
+    /// A header a trusted proxy sets to the client's address (`X-Forwarded-For`); `None`: the
+    /// TCP peer is the client.
+    pub client_address_header: Option<String>,
 }
 
 impl Settings {
@@ -164,6 +167,7 @@ impl Settings {
             hub_key_cache_ms: defaults::HUB_KEY_CACHE_MS,
             max_connections: defaults::MAX_CONNECTIONS,
             header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
+            client_address_header: None,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The DPS device API (docs/protocol.md §2): parse the request, call [`crate::registration`],
 //! shape the response.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -60,6 +62,21 @@ fn check_scope(app: &App, id_scope: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Who is asking, for the challenge throttle: the TCP peer's address, or, when the operator
+/// says a trusted proxy sets it (`--client-address-header`), the last address in that header
+/// (the one the proxy appended; earlier ones are the client's own claims).
+fn client_address(app: &App, peer: SocketAddr, headers: &HeaderMap) -> String {
+    app.settings()
+        .client_address_header
+        .as_deref()
+        .and_then(|name| headers.get(name))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map_or_else(|| peer.ip().to_string(), str::to_owned)
+}
+
 /// The `Authorization` header, if any. One that is present but not visible ASCII is a malformed
 /// token, never "no header": that would answer with a fresh challenge and replace the device's
 /// live key.
@@ -83,6 +100,7 @@ fn with_retry_after(mut response: Response) -> Response {
 #[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
 pub async fn register(
     State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     AppPath((id_scope, registration_id)): AppPath<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -94,7 +112,10 @@ pub async fn register(
     let now = OffsetDateTime::now_utc();
     match authorization(&headers)? {
         None => {
-            let blob = registration::challenge(&app, &request, now, &mut rand::rngs::OsRng).await?;
+            let client = client_address(&app, peer, &headers);
+            let blob =
+                registration::challenge(&app, &request, &client, now, &mut rand::rngs::OsRng)
+                    .await?;
             let body = TpmChallenge {
                 authentication_key: Base64Bytes(blob),
                 key_name: REGISTRATION_KEY_NAME.to_owned(),

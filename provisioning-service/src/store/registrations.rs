@@ -28,9 +28,19 @@ pub enum Substatus {
     ReprovisionedToInitialAssignment,
 }
 
+/// Live challenges kept per (registration, client address): a device that retries keeps its
+/// newest two; a stranger's flood from another address cannot evict them.
+pub const CHALLENGES_PER_ADDRESS: i64 = 2;
+/// Live challenges kept per registration, whatever the addresses (bounds the rows a
+/// distributed flood can create; the oldest go first).
+pub const CHALLENGES_PER_REGISTRATION: i64 = 32;
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChallengeRow {
+    pub challenge_id: Uuid,
     pub registration_id: String,
+    /// The client address the challenge was issued to (the throttle's and eviction's key).
+    pub client_address: String,
     pub ek_hash: Vec<u8>,
     pub storage_root_key: Vec<u8>,
     /// The issued HMAC key, sealed under the service key `key_id`.
@@ -62,19 +72,19 @@ pub struct RegistrationRow {
     pub updated_at: OffsetDateTime,
 }
 
-/// Records a new challenge, replacing any older one: only the newest is live.
+/// Records a new challenge beside the live ones, then drops the oldest beyond
+/// [`CHALLENGES_PER_ADDRESS`] for its client address and [`CHALLENGES_PER_REGISTRATION`] in
+/// all, and any expired one of the registration.
 pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO challenges (registration_id, ek_hash, storage_root_key, sealed_key, key_id,
-                                 authentication_key, issued_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (registration_id) DO UPDATE SET
-             ek_hash = EXCLUDED.ek_hash, storage_root_key = EXCLUDED.storage_root_key,
-             sealed_key = EXCLUDED.sealed_key, key_id = EXCLUDED.key_id,
-             authentication_key = EXCLUDED.authentication_key,
-             issued_at = EXCLUDED.issued_at, expires_at = EXCLUDED.expires_at",
+        "INSERT INTO challenges (challenge_id, registration_id, client_address, ek_hash,
+                                 storage_root_key, sealed_key, key_id, authentication_key,
+                                 issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
+    .bind(c.challenge_id)
     .bind(&c.registration_id)
+    .bind(&c.client_address)
     .bind(&c.ek_hash)
     .bind(&c.storage_root_key)
     .bind(&c.sealed_key)
@@ -82,32 +92,51 @@ pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<
     .bind(&c.authentication_key)
     .bind(c.issued_at)
     .bind(c.expires_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "DELETE FROM challenges WHERE registration_id = $1 AND challenge_id IN (
+             SELECT challenge_id FROM (
+                 SELECT challenge_id, expires_at,
+                        row_number() OVER (PARTITION BY client_address ORDER BY issued_at DESC, challenge_id) AS per_address,
+                        row_number() OVER (ORDER BY issued_at DESC, challenge_id) AS overall
+                 FROM challenges WHERE registration_id = $1
+             ) ranked
+             WHERE per_address > $2 OR overall > $3 OR expires_at <= $4)",
+    )
+    .bind(&c.registration_id)
+    .bind(CHALLENGES_PER_ADDRESS)
+    .bind(CHALLENGES_PER_REGISTRATION)
+    .bind(c.issued_at)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// The live challenge and the registration state of a device, locked for the rest of the
-/// caller's transaction, in the store's lock order (two concurrent registrations of one device
-/// take turns here).
+/// The challenges (newest first) and the registration state of a device, locked for the rest
+/// of the caller's transaction, in the store's lock order (two concurrent registrations of one
+/// device take turns here).
 pub async fn lock(
     conn: &mut PgConnection,
     registration_id: &str,
-) -> Result<(Option<ChallengeRow>, Option<RegistrationRow>), StoreError> {
-    let challenge =
-        sqlx::query_as("SELECT * FROM challenges WHERE registration_id = $1 FOR UPDATE")
-            .bind(registration_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+) -> Result<(Vec<ChallengeRow>, Option<RegistrationRow>), StoreError> {
+    let challenges = sqlx::query_as(
+        "SELECT * FROM challenges WHERE registration_id = $1
+         ORDER BY issued_at DESC, challenge_id FOR UPDATE",
+    )
+    .bind(registration_id)
+    .fetch_all(&mut *conn)
+    .await?;
     let registration =
         sqlx::query_as("SELECT * FROM registrations WHERE registration_id = $1 FOR UPDATE")
             .bind(registration_id)
             .fetch_optional(&mut *conn)
             .await?;
-    Ok((challenge, registration))
+    Ok((challenges, registration))
 }
 
-pub async fn delete_challenge(
+/// Deletes every challenge of a registration (it registered, or it is being deleted).
+pub async fn delete_challenges(
     conn: &mut PgConnection,
     registration_id: &str,
 ) -> Result<(), StoreError> {
@@ -183,7 +212,7 @@ pub async fn delete_registration(
     registration_id: &str,
     if_match: Option<Uuid>,
 ) -> Result<(), StoreError> {
-    delete_challenge(conn, registration_id).await?;
+    delete_challenges(conn, registration_id).await?;
     super::delete_if_match(conn, "registrations", registration_id, if_match).await
 }
 

@@ -498,3 +498,66 @@ async fn a_non_ascii_authorization_is_a_refusal_not_a_new_challenge(pool: PgPool
     let (status, body) = app.register_with(&device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
+
+/// A stranger who knows the victim's registration id and EK_pub floods challenges in its name,
+/// from another address, while the victim provisions: the victim is neither throttled nor
+/// loses the challenge it is answering. (Before: the flood spent the device's own budget and
+/// each new challenge replaced the device's live one.)
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_challenge_flood_in_a_devices_name_does_not_keep_it_from_provisioning(pool: PgPool) {
+    let mut settings = test_support::settings();
+    settings.client_address_header = Some("x-forwarded-for".to_owned());
+    let app = TestApp::spawn_with(
+        pool,
+        settings,
+        std::sync::Arc::new(test_support::Pki::new()),
+    )
+    .await;
+    let mut victim = TestTpm::recorded();
+    let device = Device::of(&mut victim.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    // The attacker presents the victim's EK with an SRK of its own.
+    let mut attacker_tpm = TestTpm::fresh();
+    let mut forged = Device::of(&mut attacker_tpm.tpm);
+    forged.registration_id = device.registration_id.clone();
+    forged.ek = device.ek.clone();
+
+    let ask = |who: &Device, from: &'static str| {
+        app.client
+            .put(app.register_url(&who.registration_id))
+            .header("x-forwarded-for", format!("203.0.113.50, {from}"))
+            .json(&who.body())
+            .send()
+    };
+    let challenge = ask(&device, "192.0.2.10").await.unwrap();
+    assert_eq!(challenge.status(), StatusCode::UNAUTHORIZED);
+    let blob = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        challenge.json::<Value>().await.unwrap()["authenticationKey"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+
+    // The flood: far past the per-address budget, from the attacker's address.
+    let mut throttled = 0;
+    for _ in 0..40 {
+        let r = ask(&forged, "198.51.100.66").await.unwrap();
+        match r.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => throttled += 1,
+            other => panic!("{other}"),
+        }
+    }
+    assert!(throttled > 0, "the attacker's address was never throttled");
+
+    // The victim answers its challenge and registers.
+    victim.tpm.import_authentication_key(&blob).unwrap();
+    let (status, body) = app.register_with(&device, &mut victim.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // And a new challenge from the victim's address is not throttled either.
+    assert_eq!(
+        ask(&device, "192.0.2.10").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

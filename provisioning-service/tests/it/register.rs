@@ -133,20 +133,28 @@ async fn concurrent_registrations_of_one_device_end_in_one_state(pool: PgPool) {
         .iter()
         .any(|b| b["operationId"] == current.as_str()));
 
-    // Concurrent challenges: only the newest is live, exactly one row remains.
-    let (c1, c2) = tokio::join!(
+    // Concurrent challenges from one address: the newest two stay live, no more.
+    let (c1, c2, c3) = tokio::join!(
+        app.put_register(&device.registration_id, &body, None),
         app.put_register(&device.registration_id, &body, None),
         app.put_register(&device.registration_id, &body, None),
     );
     assert_eq!(
-        (c1.0, c2.0),
-        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+        (c1.0, c2.0, c3.0),
+        (
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED
+        )
     );
     let challenges: i64 = sqlx::query_scalar("SELECT count(*) FROM challenges")
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert_eq!(challenges, 1);
+    assert_eq!(
+        challenges,
+        provisioning_service::store::registrations::CHALLENGES_PER_ADDRESS
+    );
 }
 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
