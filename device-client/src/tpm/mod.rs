@@ -17,6 +17,7 @@ mod context;
 mod error;
 mod import;
 mod keys;
+mod leftovers;
 
 use dps_protocol::sas::Signer;
 use dps_protocol::tpm::constants::{
@@ -77,9 +78,15 @@ impl Tpm {
     }
 
     /// Opens the TPM at `tcti` with the given persistent handles.
+    /// Where no resource manager isolates clients (swtpm, `/dev/tpm0`), first flushes what a
+    /// killed predecessor left loaded (`leftovers`).
     pub fn open_with_handles(tcti: &str, handles: Handles) -> Result<Self, TpmError> {
+        let mut context = context::open(tcti)?;
+        if leftovers::unshared(tcti) {
+            leftovers::flush(&mut context);
+        }
         Ok(Self {
-            context: context::open(tcti)?,
+            context,
             handles,
             ek: None,
             srk: None,

@@ -95,3 +95,77 @@ fn a_flipped_byte_anywhere_never_imports_a_key() {
         "the good key is untouched"
     );
 }
+
+/// Run as a child process by the test below: fills the TPM's session and object slots, then
+/// dies without a word (as a client killed mid-import would), leaving them loaded.
+#[test]
+#[ignore = "a helper the next test runs in a child process"]
+fn leak_and_die() {
+    use tss_esapi::constants::SessionType;
+    use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+    use tss_esapi::interface_types::resource_handles::Hierarchy;
+    use tss_esapi::interface_types::session_handles::AuthSession;
+    use tss_esapi::structures::SymmetricDefinition;
+    use tss_esapi::traits::UnMarshall;
+    let Ok(tcti) = std::env::var("LEAK_TCTI") else {
+        return;
+    };
+    let conf: tss_esapi::tcti_ldr::TctiNameConf = tcti.parse().unwrap();
+    let mut ctx = tss_esapi::Context::new(conf).unwrap();
+    for _ in 0..3 {
+        let _ = ctx.start_auth_session(
+            None,
+            None,
+            None,
+            SessionType::Hmac,
+            SymmetricDefinition::AES_128_CFB,
+            HashingAlgorithm::Sha256,
+        );
+    }
+    let template = dps_protocol::tpm::templates::srk_rsa2048(Vec::new());
+    let public = tss_esapi::structures::Public::unmarshall(&template.to_tpmt()).unwrap();
+    for _ in 0..3 {
+        let _ = ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.create_primary(Hierarchy::Owner, public.clone(), None, None, None, None)
+        });
+    }
+    std::process::abort();
+}
+
+/// Killed clients leave sessions and objects in a TPM with no resource manager; three in a row
+/// fill its slots. The next open flushes them, and the import works.
+#[test]
+fn a_client_killed_three_times_in_a_row_leaves_nothing_behind() {
+    let mut t = TestTpm::fresh();
+    let (ek, srk) = (t.ek(), t.srk());
+    let tcti = t.swtpm.tcti();
+    let swtpm = {
+        let TestTpm { tpm, swtpm } = t;
+        drop(tpm);
+        swtpm
+    };
+    for _ in 0..3 {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "negative::leak_and_die",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("LEAK_TCTI", &tcti)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the helper was meant to die");
+    }
+    let mut t = TestTpm::on(swtpm);
+    let issued = AuthenticationKey::issue(&ek, &srk, &mut rng("after kills")).expect("issue");
+    t.tpm
+        .import_authentication_key(&issued.blob.to_bytes())
+        .expect("import after three killed clients");
+    assert_eq!(
+        t.tpm.hmac(b"x").unwrap(),
+        dps_protocol::crypto::hmac_sha256(issued.device_key.as_ref(), &[b"x"])
+    );
+}
