@@ -53,7 +53,7 @@ pub(super) fn flush(ctx: &mut Context) -> usize {
             match done {
                 Ok(()) => flushed += 1,
                 Err(e) => {
-                    tracing::debug!(handle = format_args!("0x{raw:08x}"), error = %e, "not flushed")
+                    tracing::debug!(handle = format_args!("0x{raw:08x}"), error = %e, "not flushed");
                 }
             }
         }
