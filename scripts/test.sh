@@ -36,3 +36,7 @@ cargo_log=$work/cargo-test.log
 cargo test --workspace --locked 2>&1 | tee "$cargo_log"
 # One closing line for the whole workspace (cargo ends on the last crate's doc-tests).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$cargo_log"
+
+echo "== fuzz smoke: every parser of outside input, 20 s each from the seed corpora"
+FUZZ_DEV=1 scripts/fuzz.sh 20
+
