@@ -328,3 +328,65 @@ async fn a_rotated_service_key_keeps_devices_working(pool: PgPool) {
     let (status, body) = only_new.device_state(&device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// A replayed token of the old key racing the device's re-registration must not bring the old
+/// key back. The test stands in for the re-registration: it holds the registration row (as the
+/// register step does with `FOR UPDATE`), writes the new key into it, and commits only once the
+/// replay is waiting behind it. With the row lock the replay then sees the new key and is
+/// refused; without it, it verified against the old row and overwrote the new key.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_replayed_old_token_racing_re_registration_cannot_restore_the_old_key(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    provision(&app, &mut t, &device).await;
+    let old_token = device.sas(&mut t.tpm, test_support::now() + 120);
+    // Reboot and re-provision: the new key is in the TPM and in a live challenge.
+    let blob = app.challenge(&device).await;
+    t.tpm.import_authentication_key(&blob).unwrap();
+    let id = device.registration_id.clone();
+
+    let mut reregister = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM registrations WHERE registration_id = $1 FOR UPDATE")
+        .bind(&id)
+        .execute(&mut *reregister)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE registrations r SET sealed_key = c.sealed_key, key_id = c.key_id,
+                authentication_key = c.authentication_key, etag = gen_random_uuid()
+         FROM challenges c WHERE r.registration_id = $1 AND c.registration_id = $1",
+    )
+    .bind(&id)
+    .execute(&mut *reregister)
+    .await
+    .unwrap();
+    let body = device.body();
+    let replay = app.put_register(&id, &body, Some(&old_token));
+    let finish = async {
+        for _ in 0..300 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%FROM registrations%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        reregister.commit().await.unwrap();
+    };
+    let ((status, answer), ()) = tokio::join!(replay, finish);
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the old key's token was accepted: {answer}"
+    );
+    // The device's new key is the registration's key.
+    let (status, state) = app.device_state(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+}
