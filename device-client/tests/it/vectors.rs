@@ -1,10 +1,11 @@
 //! The swtpm-proven vector set, `dps-protocol/tests/vectors/swtpm_device.json`: a recorded TPM
-//! (its swtpm state is committed under `tests/fixtures/swtpm-state/`), the blob the service
+//! (its swtpm state is committed under `test-support/fixtures/swtpm-state/`), the blob the service
 //! builds for it from a fixed seed, and what the TPM's key signs. `dps-protocol`'s unit tests
 //! rebuild the same bytes in software; this test shows that the TPM accepts them.
 //!
-//! Regenerate (only if the format must change):
-//! `cargo test -p device-client --test it -- --ignored regenerate_swtpm_vector`
+//! Re-record (the blob's format or the issued key's template changed), same TPM:
+//! `cargo test -p device-client --test it -- --ignored rerecord_swtpm_vector`; a new TPM
+//! altogether (changes the recorded registration id): `... regenerate_swtpm_vector`.
 
 use std::path::{Path, PathBuf};
 
@@ -89,13 +90,31 @@ fn regenerate_swtpm_vector() {
     .expect("copy state");
     drop(swtpm);
 
+    record(&ek_bytes, &srk_bytes);
+}
+
+/// Re-records the vector on the committed swtpm state (same EK, SRK and registration id): for
+/// a change of the blob's format or of the issued key's template.
+#[test]
+#[ignore = "re-records the committed vector"]
+fn rerecord_swtpm_vector_on_the_committed_state() {
+    let mut t = TestTpm::on(Swtpm::start_from_state(&fixture_state()));
+    let ek_bytes = t.tpm.endorsement_key().expect("EK");
+    let srk_bytes = t.tpm.storage_root_key().expect("SRK");
+    drop(t);
+    record(&ek_bytes, &srk_bytes);
+}
+
+/// Issues the blob for the recorded TPM from the fixed seed, proves it on a copy of the
+/// committed state, and writes the vector.
+fn record(ek_bytes: &[u8], srk_bytes: &[u8]) {
     let (ek, srk) = (
-        Public::from_tpm2b(&ek_bytes).expect("EK"),
-        Public::from_tpm2b(&srk_bytes).expect("SRK"),
+        Public::from_tpm2b(ek_bytes).expect("EK"),
+        Public::from_tpm2b(srk_bytes).expect("SRK"),
     );
     let issued = AuthenticationKey::issue(&ek, &srk, &mut ChaCha20Rng::seed_from_u64(BLOB_SEED))
         .expect("issue");
-    let registration_id = RegistrationId::from_endorsement_key(&ek_bytes);
+    let registration_id = RegistrationId::from_endorsement_key(ek_bytes);
     let resource = sas::registration_resource(ID_SCOPE, registration_id.as_str());
     let to_sign = sas::string_to_sign(&sas::encode_resource(&resource), EXPIRY);
 
@@ -114,10 +133,10 @@ fn regenerate_swtpm_vector() {
         sas::build_token(&resource, EXPIRY, Some(REGISTRATION_KEY_NAME), &mut t.tpm).expect("sign");
 
     let vector = serde_json::json!({
-        "source": "swtpm 0.7.1 manufactured by swtpm_setup --createek (state: test-support/fixtures/swtpm-state), SRK created by device-client::tpm; blob from AuthenticationKey::issue with ChaCha20Rng::seed_from_u64(blob_seed); hmac and token computed by that TPM. Generator: device-client/tests/it/vectors.rs regenerate_swtpm_vector",
+        "source": "swtpm 0.7.1 manufactured by swtpm_setup --createek (state: test-support/fixtures/swtpm-state), SRK created by device-client::tpm; blob from AuthenticationKey::issue with ChaCha20Rng::seed_from_u64(blob_seed); hmac and token computed by that TPM. Generators: device-client/tests/it/vectors.rs rerecord_swtpm_vector_on_the_committed_state (same TPM), regenerate_swtpm_vector (a new one)",
         "blob_seed": BLOB_SEED,
-        "ek_tpm2b_public": hex::encode(&ek_bytes),
-        "srk_tpm2b_public": hex::encode(&srk_bytes),
+        "ek_tpm2b_public": hex::encode(ek_bytes),
+        "srk_tpm2b_public": hex::encode(srk_bytes),
         "hmac_key": hex::encode(issued.device_key.as_ref()),
         "authentication_key": hex::encode(issued.blob.to_bytes()),
         "registration_id": registration_id.as_str(),

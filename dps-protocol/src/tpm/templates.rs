@@ -25,9 +25,13 @@ pub const SRK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
     | TPMA_OBJECT_RESTRICTED
     | TPMA_OBJECT_DECRYPT;
 
-/// Attributes of the issued HMAC key: userWithAuth|sign (0x00040040). Not fixedTPM or
-/// fixedParent, because an imported object must be duplicable.
-pub const HMAC_KEY_ATTRIBUTES: u32 = TPMA_OBJECT_USER_WITH_AUTH | TPMA_OBJECT_SIGN;
+/// Attributes of the issued HMAC key: userWithAuth|noDA|sign (0x00040440). Not fixedTPM or
+/// fixedParent, because an imported object must be duplicable. noDA: its authValue is empty, so
+/// dictionary-attack protection guards nothing here, while a failed authorization against it
+/// (a client killed mid-session, a local process) would spend the TPM's lockout counter, which
+/// protects the device's other keys (TPM 2.0 Part 1, "Dictionary Attack Protection").
+pub const HMAC_KEY_ATTRIBUTES: u32 =
+    TPMA_OBJECT_USER_WITH_AUTH | TPMA_OBJECT_NO_DA | TPMA_OBJECT_SIGN;
 
 fn rsa_storage_key(attributes: u32, auth_policy: Vec<u8>, modulus: Vec<u8>) -> Public {
     Public {
