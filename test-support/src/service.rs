@@ -67,6 +67,13 @@ impl TestApp {
         Self::spawn_with(pool, settings(), Arc::new(Pki::new())).await
     }
 
+    /// An instance with the test settings as `configure` changes them.
+    pub async fn spawn_configured(pool: PgPool, configure: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = settings();
+        configure(&mut settings);
+        Self::spawn_with(pool, settings, Arc::new(Pki::new())).await
+    }
+
     /// Another instance on the same database, service key and PKI.
     pub async fn second_instance(&self) -> Self {
         self.instance_sealed_with(Sealer::new(&SERVICE_KEY)).await

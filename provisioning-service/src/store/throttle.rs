@@ -27,11 +27,21 @@ pub async fn hit(
     .bind(window)
     .fetch_one(conn)
     .await?;
-    if u32::try_from(count).unwrap_or(u32::MAX) <= limit.count {
-        return Ok(None);
-    }
+    Ok(refusal(count, window_start, limit.count, window, now))
+}
+
+/// `Some(seconds until the window that began at `window_start` ends)` when `count` is over
+/// `allowed` in a window still open at `now`.
+fn refusal(
+    count: i32,
+    window_start: OffsetDateTime,
+    allowed: u32,
+    window: i64,
+    now: OffsetDateTime,
+) -> Option<u64> {
     let elapsed = (now - window_start).whole_seconds().max(0);
-    Ok(Some(u64::try_from((window - elapsed).max(1)).unwrap_or(1)))
+    let over = u32::try_from(count).unwrap_or(u32::MAX) > allowed;
+    (over && elapsed < window).then(|| u64::try_from((window - elapsed).max(1)).unwrap_or(1))
 }
 
 /// Whether `bucket` is at its limit now, without counting: `Some(seconds until the window
@@ -48,12 +58,14 @@ pub async fn peek(
             .bind(bucket)
             .fetch_optional(conn)
             .await?;
-    let Some((count, window_start)) = row else {
-        return Ok(None);
-    };
-    let elapsed = (now - window_start).whole_seconds().max(0);
-    if elapsed >= window || u32::try_from(count).unwrap_or(u32::MAX) < limit.count {
-        return Ok(None);
-    }
-    Ok(Some(u64::try_from((window - elapsed).max(1)).unwrap_or(1)))
+    // At the limit already: the next hit would be over it.
+    Ok(row.and_then(|(count, window_start)| {
+        refusal(
+            count.saturating_add(1),
+            window_start,
+            limit.count,
+            window,
+            now,
+        )
+    }))
 }

@@ -415,16 +415,12 @@ async fn another_tpm_with_the_enrolled_ek_pub_cannot_register(pool: PgPool) {
 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn throttled_challenges(pool: PgPool) {
-    let mut settings = test_support::settings();
-    settings.registration_limit = provisioning_service::settings::Limit {
-        count: 2,
-        window_secs: 60,
-    };
-    let app = TestApp::spawn_with(
-        pool,
-        settings,
-        std::sync::Arc::new(test_support::Pki::new()),
-    )
+    let app = TestApp::spawn_configured(pool, |s| {
+        s.registration_limit = provisioning_service::settings::Limit {
+            count: 2,
+            window_secs: 60,
+        };
+    })
     .await;
     let mut t = TestTpm::recorded();
     let device = Device::of(&mut t.tpm);
@@ -505,13 +501,9 @@ async fn a_non_ascii_authorization_is_a_refusal_not_a_new_challenge(pool: PgPool
 /// each new challenge replaced the device's live one.)
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn a_challenge_flood_in_a_devices_name_does_not_keep_it_from_provisioning(pool: PgPool) {
-    let mut settings = test_support::settings();
-    settings.client_address_header = Some("x-forwarded-for".to_owned());
-    let app = TestApp::spawn_with(
-        pool,
-        settings,
-        std::sync::Arc::new(test_support::Pki::new()),
-    )
+    let app = TestApp::spawn_configured(pool, |s| {
+        s.client_address_header = Some("x-forwarded-for".to_owned());
+    })
     .await;
     let mut victim = TestTpm::recorded();
     let device = Device::of(&mut victim.tpm);

@@ -425,16 +425,12 @@ async fn topics_a_device_and_a_backend_may_use(pool: PgPool) {
 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn failed_connects_are_throttled_and_logs_keep_no_secret(pool: PgPool) {
-    let mut settings = test_support::settings();
-    settings.hub_failure_limit = provisioning_service::settings::Limit {
-        count: 3,
-        window_secs: 60,
-    };
-    let app = TestApp::spawn_with(
-        pool,
-        settings,
-        std::sync::Arc::new(test_support::Pki::new()),
-    )
+    let app = TestApp::spawn_configured(pool, |s| {
+        s.hub_failure_limit = provisioning_service::settings::Limit {
+            count: 3,
+            window_secs: 60,
+        };
+    })
     .await;
     let mut p = provisioned(&app).await;
     let (user, id) = (p.username(), p.device_id.clone());
