@@ -1,7 +1,7 @@
 //! The decision logic of each device step (docs/protocol.md §1–3). Handlers parse HTTP; this module
 //! decides, calling `dps-protocol` for the crypto and `store` for the state, and names every
 //! refusal ([`Refusal`]). Each step runs in one transaction on one connection; the RSA work of
-//! a challenge locks only the device's own throttle rows.
+//! a challenge holds only the asking address's throttle row.
 
 mod admission;
 mod refusal;
