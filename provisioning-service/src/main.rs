@@ -38,6 +38,10 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             tracing::info!(listen = %args.listen, id_scope = %settings.id_scope, hubs = ?settings.linked_hubs.as_slice(), "serving");
             let app = App::new(pool, sealer, settings)?;
+            tokio::spawn(server::housekeeping(
+                app.clone(),
+                std::time::Duration::from_secs(30),
+            ));
             if let Some(addr) = args.hub_auth_listen {
                 let hooks = std::net::TcpListener::bind(addr)
                     .with_context(|| format!("cannot listen on {addr}"))?;

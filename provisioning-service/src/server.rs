@@ -59,6 +59,39 @@ pub async fn serve_hub_hooks(
         .await
 }
 
+/// Sweeps expired challenges and ended throttle windows every `period`, forever (run it beside
+/// the server; on several instances only one sweeps at a time). Failures are logged and the
+/// next period tries again.
+pub async fn housekeeping(app: App, period: Duration) {
+    /// Rows deleted per table per sweep at most.
+    const BATCH: i64 = 10_000;
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = time::OffsetDateTime::now_utc();
+        let stale_before = now - app.settings().longest_throttle_window();
+        let swept = async {
+            let mut tx = app.pool().begin().await?;
+            let swept =
+                crate::store::housekeeping::sweep(&mut tx, now, stale_before, BATCH).await?;
+            tx.commit().await?;
+            Ok::<_, crate::store::StoreError>(swept)
+        };
+        match swept.await {
+            Ok(Some(s)) if s.throttle_rows + s.challenges > 0 => {
+                tracing::info!(
+                    throttle_rows = s.throttle_rows,
+                    challenges = s.challenges,
+                    "swept"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "housekeeping sweep failed"),
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -268,6 +268,21 @@ impl Settings {
         Ok(())
     }
 
+    /// The longest throttle window: a counter whose window began earlier is over.
+    #[must_use]
+    pub fn longest_throttle_window(&self) -> time::Duration {
+        let secs = [
+            self.registration_limit.window_secs,
+            self.poll_limit.window_secs,
+            self.hub_failure_limit.window_secs,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+        // Windows are minutes; a day bounds the subtraction from `now` whatever they become.
+        time::Duration::seconds(i64::try_from(secs.min(86_400)).unwrap_or(86_400))
+    }
+
     /// The challenge TTL as a duration (at most a week once validated, so it fits).
     #[must_use]
     pub fn challenge_ttl(&self) -> time::Duration {

@@ -14,9 +14,10 @@
 //! 3. `registrations`.
 //!
 //! `enrollments` rows are only read by the device steps (never locked), and enrollment writes
-//! touch no other table.
+//! touch no other table. The housekeeping sweep deletes in the same order.
 
 pub mod enrollments;
+pub mod housekeeping;
 pub mod registrations;
 pub mod throttle;
 

@@ -11,6 +11,7 @@
 mod abuse;
 mod enrollments;
 mod factory;
+mod housekeeping;
 mod hub;
 mod listener;
 mod outage;
