@@ -121,15 +121,39 @@ impl HubError {
 /// stops a revoked device's live session there too. Back-end applications hold a policy key
 /// from the configuration and stay admitted.
 pub async fn still_admitted(app: &App, username: &str) -> Result<bool, HubError> {
-    let Some(topics::Identity::Device(device_id)) = topics::Identity::of_username(username) else {
-        return Ok(topics::Identity::of_username(username).is_some());
-    };
-    let (hub, _) = split_hub(username)?;
+    match topics::Identity::of_username(username) {
+        None => Ok(false),
+        Some(topics::Identity::Backend(_)) => Ok(true),
+        Some(topics::Identity::Device(device_id)) => {
+            let (hub, _) = split_hub(username)?;
+            match admitted_key(app, &hub.to_ascii_lowercase(), device_id).await {
+                Ok(_) => Ok(true),
+                Err(HubError::Refused(_)) => Ok(false),
+                Err(fault) => Err(fault),
+            }
+        }
+    }
+}
+
+/// The key of the device assigned to `hub` (lowercase) as `device_id`, if its enrollment still
+/// admits it.
+async fn admitted_key(
+    app: &App,
+    hub: &str,
+    device_id: &str,
+) -> Result<std::sync::Arc<keys::DeviceKey>, HubError> {
     let key = app
         .device_keys()
-        .get(app, &hub.to_ascii_lowercase(), device_id)
-        .await?;
-    Ok(key.is_some_and(|k| k.status == Some(ProvisioningStatus::Enabled)))
+        .get(app, hub, device_id)
+        .await?
+        .ok_or_else(|| HubRefusal::NotAssigned {
+            hub: hub.to_owned(),
+            device_id: device_id.to_owned(),
+        })?;
+    if key.status != Some(ProvisioningStatus::Enabled) {
+        return Err(HubRefusal::NotEnabled.into());
+    }
+    Ok(key)
 }
 
 /// `{hub}/{rest}`: the hub and what follows its slash.
@@ -236,17 +260,7 @@ async fn verify(
     if credentials.client_id.is_some_and(|c| c != device_id) {
         return Err(HubRefusal::ClientIdMismatch.into());
     }
-    let key = app
-        .device_keys()
-        .get(app, &hub, device_id)
-        .await?
-        .ok_or_else(|| HubRefusal::NotAssigned {
-            hub: hub.clone(),
-            device_id: device_id.to_owned(),
-        })?;
-    if key.status != Some(ProvisioningStatus::Enabled) {
-        return Err(HubRefusal::NotEnabled.into());
-    }
+    let key = admitted_key(app, &hub, device_id).await?;
     let resource = format!("{hub}/devices/{device_id}");
     policy.resource = &resource;
     token

@@ -239,6 +239,14 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `PUT .../register` with what `device` presents, to finish with headers of one's own and
+    /// read the whole response (status, headers, body).
+    pub fn register_request(&self, device: &Device) -> reqwest::RequestBuilder {
+        self.client
+            .put(self.register_url(&device.registration_id))
+            .json(&device.body())
+    }
+
     /// The first register call: returns the authenticationKey blob.
     pub async fn challenge(&self, device: &Device) -> Vec<u8> {
         let (status, body) = self

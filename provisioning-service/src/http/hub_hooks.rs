@@ -23,8 +23,6 @@
 //!   (`acc`: 1 read, 2 write, 3 read-write, 4 subscribe) and `superuser`, with
 //!   `response_mode status`: 200 allows, 403 denies.
 
-use std::fmt::Write as _;
-
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -92,12 +90,7 @@ async fn authenticate(
             Ok(None)
         }
         Err(fault) => {
-            let mut chain = fault.to_string();
-            let mut next = std::error::Error::source(&fault);
-            while let Some(cause) = next {
-                let _ = write!(chain, ": {cause}");
-                next = cause.source();
-            }
+            let chain = super::error::error_chain(&fault);
             tracing::error!(error = %chain, "hub connect check failed");
             // A broker treats an error as "no answer" (EMQX: ignore; RabbitMQ: refuse): never
             // an allow.
@@ -114,7 +107,8 @@ async fn may(app: &App, username: &str, access: Access, topic: &str) -> Result<b
         ok = match hub::still_admitted(app, username).await {
             Ok(admitted) => admitted,
             Err(fault) => {
-                tracing::error!(error = %fault, "hub topic check failed");
+                let chain = super::error::error_chain(&fault);
+                tracing::error!(error = %chain, "hub topic check failed");
                 return Err(StatusCode::SERVICE_UNAVAILABLE);
             }
         };

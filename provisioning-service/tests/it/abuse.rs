@@ -427,13 +427,7 @@ async fn throttled_challenges(pool: PgPool) {
     app.enroll(&device.registration_id, &device.ek).await;
     app.challenge(&device).await;
     app.challenge(&device).await;
-    let response = app
-        .client
-        .put(app.register_url(&device.registration_id))
-        .json(&device.body())
-        .send()
-        .await
-        .unwrap();
+    let response = app.register_request(&device).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 = response.headers()["retry-after"]
         .to_str()
@@ -471,13 +465,11 @@ async fn a_non_ascii_authorization_is_a_refusal_not_a_new_challenge(pool: PgPool
     let (mut t, device) = provisioned(&app).await;
     let before = app.snapshot().await;
     let response = app
-        .client
-        .put(app.register_url(&device.registration_id))
+        .register_request(&device)
         .header(
             "authorization",
             reqwest::header::HeaderValue::from_bytes(b"SharedAccessSignature sr=\xff").unwrap(),
         )
-        .json(&device.body())
         .send()
         .await
         .unwrap();
@@ -515,10 +507,8 @@ async fn a_challenge_flood_in_a_devices_name_does_not_keep_it_from_provisioning(
     forged.ek = device.ek.clone();
 
     let ask = |who: &Device, from: &'static str| {
-        app.client
-            .put(app.register_url(&who.registration_id))
+        app.register_request(who)
             .header("x-forwarded-for", format!("203.0.113.50, {from}"))
-            .json(&who.body())
             .send()
     };
     let challenge = ask(&device, "192.0.2.10").await.unwrap();

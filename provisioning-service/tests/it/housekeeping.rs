@@ -3,9 +3,9 @@
 
 use provisioning_service::store::housekeeping::{sweep, Swept};
 use reqwest::StatusCode;
-use time::{Duration, OffsetDateTime};
 use sqlx::PgPool;
 use test_support::{Device, TestApp, TestTpm};
+use time::{Duration, OffsetDateTime};
 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn the_sweep_deletes_what_has_ended_boundedly_and_one_instance_at_a_time(pool: PgPool) {
@@ -19,10 +19,8 @@ async fn the_sweep_deletes_what_has_ended_boundedly_and_one_instance_at_a_time(p
     // Challenges and throttle rows from five addresses.
     for i in 0..5 {
         let r = app
-            .client
-            .put(app.register_url(&device.registration_id))
+            .register_request(&device)
             .header("x-forwarded-for", format!("192.0.2.{i}"))
-            .json(&device.body())
             .send()
             .await
             .unwrap();

@@ -43,9 +43,7 @@ async fn a_database_outage_is_503_fast_and_the_service_recovers(pool: PgPool) {
         let mut load = tokio::task::JoinSet::new();
         for i in 0..8 {
             let request = if i % 2 == 0 {
-                app.client
-                    .put(app.register_url(&device.registration_id))
-                    .json(&device.body())
+                app.register_request(&device)
             } else {
                 app.client
                     .get(format!(
@@ -85,13 +83,7 @@ async fn a_database_outage_is_503_fast_and_the_service_recovers(pool: PgPool) {
         );
     }
     assert!(seen_503 > 0);
-    let retry = app
-        .client
-        .put(app.register_url(&device.registration_id))
-        .json(&device.body())
-        .send()
-        .await
-        .unwrap();
+    let retry = app.register_request(&device).send().await.unwrap();
     assert_eq!(retry.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(retry.headers().contains_key("retry-after"));
 
