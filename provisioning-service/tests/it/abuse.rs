@@ -543,3 +543,37 @@ async fn a_challenge_flood_in_a_devices_name_does_not_keep_it_from_provisioning(
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Without `--client-address-header`, a client cannot pick its own throttle bucket by sending
+/// `X-Forwarded-For`: the TCP peer is the client.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_forwarded_for_header_is_ignored_unless_configured(pool: PgPool) {
+    let app = TestApp::spawn_configured(pool, |s| {
+        s.registration_limit = provisioning_service::settings::Limit {
+            count: 2,
+            window_secs: 60,
+        };
+    })
+    .await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let r = app
+            .register_request(&device)
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
