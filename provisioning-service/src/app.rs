@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use crate::cpu::CpuPool;
 use crate::hub::keys::DeviceKeys;
 use crate::sealing::Sealer;
 use crate::settings::{Settings, SettingsError};
@@ -20,6 +21,7 @@ struct Inner {
     sealer: Sealer,
     settings: Settings,
     device_keys: DeviceKeys,
+    cpu: CpuPool,
 }
 
 impl App {
@@ -34,6 +36,7 @@ impl App {
             sealer,
             settings,
             device_keys,
+            cpu: CpuPool::new(),
         })))
     }
 
@@ -56,5 +59,11 @@ impl App {
     #[must_use]
     pub fn device_keys(&self) -> &DeviceKeys {
         &self.0.device_keys
+    }
+
+    /// Where the RSA work of challenges runs (`cpu`).
+    #[must_use]
+    pub fn cpu(&self) -> &CpuPool {
+        &self.0.cpu
     }
 }

@@ -22,6 +22,7 @@
 pub mod allocation;
 pub mod app;
 pub mod config;
+pub mod cpu;
 pub mod enrollment;
 pub mod factory;
 pub mod http;

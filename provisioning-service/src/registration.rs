@@ -1,7 +1,7 @@
 //! The decision logic of each device step (docs/protocol.md §1–3). Handlers parse HTTP; this module
 //! decides, calling `dps-protocol` for the crypto and `store` for the state, and names every
-//! refusal ([`Refusal`]). Each step runs in one transaction on one connection; the RSA work of
-//! a challenge holds only the asking address's throttle row.
+//! refusal ([`Refusal`]). Each step uses one connection and at most two statements, with the
+//! RSA or HMAC work between them and no transaction held across it (`store::device_steps`).
 
 mod admission;
 mod refusal;
@@ -18,14 +18,12 @@ use dps_protocol::wire::{
 use dps_protocol::{AuthenticationKey, RegistrationId};
 use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha256};
-use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::settings::Limit;
-use crate::store::registrations::{self, ChallengeRow, RegistrationRow, Status, Substatus};
-use crate::store::throttle;
+use crate::store::device_steps::{self, KeyCandidate, KeySource};
+use crate::store::registrations::{ChallengeRow, RegistrationRow, Status, Substatus};
 use crate::timestamp;
 
 /// A parsed, validated register request body.
@@ -105,65 +103,75 @@ fn unix(t: OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap_or(0)
 }
 
-/// Counts one request against `bucket`; refuses it over the limit.
-async fn throttle(
-    conn: &mut PgConnection,
-    bucket: &str,
-    limit: Limit,
-    now: OffsetDateTime,
-) -> Result<(), StepError> {
-    match throttle::hit(conn, bucket, limit, now).await? {
-        Some(retry_after) => Err(Refusal::Throttled { retry_after }.into()),
-        None => Ok(()),
-    }
-}
-
-/// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob. One
-/// transaction: admission, the client address's throttle counter, the RSA work, the challenge
-/// row.
+/// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob. Two
+/// statements (`store::device_steps`): the client address's throttle count with the enrollment
+/// read, then, after the RSA work, the challenge row.
 ///
 /// Anyone who knows a device's registration id and EK_pub can ask for challenges in its name
 /// (they are useless without the TPM). So the budget is the asking client address's, never the
 /// device's, and a new challenge joins the device's live ones instead of replacing them: a
 /// stranger's flood from elsewhere neither throttles the device nor evicts the challenge it is
-/// answering (`store::registrations::put_challenge`).
+/// answering (`store::device_steps::put_challenge`).
 pub async fn challenge(
     app: &App,
     req: &RegisterRequest,
     client_address: &str,
     now: OffsetDateTime,
-    rng: &mut (impl CryptoRngCore + Send),
 ) -> Result<Vec<u8>, StepError> {
     let id = req.registration_id.as_str();
     let tpm = req.tpm.as_ref().ok_or(Refusal::AttestationRequired)?;
     let ek_hash = ek_hash(&tpm.ek_bytes);
-    let mut tx = app.pool().begin().await?;
-    admit(&mut tx, id, &ek_hash).await?;
+    let mut conn = app.pool().acquire().await?;
     let limit = app.settings().registration_limit;
-    throttle(&mut tx, &format!("challenge:{client_address}"), limit, now).await?;
+    let gate = device_steps::challenge_gate(
+        &mut conn,
+        id,
+        &format!("challenge:{client_address}"),
+        limit,
+        now,
+    )
+    .await?;
+    if let Some(retry_after) = gate.counted.refusal(limit, now) {
+        return Err(Refusal::Throttled { retry_after }.into());
+    }
+    admit(&mut conn, gate.enrollment, &ek_hash).await?;
+    // The connection goes back to the pool while the RSA work waits for a core: a burst of
+    // challenges must queue for CPU, not hold the connections registrations and polls need.
+    drop(conn);
 
-    let issued =
-        AuthenticationKey::issue(&tpm.ek, &tpm.srk, rng).map_err(|source| Refusal::InvalidKey {
-            field: "tpm",
-            source,
-        })?;
-    let blob = issued.blob.to_bytes();
+    // The RSA work (two OAEP encryptions) and the sealing, off the async workers.
+    let issued = {
+        let (app, ek, srk, id) = (app.clone(), tpm.ek.clone(), tpm.srk.clone(), id.to_owned());
+        app.clone()
+            .cpu()
+            .run(move || {
+                let mut rng = rand::rngs::OsRng;
+                AuthenticationKey::issue(&ek, &srk, &mut rng).map(|issued| {
+                    let sealed =
+                        app.sealer()
+                            .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
+                    (issued.blob.to_bytes(), sealed)
+                })
+            })
+            .await?
+    };
+    let (blob, sealed_key) = issued.map_err(|source| Refusal::InvalidKey {
+        field: "tpm",
+        source,
+    })?;
     let row = ChallengeRow {
         challenge_id: Uuid::new_v4(),
         registration_id: id.to_owned(),
         client_address: client_address.to_owned(),
         ek_hash,
         storage_root_key: tpm.srk_bytes.clone(),
-        sealed_key: app
-            .sealer()
-            .seal(issued.device_key.as_ref(), id.as_bytes(), rng),
+        sealed_key,
         key_id: app.sealer().key_id().to_owned(),
         authentication_key: blob.clone(),
         issued_at: now,
         expires_at: now + app.settings().challenge_ttl(),
     };
-    registrations::put_challenge(&mut tx, &row).await?;
-    tx.commit().await?;
+    device_steps::put_challenge(&mut *app.pool().acquire().await?, &row).await?;
     Ok(blob)
 }
 
@@ -191,65 +199,23 @@ fn verify(
         .map_err(|e| Refusal::SasRejected(e).into())
 }
 
-/// The key a SAS token was verified with, and the TPM it was issued to.
-struct ProvenKey {
-    sealed_key: Vec<u8>,
-    key_id: String,
-    ek_hash: Vec<u8>,
-    storage_root_key: Vec<u8>,
-    authentication_key: Vec<u8>,
-    /// Whether it is the live challenge's key (rather than the registration's).
-    from_challenge: bool,
-}
-
-impl From<ChallengeRow> for ProvenKey {
-    fn from(c: ChallengeRow) -> Self {
-        Self {
-            sealed_key: c.sealed_key,
-            key_id: c.key_id,
-            ek_hash: c.ek_hash,
-            storage_root_key: c.storage_root_key,
-            authentication_key: c.authentication_key,
-            from_challenge: true,
-        }
-    }
-}
-
-impl From<&RegistrationRow> for ProvenKey {
-    fn from(r: &RegistrationRow) -> Self {
-        Self {
-            sealed_key: r.sealed_key.clone(),
-            key_id: r.key_id.clone(),
-            ek_hash: r.ek_hash.clone(),
-            storage_root_key: r.storage_root_key.clone(),
-            authentication_key: r.authentication_key.clone(),
-            from_challenge: false,
-        }
-    }
-}
-
-/// Finds the key `token` was signed with: a live challenge's key (newest first), else the key
-/// the device last registered with; older keys no longer exist anywhere. If the body named a
-/// TPM (`presented`: EK hash and SRK), the key must have been issued to that TPM.
-fn proven_key(
+/// Finds the key `token` was signed with among the device's `candidates`: a live challenge's
+/// key (newest first), else the key the device last registered with; older keys no longer
+/// exist anywhere. If the body named a TPM (`presented`: EK hash and SRK), the key must have
+/// been issued to that TPM.
+fn proven_key<'c>(
     app: &App,
     token: &SasToken,
     id: &str,
-    challenges: Vec<ChallengeRow>,
-    previous: Option<&RegistrationRow>,
+    candidates: &'c [KeyCandidate],
     presented: Option<&(Vec<u8>, &[u8])>,
     now: OffsetDateTime,
-) -> Result<ProvenKey, StepError> {
-    let issued_here = |k: &ProvenKey| {
+) -> Result<&'c KeyCandidate, StepError> {
+    let issued_here = |k: &&KeyCandidate| {
         presented.is_none_or(|(ek, srk)| k.ek_hash == *ek && k.storage_root_key == *srk)
     };
-    let candidates = challenges
-        .into_iter()
-        .filter(|c| c.expires_at > now)
-        .map(ProvenKey::from)
-        .chain(previous.map(ProvenKey::from));
     let mut refusal = Refusal::NoLiveKey;
-    for candidate in candidates.filter(issued_here) {
+    for candidate in candidates.iter().filter(issued_here) {
         match verify(
             app,
             token,
@@ -266,8 +232,13 @@ fn proven_key(
     Err(refusal.into())
 }
 
-/// Step 2, with SAS: the device proved it holds the issued key; assign it. One transaction:
-/// the device's challenge and registration rows locked, the enrollment read, the state written.
+/// How many times the SAS step reads and writes again when the device's state changed between
+/// its read and its write (a concurrent registration of the same device).
+const ASSIGN_ATTEMPTS: usize = 3;
+
+/// Step 2, with SAS: the device proved it holds the issued key; assign it. One connection, two
+/// statements (`store::device_steps`): every key candidate and the enrollment in one read, then
+/// a write that re-checks what the read decided on; if that changed, read again.
 pub async fn register(
     app: &App,
     req: &RegisterRequest,
@@ -280,93 +251,86 @@ pub async fn register(
         .tpm
         .as_ref()
         .map(|t| (ek_hash(&t.ek_bytes), t.srk_bytes.as_slice()));
-    let mut tx = app.pool().begin().await?;
-    let (challenges, previous) = registrations::lock(&mut tx, id).await?;
-    let key = proven_key(
-        app,
-        token,
-        id,
-        challenges,
-        previous.as_ref(),
-        presented.as_ref(),
-        now,
-    )?;
-    let enrollment = admit(&mut tx, id, &key.ek_hash).await?;
-    // A key sealed under a previous service key moves to the current one (sealing.rs).
-    let (sealed_key, key_id) =
-        app.sealer()
-            .reseal(key.sealed_key, key.key_id, id.as_bytes(), rng)?;
-
-    let hub = app
-        .settings()
-        .linked_hubs
-        .assign(id, enrollment.iot_hub_host_name.as_deref())
-        .to_owned();
-    let substatus = match &previous {
-        Some(p) if p.assigned_hub.as_deref() != Some(hub.as_str()) => Substatus::DeviceDataMigrated,
-        _ => Substatus::InitialAssignment,
-    };
-    let row = RegistrationRow {
-        registration_id: id.to_owned(),
-        operation_id: Uuid::new_v4(),
-        status: Status::Assigned,
-        substatus: Some(substatus),
-        assigned_hub: Some(hub),
-        device_id: Some(
-            enrollment
-                .device_id
-                .clone()
-                .unwrap_or_else(|| id.to_owned()),
-        ),
-        ek_hash: key.ek_hash,
-        storage_root_key: key.storage_root_key,
-        sealed_key,
-        key_id,
-        authentication_key: key.authentication_key,
-        error_code: None,
-        error_message: None,
-        etag: Uuid::new_v4(),
-        created_at: now,
-        updated_at: now,
-    };
-    let row = registrations::put_registration(&mut tx, &row).await?;
-    if key.from_challenge {
-        registrations::delete_challenges(&mut tx, id).await?;
+    let mut conn = app.pool().acquire().await?;
+    for _ in 0..ASSIGN_ATTEMPTS {
+        let view = device_steps::register_view(&mut conn, id, now).await?;
+        let key = proven_key(app, token, id, &view.candidates, presented.as_ref(), now)?;
+        let enrollment = admit(&mut conn, view.enrollment, &key.ek_hash).await?;
+        // A key sealed under a previous service key moves to the current one (sealing.rs).
+        let (sealed_key, key_id) = app.sealer().reseal(
+            key.sealed_key.clone(),
+            key.key_id.clone(),
+            id.as_bytes(),
+            rng,
+        )?;
+        let hub = app
+            .settings()
+            .linked_hubs
+            .assign(id, enrollment.iot_hub_host_name.as_deref())
+            .to_owned();
+        let previous_hub = view.candidates.iter().find_map(|c| match c.source {
+            KeySource::Registration { .. } => Some(c.assigned_hub.as_deref()),
+            KeySource::Challenge(_) => None,
+        });
+        let substatus = match previous_hub {
+            Some(previous) if previous != Some(hub.as_str()) => Substatus::DeviceDataMigrated,
+            _ => Substatus::InitialAssignment,
+        };
+        let row = RegistrationRow {
+            registration_id: id.to_owned(),
+            operation_id: Uuid::new_v4(),
+            status: Status::Assigned,
+            substatus: Some(substatus),
+            assigned_hub: Some(hub),
+            device_id: Some(enrollment.device_id.unwrap_or_else(|| id.to_owned())),
+            ek_hash: key.ek_hash.clone(),
+            storage_root_key: key.storage_root_key.clone(),
+            sealed_key,
+            key_id,
+            authentication_key: key.authentication_key.clone(),
+            error_code: None,
+            error_message: None,
+            etag: Uuid::new_v4(),
+            created_at: now,
+            updated_at: now,
+        };
+        if let Some(row) = device_steps::assign(&mut conn, &row, key.source).await? {
+            tracing::info!(
+                registration_id = id,
+                hub = row.assigned_hub.as_deref(),
+                "device assigned"
+            );
+            return Ok(RegistrationOperationStatus {
+                operation_id: row.operation_id.to_string(),
+                status: RegistrationStatus::Assigning,
+                registration_state: None,
+            });
+        }
     }
-    tx.commit().await?;
-    tracing::info!(
-        registration_id = id,
-        hub = row.assigned_hub.as_deref(),
-        "device assigned"
-    );
-    Ok(RegistrationOperationStatus {
-        operation_id: row.operation_id.to_string(),
-        status: RegistrationStatus::Assigning,
-        registration_state: None,
-    })
+    Err(Refusal::Contended.into())
 }
 
-/// The registration state of a device that authenticates with the key it registered with. One
-/// connection: the state read, then the poll counter.
+/// The registration state of a device that authenticates with the key it registered with: one
+/// statement, which also counts the call against the (registration, client address) budget.
 async fn authenticated_state(
     app: &App,
     id: &RegistrationId,
     token: &SasToken,
+    client_address: &str,
     now: OffsetDateTime,
 ) -> Result<RegistrationRow, StepError> {
     let id = id.as_str();
+    let limit = app.settings().poll_limit;
     let mut conn = app.pool().acquire().await?;
-    let row = registrations::get_registration(&mut conn, id)
+    let polled = device_steps::poll(&mut conn, id, client_address, limit, now)
         .await?
         .ok_or(Refusal::NoLiveKey)?;
+    drop(conn);
+    let row = polled.registration;
     verify(app, token, id, &row.sealed_key, &row.key_id, now)?;
-    throttle(
-        &mut conn,
-        &format!("poll:{id}"),
-        app.settings().poll_limit,
-        now,
-    )
-    .await?;
+    if let Some(retry_after) = polled.counted.refusal(limit, now) {
+        return Err(Refusal::Throttled { retry_after }.into());
+    }
     Ok(row)
 }
 
@@ -376,9 +340,10 @@ pub async fn operation_status(
     id: &RegistrationId,
     operation_id: &str,
     token: &SasToken,
+    client_address: &str,
     now: OffsetDateTime,
 ) -> Result<RegistrationOperationStatus, StepError> {
-    let row = authenticated_state(app, id, token, now).await?;
+    let row = authenticated_state(app, id, token, client_address, now).await?;
     if row.operation_id.to_string() != operation_id.to_ascii_lowercase() {
         return Err(Refusal::UnknownOperation.into());
     }
@@ -395,10 +360,11 @@ pub async fn device_state(
     app: &App,
     id: &RegistrationId,
     token: &SasToken,
+    client_address: &str,
     now: OffsetDateTime,
 ) -> Result<DeviceRegistrationResult, StepError> {
     Ok(registration_result(
-        &authenticated_state(app, id, token, now).await?,
+        &authenticated_state(app, id, token, client_address, now).await?,
     ))
 }
 

@@ -16,6 +16,7 @@
 //! `enrollments` rows are only read by the device steps (never locked), and enrollment writes
 //! touch no other table. The housekeeping sweep deletes in the same order.
 
+pub mod device_steps;
 pub mod enrollments;
 pub mod housekeeping;
 pub mod registrations;
@@ -78,6 +79,12 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
 /// The pool every service instance uses: `max_connections`, and no wait for a connection longer
 /// than `acquire_timeout`, so that while the database is away requests fail fast (503) instead
 /// of queueing for sqlx's default 30 s.
+///
+/// No ping before each checkout (sqlx's default): it cost a round trip per request. A broken
+/// connection shows as the request's error instead (503) and is not returned to the pool; idle
+/// connections are closed after a while and every connection is replaced periodically, so a
+/// restarted or failed-over Postgres is picked up without a probe per request. (sqlx 0.8 still
+/// sends a Sync on every release, off the request's path: `PoolConnection::return_to_pool`.)
 #[must_use]
 pub fn pool_options(
     max_connections: u32,
@@ -86,6 +93,9 @@ pub fn pool_options(
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .idle_timeout(std::time::Duration::from_secs(60))
+        .max_lifetime(std::time::Duration::from_secs(30 * 60))
 }
 
 /// Whether the database answers a statement (the readiness probe).

@@ -30,7 +30,7 @@ pg_start() {
         return 1
     }
     pg_as_owner "$bin/pg_ctl" -D "$dir/pgdata" -l "$dir/pgdata/server.log" -w \
-        -o "-p $port -k $dir/pgdata -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
+        -o "-p $port -k $dir/pgdata -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c shared_preload_libraries=pg_stat_statements" \
         start >/dev/null || {
         cat "$dir/pgdata/server.log" >&2
         return 1

@@ -113,9 +113,7 @@ pub async fn register(
     match authorization(&headers)? {
         None => {
             let client = client_address(&app, peer, &headers);
-            let blob =
-                registration::challenge(&app, &request, &client, now, &mut rand::rngs::OsRng)
-                    .await?;
+            let blob = registration::challenge(&app, &request, &client, now).await?;
             let body = TpmChallenge {
                 authentication_key: Base64Bytes(blob),
                 key_name: REGISTRATION_KEY_NAME.to_owned(),
@@ -154,14 +152,22 @@ fn sas_request(
 #[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
 pub async fn operation_status(
     State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     AppPath((id_scope, registration_id, operation_id)): AppPath<(String, String, String)>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (id, token) = sas_request(&app, &uri, &headers, &id_scope, &registration_id)?;
-    let status =
-        registration::operation_status(&app, &id, &operation_id, &token, OffsetDateTime::now_utc())
-            .await?;
+    let client = client_address(&app, peer, &headers);
+    let status = registration::operation_status(
+        &app,
+        &id,
+        &operation_id,
+        &token,
+        &client,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
     // The DPS device API specification answers 202 (with Retry-After) while assigning and 200
     // once done; aziot-identityd and the Azure SDKs accept both. This service assigns within
     // the register call, so a poll finds the final state.
@@ -176,11 +182,14 @@ pub async fn operation_status(
 #[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
 pub async fn registration_state(
     State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     AppPath((id_scope, registration_id)): AppPath<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (id, token) = sas_request(&app, &uri, &headers, &id_scope, &registration_id)?;
-    let state = registration::device_state(&app, &id, &token, OffsetDateTime::now_utc()).await?;
+    let client = client_address(&app, peer, &headers);
+    let state =
+        registration::device_state(&app, &id, &token, &client, OffsetDateTime::now_utc()).await?;
     Ok(Json(state).into_response())
 }

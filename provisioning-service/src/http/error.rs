@@ -151,6 +151,7 @@ impl From<Refusal> for ApiError {
             | Refusal::SasRejected(_)
             | Refusal::NoLiveKey => Self::Unauthorized(refusal.to_string()),
             Refusal::UnknownOperation => Self::NotFound("operation"),
+            Refusal::Contended => Self::Conflict(refusal.to_string()),
             Refusal::Throttled { retry_after } => Self::Throttled { retry_after },
         }
     }
@@ -161,7 +162,7 @@ impl From<StepError> for ApiError {
         match err {
             StepError::Refused(refusal) => refusal.into(),
             StepError::Store(e @ StoreError::DeviceIdTaken) => e.into(),
-            StepError::Store(_) | StepError::Seal(_) => Self::internal(err),
+            StepError::Store(_) | StepError::Seal(_) | StepError::Cpu(_) => Self::internal(err),
         }
     }
 }

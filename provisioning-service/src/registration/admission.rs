@@ -4,16 +4,17 @@ use sqlx::PgConnection;
 
 use super::{Refusal, StepError};
 use crate::enrollment::ProvisioningStatus;
-use crate::store::enrollments::{self, EnrollmentRow};
+use crate::store::device_steps::Admission;
+use crate::store::enrollments;
 
-/// A device is admitted when its registration id is enrolled, with this EK, and enabled. Reads
-/// on the caller's connection (inside its transaction); locks nothing.
+/// A device is admitted when its registration id is enrolled (`enrollment`, read by the step's
+/// own statement), with this EK, and enabled. `conn` is used only to explain a refusal.
 pub async fn admit(
     conn: &mut PgConnection,
-    registration_id: &str,
+    enrollment: Option<Admission>,
     ek_hash: &[u8],
-) -> Result<EnrollmentRow, StepError> {
-    let Some(enrollment) = enrollments::get(conn, registration_id).await? else {
+) -> Result<Admission, StepError> {
+    let Some(enrollment) = enrollment else {
         // Only on the refusal path: tell the operator's log why, when the TPM is enrolled but
         // under another id (a device configured with the wrong registration id).
         return Err(match enrollments::get_by_ek_hash(conn, ek_hash).await? {

@@ -4,6 +4,7 @@
 
 use dps_protocol::{CryptoError, RegistrationIdError, SasError};
 
+use crate::cpu::CpuError;
 use crate::sealing::SealError;
 use crate::store::StoreError;
 
@@ -51,6 +52,12 @@ pub enum Refusal {
     #[error("operation not found")]
     UnknownOperation,
 
+    // --- conflict (409) ---
+    /// The device's state changed under every attempt to write it (concurrent registrations of
+    /// one device); it may retry.
+    #[error("the registration changed while it was being written; retry")]
+    Contended,
+
     // --- throttled (429) ---
     #[error("too many requests; retry after {retry_after} s")]
     Throttled { retry_after: u64 },
@@ -66,6 +73,8 @@ pub enum StepError {
     Store(#[from] StoreError),
     #[error("a sealed device key cannot be opened")]
     Seal(#[from] SealError),
+    #[error("issuing the device key")]
+    Cpu(#[from] CpuError),
 }
 
 impl From<sqlx::Error> for StepError {

@@ -72,69 +72,6 @@ pub struct RegistrationRow {
     pub updated_at: OffsetDateTime,
 }
 
-/// Records a new challenge beside the live ones, then drops the oldest beyond
-/// [`CHALLENGES_PER_ADDRESS`] for its client address and [`CHALLENGES_PER_REGISTRATION`] in
-/// all, and any expired one of the registration.
-pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO challenges (challenge_id, registration_id, client_address, ek_hash,
-                                 storage_root_key, sealed_key, key_id, authentication_key,
-                                 issued_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(c.challenge_id)
-    .bind(&c.registration_id)
-    .bind(&c.client_address)
-    .bind(&c.ek_hash)
-    .bind(&c.storage_root_key)
-    .bind(&c.sealed_key)
-    .bind(&c.key_id)
-    .bind(&c.authentication_key)
-    .bind(c.issued_at)
-    .bind(c.expires_at)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "DELETE FROM challenges WHERE registration_id = $1 AND challenge_id IN (
-             SELECT challenge_id FROM (
-                 SELECT challenge_id, expires_at,
-                        row_number() OVER (PARTITION BY client_address ORDER BY issued_at DESC, challenge_id) AS per_address,
-                        row_number() OVER (ORDER BY issued_at DESC, challenge_id) AS overall
-                 FROM challenges WHERE registration_id = $1
-             ) ranked
-             WHERE per_address > $2 OR overall > $3 OR expires_at <= $4)",
-    )
-    .bind(&c.registration_id)
-    .bind(CHALLENGES_PER_ADDRESS)
-    .bind(CHALLENGES_PER_REGISTRATION)
-    .bind(c.issued_at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// The challenges (newest first) and the registration state of a device, locked for the rest
-/// of the caller's transaction, in the store's lock order (two concurrent registrations of one
-/// device take turns here).
-pub async fn lock(
-    conn: &mut PgConnection,
-    registration_id: &str,
-) -> Result<(Vec<ChallengeRow>, Option<RegistrationRow>), StoreError> {
-    let challenges = sqlx::query_as(
-        "SELECT * FROM challenges WHERE registration_id = $1
-         ORDER BY issued_at DESC, challenge_id FOR UPDATE",
-    )
-    .bind(registration_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let registration =
-        sqlx::query_as("SELECT * FROM registrations WHERE registration_id = $1 FOR UPDATE")
-            .bind(registration_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok((challenges, registration))
-}
-
 /// Deletes every challenge of a registration (it registered, or it is being deleted).
 pub async fn delete_challenges(
     conn: &mut PgConnection,
@@ -145,51 +82,6 @@ pub async fn delete_challenges(
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Writes the registration state (created or replaced), keeping the first `created_at`.
-pub async fn put_registration(
-    conn: &mut PgConnection,
-    r: &RegistrationRow,
-) -> Result<RegistrationRow, StoreError> {
-    sqlx::query_as(
-        "INSERT INTO registrations (registration_id, operation_id, status, substatus, assigned_hub, device_id,
-                                    ek_hash, storage_root_key, sealed_key, key_id, authentication_key,
-                                    error_code, error_message, etag, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
-         ON CONFLICT (registration_id) DO UPDATE SET
-             operation_id = EXCLUDED.operation_id, status = EXCLUDED.status, substatus = EXCLUDED.substatus,
-             assigned_hub = EXCLUDED.assigned_hub, device_id = EXCLUDED.device_id, ek_hash = EXCLUDED.ek_hash,
-             storage_root_key = EXCLUDED.storage_root_key, sealed_key = EXCLUDED.sealed_key,
-             key_id = EXCLUDED.key_id, authentication_key = EXCLUDED.authentication_key,
-             error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
-             etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
-         RETURNING *",
-    )
-    .bind(&r.registration_id)
-    .bind(r.operation_id)
-    .bind(r.status)
-    .bind(r.substatus)
-    .bind(&r.assigned_hub)
-    .bind(&r.device_id)
-    .bind(&r.ek_hash)
-    .bind(&r.storage_root_key)
-    .bind(&r.sealed_key)
-    .bind(&r.key_id)
-    .bind(&r.authentication_key)
-    .bind(r.error_code)
-    .bind(&r.error_message)
-    .bind(r.etag)
-    .bind(r.updated_at)
-    .fetch_one(conn)
-    .await
-    .map_err(|e| {
-        if super::is_unique_violation(&e, "registrations_hub_device") {
-            StoreError::DeviceIdTaken
-        } else {
-            StoreError::Db(e)
-        }
-    })
 }
 
 pub async fn get_registration(

@@ -1,10 +1,34 @@
-//! Fixed-window counters in Postgres, so every instance sees the same count.
+//! Fixed-window counters in Postgres, so every instance sees the same count. The count itself is
+//! the SQL function `throttle_hit` (migration 0006), so that a protocol step can count a request
+//! in the same statement as the rest of its work.
 
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use super::StoreError;
 use crate::settings::Limit;
+
+/// A bucket's counter after one hit, as `throttle_hit` returns it.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Counted {
+    #[sqlx(rename = "count")]
+    pub hits: i32,
+    pub window_start: OffsetDateTime,
+}
+
+impl Counted {
+    /// `Some(seconds until the window ends)` if this hit is over `limit`.
+    #[must_use]
+    pub fn refusal(self, limit: Limit, now: OffsetDateTime) -> Option<u64> {
+        refusal(self.hits, self.window_start, limit, now)
+    }
+}
+
+/// `limit`'s window in seconds, as the SQL side takes it.
+#[must_use]
+pub fn window_secs(limit: Limit) -> i64 {
+    i64::try_from(limit.window_secs).unwrap_or(i64::MAX)
+}
 
 /// Counts one request in `bucket`. Returns `Some(seconds until the window ends)` if this request
 /// is over the limit.
@@ -14,33 +38,26 @@ pub async fn hit(
     limit: Limit,
     now: OffsetDateTime,
 ) -> Result<Option<u64>, StoreError> {
-    let window = i64::try_from(limit.window_secs).unwrap_or(i64::MAX);
-    let (count, window_start): (i32, OffsetDateTime) = sqlx::query_as(
-        "INSERT INTO throttle (bucket, window_start, count) VALUES ($1, $2, 1)
-         ON CONFLICT (bucket) DO UPDATE SET
-             count = CASE WHEN throttle.window_start <= $2 - make_interval(secs => $3::bigint) THEN 1 ELSE throttle.count + 1 END,
-             window_start = CASE WHEN throttle.window_start <= $2 - make_interval(secs => $3::bigint) THEN $2 ELSE throttle.window_start END
-         RETURNING count, window_start",
-    )
-    .bind(bucket)
-    .bind(now)
-    .bind(window)
-    .fetch_one(conn)
-    .await?;
-    Ok(refusal(count, window_start, limit.count, window, now))
+    let counted: Counted = sqlx::query_as("SELECT * FROM throttle_hit($1, $2, $3)")
+        .bind(bucket)
+        .bind(now)
+        .bind(window_secs(limit))
+        .fetch_one(conn)
+        .await?;
+    Ok(counted.refusal(limit, now))
 }
 
 /// `Some(seconds until the window that began at `window_start` ends)` when `count` is over
-/// `allowed` in a window still open at `now`.
+/// the limit in a window still open at `now`.
 fn refusal(
     count: i32,
     window_start: OffsetDateTime,
-    allowed: u32,
-    window: i64,
+    limit: Limit,
     now: OffsetDateTime,
 ) -> Option<u64> {
+    let window = window_secs(limit);
     let elapsed = (now - window_start).whole_seconds().max(0);
-    let over = u32::try_from(count).unwrap_or(u32::MAX) > allowed;
+    let over = u32::try_from(count).unwrap_or(u32::MAX) > limit.count;
     (over && elapsed < window).then(|| u64::try_from((window - elapsed).max(1)).unwrap_or(1))
 }
 
@@ -52,7 +69,6 @@ pub async fn peek(
     limit: Limit,
     now: OffsetDateTime,
 ) -> Result<Option<u64>, StoreError> {
-    let window = i64::try_from(limit.window_secs).unwrap_or(i64::MAX);
     let row: Option<(i32, OffsetDateTime)> =
         sqlx::query_as("SELECT count, window_start FROM throttle WHERE bucket = $1")
             .bind(bucket)
@@ -60,12 +76,6 @@ pub async fn peek(
             .await?;
     // At the limit already: the next hit would be over it.
     Ok(row.and_then(|(count, window_start)| {
-        refusal(
-            count.saturating_add(1),
-            window_start,
-            limit.count,
-            window,
-            now,
-        )
+        refusal(count.saturating_add(1), window_start, limit, now)
     }))
 }

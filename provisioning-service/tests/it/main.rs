@@ -16,3 +16,4 @@ mod hub;
 mod listener;
 mod outage;
 mod register;
+mod round_trips;

@@ -1,0 +1,123 @@
+//! The software devices: RSA keys generated once (the slow part: ~0.1 s per RSA-2048 key) and
+//! kept in a file, so every run drives the same enrolled fleet.
+//!
+//! Each device has its own EK; the fleet shares one SRK (the service never relates SRKs across
+//! devices, and it halves the key generation). The device model is `dps_protocol::software_tpm`,
+//! proven against the same vectors as swtpm.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use dps_protocol::software_tpm::SoftwareTpm;
+use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use rsa::RsaPrivateKey;
+
+const HEADER: &str =
+    "# dps-loadgen device keys v1: line 1 the shared SRK, then one EK per device (PKCS#8, base64)";
+
+/// One software device: its registration id, its software TPM and what it presents.
+pub struct SoftDevice {
+    pub registration_id: String,
+    pub tpm: SoftwareTpm,
+    /// The EK's and SRK's `TPM2B_PUBLIC`, as sent.
+    pub ek: Vec<u8>,
+    pub srk: Vec<u8>,
+}
+
+/// The devices of a run; device `i` is `{prefix}-{i:07}`.
+pub struct Fleet {
+    pub devices: Vec<SoftDevice>,
+}
+
+fn generate(count: usize) -> anyhow::Result<Vec<RsaPrivateKey>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let per_thread = count.div_ceil(threads.max(1));
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let n = per_thread.min(count.saturating_sub(t * per_thread));
+                scope.spawn(move || {
+                    (0..n)
+                        .map(|_| RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut keys = Vec::with_capacity(count);
+        for worker in workers {
+            let generated = worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a key generation thread panicked"))?;
+            keys.extend(generated.context("generating an RSA key")?);
+        }
+        Ok(keys)
+    })
+}
+
+fn read_keys(path: &Path) -> anyhow::Result<Vec<RsaPrivateKey>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let der = STANDARD
+                .decode(line.trim())
+                .context("a key line is not base64")?;
+            RsaPrivateKey::from_pkcs8_der(&der).context("a key line is not a PKCS#8 RSA key")
+        })
+        .collect()
+}
+
+fn write_keys(path: &Path, keys: &[RsaPrivateKey]) -> anyhow::Result<()> {
+    let mut text = String::from(HEADER);
+    text.push('\n');
+    for key in keys {
+        let der = key.to_pkcs8_der().context("encoding a key")?;
+        text.push_str(&STANDARD.encode(der.as_bytes()));
+        text.push('\n');
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    // Write beside, then rename: an interrupted run never leaves half a file.
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))
+}
+
+impl Fleet {
+    /// `count` devices from the key file at `path`, generating (and saving) the keys it lacks.
+    pub fn load(path: &Path, count: usize, prefix: &str) -> anyhow::Result<Self> {
+        let mut keys = read_keys(path)?;
+        if keys.len() < count + 1 {
+            let missing = count + 1 - keys.len();
+            eprintln!(
+                "generating {missing} RSA-2048 keys into {} (once)",
+                path.display()
+            );
+            keys.extend(generate(missing)?);
+            write_keys(path, &keys)?;
+        }
+        let mut keys = keys.into_iter();
+        let srk = keys.next().context("no SRK key")?;
+        let devices = keys
+            .take(count)
+            .enumerate()
+            .map(|(i, ek)| {
+                let tpm = SoftwareTpm::new(ek, srk.clone());
+                SoftDevice {
+                    registration_id: format!("{prefix}-{i:07}"),
+                    ek: tpm.ek_public().to_tpm2b(),
+                    srk: tpm.srk_public().to_tpm2b(),
+                    tpm,
+                }
+            })
+            .collect();
+        Ok(Self { devices })
+    }
+}

@@ -1,0 +1,177 @@
+//! `dps-loadgen`: drives the provisioning service with software TPM devices and reports
+//! registrations/s, latency per leg, failures by kind and CPU per registration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use clap::Parser;
+
+use loadgen::cpu::Watched;
+use loadgen::device::Target;
+use loadgen::fleet::Fleet;
+use loadgen::run::{self, Connections, Plan};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// A service's device API, `https://host:port` (repeat for several instances: devices take
+    /// them in turn).
+    #[arg(long = "url", env = "LOADGEN_URL", required = true)]
+    urls: Vec<String>,
+    #[arg(long, env = "LOADGEN_ID_SCOPE", default_value = "0ne00000001")]
+    id_scope: String,
+    /// The CA certificate(s) the service's TLS certificate chains to (PEM).
+    #[arg(long, env = "LOADGEN_CA_FILE")]
+    ca_file: PathBuf,
+    /// Where the devices' RSA keys are kept between runs (generated on first use).
+    #[arg(
+        long,
+        env = "LOADGEN_KEYS_FILE",
+        default_value = "target/loadgen/devices.keys"
+    )]
+    keys_file: PathBuf,
+    /// Devices in the fleet (registration ids `{prefix}-0000000`, ...).
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    #[arg(long, default_value = "loadgen")]
+    prefix: String,
+    /// Enroll the fleet first through the enrollment API's bulk operation (idempotent), with
+    /// the first policy of this `name=base64key` file.
+    #[arg(long, env = "LOADGEN_ACCESS_POLICY_FILE")]
+    enroll_with_policy_file: Option<PathBuf>,
+    /// The resource the service SAS is signed for (the service's `--service-host-name`).
+    #[arg(long, default_value = "localhost")]
+    service_host_name: String,
+    /// Registrations in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Stop after this many registrations (default: one per device).
+    #[arg(long)]
+    count: Option<usize>,
+    /// Stop after this many seconds (instead of, or as well as, --count).
+    #[arg(long)]
+    duration: Option<u64>,
+    #[arg(long, value_enum, default_value = "fresh")]
+    connections: Connections,
+    /// Only the challenge (the service's RSA work), no registration.
+    #[arg(long)]
+    challenge_only: bool,
+    /// Count this service process's CPU (repeat for several instances).
+    #[arg(long = "service-pid")]
+    service_pids: Vec<i32>,
+    /// Count the CPU of this postmaster and its backends (live and exited).
+    #[arg(long)]
+    postgres_pid: Option<i32>,
+    /// Print the report as one JSON object instead of text.
+    #[arg(long, conflicts_with = "row")]
+    json: bool,
+    /// Print the report as one row of `scripts/bench.sh`'s table (`--row-header` prints its
+    /// header and exits).
+    #[arg(long)]
+    row: bool,
+    #[arg(long, exclusive = true)]
+    row_header: bool,
+}
+
+fn first_policy(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .context("no policy in the file")?;
+    let (name, key) = line
+        .split_once('=')
+        .context("a policy line is name=base64key")?;
+    Ok((name.trim().to_owned(), STANDARD.decode(key.trim())?))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--row-header") {
+        println!("{}", run::Report::ROW_HEADER);
+        return Ok(());
+    }
+    let args = Args::parse();
+    let ca = std::fs::read(&args.ca_file)
+        .with_context(|| format!("reading {}", args.ca_file.display()))?;
+    let tls = loadgen::tls_config(&ca)?;
+    let fleet = Arc::new(Fleet::load(&args.keys_file, args.devices, &args.prefix)?);
+    let targets: Vec<Target> = args
+        .urls
+        .iter()
+        .map(|u| Target {
+            base: u.trim_end_matches('/').to_owned(),
+            id_scope: args.id_scope.clone(),
+        })
+        .collect();
+    if let Some(path) = &args.enroll_with_policy_file {
+        let (name, key) = first_policy(path)?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()?;
+        loadgen::device::enroll(
+            &client,
+            &targets[0].base,
+            &args.service_host_name,
+            (&name, &key),
+            &fleet.devices,
+        )
+        .await
+        .context("enrolling the fleet")?;
+    }
+    let plan = Plan {
+        targets,
+        concurrency: args.concurrency.max(1),
+        count: args
+            .count
+            .or((args.duration.is_none()).then_some(args.devices)),
+        duration: args.duration.map(Duration::from_secs),
+        connections: args.connections,
+        challenge_only: args.challenge_only,
+    };
+    let watched = Watched {
+        services: args.service_pids.clone(),
+        postmaster: args.postgres_pid,
+    };
+    let before = watched.sample()?;
+    let report = run::run(&plan, fleet, tls).await?;
+    let used = watched.sample()? - before;
+    let report = report.with_cpu(
+        used,
+        !watched.services.is_empty(),
+        watched.postmaster.is_some(),
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if args.row {
+        println!("{}", report.row(args.connections));
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &run::Report) {
+    println!(
+        "{} completed, {} failed in {:.1} s: {:.0}/s at concurrency {} on {} instance(s)",
+        r.completed, r.failed, r.elapsed_secs, r.per_second, r.concurrency, r.instances
+    );
+    for (leg, (p50, p99)) in &r.latency_ms {
+        println!("  {leg:<9} p50 {p50:7.1} ms  p99 {p99:7.1} ms");
+    }
+    if let Some(ms) = r.service_cpu_ms {
+        println!("  service CPU  {ms:.3} ms per registration");
+    }
+    if let Some(ms) = r.postgres_cpu_ms {
+        println!("  Postgres CPU {ms:.3} ms per registration");
+    }
+    for (kind, n) in &r.failures {
+        println!("  failure: {kind} × {n}");
+    }
+}

@@ -1,0 +1,321 @@
+//! The device steps' statements: each is one round trip, and a step is at most two of them with
+//! the service's own work (RSA, HMAC) in between. A complete registration (challenge, SAS
+//! registration, one poll) costs Postgres five statements instead of thirteen in eight
+//! transactions (docs/architecture.md, "Round trips").
+//!
+//! A step's read and its write are separate statements, not one transaction held across the
+//! service's work: the write re-checks, in the same statement, everything the read decided on
+//! (the proven challenge still exists, the registration's etag is unchanged, the enrollment
+//! still admits this EK), and writes nothing if any of it changed. The caller then reads again.
+//! Each statement takes its rows in the store's lock order.
+
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::registrations::{
+    ChallengeRow, RegistrationRow, CHALLENGES_PER_ADDRESS, CHALLENGES_PER_REGISTRATION,
+};
+use super::throttle::{self, Counted};
+use super::StoreError;
+use crate::enrollment::ProvisioningStatus;
+use crate::settings::Limit;
+
+/// What admission needs of an enrollment, read beside a step's other rows. `SELECT`ed under the
+/// column names of [`ADMISSION_COLUMNS`] from an `enrollments e` that may be missing.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub ek_hash: Vec<u8>,
+    pub provisioning_status: ProvisioningStatus,
+    pub device_id: Option<String>,
+    pub iot_hub_host_name: Option<String>,
+}
+
+/// The enrollment's columns in a joined read, named apart from the other table's.
+const ADMISSION_COLUMNS: &str =
+    "e.ek_hash AS enrolled_ek_hash, e.provisioning_status AS enrolled_status,
+     e.device_id AS enrolled_device_id, e.iot_hub_host_name AS enrolled_hub";
+
+impl Admission {
+    /// `None` when the joined enrollment is missing.
+    fn from_joined(row: &PgRow) -> sqlx::Result<Option<Self>> {
+        let Some(ek_hash) = row.try_get::<Option<Vec<u8>>, _>("enrolled_ek_hash")? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            ek_hash,
+            provisioning_status: row.try_get("enrolled_status")?,
+            device_id: row.try_get("enrolled_device_id")?,
+            iot_hub_host_name: row.try_get("enrolled_hub")?,
+        }))
+    }
+}
+
+/// The challenge step's first statement: the asking address's throttle count and the
+/// enrollment of the registration id.
+#[derive(Debug)]
+pub struct ChallengeGate {
+    pub counted: Counted,
+    pub enrollment: Option<Admission>,
+}
+
+/// Counts one challenge in `bucket` and reads the enrollment of `registration_id`, in one
+/// statement. Every request is counted, admitted or not, so probing for enrolled ids spends the
+/// prober's budget.
+pub async fn challenge_gate(
+    conn: &mut PgConnection,
+    registration_id: &str,
+    bucket: &str,
+    limit: Limit,
+    now: OffsetDateTime,
+) -> Result<ChallengeGate, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT hit.count, hit.window_start, {ADMISSION_COLUMNS}
+         FROM throttle_hit($1, $2, $3) AS hit
+         LEFT JOIN enrollments e ON e.registration_id = $4"
+    ))
+    .bind(bucket)
+    .bind(now)
+    .bind(throttle::window_secs(limit))
+    .bind(registration_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(ChallengeGate {
+        counted: Counted::from_row(&row)?,
+        enrollment: Admission::from_joined(&row)?,
+    })
+}
+
+/// The challenge step's second statement: records a new challenge beside the live ones and
+/// drops, in the same statement, the oldest beyond [`CHALLENGES_PER_ADDRESS`] for its client
+/// address and [`CHALLENGES_PER_REGISTRATION`] in all, and any expired one of the registration.
+pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<(), StoreError> {
+    // The new row is not in the statement's snapshot, so the ranking counts it by hand: it takes
+    // the first place of its address and overall.
+    sqlx::query(
+        "WITH issued AS (
+             INSERT INTO challenges (challenge_id, registration_id, client_address, ek_hash,
+                                     storage_root_key, sealed_key, key_id, authentication_key,
+                                     issued_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10))
+         DELETE FROM challenges WHERE registration_id = $2 AND challenge_id IN (
+             SELECT challenge_id FROM (
+                 SELECT challenge_id, client_address, expires_at,
+                        row_number() OVER (PARTITION BY client_address ORDER BY issued_at DESC, challenge_id) AS per_address,
+                        row_number() OVER (ORDER BY issued_at DESC, challenge_id) AS overall
+                 FROM challenges WHERE registration_id = $2
+             ) ranked
+             WHERE per_address > $11 - (client_address = $3)::int OR overall > $12 - 1 OR expires_at <= $9)",
+    )
+    .bind(c.challenge_id)
+    .bind(&c.registration_id)
+    .bind(&c.client_address)
+    .bind(&c.ek_hash)
+    .bind(&c.storage_root_key)
+    .bind(&c.sealed_key)
+    .bind(&c.key_id)
+    .bind(&c.authentication_key)
+    .bind(c.issued_at)
+    .bind(c.expires_at)
+    .bind(CHALLENGES_PER_ADDRESS)
+    .bind(CHALLENGES_PER_REGISTRATION)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Where a key that may verify a device's SAS token comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// A live challenge, by id.
+    Challenge(Uuid),
+    /// The registration state, at this etag.
+    Registration { etag: Uuid },
+}
+
+/// A key that may verify a device's SAS token, and the TPM it was issued to.
+#[derive(Debug, Clone)]
+pub struct KeyCandidate {
+    pub source: KeySource,
+    pub sealed_key: Vec<u8>,
+    pub key_id: String,
+    pub ek_hash: Vec<u8>,
+    pub storage_root_key: Vec<u8>,
+    pub authentication_key: Vec<u8>,
+    /// The registration's hub (for a [`KeySource::Registration`]).
+    pub assigned_hub: Option<String>,
+}
+
+/// The SAS step's read: the device's key candidates, and its enrollment.
+#[derive(Debug, Default)]
+pub struct RegisterView {
+    /// Live challenges newest first, then the registration's key.
+    pub candidates: Vec<KeyCandidate>,
+    /// `None` if not enrolled (or no candidate: then nothing else matters).
+    pub enrollment: Option<Admission>,
+}
+
+/// The SAS step's first statement: every key the token may have been signed with, and the
+/// enrollment, in one read.
+pub async fn register_view(
+    conn: &mut PgConnection,
+    registration_id: &str,
+    now: OffsetDateTime,
+) -> Result<RegisterView, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT k.*, {ADMISSION_COLUMNS} FROM (
+             SELECT 0 AS rank, challenge_id AS id, sealed_key, key_id, ek_hash, storage_root_key,
+                    authentication_key, NULL::text AS assigned_hub, issued_at AS at
+             FROM challenges WHERE registration_id = $1 AND expires_at > $2
+             UNION ALL
+             SELECT 1, etag, sealed_key, key_id, ek_hash, storage_root_key, authentication_key,
+                    assigned_hub, updated_at
+             FROM registrations WHERE registration_id = $1
+         ) k LEFT JOIN enrollments e ON e.registration_id = $1
+         ORDER BY k.rank, k.at DESC, k.id"
+    ))
+    .bind(registration_id)
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    let mut view = RegisterView::default();
+    for row in &rows {
+        let id: Uuid = row.try_get("id")?;
+        let rank: i32 = row.try_get("rank")?;
+        view.candidates.push(KeyCandidate {
+            source: if rank == 0 {
+                KeySource::Challenge(id)
+            } else {
+                KeySource::Registration { etag: id }
+            },
+            sealed_key: row.try_get("sealed_key")?,
+            key_id: row.try_get("key_id")?,
+            ek_hash: row.try_get("ek_hash")?,
+            storage_root_key: row.try_get("storage_root_key")?,
+            authentication_key: row.try_get("authentication_key")?,
+            assigned_hub: row.try_get("assigned_hub")?,
+        });
+        if view.enrollment.is_none() {
+            view.enrollment = Admission::from_joined(row)?;
+        }
+    }
+    Ok(view)
+}
+
+/// The enrollment still admits the key's EK: the guard of both SAS-step writes ($1 the
+/// registration id, $7 the EK hash).
+const ADMITTED: &str = "admitted AS (
+    SELECT 1 FROM enrollments
+    WHERE registration_id = $1 AND ek_hash = $7 AND provisioning_status = 'enabled')";
+
+/// The SAS step's second statement: writes the registration state `r` if nothing the read
+/// decided on changed since. With a challenge's key, that challenge is consumed (and the
+/// device's other challenges with it) and the state created or replaced; with the
+/// registration's key, the state is replaced only at the etag it was read at. `None`: something
+/// changed, nothing was written.
+pub async fn assign(
+    conn: &mut PgConnection,
+    r: &RegistrationRow,
+    proven_by: KeySource,
+) -> Result<Option<RegistrationRow>, StoreError> {
+    let sql = match proven_by {
+        KeySource::Challenge(_) => format!(
+            "WITH {ADMITTED},
+             proven AS (
+                 DELETE FROM challenges
+                 WHERE challenge_id = $16 AND registration_id = $1 AND EXISTS (SELECT 1 FROM admitted)
+                 RETURNING challenge_id),
+             others AS (
+                 DELETE FROM challenges
+                 WHERE registration_id = $1 AND challenge_id <> $16 AND EXISTS (SELECT 1 FROM proven))
+             INSERT INTO registrations (registration_id, operation_id, status, substatus, assigned_hub, device_id,
+                                        ek_hash, storage_root_key, sealed_key, key_id, authentication_key,
+                                        error_code, error_message, etag, created_at, updated_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15
+             WHERE EXISTS (SELECT 1 FROM proven)
+             ON CONFLICT (registration_id) DO UPDATE SET
+                 operation_id = EXCLUDED.operation_id, status = EXCLUDED.status, substatus = EXCLUDED.substatus,
+                 assigned_hub = EXCLUDED.assigned_hub, device_id = EXCLUDED.device_id, ek_hash = EXCLUDED.ek_hash,
+                 storage_root_key = EXCLUDED.storage_root_key, sealed_key = EXCLUDED.sealed_key,
+                 key_id = EXCLUDED.key_id, authentication_key = EXCLUDED.authentication_key,
+                 error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
+                 etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
+             RETURNING *"
+        ),
+        KeySource::Registration { .. } => format!(
+            "WITH {ADMITTED}
+             UPDATE registrations SET
+                 operation_id = $2, status = $3, substatus = $4, assigned_hub = $5, device_id = $6,
+                 ek_hash = $7, storage_root_key = $8, sealed_key = $9, key_id = $10,
+                 authentication_key = $11, error_code = $12, error_message = $13, etag = $14,
+                 updated_at = $15
+             WHERE registration_id = $1 AND etag = $16 AND EXISTS (SELECT 1 FROM admitted)
+             RETURNING *"
+        ),
+    };
+    let guard = match proven_by {
+        KeySource::Challenge(id) => id,
+        KeySource::Registration { etag } => etag,
+    };
+    sqlx::query_as(&sql)
+        .bind(&r.registration_id)
+        .bind(r.operation_id)
+        .bind(r.status)
+        .bind(r.substatus)
+        .bind(&r.assigned_hub)
+        .bind(&r.device_id)
+        .bind(&r.ek_hash)
+        .bind(&r.storage_root_key)
+        .bind(&r.sealed_key)
+        .bind(&r.key_id)
+        .bind(&r.authentication_key)
+        .bind(r.error_code)
+        .bind(&r.error_message)
+        .bind(r.etag)
+        .bind(r.updated_at)
+        .bind(guard)
+        .fetch_optional(conn)
+        .await
+        .map_err(|e| {
+            if super::is_unique_violation(&e, "registrations_hub_device") {
+                StoreError::DeviceIdTaken
+            } else {
+                StoreError::Db(e)
+            }
+        })
+}
+
+/// A registration state read by an authenticated device call, and the call's throttle count.
+#[derive(Debug, FromRow)]
+pub struct Polled {
+    #[sqlx(flatten)]
+    pub registration: RegistrationRow,
+    #[sqlx(flatten)]
+    pub counted: Counted,
+}
+
+/// The poll's one statement: the registration state of `registration_id` and one hit on the
+/// throttle bucket of (registration, client address), counted only if the registration exists.
+/// The token is checked after this read, so the count includes refused polls; keying it by the
+/// asking address as well keeps a stranger elsewhere from spending the device's budget.
+pub async fn poll(
+    conn: &mut PgConnection,
+    registration_id: &str,
+    client_address: &str,
+    limit: Limit,
+    now: OffsetDateTime,
+) -> Result<Option<Polled>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT r.*, hit.count, hit.window_start
+         FROM registrations r
+         CROSS JOIN LATERAL throttle_hit('poll:' || r.registration_id || '@' || $2, $3, $4) AS hit
+         WHERE r.registration_id = $1",
+    )
+    .bind(registration_id)
+    .bind(client_address)
+    .bind(now)
+    .bind(throttle::window_secs(limit))
+    .fetch_optional(conn)
+    .await?)
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The service's load benchmark: release builds, an ephemeral Postgres (the test settings), one
+# and two service instances, and dps-loadgen's software TPM devices registering over HTTPS
+# (challenge, SAS register, poll), fresh TLS connection per device unless stated. Prints one
+# table: registrations/s, p50/p99 per leg, CPU ms per registration of the service process(es)
+# and of the Postgres cluster (from /proc), 5xx answers, failures; then the load average.
+# On demand, not in CI.
+#   scripts/bench.sh [SECONDS_PER_RUN=10] [DEVICES=2000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10} devices=${2:-2000}
+scripts/install-deps.sh
+source scripts/lib/postgres.sh
+source scripts/lib/ports.sh
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    pg_stop "$work"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+cargo build --release --locked -q -p provisioning-service -p loadgen
+service=$PWD/target/release/provisioning-service loadgen=$PWD/target/release/dps-loadgen
+pg_start "$work" "$(free_port)"
+postmaster=$(head -1 "$work/pgdata/postmaster.pid")
+
+# Two instances on one database, sharing secrets (the first creates them). The per-address
+# throttles are lifted: every device here comes from 127.0.0.1.
+urls=() service_pids=()
+for i in 1 2; do
+    port=$(free_port)
+    RUST_LOG=warn DPS_SECRETS_DIR=$work/secrets DPS_LISTEN=127.0.0.1:$port DPS_ID_SCOPE=0ne00BENCH \
+        DPS_IOT_HUBS=hub-1.example,hub-2.example DPS_REGISTRATION_RATE=1000000000 DPS_POLL_RATE=1000000000 \
+        PROVISIONING_SERVICE=$service scripts/run-service.sh >"$work/service-$i.log" 2>&1 &
+    pids+=($!) service_pids+=($!) urls+=("https://localhost:$port")
+    for _ in $(seq 1 300); do curl -sf --cacert "$work/secrets/ca.pem" "${urls[-1]}/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -sf --cacert "$work/secrets/ca.pem" "${urls[-1]}/readyz" >/dev/null || { cat "$work/service-$i.log" >&2; exit 1; }
+done
+
+common=(--id-scope 0ne00BENCH --ca-file "$work/secrets/ca.pem" --devices "$devices")
+"$loadgen" "${common[@]}" --url "${urls[0]}" --enroll-with-policy-file "$work/secrets/policies" \
+    --concurrency 8 --count 1 >/dev/null
+# A warm-up, so that every instance has its pool and caches filled.
+"$loadgen" "${common[@]}" --url "${urls[0]}" --url "${urls[1]}" --concurrency 8 --count 200 >/dev/null
+
+run() { # INSTANCES CONCURRENCY CONNECTIONS
+    local n=$1 targets=() watch=()
+    for ((i = 0; i < n; i++)); do targets+=(--url "${urls[$i]}") watch+=(--service-pid "${service_pids[$i]}"); done
+    "$loadgen" "${common[@]}" "${targets[@]}" "${watch[@]}" --postgres-pid "$postmaster" \
+        --concurrency "$2" --connections "$3" --duration "$seconds" --row
+}
+
+echo "dps-loadgen, $seconds s per run, $devices devices, $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1))"
+"$loadgen" --row-header
+for n in 1 2; do
+    for c in 1 8 32 128 256; do run "$n" "$c" fresh; done
+    run "$n" 32 keep-alive
+done
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
