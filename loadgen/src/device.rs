@@ -221,8 +221,8 @@ pub async fn enroll(
     policy: (&str, &[u8]),
     devices: &[SoftDevice],
 ) -> anyhow::Result<()> {
-    /// Enrollments per bulk call (the service takes up to 10,000).
-    const CHUNK: usize = 5_000;
+    /// Enrollments per bulk call: ~500 bytes each stays under the default body limit (96 KiB).
+    const CHUNK: usize = 150;
     let token = sas::build_token(
         service_host_name,
         unix_now() + 3600,

@@ -74,9 +74,10 @@ impl Report {
     #[must_use]
     pub fn row(&self, connections: Connections) -> String {
         let leg = |name| {
-            self.latency_ms
-                .get(name)
-                .map_or_else(|| "-".to_owned(), |(p50, p99)| format!("{p50:.1}/{p99:.1} ms"))
+            self.latency_ms.get(name).map_or_else(
+                || "-".to_owned(),
+                |(p50, p99)| format!("{p50:.1}/{p99:.1} ms"),
+            )
         };
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
         let conn = match connections {

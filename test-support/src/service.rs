@@ -74,18 +74,19 @@ impl TestApp {
         Self::spawn_with(pool, settings, Arc::new(Pki::new())).await
     }
 
-    /// Another instance on the same database, service key and PKI.
+    /// Another instance on the same database, settings, service key and PKI.
     pub async fn second_instance(&self) -> Self {
         self.instance_sealed_with(Sealer::new(&SERVICE_KEY)).await
     }
 
-    /// Another instance on the same database and PKI, with its own service keys.
+    /// Another instance on the same database, settings and PKI, with its own service keys and
+    /// its own pool (as the service makes it).
     pub async fn instance_sealed_with(&self, sealer: Sealer) -> Self {
-        let pool = sqlx::postgres::PgPoolOptions::new()
+        let pool = provisioning_service::store::pool_options(10, std::time::Duration::from_secs(2))
             .connect_with((*self.pool.connect_options()).clone())
             .await
             .unwrap();
-        Self::spawn_sealed(pool, settings(), self.pki.clone(), sealer).await
+        Self::spawn_sealed(pool, self.app.settings().clone(), self.pki.clone(), sealer).await
     }
 
     /// An instance with these settings and TLS files. The service's log goes to the test's
