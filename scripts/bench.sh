@@ -50,7 +50,7 @@ run() { # INSTANCES CONCURRENCY CONNECTIONS
     local n=$1 targets=() watch=()
     for ((i = 0; i < n; i++)); do targets+=(--url "${urls[$i]}") watch+=(--service-pid "${service_pids[$i]}"); done
     "$loadgen" "${common[@]}" "${targets[@]}" "${watch[@]}" --postgres-pid "$postmaster" \
-        --concurrency "$2" --connections "$3" --duration "$seconds" --row
+        --concurrency "$2" --connections "$3" --duration "$seconds" --output row
 }
 
 echo "dps-loadgen, $seconds s per run, $devices devices, $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1))"

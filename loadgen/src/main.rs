@@ -15,6 +15,13 @@ use loadgen::device::Target;
 use loadgen::fleet::Fleet;
 use loadgen::run::{self, Connections, Plan};
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+    Row,
+}
+
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -66,13 +73,10 @@ struct Args {
     /// Count the CPU of this postmaster and its backends (live and exited).
     #[arg(long)]
     postgres_pid: Option<i32>,
-    /// Print the report as one JSON object instead of text.
-    #[arg(long, conflicts_with = "row")]
-    json: bool,
-    /// Print the report as one row of `scripts/bench.sh`'s table (`--row-header` prints its
-    /// header and exits).
-    #[arg(long)]
-    row: bool,
+    /// How to print the report: text, one JSON object, or one row of `scripts/bench.sh`'s
+    /// table (`--row-header` prints its header and exits).
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
     #[arg(long, exclusive = true)]
     row_header: bool,
 }
@@ -147,12 +151,10 @@ async fn main() -> anyhow::Result<()> {
         !watched.services.is_empty(),
         watched.postmaster.is_some(),
     );
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else if args.row {
-        println!("{}", report.row(args.connections));
-    } else {
-        print_report(&report);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string(&report)?),
+        Output::Row => println!("{}", report.row(args.connections)),
+        Output::Text => print_report(&report),
     }
     Ok(())
 }
