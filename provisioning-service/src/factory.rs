@@ -192,8 +192,9 @@ pub struct BulkSummary {
     pub failed: usize,
 }
 
-/// `bulk-enroll`: every line, each written on its own. A bad line is handed to `on_refused`
-/// (the CLI prints it) and counted, not fatal; a database error stops the run.
+/// `bulk-enroll`: every line, [`enrollment::BATCH`] lines per statement
+/// ([`enrollment::put_many`]). A bad line is handed to `on_refused` (the CLI prints it) and
+/// counted, not fatal; a database error stops the run. Re-running a file changes nothing.
 pub async fn enroll_file(
     pool: &PgPool,
     args: &BulkArgs,
@@ -214,28 +215,46 @@ pub async fn enroll_file(
         indicatif::ProgressBar::new(lines.len() as u64)
     };
     let mut summary = BulkSummary::default();
-    for (i, line) in lines.iter().enumerate() {
-        bar.inc(1);
-        let result = match parse_line(line, jsonl, i + 1) {
-            Ok(None) => continue,
-            Ok(Some(enrollment)) => write(pool, &enrollment).await.map_err(|e| match e {
-                FactoryError::Rejected(reason) => FactoryError::BadLine {
-                    line: i + 1,
-                    message: reason.to_string(),
-                },
-                other => other,
-            }),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(Outcome::Written) => summary.written += 1,
-            Ok(Outcome::Unchanged) => summary.unchanged += 1,
-            Err(e @ FactoryError::Db(_)) => return Err(e),
-            Err(e) => {
-                summary.failed += 1;
-                bar.suspend(|| on_refused(&e));
+    let mut refuse = |summary: &mut BulkSummary, e: &FactoryError| {
+        summary.failed += 1;
+        bar.suspend(|| on_refused(e));
+    };
+    for (chunk_index, chunk) in lines.chunks(enrollment::BATCH).enumerate() {
+        let first_line = chunk_index * enrollment::BATCH + 1;
+        let mut numbers = Vec::with_capacity(chunk.len());
+        let mut items = Vec::with_capacity(chunk.len());
+        for (offset, line) in chunk.iter().enumerate() {
+            match parse_line(line, jsonl, first_line + offset) {
+                Ok(None) => {}
+                Ok(Some(item)) => {
+                    numbers.push(first_line + offset);
+                    items.push(item);
+                }
+                Err(e) => refuse(&mut summary, &e),
             }
         }
+        // The factory tool does not know the service's linked hubs: a pinned hub is taken as
+        // given.
+        let outcomes = enrollment::put_many(pool, &items, false, None, OffsetDateTime::now_utc())
+            .await
+            .map_err(|e| match e {
+                EnrollmentError::Store(StoreError::Db(db)) => FactoryError::Db(db),
+                other => FactoryError::Rejected(other),
+            })?;
+        for (line, outcome) in numbers.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(enrollment::Written::Changed) => summary.written += 1,
+                Ok(enrollment::Written::Unchanged) => summary.unchanged += 1,
+                Err(reason) => refuse(
+                    &mut summary,
+                    &FactoryError::BadLine {
+                        line,
+                        message: reason.to_string(),
+                    },
+                ),
+            }
+        }
+        bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     Ok(summary)

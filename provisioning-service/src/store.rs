@@ -33,6 +33,8 @@ pub enum StoreError {
     EkTaken,
     #[error("an enrollment with this registration id exists")]
     Exists,
+    #[error("this registration id appears earlier in the same batch")]
+    RepeatedInBatch,
     #[error("another registration holds this device id on this hub")]
     DeviceIdTaken,
     #[error("database error")]

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::allocation::LinkedHubs;
 use crate::registration::ek_hash;
-use crate::store::enrollments::{self, EnrollmentRow, NewEnrollment};
+use crate::store::enrollments::{self, BatchOutcome, EnrollmentRow, NewEnrollment};
 use crate::store::StoreError;
 use crate::timestamp;
 
@@ -245,8 +245,90 @@ async fn bulk_item(
     .map_err(EnrollmentError::from)
 }
 
-/// A bulk operation: each item on its own; returns the refused items with their reasons. Fails
-/// as a whole only when the database does.
+/// Enrollments written per statement by [`put_many`].
+pub const BATCH: usize = 1_000;
+
+/// What writing one enrollment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Changed,
+    Unchanged,
+}
+
+/// Creates (`create_only`) or creates-or-updates many enrollments, [`BATCH`] per statement
+/// (`store::enrollments::put_batch`): one outcome per item, in order. Each item is validated on
+/// its own and refused on its own; the call fails as a whole only when the database does. A
+/// batch that meets a concurrent writer is done again item by item.
+pub async fn put_many(
+    pool: &PgPool,
+    items: &[IndividualEnrollment],
+    create_only: bool,
+    linked_hubs: Option<&LinkedHubs>,
+    now: OffsetDateTime,
+) -> Result<Vec<Result<Written, EnrollmentError>>, EnrollmentError> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut conn = pool.acquire().await?;
+    for chunk in items.chunks(BATCH) {
+        let mut results: Vec<Result<Written, EnrollmentError>> = Vec::with_capacity(chunk.len());
+        let mut valid = Vec::with_capacity(chunk.len());
+        let mut at = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            match item.to_new(linked_hubs) {
+                Ok(new) => {
+                    at.push(results.len());
+                    valid.push(new);
+                    results.push(Ok(Written::Unchanged));
+                }
+                Err(e) => results.push(Err(e.into())),
+            }
+        }
+        match enrollments::put_batch(&mut conn, &valid, create_only, now).await {
+            Ok(batch) => {
+                for (i, outcome) in at.into_iter().zip(batch) {
+                    results[i] = match outcome {
+                        BatchOutcome::Written => Ok(Written::Changed),
+                        BatchOutcome::Unchanged => Ok(Written::Unchanged),
+                        BatchOutcome::Refused(r) => Err(StoreError::from(r).into()),
+                    };
+                }
+            }
+            Err(StoreError::EkTaken) => {
+                for (i, new) in at.into_iter().zip(&valid) {
+                    match one_by_one(&mut conn, new, create_only, now).await {
+                        Err(EnrollmentError::Store(StoreError::Db(e))) => return Err(e.into()),
+                        outcome => results[i] = outcome,
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        outcomes.extend(results);
+    }
+    Ok(outcomes)
+}
+
+/// One enrollment on its own (the fallback of [`put_many`]).
+async fn one_by_one(
+    conn: &mut sqlx::PgConnection,
+    new: &NewEnrollment,
+    create_only: bool,
+    now: OffsetDateTime,
+) -> Result<Written, EnrollmentError> {
+    if create_only {
+        enrollments::create(conn, new, now).await?;
+        return Ok(Written::Changed);
+    }
+    let (_, changed) = enrollments::upsert(conn, new, None, now).await?;
+    Ok(if changed {
+        Written::Changed
+    } else {
+        Written::Unchanged
+    })
+}
+
+/// A bulk operation: create and update in batches ([`put_many`]), update-if-match and delete
+/// item by item; returns the refused items with their reasons. Fails as a whole only when the
+/// database does.
 pub async fn bulk(
     pool: &PgPool,
     operation: &BulkEnrollmentOperation,
@@ -257,6 +339,23 @@ pub async fn bulk(
         return Err(InvalidEnrollment::TooManyInBulk.into());
     }
     let mut refused = Vec::new();
+    if matches!(operation.mode, BulkMode::Create | BulkMode::Update) {
+        let create_only = operation.mode == BulkMode::Create;
+        let outcomes = put_many(
+            pool,
+            &operation.enrollments,
+            create_only,
+            Some(linked_hubs),
+            now,
+        )
+        .await?;
+        for (item, outcome) in operation.enrollments.iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                refused.push((item.registration_id.clone(), e));
+            }
+        }
+        return Ok(refused);
+    }
     for enrollment in &operation.enrollments {
         match bulk_item(pool, operation.mode, enrollment, linked_hubs, now).await {
             Ok(()) => {}

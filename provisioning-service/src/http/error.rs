@@ -172,9 +172,10 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound => Self::NotFound("enrollment"),
             StoreError::PreconditionFailed => Self::PreconditionFailed,
-            StoreError::EkTaken | StoreError::Exists | StoreError::DeviceIdTaken => {
-                Self::Conflict(err.to_string())
-            }
+            StoreError::EkTaken
+            | StoreError::Exists
+            | StoreError::RepeatedInBatch
+            | StoreError::DeviceIdTaken => Self::Conflict(err.to_string()),
             StoreError::Db(_) => Self::internal(err),
         }
     }

@@ -188,3 +188,117 @@ pub async fn page(
     .fetch_all(&mut *conn)
     .await?)
 }
+
+/// What [`put_batch`] did with one enrollment of the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Written,
+    /// Already stored exactly so: nothing changed, not even the etag.
+    Unchanged,
+    Refused(BatchRefusal),
+}
+
+/// Why [`put_batch`] refused an enrollment (nothing of it was written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchRefusal {
+    /// Its EK is enrolled under another registration id (stored, or earlier in the batch).
+    EkTaken,
+    /// Create only: the registration id exists.
+    Exists,
+    /// The registration id appears earlier in the same batch.
+    Repeated,
+}
+
+impl From<BatchRefusal> for StoreError {
+    fn from(r: BatchRefusal) -> Self {
+        match r {
+            BatchRefusal::EkTaken => StoreError::EkTaken,
+            BatchRefusal::Exists => StoreError::Exists,
+            BatchRefusal::Repeated => StoreError::RepeatedInBatch,
+        }
+    }
+}
+
+/// Creates (`create_only`) or creates-or-updates a batch of enrollments in one statement: the
+/// rows travel as arrays (`UNNEST`), are checked against the table and each other, and the
+/// admitted ones are upserted together. Same rules as [`create`] and [`upsert`] one by one
+/// (writing what is stored changes nothing), with one difference: an EK that another row of
+/// the same batch frees is still taken for this batch. Returns one outcome per input row, in
+/// order. A concurrent writer taking an EK between the check and the insert fails the whole
+/// statement (`EkTaken` as a database error); the caller can then go row by row.
+pub async fn put_batch(
+    conn: &mut PgConnection,
+    batch: &[NewEnrollment],
+    create_only: bool,
+    now: OffsetDateTime,
+) -> Result<Vec<BatchOutcome>, StoreError> {
+    let line: Vec<i32> = (0..).take(batch.len()).collect();
+    let column = |f: fn(&NewEnrollment) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
+    let rows: Vec<(i32, bool, bool, bool, bool, bool)> = sqlx::query_as(
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::int[], $2::text[], $3::bytea[], $4::bytea[], $5::text[],
+                                  $6::text[], $7::text[], $8::jsonb[])
+                 AS i(line, registration_id, endorsement_key, ek_hash, device_id,
+                      iot_hub_host_name, provisioning_status, extra)
+         ), checked AS (
+             SELECT i.*,
+                    EXISTS (SELECT 1 FROM enrollments e
+                            WHERE e.ek_hash = i.ek_hash AND e.registration_id <> i.registration_id)
+                      OR row_number() OVER (PARTITION BY i.ek_hash ORDER BY i.line) > 1 AS ek_taken,
+                    row_number() OVER (PARTITION BY i.registration_id ORDER BY i.line) > 1 AS repeated,
+                    EXISTS (SELECT 1 FROM enrollments e WHERE e.registration_id = i.registration_id) AS existed
+             FROM input i
+         ), written AS (
+             INSERT INTO enrollments (registration_id, endorsement_key, ek_hash, device_id, iot_hub_host_name,
+                                      provisioning_status, extra, etag, created_at, updated_at)
+             SELECT registration_id, endorsement_key, ek_hash, device_id, iot_hub_host_name,
+                    provisioning_status, extra, gen_random_uuid(), $9, $9
+             FROM checked
+             WHERE NOT ek_taken AND NOT repeated AND NOT ($10 AND existed)
+             ON CONFLICT (registration_id) DO UPDATE SET
+                 endorsement_key = EXCLUDED.endorsement_key, ek_hash = EXCLUDED.ek_hash,
+                 device_id = EXCLUDED.device_id, iot_hub_host_name = EXCLUDED.iot_hub_host_name,
+                 provisioning_status = EXCLUDED.provisioning_status, extra = EXCLUDED.extra,
+                 etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
+             WHERE (enrollments.endorsement_key, enrollments.device_id, enrollments.iot_hub_host_name,
+                    enrollments.provisioning_status, enrollments.extra)
+                   IS DISTINCT FROM
+                   (EXCLUDED.endorsement_key, EXCLUDED.device_id, EXCLUDED.iot_hub_host_name,
+                    EXCLUDED.provisioning_status, EXCLUDED.extra)
+             RETURNING registration_id
+         )
+         SELECT c.line, c.ek_taken, c.repeated, c.existed, $10 AS create_only,
+                w.registration_id IS NOT NULL AS written
+         FROM checked c LEFT JOIN written w ON w.registration_id = c.registration_id AND NOT c.repeated
+         ORDER BY c.line",
+    )
+    .bind(&line)
+    .bind(batch.iter().map(|e| e.registration_id.as_str()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|e| e.endorsement_key.as_slice()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|e| e.ek_hash.as_slice()).collect::<Vec<_>>())
+    .bind(column(|e| e.device_id.clone()))
+    .bind(column(|e| e.iot_hub_host_name.clone()))
+    .bind(batch.iter().map(|e| e.provisioning_status).collect::<Vec<_>>())
+    .bind(batch.iter().map(|e| Json(&e.extra)).collect::<Vec<_>>())
+    .bind(now)
+    .bind(create_only)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_unique)?;
+    Ok(rows
+        .into_iter()
+        .map(|(_, ek_taken, repeated, existed, create_only, written)| {
+            if repeated {
+                BatchOutcome::Refused(BatchRefusal::Repeated)
+            } else if ek_taken {
+                BatchOutcome::Refused(BatchRefusal::EkTaken)
+            } else if create_only && existed {
+                BatchOutcome::Refused(BatchRefusal::Exists)
+            } else if written {
+                BatchOutcome::Written
+            } else {
+                BatchOutcome::Unchanged
+            }
+        })
+        .collect())
+}

@@ -182,3 +182,73 @@ async fn bulk_load_is_idempotent(pool: PgPool) {
         .unwrap();
     assert_eq!(count, 51);
 }
+
+/// A batch is checked against the table and against itself, line by line: a registration id
+/// or an EK seen earlier in the batch, and an EK enrolled under another id, are refused with
+/// their line numbers; the other lines are written; nothing refused is.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_batch_refuses_repeats_and_taken_eks_by_line(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("batch.csv");
+    let stored = BulkArgs {
+        database: db(),
+        file: dir.path().join("stored.csv"),
+        quiet: true,
+    };
+    std::fs::write(
+        &stored.file,
+        format!("stored,{}\n", STANDARD.encode(fake_ek(3))),
+    )
+    .unwrap();
+    factory::enroll_file(&pool, &stored, |_| {}).await.unwrap();
+    let lines = [
+        format!("device-a,{}", STANDARD.encode(fake_ek(1))),
+        format!("device-a,{}", STANDARD.encode(fake_ek(2))),
+        format!("device-b,{}", STANDARD.encode(fake_ek(1))),
+        format!("device-c,{}", STANDARD.encode(fake_ek(3))),
+        format!("device-d,{}", STANDARD.encode(fake_ek(4))),
+    ];
+    std::fs::write(&csv, lines.join("\n")).unwrap();
+    let mut refused = Vec::new();
+    let summary = factory::enroll_file(
+        &pool,
+        &BulkArgs {
+            database: db(),
+            file: csv,
+            quiet: true,
+        },
+        |e| refused.push(e.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        summary,
+        BulkSummary {
+            written: 2,
+            unchanged: 0,
+            failed: 3
+        }
+    );
+    assert_eq!(
+        refused,
+        [
+            "line 2: this registration id appears earlier in the same batch",
+            "line 3: this endorsement key is enrolled under another registration id",
+            "line 4: this endorsement key is enrolled under another registration id",
+        ]
+    );
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT registration_id, endorsement_key FROM enrollments ORDER BY registration_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("device-a".to_owned(), fake_ek(1)),
+            ("device-d".to_owned(), fake_ek(4)),
+            ("stored".to_owned(), fake_ek(3)),
+        ]
+    );
+}
