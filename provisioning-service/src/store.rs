@@ -1,10 +1,12 @@
 //! Every SQL statement of the service. Runtime-checked queries (`query_as` + `FromRow`), so the
 //! build needs no database; each function is covered by the integration tests.
 //!
-//! **One connection, the caller's transaction.** Every function takes `&mut PgConnection`: a
-//! pooled connection for a one-statement step, or an open transaction (`&mut *tx`) for a step of
-//! several statements. The caller owns the transaction of its protocol step, and a request never
-//! holds two connections (with a pool of N, N concurrent requests cannot wait on each other).
+//! **One connection per request.** Every function takes `&mut PgConnection`: a pooled
+//! connection, or an open transaction (`&mut *tx`) where a service-API call needs several
+//! statements to be one. The device steps need none: each of their statements
+//! (`device_steps`) is atomic on its own and re-checks what the step read before it writes.
+//! A request never holds two connections (with a pool of N, N concurrent requests cannot wait
+//! on each other).
 //!
 //! **Lock order.** A transaction that writes or locks more than one of these tables takes their
 //! rows in this order, so two steps can never wait on each other in a cycle:

@@ -577,3 +577,51 @@ async fn a_forwarded_for_header_is_ignored_unless_configured(pool: PgPool) {
         ]
     );
 }
+
+/// The poll's budget is counted before its token is checked (one statement), so it belongs to
+/// the (registration, asking address) pair: a stranger elsewhere polling in the device's name
+/// with forged tokens is refused and does not spend the device's polls; the device's own polls
+/// past the limit are throttled.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_strangers_polls_do_not_spend_the_devices_poll_budget(pool: PgPool) {
+    let app = TestApp::spawn_configured(pool, |s| {
+        s.client_address_header = Some("x-forwarded-for".to_owned());
+        s.poll_limit = provisioning_service::settings::Limit {
+            count: 2,
+            window_secs: 60,
+        };
+    })
+    .await;
+    let (mut t, device) = provisioned(&app).await;
+    let (status, body) = app.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let url = format!(
+        "{}/{ID_SCOPE}/registrations/{}?{API}",
+        app.base, device.registration_id
+    );
+    let poll = |token: String, from: &'static str| {
+        app.client
+            .post(&url)
+            .header("authorization", token)
+            .header("x-forwarded-for", from)
+            .send()
+    };
+    for _ in 0..5 {
+        let forged = device.sas(&mut SoftwareKey(b"not the device's key"), now() + 60);
+        let r = poll(forged, "198.51.100.66").await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let token = device.sas(&mut t.tpm, now() + 60);
+        statuses.push(poll(token, "192.0.2.10").await.unwrap().status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
