@@ -6,7 +6,7 @@
 use aes::cipher::{AsyncStreamCipher, KeyIvInit};
 use hmac::{Hmac, Mac};
 use rand_core::CryptoRngCore;
-use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
+use rsa::{Oaep, RsaPrivateKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -55,14 +55,51 @@ pub fn hmac_sha256_verify(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
     hmac_sha256_mac(key, parts).verify_slice(tag).is_ok()
 }
 
+/// An RSA public key to encrypt to (an EK or SRK that passed `Public::storage_key`).
+#[derive(Debug, Clone)]
+pub struct EncryptionKey(rsa_oaep::PublicKey);
+
+impl EncryptionKey {
+    /// The key of `modulus` (big-endian) and `exponent`; `None` if RSA refuses it (size).
+    #[must_use]
+    pub fn new(modulus: &[u8], exponent: u32) -> Option<Self> {
+        let bits = u32::try_from(modulus.len() * 8).ok()?;
+        let n = rsa_oaep::BoxedUint::from_be_slice(modulus, bits).ok()?;
+        let e = rsa_oaep::BoxedUint::from_be_slice(&exponent.to_be_bytes(), 32).ok()?;
+        rsa_oaep::PublicKey::new(n, e).ok().map(Self)
+    }
+}
+
+/// Lends a `rand_core` 0.6 generator (the workspace's) to rsa 0.10, which asks for the 0.10
+/// traits: the OAEP seed comes from the caller's generator, drawn exactly as before.
+struct RngBridge<'a, R>(&'a mut R);
+
+impl<R: CryptoRngCore> rand_core_oaep::TryRng for RngBridge<'_, R> {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(self.0.next_u32())
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.0.next_u64())
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        self.0.fill_bytes(dst);
+        Ok(())
+    }
+}
+
+impl<R: CryptoRngCore> rand_core_oaep::TryCryptoRng for RngBridge<'_, R> {}
+
 /// RSA-OAEP-SHA-256 encryption with a TPM label.
 pub fn oaep_encrypt(
-    key: &RsaPublicKey,
+    key: &EncryptionKey,
     label: &str,
     data: &[u8],
     rng: &mut impl CryptoRngCore,
 ) -> Result<Vec<u8>, CryptoError> {
-    key.encrypt(rng, Oaep::new_with_label::<Sha256, _>(label), data)
+    let padding = rsa_oaep::Oaep::<sha2_oaep::Sha256>::new_with_label(label.as_bytes());
+    key.0
+        .encrypt(&mut RngBridge(rng), padding, data)
         .map_err(|_| CryptoError::Oaep {
             operation: "encryption",
         })

@@ -4,8 +4,6 @@
 //! Every field is kept as read, so [`Public::to_tpmt`] re-marshals the input byte for byte;
 //! that is what object names are computed over.
 
-use rsa::{BigUint, RsaPublicKey};
-
 use super::constants::{
     MAX_DIGEST_SIZE, MAX_ECC_KEY_BYTES, MAX_PUBLIC_SIZE, MAX_RSA_KEY_BYTES, TPMA_OBJECT_DECRYPT,
     TPMA_OBJECT_RESTRICTED, TPMA_OBJECT_SIGN, TPM_ALG_AES, TPM_ALG_CAMELLIA, TPM_ALG_CFB,
@@ -14,7 +12,7 @@ use super::constants::{
     TPM_ALG_MGF1, TPM_ALG_NULL, TPM_ALG_OAEP, TPM_ALG_RSA, TPM_ALG_RSAES, TPM_ALG_RSAPSS,
     TPM_ALG_RSASSA, TPM_ALG_SHA256, TPM_ALG_SM2, TPM_ALG_SM4, TPM_ALG_XOR,
 };
-use crate::crypto::AesKeyBits;
+use crate::crypto::{AesKeyBits, EncryptionKey};
 use crate::error::{CryptoError, DecodeError};
 use crate::marshal::{put_tpm2b, put_u16, put_u32, Reader};
 
@@ -338,7 +336,7 @@ impl Public {
     pub fn storage_key(
         &self,
         role: &'static str,
-    ) -> Result<(RsaPublicKey, AesKeyBits), CryptoError> {
+    ) -> Result<(EncryptionKey, AesKeyBits), CryptoError> {
         let unsuitable = |reason| CryptoError::UnsuitableKey { role, reason };
         if self.name_alg != TPM_ALG_SHA256 {
             return Err(unsuitable("nameAlg is not SHA-256"));
@@ -383,8 +381,8 @@ impl Public {
             _ => return Err(unsuitable("symmetric algorithm is not AES-CFB")),
         };
         let exponent = if *exponent == 0 { 65_537 } else { *exponent };
-        let key = RsaPublicKey::new(BigUint::from_bytes_be(modulus), BigUint::from(exponent))
-            .map_err(|_| CryptoError::InvalidRsaKey { role })?;
+        let key =
+            EncryptionKey::new(modulus, exponent).ok_or(CryptoError::InvalidRsaKey { role })?;
         Ok((key, sym_key_bits))
     }
 }
