@@ -24,8 +24,8 @@ fn bench(c: &mut Criterion) {
     let (ek_bytes, srk_bytes) = device_keys();
     let ek = Public::from_tpm2b(&ek_bytes).expect("EK");
     let srk = Public::from_tpm2b(&srk_bytes).expect("SRK");
-    let (ek_key, _) = ek.storage_key("EK").expect("EK key");
-    let (srk_key, _) = srk.storage_key("SRK").expect("SRK key");
+    let (ek_key, _) = ek.encryption_key("EK").expect("EK key");
+    let (srk_key, _) = srk.encryption_key("SRK").expect("SRK key");
     let mut rng = ChaCha20Rng::seed_from_u64(42);
 
     let mut group = c.benchmark_group("registration");

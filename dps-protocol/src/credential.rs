@@ -36,7 +36,7 @@ pub fn make_credential(
             reason: "longer than the EK's nameAlg digest",
         });
     }
-    let (ek_key, sym_key_bits) = ek.storage_key("EK")?;
+    let (ek_key, sym_key_bits) = ek.encryption_key("EK")?;
     let mut seed = Zeroizing::new([0u8; SHA256_SIZE]);
     rng.fill_bytes(seed.as_mut());
     let secret = oaep_encrypt(&ek_key, LABEL_IDENTITY, seed.as_ref(), rng)?;

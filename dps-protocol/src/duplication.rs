@@ -31,7 +31,7 @@ pub fn duplicate(
     inner_key: &[u8; INNER_KEY_SIZE],
     rng: &mut impl CryptoRngCore,
 ) -> Result<Duplicate, CryptoError> {
-    let (parent_key, sym_key_bits) = parent.storage_key("SRK")?;
+    let (parent_key, sym_key_bits) = parent.encryption_key("SRK")?;
     let name = Name::of(object_public)?;
 
     // Inner wrapper: TPM2B(H(TPM2B(sensitive) || name)) || TPM2B(sensitive), under the inner key.

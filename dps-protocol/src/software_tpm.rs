@@ -80,7 +80,7 @@ impl SoftwareTpm {
         id_object: &Tpm2bIdObject,
         secret: &Tpm2bEncryptedSecret,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let (_, sym_key_bits) = self.ek.storage_key("EK")?;
+        let sym_key_bits = self.ek.storage_key("EK")?;
         let seed = oaep_decrypt(&self.ek_key, LABEL_IDENTITY, secret.body())?;
         let plaintext = outer_unwrap(
             &seed,
@@ -103,7 +103,7 @@ impl SoftwareTpm {
         in_sym_seed: &Tpm2bEncryptedSecret,
     ) -> Result<KeyedHashSensitive, CryptoError> {
         const STRUCTURE: &str = Tpm2bPrivate::STRUCTURE;
-        let (_, sym_key_bits) = self.srk.storage_key("SRK")?;
+        let sym_key_bits = self.srk.storage_key("SRK")?;
         let inner_key = AesKey::from_slice(inner_key).ok_or(CryptoError::UnsuitableKey {
             role: "inner wrapping",
             reason: "not an AES key length",

@@ -327,16 +327,33 @@ impl Public {
     }
 
     /// Checks that this key can receive protected secrets the way this protocol sends them
-    /// (as a `MakeCredential` target or a Duplicate parent) and returns its RSA key and the size
-    /// of its AES-CFB key.
+    /// (as a `MakeCredential` target or a Duplicate parent) and returns the size of its AES-CFB
+    /// key.
     ///
     /// TPM 2.0 Part 1 §24 requires a restricted decryption key with a symmetric algorithm; we
     /// also require SHA-256 as nameAlg, RSA and AES-CFB, which is what the TCG default EK and
     /// SRK templates use. `role` names the key in errors ("EK", "SRK").
-    pub fn storage_key(
+    pub fn storage_key(&self, role: &'static str) -> Result<AesKeyBits, CryptoError> {
+        self.checked_storage_key(role).map(|(_, bits)| bits)
+    }
+
+    /// [`Public::storage_key`]'s checks, then the RSA key to encrypt to: only where a secret is
+    /// sent (building the key costs a modular reduction; the checks alone do not).
+    pub fn encryption_key(
         &self,
         role: &'static str,
     ) -> Result<(EncryptionKey, AesKeyBits), CryptoError> {
+        let ((modulus, exponent), bits) = self.checked_storage_key(role)?;
+        let key =
+            EncryptionKey::new(modulus, exponent).ok_or(CryptoError::InvalidRsaKey { role })?;
+        Ok((key, bits))
+    }
+
+    /// The checks of [`Public::storage_key`]; returns the modulus and the exponent.
+    fn checked_storage_key(
+        &self,
+        role: &'static str,
+    ) -> Result<((&[u8], u32), AesKeyBits), CryptoError> {
         let unsuitable = |reason| CryptoError::UnsuitableKey { role, reason };
         if self.name_alg != TPM_ALG_SHA256 {
             return Err(unsuitable("nameAlg is not SHA-256"));
@@ -381,8 +398,6 @@ impl Public {
             _ => return Err(unsuitable("symmetric algorithm is not AES-CFB")),
         };
         let exponent = if *exponent == 0 { 65_537 } else { *exponent };
-        let key =
-            EncryptionKey::new(modulus, exponent).ok_or(CryptoError::InvalidRsaKey { role })?;
-        Ok((key, sym_key_bits))
+        Ok(((modulus.as_slice(), exponent), sym_key_bits))
     }
 }
