@@ -1,5 +1,5 @@
 //! DPS registration ids: parsed once at the boundary, so hostile input (path traversal, SQL,
-//! uppercase, overlong) never reaches a handler or a query.
+//! overlong) never reaches a handler or a query, and ids that differ only in case are one id.
 
 use data_encoding::BASE32_NOPAD;
 
@@ -9,9 +9,12 @@ use crate::error::RegistrationIdError;
 /// The DPS limit on registration id length.
 pub const MAX_LEN: usize = 128;
 
-/// A valid registration id: 1 to 128 characters from `a-z 0-9 - . _ :`, ending in a letter, a
-/// digit or `-` (the DPS rules for individual enrollments; DPS compares ids case-insensitively
-/// and this service keeps them lowercase).
+/// A valid registration id in its canonical form: 1 to 128 characters from `a-z 0-9 - . _ :`,
+/// ending in a letter, a digit or `-` (the DPS rules for individual enrollments). DPS registration
+/// ids are case-insensitive ("a case-insensitive string of alphanumeric characters plus `-` `.`
+/// `_` `:`", Azure DPS docs, concepts-service.md), and aziot-identityd sends whatever case it is
+/// configured with: [`RegistrationId::parse`] accepts `A-Z` and keeps the lowercase form, which is
+/// what is stored, compared, signed over (SAS resources are lowercased anyway) and returned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RegistrationId(String);
 
@@ -26,14 +29,14 @@ impl RegistrationId {
         }
         if let Some(c) = s
             .chars()
-            .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_' | ':'))
+            .find(|c| !matches!(c, 'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '.' | '_' | ':'))
         {
             return Err(RegistrationIdError::InvalidCharacter(c));
         }
         if s.ends_with(['.', '_', ':']) {
             return Err(RegistrationIdError::InvalidLastCharacter);
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.to_ascii_lowercase()))
     }
 
     /// The id the Azure TPM clients derive when none is configured: lowercase RFC 4648 base32,

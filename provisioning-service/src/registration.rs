@@ -73,7 +73,8 @@ fn parse_storage_key(
 /// Validates a register body against the path's registration id.
 pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<RegisterRequest, Refusal> {
     let registration_id = parse_registration_id(path_id)?;
-    if body.registration_id != registration_id.as_str() {
+    // Compared as ids: any case, one registration.
+    if RegistrationId::parse(&body.registration_id).as_ref() != Ok(&registration_id) {
         return Err(Refusal::RegistrationIdMismatch);
     }
     let tpm = match body.tpm {

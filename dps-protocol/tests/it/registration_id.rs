@@ -21,7 +21,7 @@ fn refused_with_a_reason() {
     let cases: Vec<(&str, RegistrationIdError)> = vec![
         ("", RegistrationIdError::Empty),
         (&long, RegistrationIdError::TooLong { len: 129, max: 128 }),
-        ("Device", RegistrationIdError::InvalidCharacter('D')),
+        ("Dévice", RegistrationIdError::InvalidCharacter('é')),
         ("../etc/passwd", RegistrationIdError::InvalidCharacter('/')),
         ("a%2f..", RegistrationIdError::InvalidCharacter('%')),
         (
@@ -38,6 +38,14 @@ fn refused_with_a_reason() {
     for (input, expected) in cases {
         assert_eq!(RegistrationId::parse(input), Err(expected), "{input:?}");
     }
+}
+
+/// DPS ids are case-insensitive: any case parses, to the one lowercase form.
+#[test]
+fn mixed_case_is_the_same_id_in_lowercase() {
+    let id = RegistrationId::parse("Aziot-Dev-1").unwrap();
+    assert_eq!(id.as_str(), "aziot-dev-1");
+    assert_eq!(RegistrationId::parse("AZIOT-DEV-1"), Ok(id));
 }
 
 #[test]

@@ -65,7 +65,6 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 /// a body), `If-Match` read.
 pub struct OneRegistration {
     id: RegistrationId,
-    path_id: String,
     if_match: Option<Uuid>,
 }
 
@@ -77,7 +76,6 @@ impl FromRequestParts<App> for OneRegistration {
         let AppPath(path_id) = AppPath::<String>::from_request_parts(parts, app).await?;
         Ok(Self {
             id: parse_registration_id(&path_id)?,
-            path_id,
             if_match: if_match(&parts.headers)?,
         })
     }
@@ -114,7 +112,9 @@ pub async fn put_enrollment(
     call: OneRegistration,
     AppJson(body): AppJson<IndividualEnrollment>,
 ) -> Result<Response, ApiError> {
-    if body.registration_id != call.path_id {
+    // Compared as ids (any case: DPS ids are case-insensitive); a body id that does not parse
+    // is refused with the rest of the body's checks.
+    if RegistrationId::parse(&body.registration_id).is_ok_and(|id| id != call.id) {
         return Err(InvalidEnrollment::RegistrationIdMismatch.into());
     }
     let precondition = match call.if_match {

@@ -90,8 +90,8 @@ async fn invalid_enrollments_are_refused(pool: PgPool) {
     // (path id, body, what the message must name): each case breaks exactly one rule.
     let cases: Vec<(&str, Value, &str)> = vec![
         (
-            "Upper",
-            serde_json::to_value(enrollment("Upper", &fake_ek(1))).unwrap(),
+            "trailing.",
+            serde_json::to_value(enrollment("trailing.", &fake_ek(1))).unwrap(),
             "registrationId",
         ),
         (

@@ -128,7 +128,7 @@ async fn bulk_load_is_idempotent(pool: PgPool) {
     for i in 0..50u8 {
         writeln!(f, "device-{i},{},,,", STANDARD.encode(fake_ek(i))).unwrap();
     }
-    writeln!(f, "Bad-Id,{},,,", STANDARD.encode(fake_ek(200))).unwrap();
+    writeln!(f, "bad@id,{},,,", STANDARD.encode(fake_ek(200))).unwrap();
     let bulk = BulkArgs {
         database: db(),
         file: csv,

@@ -390,3 +390,48 @@ async fn a_replayed_old_token_racing_re_registration_cannot_restore_the_old_key(
     let (status, state) = app.device_state(&device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::OK, "{state}");
 }
+
+/// DPS registration ids are case-insensitive, and aziot-identityd sends its configured id as
+/// written: enrolled as `Aziot-Dev-1`, the device registers as `Aziot-Dev-1` (path, body and
+/// SAS resource, as aziot-identityd builds them), polls, and the service API finds it under any
+/// case. The stored and returned form is the lowercase one.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_mixed_case_registration_id_is_one_registration_in_lowercase(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let mut device = Device::of(&mut t.tpm);
+    device.registration_id = "Aziot-Dev-1".to_owned();
+    let enrolled = app.enroll(&device.registration_id, &device.ek).await;
+    assert_eq!(enrolled["registrationId"], "aziot-dev-1");
+
+    let operation_id = provision(&app, &mut t, &device).await;
+    let (status, body) = app.poll(&device, &operation_id, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "assigned");
+    assert_eq!(body["registrationState"]["registrationId"], "aziot-dev-1");
+    assert_eq!(body["registrationState"]["deviceId"], "aziot-dev-1");
+
+    for path in ["/enrollments/AZIOT-DEV-1", "/registrations/aziot-DEV-1"] {
+        let (status, body) = app
+            .admin(
+                reqwest::Method::GET,
+                &format!("{path}?api-version=2021-10-01"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["registrationId"], "aziot-dev-1", "{path}");
+    }
+    // Another case of the same id is the same enrollment, not a second one.
+    let (status, body) = app
+        .admin(
+            reqwest::Method::PUT,
+            "/enrollments/aziot-dev-1?api-version=2021-10-01",
+            Some(
+                serde_json::to_value(test_support::enrollment("AZIOT-dev-1", &device.ek)).unwrap(),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(registration_count(&app.pool).await, 1);
+}
