@@ -427,9 +427,7 @@ async fn a_mixed_case_registration_id_is_one_registration_in_lowercase(pool: PgP
         .admin(
             reqwest::Method::PUT,
             "/enrollments/aziot-dev-1?api-version=2021-10-01",
-            Some(
-                serde_json::to_value(test_support::enrollment("AZIOT-dev-1", &device.ek)).unwrap(),
-            ),
+            Some(serde_json::to_value(enrollment("AZIOT-dev-1", &device.ek)).unwrap()),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
