@@ -1,6 +1,7 @@
 //! The HTTP surface: one router for the device API and the enrollment API.
 
 pub mod device_api;
+pub mod enrollment_groups;
 pub mod error;
 pub mod hub_hooks;
 pub mod service_api;
@@ -33,12 +34,22 @@ pub fn router(app: App) -> Router {
             "/enrollments/{registration_id}",
             put(service_api::put_enrollment).get(service_api::get_enrollment).delete(service_api::delete_enrollment),
         )
+        .route("/enrollments/{registration_id}/attestationmechanism", post(service_api::get_attestation_mechanism))
         .route(
             "/registrations/{registration_id}",
             get(service_api::get_registration).delete(service_api::delete_registration),
         )
+        .route("/registrations/{group_id}/query", post(enrollment_groups::not_found))
+        .route("/enrollmentGroups", post(enrollment_groups::write))
+        .route("/enrollmentGroups/query", post(enrollment_groups::query))
+        .route(
+            "/enrollmentGroups/{group_id}",
+            put(enrollment_groups::write).get(enrollment_groups::not_found).delete(enrollment_groups::not_found),
+        )
+        .route("/enrollmentGroups/{group_id}/attestationmechanism", post(enrollment_groups::not_found))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        // A path this service does not serve: a DPS error body like every other answer.
         .fallback(|| async { error::ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(with_request_id))

@@ -8,8 +8,11 @@ mod guard;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::ServiceExt;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use hyper_util::rt::TokioTimer;
+use tower::Layer as _;
+use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::app::App;
 
@@ -40,7 +43,13 @@ pub async fn serve_tls(
     server
         .handle(handle)
         .serve(
-            crate::http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            // Paths are matched without a trailing slash: the Node service SDK posts bulk
+            // operations to `/enrollments/?api-version=…` (Azure/azure-iot-sdk-node,
+            // provisioning/service/src/provisioningserviceclient.ts,
+            // `_runBulkEnrollmentOperation`), and DPS takes both forms.
+            ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                std::net::SocketAddr,
+            >(NormalizePathLayer::trim_trailing_slash().layer(crate::http::router(app))),
         )
         .await
 }

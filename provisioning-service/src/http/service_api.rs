@@ -32,7 +32,7 @@ const MAX_ITEM_COUNT: HeaderName = HeaderName::from_static("x-ms-max-item-count"
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
 
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let unauthorized = |reason: &str| ApiError::Unauthorized(reason.to_owned());
     let value = headers
         .get(header::AUTHORIZATION)
@@ -239,7 +239,23 @@ pub async fn get_registration(
     let row = registrations::get_registration(&mut *connection(&app).await?, call.id.as_str())
         .await?
         .ok_or(ApiError::NotFound("registration"))?;
-    Ok(Json(registration_result(&row)).into_response())
+    // DPS's service API `DeviceRegistrationState` has no `tpm`: the key blob is the device's
+    // (service.json, 2021-10-01).
+    let mut state = registration_result(&row);
+    state.tpm = None;
+    Ok(Json(state).into_response())
+}
+
+/// `POST /enrollments/{registrationId}/attestationmechanism`: the enrollment's attestation
+/// (`{type, tpm}`), as `IndividualEnrollment_GetAttestationMechanism` answers it.
+pub async fn get_attestation_mechanism(
+    State(app): State<App>,
+    call: OneRegistration,
+) -> Result<Response, ApiError> {
+    let row = store::enrollments::get(&mut *connection(&app).await?, call.id.as_str())
+        .await?
+        .ok_or(ApiError::NotFound("enrollment"))?;
+    Ok(Json(IndividualEnrollment::from_row(&row).attestation).into_response())
 }
 
 /// `DELETE /registrations/{registrationId}`: forgets the state and the device's key; the device

@@ -323,6 +323,8 @@ async fn registration_states_can_be_read_and_deleted(pool: PgPool) {
     let (status, body) = app.admin(Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "assigned");
+    // The service API's registration state is DPS's: no key blob (that is the device API's).
+    assert!(body.get("tpm").is_none(), "{body}");
     let (status, _) = app.admin(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // The device's key is gone with it.
@@ -386,4 +388,101 @@ async fn a_nul_character_is_a_bad_request_and_bulk_reports_it_per_item(pool: PgP
             .await;
         assert_eq!(status, StatusCode::OK, "{id}");
     }
+}
+
+/// What the Azure service SDKs call beyond CRUD, in DPS's shapes (service.json, 2021-10-01):
+/// bulk on `/enrollments/` (the Node SDK's path), the attestation mechanism, enrollment groups
+/// answered with a DPS error that says why, the registration state without the device's key
+/// blob, and a DPS error body for a path nobody serves.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn the_rest_of_the_service_api_in_dps_shapes(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let v = "?api-version=2021-10-01";
+    let bulk = json!({"mode": "create", "enrollments": [enrollment("bulk-1", &fake_ek(11))]});
+    let (status, body) = app
+        .admin(Method::POST, &format!("/enrollments/{v}"), Some(bulk))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["isSuccessful"], true);
+
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            &format!("/enrollments/bulk-1/attestationmechanism{v}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["type"], "tpm");
+    assert_eq!(
+        body["tpm"]["endorsementKey"],
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, fake_ek(11))
+    );
+
+    let dps_error = |body: &Value| {
+        for field in ["errorCode", "trackingId", "message", "timestampUtc"] {
+            assert!(!body[field].is_null(), "{field} in {body}");
+        }
+    };
+    let group = json!({"enrollmentGroupId": "g1", "attestation": {"type": "x509"}});
+    for (method, path, body, expected) in [
+        (
+            Method::PUT,
+            "/enrollmentGroups/g1",
+            Some(group.clone()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/enrollmentGroups",
+            Some(json!({"mode": "create", "enrollmentGroups": [group]})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/enrollmentGroups/g1",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::DELETE,
+            "/enrollmentGroups/g1",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/enrollmentGroups/g1/attestationmechanism",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/registrations/g1/query",
+            Some(json!({"query": "*"})),
+            StatusCode::NOT_FOUND,
+        ),
+        (Method::GET, "/no/such/route", None, StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = app.admin(method.clone(), &format!("{path}{v}"), body).await;
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        dps_error(&body);
+        if expected == StatusCode::BAD_REQUEST {
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("enrollment groups"),
+                "{body}"
+            );
+        }
+    }
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            &format!("/enrollmentGroups/query{v}"),
+            Some(json!({"query": "*"})),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])));
 }
