@@ -14,6 +14,7 @@ mod factory;
 mod housekeeping;
 mod hub;
 mod listener;
+mod node_service_sdk;
 mod outage;
 mod register;
 mod round_trips;
