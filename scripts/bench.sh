@@ -6,6 +6,8 @@
 # and of the Postgres cluster (from /proc), 5xx answers, failures; then the load average.
 # On demand, not in CI.
 #   scripts/bench.sh [SECONDS_PER_RUN=10] [DEVICES=2000]
+# BENCH_ROWS picks rows, as INSTANCES:CONCURRENCY:CONNECTIONS words, e.g.
+#   BENCH_ROWS="1:256:fresh 2:256:fresh" scripts/bench.sh 60
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10} devices=${2:-2000}
@@ -55,8 +57,10 @@ run() { # INSTANCES CONCURRENCY CONNECTIONS
 
 echo "dps-loadgen, $seconds s per run, $devices devices, $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1))"
 "$loadgen" --row-header
-for n in 1 2; do
-    for c in 1 8 32 128 256; do run "$n" "$c" fresh; done
-    run "$n" 32 keep-alive
+rows=${BENCH_ROWS:-"1:1:fresh 1:8:fresh 1:32:fresh 1:128:fresh 1:256:fresh 1:32:keep-alive
+    2:1:fresh 2:8:fresh 2:32:fresh 2:128:fresh 2:256:fresh 2:32:keep-alive"}
+for row in $rows; do
+    IFS=: read -r n c conn <<<"$row"
+    run "$n" "$c" "$conn"
 done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
