@@ -4,6 +4,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -127,11 +128,17 @@ fn manufacture(dir: &Path, state: &Path) {
     );
 }
 
+/// A port pair nothing listens on, drawn below Linux's ephemeral range (32768+): there,
+/// outgoing connections (to Postgres, to the service) take ports at random and could take one
+/// between this check and swtpm's bind. Each call starts from another place in the range.
 fn free_port_pair() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
     loop {
-        let first = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let port = first.local_addr().expect("local address").port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+        let draw = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(2) + std::process::id() * 7;
+        let port = 20_000 + u16::try_from(draw % 12_000).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
+        {
             return port;
         }
     }
@@ -144,8 +151,10 @@ fn wait_ready(child: &mut Child, ctrl_port: u16) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
+        // Ready when its control port answers and it is still running (a port taken by
+        // someone else would answer too, while this swtpm exits for want of it).
         if TcpStream::connect(("127.0.0.1", ctrl_port)).is_ok() {
-            return true;
+            return matches!(child.try_wait(), Ok(None));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
