@@ -141,21 +141,20 @@ pub async fn challenge(
     drop(conn);
 
     // The RSA work (two OAEP encryptions) and the sealing, off the async workers.
-    let issued = {
-        let (app, ek, srk, id) = (app.clone(), tpm.ek.clone(), tpm.srk.clone(), id.to_owned());
-        app.clone()
-            .cpu()
-            .run(move || {
-                let mut rng = rand::rngs::OsRng;
-                AuthenticationKey::issue(&ek, &srk, &mut rng).map(|issued| {
-                    let sealed =
-                        app.sealer()
-                            .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
-                    (issued.blob.to_bytes(), sealed)
-                })
+    let job = (app.clone(), tpm.ek.clone(), tpm.srk.clone(), id.to_owned());
+    let issued = app
+        .cpu()
+        .run(move || {
+            let (app, ek, srk, id) = job;
+            let mut rng = rand::rngs::OsRng;
+            AuthenticationKey::issue(&ek, &srk, &mut rng).map(|issued| {
+                let sealed = app
+                    .sealer()
+                    .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
+                (issued.blob.to_bytes(), sealed)
             })
-            .await?
-    };
+        })
+        .await?;
     let (blob, sealed_key) = issued.map_err(|source| Refusal::InvalidKey {
         field: "tpm",
         source,
