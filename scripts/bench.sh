@@ -8,6 +8,7 @@
 #   scripts/bench.sh [SECONDS_PER_RUN=10] [DEVICES=2000]
 # BENCH_ROWS picks rows, as INSTANCES:CONCURRENCY:CONNECTIONS words, e.g.
 #   BENCH_ROWS="1:256:fresh 2:256:fresh" scripts/bench.sh 60
+# BENCH_LOG is the services' RUST_LOG (default warn; info adds a line per assignment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10} devices=${2:-2000}
@@ -34,7 +35,7 @@ postmaster=$(head -1 "$work/pgdata/postmaster.pid")
 urls=() service_pids=()
 for i in 1 2; do
     port=$(free_port)
-    RUST_LOG=warn DPS_SECRETS_DIR=$work/secrets DPS_LISTEN=127.0.0.1:$port DPS_ID_SCOPE=0ne00BENCH \
+    RUST_LOG=${BENCH_LOG:-warn} DPS_SECRETS_DIR=$work/secrets DPS_LISTEN=127.0.0.1:$port DPS_ID_SCOPE=0ne00BENCH \
         DPS_IOT_HUBS=hub-1.example,hub-2.example DPS_REGISTRATION_RATE=1000000000 DPS_POLL_RATE=1000000000 \
         PROVISIONING_SERVICE=$service scripts/run-service.sh >"$work/service-$i.log" 2>&1 &
     pids+=($!) service_pids+=($!) urls+=("https://localhost:$port")
