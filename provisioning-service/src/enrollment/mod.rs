@@ -214,7 +214,8 @@ pub async fn put(
     Ok(enrollments::upsert(&mut conn, &new, if_match, now).await?)
 }
 
-/// One enrollment of a bulk operation.
+/// One enrollment of a bulk operation done item by item: `delete`, or `updateIfMatchETag`
+/// (create and update go in batches, [`put_many`]).
 async fn bulk_item(
     pool: &PgPool,
     mode: BulkMode,
@@ -229,20 +230,9 @@ async fn bulk_item(
         return Ok(enrollments::delete(&mut conn, id.as_str(), None).await?);
     }
     let new = enrollment.to_new(Some(linked_hubs))?;
-    match mode {
-        BulkMode::Create => enrollments::create(&mut conn, &new, now).await.map(|_| ()),
-        BulkMode::UpdateIfMatchETag => {
-            let etag =
-                parse_etag(enrollment.etag.as_deref())?.ok_or(StoreError::PreconditionFailed)?;
-            enrollments::upsert(&mut conn, &new, Some(etag), now)
-                .await
-                .map(|_| ())
-        }
-        BulkMode::Update | BulkMode::Delete => enrollments::upsert(&mut conn, &new, None, now)
-            .await
-            .map(|_| ()),
-    }
-    .map_err(EnrollmentError::from)
+    let etag = parse_etag(enrollment.etag.as_deref())?.ok_or(StoreError::PreconditionFailed)?;
+    enrollments::upsert(&mut conn, &new, Some(etag), now).await?;
+    Ok(())
 }
 
 /// Enrollments written per statement by [`put_many`].

@@ -86,6 +86,13 @@ async fn connection(app: &App) -> Result<PoolConnection<Postgres>, ApiError> {
     app.pool().acquire().await.map_err(ApiError::internal)
 }
 
+/// The enrollment of `id`, or 404.
+async fn enrollment(app: &App, id: &RegistrationId) -> Result<EnrollmentRow, ApiError> {
+    store::enrollments::get(&mut *connection(app).await?, id.as_str())
+        .await?
+        .ok_or(ApiError::NotFound("enrollment"))
+}
+
 /// `If-Match`, as an etag of this service (`*` or absent: any version).
 fn if_match(headers: &HeaderMap) -> Result<Option<Uuid>, InvalidEnrollment> {
     match headers.get(header::IF_MATCH) {
@@ -137,10 +144,7 @@ pub async fn get_enrollment(
     State(app): State<App>,
     call: OneRegistration,
 ) -> Result<Response, ApiError> {
-    let row = store::enrollments::get(&mut *connection(&app).await?, call.id.as_str())
-        .await?
-        .ok_or(ApiError::NotFound("enrollment"))?;
-    Ok(enrollment_response(&row))
+    Ok(enrollment_response(&enrollment(&app, &call.id).await?))
 }
 
 /// `DELETE /enrollments/{registrationId}`.
@@ -252,9 +256,7 @@ pub async fn get_attestation_mechanism(
     State(app): State<App>,
     call: OneRegistration,
 ) -> Result<Response, ApiError> {
-    let row = store::enrollments::get(&mut *connection(&app).await?, call.id.as_str())
-        .await?
-        .ok_or(ApiError::NotFound("enrollment"))?;
+    let row = enrollment(&app, &call.id).await?;
     Ok(Json(IndividualEnrollment::from_row(&row).attestation).into_response())
 }
 

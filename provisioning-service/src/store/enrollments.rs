@@ -55,6 +55,24 @@ fn with_columns<'q>(
         .bind(now)
 }
 
+/// The upsert's conflict clause, shared by [`upsert`] and [`put_batch`]: an existing enrollment
+/// is replaced only if something in it differs, so writing what is stored changes nothing (not
+/// even the etag) and a re-run bulk load is a no-op.
+macro_rules! update_if_changed {
+    () => {
+        "ON CONFLICT (registration_id) DO UPDATE SET
+             endorsement_key = EXCLUDED.endorsement_key, ek_hash = EXCLUDED.ek_hash,
+             device_id = EXCLUDED.device_id, iot_hub_host_name = EXCLUDED.iot_hub_host_name,
+             provisioning_status = EXCLUDED.provisioning_status, extra = EXCLUDED.extra,
+             etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
+         WHERE (enrollments.endorsement_key, enrollments.device_id, enrollments.iot_hub_host_name,
+                enrollments.provisioning_status, enrollments.extra)
+               IS DISTINCT FROM
+               (EXCLUDED.endorsement_key, EXCLUDED.device_id, EXCLUDED.iot_hub_host_name,
+                EXCLUDED.provisioning_status, EXCLUDED.extra)"
+    };
+}
+
 fn map_unique(err: sqlx::Error) -> StoreError {
     if is_unique_violation(&err, "enrollments_ek_hash_key") {
         StoreError::EkTaken
@@ -133,20 +151,13 @@ pub async fn upsert(
         .map_err(map_unique)?
     } else {
         with_columns(
-            "INSERT INTO enrollments (registration_id, endorsement_key, ek_hash, device_id, iot_hub_host_name,
-                                      provisioning_status, extra, etag, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-             ON CONFLICT (registration_id) DO UPDATE SET
-                 endorsement_key = EXCLUDED.endorsement_key, ek_hash = EXCLUDED.ek_hash,
-                 device_id = EXCLUDED.device_id, iot_hub_host_name = EXCLUDED.iot_hub_host_name,
-                 provisioning_status = EXCLUDED.provisioning_status, extra = EXCLUDED.extra,
-                 etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
-             WHERE (enrollments.endorsement_key, enrollments.device_id, enrollments.iot_hub_host_name,
-                    enrollments.provisioning_status, enrollments.extra)
-                   IS DISTINCT FROM
-                   (EXCLUDED.endorsement_key, EXCLUDED.device_id, EXCLUDED.iot_hub_host_name,
-                    EXCLUDED.provisioning_status, EXCLUDED.extra)
-             RETURNING *",
+            concat!(
+                "INSERT INTO enrollments (registration_id, endorsement_key, ek_hash, device_id, iot_hub_host_name,
+                                          provisioning_status, extra, etag, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ",
+                update_if_changed!(),
+                " RETURNING *"
+            ),
             e,
             now,
         )
@@ -235,7 +246,8 @@ pub async fn put_batch(
     let line: Vec<i32> = (0..).take(batch.len()).collect();
     let column = |f: fn(&NewEnrollment) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
     let rows: Vec<(i32, bool, bool, bool, bool, bool)> = sqlx::query_as(
-        "WITH input AS (
+        concat!(
+            "WITH input AS (
              SELECT * FROM UNNEST($1::int[], $2::text[], $3::bytea[], $4::bytea[], $5::text[],
                                   $6::text[], $7::text[], $8::jsonb[])
                  AS i(line, registration_id, endorsement_key, ek_hash, device_id,
@@ -254,23 +266,15 @@ pub async fn put_batch(
              SELECT registration_id, endorsement_key, ek_hash, device_id, iot_hub_host_name,
                     provisioning_status, extra, gen_random_uuid(), $9, $9
              FROM checked
-             WHERE NOT ek_taken AND NOT repeated AND NOT ($10 AND existed)
-             ON CONFLICT (registration_id) DO UPDATE SET
-                 endorsement_key = EXCLUDED.endorsement_key, ek_hash = EXCLUDED.ek_hash,
-                 device_id = EXCLUDED.device_id, iot_hub_host_name = EXCLUDED.iot_hub_host_name,
-                 provisioning_status = EXCLUDED.provisioning_status, extra = EXCLUDED.extra,
-                 etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
-             WHERE (enrollments.endorsement_key, enrollments.device_id, enrollments.iot_hub_host_name,
-                    enrollments.provisioning_status, enrollments.extra)
-                   IS DISTINCT FROM
-                   (EXCLUDED.endorsement_key, EXCLUDED.device_id, EXCLUDED.iot_hub_host_name,
-                    EXCLUDED.provisioning_status, EXCLUDED.extra)
-             RETURNING registration_id
+             WHERE NOT ek_taken AND NOT repeated AND NOT ($10 AND existed) ",
+            update_if_changed!(),
+            " RETURNING registration_id
          )
          SELECT c.line, c.ek_taken, c.repeated, c.existed, $10 AS create_only,
                 w.registration_id IS NOT NULL AS written
          FROM checked c LEFT JOIN written w ON w.registration_id = c.registration_id AND NOT c.repeated
-         ORDER BY c.line",
+         ORDER BY c.line"
+        ),
     )
     .bind(&line)
     .bind(batch.iter().map(|e| e.registration_id.as_str()).collect::<Vec<_>>())
