@@ -154,3 +154,19 @@ pub mod error_codes {
     /// 500: internal error.
     pub const INTERNAL_ERROR: u32 = 500_000;
 }
+
+/// The date of a DPS `api-version` (`YYYY-MM-DD`, optionally `-preview`), comparable as text;
+/// `None` when it is not one.
+#[must_use]
+pub fn api_version_date(version: &str) -> Option<&str> {
+    let date = version.strip_suffix("-preview").unwrap_or(version);
+    let well_formed = date.len() == 10
+        && date.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    well_formed.then_some(date)
+}

@@ -1,9 +1,69 @@
-//! Hub assignment: an enrollment's pinned hub, else a hashed allocation over the linked hubs
-//! (stable for a registration id, evenly spread, the same on every instance).
+//! Hub assignment as DPS does it, per enrollment: the service's linked hubs
+//! ([`LinkedHubs`]), the enrollment's allocation and re-provisioning policy ([`policy`]), and
+//! the custom allocation webhook ([`webhook`]). Why an allocation failed is a [`Failure`], which
+//! a registration records as `failed` with its code and message.
+
+pub mod policy;
+pub mod webhook;
 
 use sha2::{Digest, Sha256};
 
 use crate::settings::SettingsError;
+
+/// Why no hub was assigned. The registration is left `failed` with [`Failure::code`] and the
+/// message; nothing else changes. The codes are this service's, in DPS's form (HTTP status ×
+/// 1000 + n; docs/protocol.md lists them): DPS does not publish codes for these cases.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("the enrollment's allocation cannot be used: {0}")]
+    Misconfigured(String),
+    #[error("none of the enrollment's iotHubs is linked to this service")]
+    NoHub,
+    #[error("the allocation webhook did not answer within {0} ms")]
+    WebhookTimeout(u64),
+    #[error("the allocation webhook cannot be reached: {0}")]
+    WebhookUnreachable(String),
+    #[error("the allocation webhook answered HTTP {0}")]
+    WebhookStatus(u16),
+    #[error("the allocation webhook's answer is not an allocation response: {0}")]
+    WebhookInvalidResponse(String),
+    #[error("the allocation webhook chose {0}, which is not one of the hubs it was offered")]
+    WebhookHubNotOffered(String),
+    #[error("the allocation was not decided in time (the deciding instance stopped)")]
+    Undecided,
+    #[error("the device id is already assigned to another device on that hub")]
+    DeviceIdTaken,
+}
+
+impl Failure {
+    /// The registration state's `errorCode`.
+    #[must_use]
+    pub fn code(&self) -> i32 {
+        match self {
+            Self::Misconfigured(_) => 400_301,
+            Self::NoHub => 400_302,
+            Self::WebhookHubNotOffered(_) => 400_303,
+            Self::DeviceIdTaken => 409_301,
+            Self::WebhookUnreachable(_) => 502_301,
+            Self::WebhookStatus(_) => 502_302,
+            Self::WebhookInvalidResponse(_) => 502_303,
+            Self::WebhookTimeout(_) => 504_301,
+            Self::Undecided => 504_302,
+        }
+    }
+}
+
+/// The hub of `hubs` (not empty) that `registration_id` hashes to: `hubs[H(id) mod n]`, stable
+/// for a registration id, evenly spread, the same on every instance.
+#[must_use]
+pub fn hashed<'a>(registration_id: &str, hubs: &'a [String]) -> Option<&'a str> {
+    let digest = Sha256::digest(registration_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let n = u64::try_from(hubs.len()).ok().filter(|&n| n > 0)?;
+    let index = usize::try_from(u64::from_be_bytes(first) % n).ok()?;
+    hubs.get(index).map(String::as_str)
+}
 
 /// The IoT hubs linked to this service: never empty, so every device gets a hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,19 +92,13 @@ impl LinkedHubs {
         self.0.iter().any(|h| h.eq_ignore_ascii_case(hub))
     }
 
-    /// The hub for `registration_id`: `pinned` if set, else `hubs[H(id) mod n]`.
+    /// The linked spelling of `hub`, if it is linked.
     #[must_use]
-    pub fn assign<'a>(&'a self, registration_id: &str, pinned: Option<&'a str>) -> &'a str {
-        if let Some(hub) = pinned {
-            return hub;
-        }
-        let digest = Sha256::digest(registration_id.as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        let index = u64::from_be_bytes(first) % self.0.len() as u64;
-        // `index < len`, and the list is not empty.
-        let index = usize::try_from(index).unwrap_or_default();
-        &self.0[index]
+    pub fn find(&self, hub: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|h| h.eq_ignore_ascii_case(hub))
+            .map(String::as_str)
     }
 }
 
@@ -64,12 +118,6 @@ fn is_host_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pinned_wins() {
-        let hubs = LinkedHubs::new(vec!["a.example".to_owned()]).unwrap();
-        assert_eq!(hubs.assign("x", Some("pinned.example")), "pinned.example");
-    }
 
     #[test]
     fn empty_and_malformed_lists_are_refused() {
@@ -92,11 +140,15 @@ mod tests {
         )
         .unwrap();
         for (id, expected) in EXPECTED {
-            assert_eq!(hubs.assign(id, None), hubs.as_slice()[*expected], "{id}");
+            assert_eq!(
+                hashed(id, hubs.as_slice()),
+                Some(hubs.as_slice()[*expected].as_str()),
+                "{id}"
+            );
         }
         let mut counts = [0; 3];
         for i in 0..3000 {
-            let hub = hubs.assign(&format!("device-{i}"), None);
+            let hub = hashed(&format!("device-{i}"), hubs.as_slice()).unwrap();
             counts[hubs.as_slice().iter().position(|h| h == hub).unwrap()] += 1;
         }
         assert!(counts.iter().all(|&c| c > 850), "{counts:?}");

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use crate::allocation::webhook::WebhookClient;
 use crate::cpu::CpuPool;
 use crate::hub::keys::DeviceKeys;
 use crate::sealing::Sealer;
@@ -22,6 +23,7 @@ struct Inner {
     settings: Settings,
     device_keys: DeviceKeys,
     cpu: CpuPool,
+    webhooks: WebhookClient,
 }
 
 impl App {
@@ -29,6 +31,12 @@ impl App {
     /// checks them again.
     pub fn new(pool: PgPool, sealer: Sealer, settings: Settings) -> Result<Self, SettingsError> {
         settings.validate()?;
+        let webhooks = WebhookClient::new(
+            std::time::Duration::from_millis(settings.webhook_timeout_ms),
+            settings.webhook_ca_pem.as_deref(),
+            settings.allow_http_webhooks,
+        )
+        .map_err(|e| SettingsError::WebhookCa(e.to_string()))?;
         let device_keys =
             DeviceKeys::new(std::time::Duration::from_millis(settings.hub_key_cache_ms));
         Ok(Self(Arc::new(Inner {
@@ -37,6 +45,7 @@ impl App {
             settings,
             device_keys,
             cpu: CpuPool::new(),
+            webhooks,
         })))
     }
 
@@ -65,5 +74,11 @@ impl App {
     #[must_use]
     pub fn cpu(&self) -> &CpuPool {
         &self.0.cpu
+    }
+
+    /// The allocation webhooks' HTTPS client (`allocation::webhook`).
+    #[must_use]
+    pub fn webhooks(&self) -> &WebhookClient {
+        &self.0.webhooks
     }
 }

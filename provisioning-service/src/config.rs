@@ -164,6 +164,17 @@ pub struct ServeArgs {
     /// disabled enrollment is refused within this on every instance).
     #[arg(long, env = "DPS_HUB_KEY_CACHE_MS", default_value_t = defaults::HUB_KEY_CACHE_MS)]
     pub hub_key_cache_ms: u64,
+    /// How long an enrollment's custom allocation webhook may take to answer, milliseconds
+    /// (at most 60000); past it the registration fails with a timeout error.
+    #[arg(long, env = "DPS_WEBHOOK_TIMEOUT_MS", default_value_t = defaults::WEBHOOK_TIMEOUT_MS)]
+    pub webhook_timeout_ms: u64,
+    /// PEM CA certificates to trust for allocation webhooks, besides the public web PKI roots.
+    #[arg(long, env = "DPS_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
+    /// Accept http:// allocation webhook URLs (a webhook on the same host; never across a
+    /// network: the request carries the device's enrollment).
+    #[arg(long, env = "DPS_ALLOW_HTTP_WEBHOOKS")]
+    pub allow_http_webhooks: bool,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +263,14 @@ impl ServeArgs {
         settings
             .client_address_header
             .clone_from(&self.client_address_header);
+        settings.webhook_timeout_ms = self.webhook_timeout_ms;
+        if let Some(path) = &self.webhook_ca_file {
+            settings.webhook_ca_pem = Some(
+                std::fs::read(path)
+                    .map_err(|e| ConfigError::Read(path.display().to_string(), e))?,
+            );
+        }
+        settings.allow_http_webhooks = self.allow_http_webhooks;
         settings.validate()?;
         Ok(settings)
     }

@@ -4,9 +4,11 @@
 //! RSA or HMAC work between them and no transaction held across it (`store::device_steps`).
 
 mod admission;
+mod assignment;
 mod refusal;
 
 pub use admission::admit;
+pub use assignment::DeviceContext;
 pub use refusal::{Refusal, StepError};
 
 use dps_protocol::sas::{self, SasToken, VerifyPolicy, REGISTRATION_KEY_NAME};
@@ -22,7 +24,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::store::device_steps::{self, KeyCandidate, KeySource};
+use crate::store::device_steps::{self, KeyCandidate};
 use crate::store::registrations::{ChallengeRow, RegistrationRow, Status, Substatus};
 use crate::timestamp;
 
@@ -33,6 +35,8 @@ pub struct RegisterRequest {
     /// Required for the challenge; optional with a SAS (aziot-identityd sends only the
     /// registration id then), and checked against the key's TPM when present.
     pub tpm: Option<TpmKeys>,
+    /// The device's `payload`, for a custom allocation webhook.
+    pub payload: Option<serde_json::Value>,
 }
 
 /// The EK and SRK a device presents, as sent and parsed.
@@ -92,6 +96,7 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
     Ok(RegisterRequest {
         registration_id,
         tpm,
+        payload: body.payload,
     })
 }
 
@@ -263,26 +268,19 @@ pub async fn register(
             id.as_bytes(),
             rng,
         )?;
-        let hub = app
-            .settings()
-            .linked_hubs
-            .assign(id, enrollment.iot_hub_host_name.as_deref())
-            .to_owned();
-        let previous_hub = view.candidates.iter().find_map(|c| match c.source {
-            KeySource::Registration { .. } => Some(c.assigned_hub.as_deref()),
-            KeySource::Challenge(_) => None,
-        });
-        let substatus = match previous_hub {
-            Some(previous) if previous != Some(hub.as_str()) => Substatus::DeviceDataMigrated,
-            _ => Substatus::InitialAssignment,
+        let device = DeviceContext {
+            storage_root_key: key.storage_root_key.clone(),
+            payload: req.payload.clone(),
         };
-        let row = RegistrationRow {
+        let (decided, webhook) =
+            assignment::plan(app, id, &enrollment, view.previous.as_ref(), device);
+        let mut row = RegistrationRow {
             registration_id: id.to_owned(),
             operation_id: Uuid::new_v4(),
-            status: Status::Assigned,
-            substatus: Some(substatus),
-            assigned_hub: Some(hub),
-            device_id: Some(enrollment.device_id.unwrap_or_else(|| id.to_owned())),
+            status: Status::Assigning,
+            substatus: None,
+            assigned_hub: None,
+            device_id: None,
             ek_hash: key.ek_hash.clone(),
             storage_root_key: key.storage_root_key.clone(),
             sealed_key,
@@ -290,16 +288,26 @@ pub async fn register(
             authentication_key: key.authentication_key.clone(),
             error_code: None,
             error_message: None,
-            etag: Uuid::new_v4(),
+            etag: Uuid::nil(),
             created_at: now,
             updated_at: now,
+            payload: None,
+            initial_twin: None,
+            decide_by: webhook.as_ref().map(|_| assignment::decide_by(app, now)),
         };
+        decided.apply(&mut row, now);
         if let Some(row) = device_steps::assign(&mut conn, &row, key.source).await? {
-            tracing::info!(
-                registration_id = id,
-                hub = row.assigned_hub.as_deref(),
-                "device assigned"
-            );
+            if let Some(job) = webhook {
+                tracing::info!(registration_id = id, "asking the allocation webhook");
+                tokio::spawn(assignment::run_webhook(app.clone(), job, row.clone()));
+            } else {
+                tracing::info!(
+                    registration_id = id,
+                    status = ?row.status,
+                    hub = row.assigned_hub.as_deref(),
+                    "device registered"
+                );
+            }
             return Ok(RegistrationOperationStatus {
                 operation_id: row.operation_id.to_string(),
                 status: RegistrationStatus::Assigning,
@@ -331,7 +339,7 @@ async fn authenticated_state(
     if let Some(retry_after) = polled.counted.refusal(limit, now) {
         return Err(Refusal::Throttled { retry_after }.into());
     }
-    Ok(row)
+    Ok(assignment::settle_overdue(app, row, now).await?)
 }
 
 /// `GET .../operations/{operationId}`.
@@ -410,6 +418,6 @@ pub fn registration_result(row: &RegistrationRow) -> DeviceRegistrationResult {
         tpm: Some(TpmRegistrationResult {
             authentication_key: Base64Bytes(row.authentication_key.clone()),
         }),
-        payload: None,
+        payload: row.payload.as_ref().map(|p| p.0.clone()),
     }
 }

@@ -33,6 +33,9 @@ pub mod defaults {
     pub const HUB_FAILURE_WINDOW_SECS: u64 = 60;
     /// How long a device key read for a hub check may be reused, milliseconds.
     pub const HUB_KEY_CACHE_MS: u64 = 1000;
+    /// How long an allocation webhook may take, milliseconds (AWS IoT's pre-provisioning hook
+    /// allows 5 s; DPS does not publish its own).
+    pub const WEBHOOK_TIMEOUT_MS: u64 = 5000;
 }
 
 /// The largest accepted values: beyond them a setting is a typo, not a choice, and a time
@@ -64,6 +67,8 @@ pub mod limits {
     pub const MIN_HUB_AUTH_SECRET_LEN: usize = 16;
     /// A revocation takes effect on every instance within this (the hub key cache's bound).
     pub const MAX_HUB_KEY_CACHE_MS: u64 = 1000;
+    /// A webhook slower than a minute is broken; the device polls meanwhile.
+    pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 60_000;
 }
 
 /// A fixed-window rate: at most `count` requests per `window_secs`.
@@ -110,6 +115,8 @@ pub enum SettingsError {
     DuplicatePolicy(String),
     #[error("access policy name \"registration\" is reserved for devices")]
     ReservedPolicyName,
+    #[error("webhook CA file: {0}")]
+    WebhookCa(String),
     #[error("the hub auth secret must be at least {min} URL-safe characters (letters, digits, -, _)", min = limits::MIN_HUB_AUTH_SECRET_LEN)]
     WeakHubAuthSecret,
 }
@@ -136,6 +143,11 @@ pub struct Settings {
     /// A header a trusted proxy sets to the client's address (`X-Forwarded-For`); `None`: the
     /// TCP peer is the client.
     pub client_address_header: Option<String>,
+    pub webhook_timeout_ms: u64,
+    /// PEM CA certificates trusted for allocation webhooks besides the public web PKI.
+    pub webhook_ca_pem: Option<Vec<u8>>,
+    /// Allow `http://` webhook URLs (tests, a webhook on the same host).
+    pub allow_http_webhooks: bool,
 }
 
 impl Settings {
@@ -168,6 +180,9 @@ impl Settings {
             max_connections: defaults::MAX_CONNECTIONS,
             header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
             client_address_header: None,
+            webhook_timeout_ms: defaults::WEBHOOK_TIMEOUT_MS,
+            webhook_ca_pem: None,
+            allow_http_webhooks: false,
         }
     }
 
@@ -242,6 +257,12 @@ impl Settings {
             self.header_read_timeout_secs,
             1,
             300,
+        )?;
+        range(
+            "webhook timeout (ms)",
+            self.webhook_timeout_ms,
+            1,
+            limits::MAX_WEBHOOK_TIMEOUT_MS,
         )?;
         if let Some(secret) = &self.hub_auth_secret {
             let url_safe = secret

@@ -18,8 +18,9 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::allocation::LinkedHubs;
+use crate::allocation::policy::{Allocation, InvalidAllocation};
 use crate::registration::ek_hash;
+use crate::settings::Settings;
 use crate::store::enrollments::{self, BatchOutcome, EnrollmentRow, NewEnrollment};
 use crate::store::StoreError;
 use crate::timestamp;
@@ -52,13 +53,15 @@ pub enum InvalidEnrollment {
     Etag,
     #[error("at most {MAX_BULK} enrollments per bulk operation")]
     TooManyInBulk,
+    #[error("{0}")]
+    Allocation(#[from] InvalidAllocation),
     /// Postgres's JSON type cannot hold U+0000; DPS's fields never need it.
     #[error("{0}: a string holds the NUL character (\\u0000)")]
     NulCharacter(&'static str),
 }
 
 /// Whether a JSON value holds U+0000 in any string or key.
-fn holds_nul(value: &Value) -> bool {
+pub(crate) fn holds_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
         Value::Array(items) => items.iter().any(holds_nul),
@@ -103,13 +106,11 @@ pub fn parse_etag(text: Option<&str>) -> Result<Option<Uuid>, InvalidEnrollment>
 }
 
 impl IndividualEnrollment {
-    /// Validates and converts, checking the EK is a TPM EK this service can seal to and, when
-    /// `linked_hubs` is given, that a pinned hub is one of them (the factory CLI writes to the
-    /// database without knowing the service's hubs, and takes a pinned hub as given).
-    pub fn to_new(
-        &self,
-        linked_hubs: Option<&LinkedHubs>,
-    ) -> Result<NewEnrollment, InvalidEnrollment> {
+    /// Validates and converts, checking the EK is a TPM EK this service can seal to, the
+    /// allocation fields ([`Allocation::read`]) and, when the service's `settings` are given,
+    /// that every hub named is linked and a webhook is https (the factory CLI writes to the
+    /// database without knowing the service's settings, and takes those as given).
+    pub fn to_new(&self, settings: Option<&Settings>) -> Result<NewEnrollment, InvalidEnrollment> {
         let id = dps_protocol::RegistrationId::parse(&self.registration_id)
             .map_err(InvalidEnrollment::RegistrationId)?;
         if self.attestation.kind != "tpm" {
@@ -147,10 +148,14 @@ impl IndividualEnrollment {
         {
             return Err(InvalidEnrollment::DeviceId);
         }
-        if let (Some(hub), Some(linked)) = (&self.iot_hub_host_name, linked_hubs) {
-            if !linked.contains(hub) {
-                return Err(InvalidEnrollment::HubNotLinked(hub.clone()));
+        let allocation = Allocation::read(&self.extra, self.iot_hub_host_name.as_deref())?;
+        if let Some(settings) = settings {
+            if let Some(hub) = &self.iot_hub_host_name {
+                if !settings.linked_hubs.contains(hub) {
+                    return Err(InvalidEnrollment::HubNotLinked(hub.clone()));
+                }
             }
+            allocation.check(&settings.linked_hubs, settings.allow_http_webhooks)?;
         }
         let mut extra = self.extra.clone();
         if let Some(srk) = &tpm.storage_root_key {
@@ -206,10 +211,10 @@ pub async fn put(
     pool: &PgPool,
     enrollment: &IndividualEnrollment,
     if_match: Option<Uuid>,
-    linked_hubs: Option<&LinkedHubs>,
+    settings: Option<&Settings>,
     now: OffsetDateTime,
 ) -> Result<(EnrollmentRow, bool), EnrollmentError> {
-    let new = enrollment.to_new(linked_hubs)?;
+    let new = enrollment.to_new(settings)?;
     let mut conn = pool.acquire().await?;
     Ok(enrollments::upsert(&mut conn, &new, if_match, now).await?)
 }
@@ -220,7 +225,7 @@ async fn bulk_item(
     pool: &PgPool,
     mode: BulkMode,
     enrollment: &IndividualEnrollment,
-    linked_hubs: &LinkedHubs,
+    settings: &Settings,
     now: OffsetDateTime,
 ) -> Result<(), EnrollmentError> {
     let mut conn = pool.acquire().await?;
@@ -229,7 +234,7 @@ async fn bulk_item(
             .map_err(InvalidEnrollment::RegistrationId)?;
         return Ok(enrollments::delete(&mut conn, id.as_str(), None).await?);
     }
-    let new = enrollment.to_new(Some(linked_hubs))?;
+    let new = enrollment.to_new(Some(settings))?;
     let etag = parse_etag(enrollment.etag.as_deref())?.ok_or(StoreError::PreconditionFailed)?;
     enrollments::upsert(&mut conn, &new, Some(etag), now).await?;
     Ok(())
@@ -253,7 +258,7 @@ pub async fn put_many(
     pool: &PgPool,
     items: &[IndividualEnrollment],
     create_only: bool,
-    linked_hubs: Option<&LinkedHubs>,
+    settings: Option<&Settings>,
     now: OffsetDateTime,
 ) -> Result<Vec<Result<Written, EnrollmentError>>, EnrollmentError> {
     let mut outcomes = Vec::with_capacity(items.len());
@@ -263,7 +268,7 @@ pub async fn put_many(
         let mut valid = Vec::with_capacity(chunk.len());
         let mut at = Vec::with_capacity(chunk.len());
         for item in chunk {
-            match item.to_new(linked_hubs) {
+            match item.to_new(settings) {
                 Ok(new) => {
                     at.push(results.len());
                     valid.push(new);
@@ -322,7 +327,7 @@ async fn one_by_one(
 pub async fn bulk(
     pool: &PgPool,
     operation: &BulkEnrollmentOperation,
-    linked_hubs: &LinkedHubs,
+    settings: &Settings,
     now: OffsetDateTime,
 ) -> Result<Vec<(String, EnrollmentError)>, EnrollmentError> {
     if operation.enrollments.len() > MAX_BULK {
@@ -335,7 +340,7 @@ pub async fn bulk(
             pool,
             &operation.enrollments,
             create_only,
-            Some(linked_hubs),
+            Some(settings),
             now,
         )
         .await?;
@@ -347,7 +352,7 @@ pub async fn bulk(
         return Ok(refused);
     }
     for enrollment in &operation.enrollments {
-        match bulk_item(pool, operation.mode, enrollment, linked_hubs, now).await {
+        match bulk_item(pool, operation.mode, enrollment, settings, now).await {
             Ok(()) => {}
             Err(e @ EnrollmentError::Store(StoreError::Db(_))) => return Err(e),
             Err(e) => refused.push((enrollment.registration_id.clone(), e)),

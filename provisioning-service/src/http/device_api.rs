@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dps_protocol::sas::SasToken;
 use dps_protocol::sas::REGISTRATION_KEY_NAME;
-use dps_protocol::wire::{Base64Bytes, DeviceRegistration, RegistrationStatus, TpmChallenge};
+use dps_protocol::wire::{
+    api_version_date, Base64Bytes, DeviceRegistration, RegistrationStatus, TpmChallenge,
+};
 use dps_protocol::RegistrationId;
 use time::OffsetDateTime;
 
@@ -36,16 +38,7 @@ fn check_api_version(uri: &Uri) -> Result<(), ApiError> {
         .split('&')
         .find_map(|pair| pair.strip_prefix("api-version="))
         .ok_or_else(|| ApiError::ArgumentInvalid("api-version is required".to_owned()))?;
-    let date = version.strip_suffix("-preview").unwrap_or(version);
-    let well_formed = date.len() == 10
-        && date.bytes().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
-    if well_formed && date >= OLDEST_API_VERSION {
+    if api_version_date(version).is_some_and(|date| date >= OLDEST_API_VERSION) {
         Ok(())
     } else {
         Err(ApiError::ArgumentInvalid(format!(

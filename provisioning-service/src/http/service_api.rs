@@ -132,7 +132,7 @@ pub async fn put_enrollment(
         app.pool(),
         &body,
         precondition,
-        Some(&app.settings().linked_hubs),
+        Some(app.settings()),
         OffsetDateTime::now_utc(),
     )
     .await?;
@@ -164,13 +164,8 @@ pub async fn bulk(
     AppJson(body): AppJson<BulkEnrollmentOperation>,
 ) -> Result<Json<BulkEnrollmentOperationResult>, ApiError> {
     authorize(&app, &headers)?;
-    let refused = enrollment::bulk(
-        app.pool(),
-        &body,
-        &app.settings().linked_hubs,
-        OffsetDateTime::now_utc(),
-    )
-    .await?;
+    let refused =
+        enrollment::bulk(app.pool(), &body, app.settings(), OffsetDateTime::now_utc()).await?;
     let errors: Vec<BulkEnrollmentError> = refused
         .into_iter()
         .map(|(registration_id, e)| {

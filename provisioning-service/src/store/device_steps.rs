@@ -9,13 +9,15 @@
 //! still admits this EK), and writes nothing if any of it changed. The caller then reads again.
 //! Each statement takes its rows in the store's lock order.
 
+use serde_json::Value;
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::registrations::{
-    ChallengeRow, RegistrationRow, CHALLENGES_PER_ADDRESS, CHALLENGES_PER_REGISTRATION,
+    ChallengeRow, RegistrationRow, Status, CHALLENGES_PER_ADDRESS, CHALLENGES_PER_REGISTRATION,
 };
 use super::throttle::{self, Counted};
 use super::StoreError;
@@ -30,12 +32,15 @@ pub struct Admission {
     pub provisioning_status: ProvisioningStatus,
     pub device_id: Option<String>,
     pub iot_hub_host_name: Option<String>,
+    /// The enrollment's other DPS fields (allocation, re-provisioning, initial twin).
+    pub extra: Value,
 }
 
 /// The enrollment's columns in a joined read, named apart from the other table's.
 const ADMISSION_COLUMNS: &str =
     "e.ek_hash AS enrolled_ek_hash, e.provisioning_status AS enrolled_status,
-     e.device_id AS enrolled_device_id, e.iot_hub_host_name AS enrolled_hub";
+     e.device_id AS enrolled_device_id, e.iot_hub_host_name AS enrolled_hub,
+     e.extra AS enrolled_extra";
 
 impl Admission {
     /// `None` when the joined enrollment is missing.
@@ -48,6 +53,7 @@ impl Admission {
             provisioning_status: row.try_get("enrolled_status")?,
             device_id: row.try_get("enrolled_device_id")?,
             iot_hub_host_name: row.try_get("enrolled_hub")?,
+            extra: row.try_get::<Json<Value>, _>("enrolled_extra")?.0,
         }))
     }
 }
@@ -143,8 +149,14 @@ pub struct KeyCandidate {
     pub ek_hash: Vec<u8>,
     pub storage_root_key: Vec<u8>,
     pub authentication_key: Vec<u8>,
-    /// The registration's hub (for a [`KeySource::Registration`]).
-    pub assigned_hub: Option<String>,
+}
+
+/// The device's registration state before this step, if it was assigned.
+#[derive(Debug, Clone)]
+pub struct PreviousAssignment {
+    pub hub: String,
+    pub device_id: Option<String>,
+    pub initial_twin: Option<Value>,
 }
 
 /// The SAS step's read: the device's key candidates, and its enrollment.
@@ -154,6 +166,8 @@ pub struct RegisterView {
     pub candidates: Vec<KeyCandidate>,
     /// `None` if not enrolled (or no candidate: then nothing else matters).
     pub enrollment: Option<Admission>,
+    /// The device's current assignment, if it has one.
+    pub previous: Option<PreviousAssignment>,
 }
 
 /// The SAS step's first statement: every key the token may have been signed with, and the
@@ -166,11 +180,12 @@ pub async fn register_view(
     let rows = sqlx::query(&format!(
         "SELECT k.*, {ADMISSION_COLUMNS} FROM (
              SELECT 0 AS rank, challenge_id AS id, sealed_key, key_id, ek_hash, storage_root_key,
-                    authentication_key, NULL::text AS assigned_hub, issued_at AS at
+                    authentication_key, NULL::text AS status, NULL::text AS assigned_hub,
+                    NULL::text AS device_id, NULL::jsonb AS initial_twin, issued_at AS at
              FROM challenges WHERE registration_id = $1 AND expires_at > $2
              UNION ALL
              SELECT 1, etag, sealed_key, key_id, ek_hash, storage_root_key, authentication_key,
-                    assigned_hub, updated_at
+                    status, assigned_hub, device_id, initial_twin, updated_at
              FROM registrations WHERE registration_id = $1
          ) k LEFT JOIN enrollments e ON e.registration_id = $1
          ORDER BY k.rank, k.at DESC, k.id"
@@ -194,8 +209,21 @@ pub async fn register_view(
             ek_hash: row.try_get("ek_hash")?,
             storage_root_key: row.try_get("storage_root_key")?,
             authentication_key: row.try_get("authentication_key")?,
-            assigned_hub: row.try_get("assigned_hub")?,
         });
+        if rank == 1 && row.try_get::<Option<Status>, _>("status")? == Some(Status::Assigned) {
+            view.previous = row
+                .try_get::<Option<String>, _>("assigned_hub")?
+                .map(|hub| -> sqlx::Result<_> {
+                    Ok(PreviousAssignment {
+                        hub,
+                        device_id: row.try_get("device_id")?,
+                        initial_twin: row
+                            .try_get::<Option<Json<Value>>, _>("initial_twin")?
+                            .map(|t| t.0),
+                    })
+                })
+                .transpose()?;
+        }
         if view.enrollment.is_none() {
             view.enrollment = Admission::from_joined(row)?;
         }
@@ -231,8 +259,9 @@ pub async fn assign(
                  WHERE registration_id = $1 AND challenge_id <> $16 AND EXISTS (SELECT 1 FROM proven))
              INSERT INTO registrations (registration_id, operation_id, status, substatus, assigned_hub, device_id,
                                         ek_hash, storage_root_key, sealed_key, key_id, authentication_key,
-                                        error_code, error_message, etag, created_at, updated_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15
+                                        error_code, error_message, etag, created_at, updated_at,
+                                        payload, initial_twin, decide_by)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $17, $18, $19
              WHERE EXISTS (SELECT 1 FROM proven)
              ON CONFLICT (registration_id) DO UPDATE SET
                  operation_id = EXCLUDED.operation_id, status = EXCLUDED.status, substatus = EXCLUDED.substatus,
@@ -240,7 +269,8 @@ pub async fn assign(
                  storage_root_key = EXCLUDED.storage_root_key, sealed_key = EXCLUDED.sealed_key,
                  key_id = EXCLUDED.key_id, authentication_key = EXCLUDED.authentication_key,
                  error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
-                 etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
+                 etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at, payload = EXCLUDED.payload,
+                 initial_twin = EXCLUDED.initial_twin, decide_by = EXCLUDED.decide_by
              RETURNING *"
         ),
         KeySource::Registration { .. } => format!(
@@ -249,7 +279,7 @@ pub async fn assign(
                  operation_id = $2, status = $3, substatus = $4, assigned_hub = $5, device_id = $6,
                  ek_hash = $7, storage_root_key = $8, sealed_key = $9, key_id = $10,
                  authentication_key = $11, error_code = $12, error_message = $13, etag = $14,
-                 updated_at = $15
+                 updated_at = $15, payload = $17, initial_twin = $18, decide_by = $19
              WHERE registration_id = $1 AND etag = $16 AND EXISTS (SELECT 1 FROM admitted)
              RETURNING *"
         ),
@@ -275,15 +305,54 @@ pub async fn assign(
         .bind(r.etag)
         .bind(r.updated_at)
         .bind(guard)
+        .bind(&r.payload)
+        .bind(&r.initial_twin)
+        .bind(r.decide_by)
         .fetch_optional(conn)
         .await
-        .map_err(|e| {
-            if super::is_unique_violation(&e, "registrations_hub_device") {
-                StoreError::DeviceIdTaken
-            } else {
-                StoreError::Db(e)
-            }
-        })
+        .map_err(device_id_taken)
+}
+
+/// A write that would put two devices on one hub under one device id.
+fn device_id_taken(e: sqlx::Error) -> StoreError {
+    if super::is_unique_violation(&e, "registrations_hub_device") {
+        StoreError::DeviceIdTaken
+    } else {
+        StoreError::Db(e)
+    }
+}
+
+/// Writes the decision on an `assigning` registration (`r`'s status, substatus, hub, device
+/// id, payload, twin and error; a new etag), if it is still the one written at `etag`: a
+/// device that registered again meanwhile made this decision moot. `None`: nothing written.
+pub async fn decide(
+    conn: &mut PgConnection,
+    r: &RegistrationRow,
+    etag: Uuid,
+) -> Result<Option<RegistrationRow>, StoreError> {
+    sqlx::query_as(
+        "UPDATE registrations SET
+             status = $3, substatus = $4, assigned_hub = $5, device_id = $6, payload = $7,
+             initial_twin = $8, error_code = $9, error_message = $10, etag = $11,
+             updated_at = $12, decide_by = NULL
+         WHERE registration_id = $1 AND etag = $2 AND status = 'assigning'
+         RETURNING *",
+    )
+    .bind(&r.registration_id)
+    .bind(etag)
+    .bind(r.status)
+    .bind(r.substatus)
+    .bind(&r.assigned_hub)
+    .bind(&r.device_id)
+    .bind(&r.payload)
+    .bind(&r.initial_twin)
+    .bind(r.error_code)
+    .bind(&r.error_message)
+    .bind(r.etag)
+    .bind(r.updated_at)
+    .fetch_optional(conn)
+    .await
+    .map_err(device_id_taken)
 }
 
 /// A registration state read by an authenticated device call, and the call's throttle count.

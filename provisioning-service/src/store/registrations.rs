@@ -1,5 +1,7 @@
 //! Challenges (issued, not yet proven keys) and registration states.
 
+use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -70,6 +72,12 @@ pub struct RegistrationRow {
     pub etag: Uuid,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// What the allocation webhook returned for the device (`registrationState.payload`).
+    pub payload: Option<Json<Value>>,
+    /// The twin the assignment starts with (the enrollment's or the webhook's `initialTwin`).
+    pub initial_twin: Option<Json<Value>>,
+    /// While `assigning`: when the decision is overdue.
+    pub decide_by: Option<OffsetDateTime>,
 }
 
 /// Deletes every challenge of a registration (it registered, or it is being deleted).
