@@ -32,6 +32,8 @@ pub struct Device {
     pub registration_id: String,
     pub ek: Vec<u8>,
     pub srk: Vec<u8>,
+    /// The `payload` of its register body (for a custom allocation webhook).
+    pub payload: Option<Value>,
 }
 
 impl Device {
@@ -44,6 +46,7 @@ impl Device {
                 .to_owned(),
             ek,
             srk,
+            payload: None,
         }
     }
 
@@ -54,7 +57,7 @@ impl Device {
                 endorsement_key: Base64Bytes(self.ek.clone()),
                 storage_root_key: Base64Bytes(self.srk.clone()),
             }),
-            payload: None,
+            payload: self.payload.clone(),
         })
         .unwrap()
     }

@@ -1,7 +1,8 @@
 //! What the workspace's integration tests share, in one place: a fresh swtpm per test
 //! ([`swtpm`], [`tpm::TestTpm`]), a throwaway TLS PKI ([`pki`]), the service running in-process
 //! over HTTPS on loopback with named protocol steps ([`service::TestApp`]), what a device
-//! presents ([`device`]), and a real MQTT broker asking the service's hooks ([`broker`]).
+//! presents ([`device`]), a real MQTT broker asking the service's hooks ([`broker`]), and a
+//! custom allocation webhook over HTTPS ([`webhook`]).
 //!
 //! Real parts only: swtpm through tss-esapi, Postgres through `#[sqlx::test]` (a fresh database
 //! per test, from the cluster `scripts/test.sh` starts), rustls on both ends. Fixtures clean up
@@ -22,6 +23,7 @@ pub mod pki;
 pub mod service;
 pub mod swtpm;
 pub mod tpm;
+pub mod webhook;
 
 pub use broker::Broker;
 pub use device::{enrollment, Device};
@@ -29,6 +31,7 @@ pub use pki::Pki;
 pub use service::{settings, TestApp, API, HUBS, HUB_AUTH_SECRET, ID_SCOPE, POLICY, POLICY_KEY};
 pub use swtpm::Swtpm;
 pub use tpm::TestTpm;
+pub use webhook::{Reply, Webhook};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;

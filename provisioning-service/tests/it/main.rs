@@ -9,6 +9,7 @@
 )]
 
 mod abuse;
+mod allocation;
 mod enrollments;
 mod factory;
 mod housekeeping;

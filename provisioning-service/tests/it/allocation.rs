@@ -1,0 +1,424 @@
+//! Allocation per enrollment (static, hashed within `iotHubs`, custom through a real HTTPS
+//! webhook), the device's and the webhook's payloads, re-provisioning under each policy, and
+//! webhook failures that leave the registration `failed` and change nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use test_support::webhook::WEBHOOK_KEY;
+use test_support::{enrollment, settings, Device, Pki, Reply, TestApp, TestTpm, Webhook, HUBS};
+
+/// An instance that trusts the test PKI for webhooks, answers polls without throttling the
+/// test's loop, and gives webhooks `timeout_ms`.
+async fn instance(pool: PgPool, timeout_ms: u64) -> TestApp {
+    let pki = Arc::new(Pki::new());
+    let mut s = settings();
+    s.webhook_ca_pem = Some(pki.ca_pem.clone());
+    s.webhook_timeout_ms = timeout_ms;
+    s.poll_limit.count = 1000;
+    TestApp::spawn_with(pool, s, pki).await
+}
+
+/// Enrolls `device` with these extra DPS fields.
+async fn enroll(app: &TestApp, device: &Device, fields: Value) -> Value {
+    let mut e = enrollment(&device.registration_id, &device.ek);
+    e.extra = fields.as_object().unwrap().clone();
+    app.enroll_with(e).await
+}
+
+/// Registers (challenge, import, SAS) and polls until the operation is decided; returns the
+/// final registration state.
+async fn register(app: &TestApp, t: &mut TestTpm, device: &Device) -> Value {
+    let operation_id = app.provision(t, device).await;
+    decided(app, t, device, &operation_id).await
+}
+
+async fn decided(app: &TestApp, t: &mut TestTpm, device: &Device, operation_id: &str) -> Value {
+    for _ in 0..60 {
+        let (status, body) = app.poll(device, operation_id, &mut t.tpm).await;
+        if body["status"] != "assigning" {
+            assert_eq!(status, StatusCode::OK, "{body}");
+            return body["registrationState"].clone();
+        }
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("still assigning after 6 s");
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn static_and_hashed_allocation_stay_within_the_enrollments_iot_hubs(pool: PgPool) {
+    let app = instance(pool, 1000).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    // The recorded TPM's id hashes to HUBS[1] over both hubs (register.rs): HUBS[0] shows the
+    // policy, not the hash.
+    enroll(
+        &app,
+        &device,
+        json!({"allocationPolicy": "static", "iotHubs": [HUBS[0]]}),
+    )
+    .await;
+    let state = register(&app, &mut t, &device).await;
+    assert_eq!(state["assignedHub"], HUBS[0]);
+    assert_eq!(state["substatus"], "initialAssignment");
+
+    enroll(
+        &app,
+        &device,
+        json!({"allocationPolicy": "hashed", "iotHubs": [HUBS[0]]}),
+    )
+    .await;
+    let state = register(&app, &mut t, &device).await;
+    assert_eq!(state["assignedHub"], HUBS[0], "hashed over iotHubs only");
+    assert_eq!(state["substatus"], "reprovisionedToInitialAssignment");
+
+    enroll(&app, &device, json!({"allocationPolicy": "hashed"})).await;
+    let state = register(&app, &mut t, &device).await;
+    assert_eq!(
+        state["assignedHub"], HUBS[1],
+        "hashed over every linked hub"
+    );
+    assert_eq!(state["substatus"], "deviceDataMigrated");
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn custom_allocation_asks_the_webhook_with_the_device_payload_and_returns_its_payload(
+    pool: PgPool,
+) {
+    let app = instance(pool, 2000).await;
+    let answer = json!({
+        "iotHubHostName": HUBS[0].to_uppercase(),
+        "initialTwin": {"tags": {"line": 7}, "properties": {"desired": {"interval": 30}}},
+        "payload": {"welcome": "line 7", "config": [1, 2]},
+    });
+    let webhook = Webhook::start(&app.pki, Reply::Json(answer.clone())).await;
+    let mut t = TestTpm::recorded();
+    let mut device = Device::of(&mut t.tpm);
+    device.payload = Some(json!({"model": "sensor-2", "firmware": "1.4.0"}));
+    enroll(
+        &app,
+        &device,
+        json!({"allocationPolicy": "custom",
+               "customAllocationDefinition": {"webhookUrl": webhook.url, "apiVersion": "2021-10-01"}}),
+    )
+    .await;
+
+    let state = register(&app, &mut t, &device).await;
+    assert_eq!(state["status"], "assigned", "{state}");
+    assert_eq!(
+        state["assignedHub"], HUBS[0],
+        "the service's spelling of the hub"
+    );
+    assert_eq!(state["substatus"], "initialAssignment");
+    assert_eq!(state["payload"], answer["payload"]);
+
+    let requests = webhook.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(
+        request["individualEnrollment"]["registrationId"],
+        device.registration_id.as_str()
+    );
+    assert_eq!(
+        request["individualEnrollment"]["allocationPolicy"],
+        "custom"
+    );
+    let context = &request["deviceRuntimeContext"];
+    assert_eq!(context["registrationId"], device.registration_id.as_str());
+    assert_eq!(
+        context["tpm"]["endorsementKey"],
+        STANDARD.encode(&device.ek)
+    );
+    assert_eq!(
+        context["tpm"]["storageRootKey"],
+        STANDARD.encode(&device.srk)
+    );
+    assert_eq!(context["payload"], device.payload.clone().unwrap());
+    assert!(context.get("currentIotHubHostName").is_none(), "{context}");
+    assert_eq!(request["linkedHubs"], json!(HUBS));
+
+    // The service API shows the payload, never the device's key blob.
+    let (status, body) = app
+        .admin(
+            Method::GET,
+            &format!("/registrations/{}", device.registration_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["payload"], answer["payload"]);
+    assert!(body.get("tpm").is_none(), "{body}");
+    let twin: Value =
+        sqlx::query_scalar("SELECT initial_twin FROM registrations WHERE registration_id = $1")
+            .bind(&device.registration_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(twin, answer["initialTwin"]);
+
+    // Re-provisioning: the webhook learns where the device is and moves it.
+    webhook.reply_with(Reply::Json(json!({"iotHubHostName": HUBS[1]})));
+    let state = register(&app, &mut t, &device).await;
+    assert_eq!(state["assignedHub"], HUBS[1]);
+    assert_eq!(state["substatus"], "deviceDataMigrated");
+    assert!(state.get("payload").is_none(), "{state}");
+    let context = &webhook.requests()[1]["deviceRuntimeContext"];
+    assert_eq!(context["currentIotHubHostName"], HUBS[0]);
+    assert_eq!(context["currentDeviceId"], device.registration_id.as_str());
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_failing_webhook_leaves_the_registration_failed_and_changes_nothing_else(pool: PgPool) {
+    let app = instance(pool, 500).await;
+    let webhook = Webhook::start(&app.pki, Reply::Status(500)).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    let enrolled = enroll(
+        &app,
+        &device,
+        json!({"allocationPolicy": "custom", "iotHubs": [HUBS[0]],
+               "customAllocationDefinition": {"webhookUrl": webhook.url, "apiVersion": "2019-03-31"}}),
+    )
+    .await;
+    let cases = [
+        (Reply::Status(500), 502_302, "HTTP 500"),
+        (
+            Reply::Raw("{\"iotHubHostName\": "),
+            502_303,
+            "not an allocation response",
+        ),
+        (Reply::Raw("{\"payload\": {}}"), 502_303, "iotHubHostName"),
+        (
+            Reply::Json(json!({"iotHubHostName": HUBS[1]})),
+            400_303,
+            "not one of the hubs it was offered",
+        ),
+        (
+            Reply::Json(json!({"iotHubHostName": HUBS[0], "payload": "a\u{0}b"})),
+            502_303,
+            "NUL",
+        ),
+        (
+            Reply::Late(Duration::from_secs(3), json!({"iotHubHostName": HUBS[0]})),
+            504_301,
+            "did not answer within 500 ms",
+        ),
+    ];
+    for (reply, code, message) in cases {
+        webhook.reply_with(reply);
+        let state = register(&app, &mut t, &device).await;
+        assert_eq!(state["status"], "failed", "{state}");
+        assert_eq!(state["errorCode"], code, "{state}");
+        let text = state["errorMessage"].as_str().unwrap();
+        assert!(text.contains(message), "{text}");
+        assert!(!state.to_string().contains(WEBHOOK_KEY), "{state}");
+        assert!(state.get("assignedHub").is_none() && state.get("payload").is_none());
+        // Nothing else: no hub identity, the enrollment as it was.
+        let assigned: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM registrations WHERE assigned_hub IS NOT NULL")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(assigned, 0);
+        let (_, now) = app
+            .admin(
+                Method::GET,
+                &format!("/enrollments/{}", device.registration_id),
+                None,
+            )
+            .await;
+        assert_eq!(now["etag"], enrolled["etag"]);
+    }
+    // Only the offered hub was offered.
+    assert!(webhook
+        .requests()
+        .iter()
+        .all(|r| r["linkedHubs"] == json!([HUBS[0]])));
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn assigning_shows_on_another_instance_until_the_webhook_decides(pool: PgPool) {
+    let a = instance(pool, 5000).await;
+    let b = a.second_instance().await;
+    let webhook = Webhook::start(
+        &a.pki,
+        Reply::Late(
+            Duration::from_millis(1500),
+            json!({"iotHubHostName": HUBS[1]}),
+        ),
+    )
+    .await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    enroll(
+        &a,
+        &device,
+        json!({"allocationPolicy": "custom",
+               "customAllocationDefinition": {"webhookUrl": webhook.url, "apiVersion": "2021-10-01"}}),
+    )
+    .await;
+    let operation_id = a.provision(&mut t, &device).await;
+    let response = b
+        .client
+        .get(format!(
+            "{}/{}/registrations/{}/operations/{operation_id}?{}",
+            b.base,
+            test_support::ID_SCOPE,
+            device.registration_id,
+            test_support::API
+        ))
+        .header(
+            "authorization",
+            device.sas(&mut t.tpm, test_support::now() + 60),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "assigning", "{body}");
+    let state = decided(&b, &mut t, &device, &operation_id).await;
+    assert_eq!(state["status"], "assigned");
+    assert_eq!(state["assignedHub"], HUBS[1]);
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_overdue_decision_fails_on_the_next_poll(pool: PgPool) {
+    let app = instance(pool, 1000).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    let operation_id = app.provision(&mut t, &device).await;
+    // As if the instance asking the webhook had stopped before writing its decision.
+    sqlx::query(
+        "UPDATE registrations SET status = 'assigning', substatus = NULL, assigned_hub = NULL,
+             device_id = NULL, decide_by = now() - interval '1 second'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let state = decided(&app, &mut t, &device, &operation_id).await;
+    assert_eq!(state["status"], "failed");
+    assert_eq!(state["errorCode"], 504_302);
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn re_provisioning_follows_the_enrollments_policy(pool: PgPool) {
+    let app = instance(pool, 1000).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    let twin = json!({"tags": {"site": "berlin"}});
+    let policy = |hub: &str, update: bool, migrate: bool| {
+        json!({"allocationPolicy": "static", "iotHubs": [hub], "initialTwin": twin,
+               "reprovisionPolicy": {"updateHubAssignment": update, "migrateDeviceData": migrate}})
+    };
+    let twin_of = || async {
+        sqlx::query_scalar::<_, Option<Value>>(
+            "SELECT initial_twin FROM registrations WHERE registration_id = $1",
+        )
+        .bind(&device.registration_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+
+    enroll(&app, &device, policy(HUBS[0], true, true)).await;
+    let state = register(&app, &mut t, &device).await;
+    assert_eq!(
+        (&state["assignedHub"], &state["substatus"]),
+        (&json!(HUBS[0]), &json!("initialAssignment"))
+    );
+    assert_eq!(twin_of().await, Some(twin.clone()));
+    // The device's data changes on its hub (what a twin store would do).
+    sqlx::query("UPDATE registrations SET initial_twin = '{\"tags\": {\"site\": \"moved\"}}'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    // Never re-provision: the device stays where it is, whatever the enrollment says now.
+    enroll(&app, &device, policy(HUBS[1], false, true)).await;
+    let state = register(&app, &mut t, &device).await;
+    assert_eq!(state["assignedHub"], HUBS[0]);
+    assert_eq!(state["substatus"], "reprovisionedToInitialAssignment");
+
+    // Re-provision and migrate: to the new hub, with its data.
+    enroll(&app, &device, policy(HUBS[1], true, true)).await;
+    let state = register(&app, &mut t, &device).await;
+    assert_eq!(state["assignedHub"], HUBS[1]);
+    assert_eq!(state["substatus"], "deviceDataMigrated");
+    assert_eq!(twin_of().await, Some(json!({"tags": {"site": "moved"}})));
+
+    // Re-provision and reset: to the new hub, with the enrollment's initial twin.
+    enroll(&app, &device, policy(HUBS[0], true, false)).await;
+    let state = register(&app, &mut t, &device).await;
+    assert_eq!(state["assignedHub"], HUBS[0]);
+    assert_eq!(state["substatus"], "deviceDataReset");
+    assert_eq!(twin_of().await, Some(twin.clone()));
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn allocation_fields_are_checked_when_an_enrollment_is_written(pool: PgPool) {
+    let app = instance(pool, 1000).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    let cases = [
+        (
+            json!({"allocationPolicy": "geoLatency"}),
+            "geoLatency is not supported",
+        ),
+        (
+            json!({"allocationPolicy": "custom"}),
+            "needs customAllocationDefinition",
+        ),
+        (
+            json!({"allocationPolicy": "custom", "customAllocationDefinition":
+                {"webhookUrl": "http://localhost:1/x", "apiVersion": "2021-10-01"}}),
+            "must be https",
+        ),
+        (
+            json!({"allocationPolicy": "custom", "customAllocationDefinition":
+                {"webhookUrl": "https://localhost:1/x", "apiVersion": "2017-11-15"}}),
+            "apiVersion",
+        ),
+        (
+            json!({"iotHubs": ["elsewhere.example.net"]}),
+            "not a linked hub",
+        ),
+        (
+            json!({"allocationPolicy": "static", "iotHubs": HUBS}),
+            "exactly one hub",
+        ),
+        (
+            json!({"reprovisionPolicy": {"updateHubAssignment": false}}),
+            "reprovisionPolicy",
+        ),
+    ];
+    for (fields, message) in cases {
+        let mut e = enrollment(&device.registration_id, &device.ek);
+        e.extra = fields.as_object().unwrap().clone();
+        let (status, body) = app
+            .admin(
+                Method::PUT,
+                &format!("/enrollments/{}", device.registration_id),
+                Some(serde_json::to_value(&e).unwrap()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{fields}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(message),
+            "{fields}: {body}"
+        );
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM enrollments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
