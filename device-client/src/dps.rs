@@ -162,14 +162,19 @@ impl DpsClient {
         }
     }
 
-    fn body(registration_id: &str, ek: &[u8], srk: &[u8]) -> DeviceRegistration {
+    fn body(
+        registration_id: &str,
+        ek: &[u8],
+        srk: &[u8],
+        payload: Option<&serde_json::Value>,
+    ) -> DeviceRegistration {
         DeviceRegistration {
             registration_id: registration_id.to_owned(),
             tpm: Some(TpmAttestation {
                 endorsement_key: Base64Bytes(ek.to_vec()),
                 storage_root_key: Base64Bytes(srk.to_vec()),
             }),
-            payload: None,
+            payload: payload.cloned(),
         }
     }
 
@@ -203,11 +208,12 @@ impl DpsClient {
         registration_id: &str,
         ek: &[u8],
         srk: &[u8],
+        payload: Option<&serde_json::Value>,
     ) -> Result<Vec<u8>, ClientError> {
         let response = self
             .http
             .put(self.url(registration_id, "/register"))
-            .json(&Self::body(registration_id, ek, srk))
+            .json(&Self::body(registration_id, ek, srk, payload))
             .send()
             .map_err(self.transport())?;
         let status = response.status();
@@ -236,13 +242,14 @@ impl DpsClient {
         registration_id: &str,
         ek: &[u8],
         srk: &[u8],
+        payload: Option<&serde_json::Value>,
         sas: &str,
     ) -> Result<Polled, ClientError> {
         let response = self
             .http
             .put(self.url(registration_id, "/register"))
             .header(reqwest::header::AUTHORIZATION, sas)
-            .json(&Self::body(registration_id, ek, srk))
+            .json(&Self::body(registration_id, ek, srk, payload))
             .send()
             .map_err(self.transport())?;
         Self::operation_response(response)

@@ -75,6 +75,7 @@ impl Assignment {
             Some(Stage::Assigned {
                 assigned_hub,
                 device_id,
+                ..
             }) => Ok(Self {
                 hub: assigned_hub.clone(),
                 device_id: device_id.clone(),

@@ -142,6 +142,14 @@ struct RegisterArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// JSON sent as the register body's `payload`: the service hands it to the enrollment's
+    /// custom allocation webhook, and the webhook's answer is printed.
+    #[arg(long, env = "DPS_PAYLOAD", value_parser = parse_json)]
+    payload: Option<serde_json::Value>,
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
 #[derive(Debug, Args)]
@@ -323,6 +331,7 @@ fn main() -> anyhow::Result<()> {
                 sas_ttl: args.sas_ttl,
                 deadline: Duration::from_secs(args.timeout),
                 max_backoff: Duration::from_secs(16),
+                payload: args.payload.clone(),
             };
             let outcome = provision::provision(&mut tpm, &client, &options)?;
             if args.json {
@@ -337,6 +346,9 @@ fn main() -> anyhow::Result<()> {
                     "assigned: {} is device {} on {}",
                     outcome.registration_id, outcome.device_id, outcome.assigned_hub
                 );
+            }
+            if let (false, Some(payload)) = (args.json, &outcome.payload) {
+                println!("payload: {payload}");
             }
         }
         Command::Sas(args) => {

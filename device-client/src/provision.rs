@@ -33,6 +33,9 @@ pub enum Stage {
     Assigned {
         assigned_hub: String,
         device_id: String,
+        /// What the service's allocation returned for the device (`registrationState.payload`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<serde_json::Value>,
     },
 }
 
@@ -62,8 +65,12 @@ pub enum ProvisionError {
     },
     #[error("the registration id is invalid")]
     RegistrationId(#[from] dps_protocol::RegistrationIdError),
-    #[error("the provisioning service reports the registration as {status}: {message}")]
-    Failed { status: String, message: String },
+    #[error("the provisioning service reports the registration as {status} (errorCode {error_code}): {message}")]
+    Failed {
+        status: String,
+        error_code: u32,
+        message: String,
+    },
     #[error("not assigned within {0:?}")]
     Deadline(Duration),
 }
@@ -82,6 +89,9 @@ pub struct Options {
     pub deadline: Duration,
     /// Longest wait between polls or retries.
     pub max_backoff: Duration,
+    /// Sent as the register body's `payload` (the service hands it to a custom allocation
+    /// webhook).
+    pub payload: Option<serde_json::Value>,
 }
 
 /// The result of a run.
@@ -90,6 +100,9 @@ pub struct Outcome {
     pub registration_id: String,
     pub assigned_hub: String,
     pub device_id: String,
+    /// What the service's allocation returned for the device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
     /// True when the state file already said assigned and nothing was sent.
     pub already_provisioned: bool,
 }
@@ -154,6 +167,7 @@ struct Device {
     srk: Vec<u8>,
     /// The SAS resource, `{idScope}/registrations/{registrationId}`.
     resource: String,
+    payload: Option<serde_json::Value>,
 }
 
 /// Where to start: the saved stage if it is for this registration and the key it needs is
@@ -181,10 +195,12 @@ fn assigned(state: &State, already_provisioned: bool) -> Option<Outcome> {
         Stage::Assigned {
             assigned_hub,
             device_id,
+            payload,
         } => Some(Outcome {
             registration_id: state.registration_id.clone(),
             assigned_hub: assigned_hub.clone(),
             device_id: device_id.clone(),
+            payload: payload.clone(),
             already_provisioned,
         }),
         _ => None,
@@ -207,7 +223,7 @@ fn step(
     };
     let polled = match stage {
         Stage::Unprovisioned => {
-            let blob = dps.challenge(id, &device.ek, &device.srk)?;
+            let blob = dps.challenge(id, &device.ek, &device.srk, device.payload.as_ref())?;
             tpm.import_authentication_key(&blob)?;
             *imported = Some(sha256(&[&blob]));
             tracing::info!("authentication key imported into the TPM");
@@ -215,7 +231,7 @@ fn step(
         }
         Stage::KeyImported => {
             let token = sign(tpm)?;
-            dps.register(id, &device.ek, &device.srk, &token)?
+            dps.register(id, &device.ek, &device.srk, device.payload.as_ref(), &token)?
         }
         Stage::Assigning { operation_id } => {
             let token = sign(tpm)?;
@@ -319,6 +335,7 @@ impl<'a> Run<'a> {
             ek,
             srk,
             resource: sas::registration_resource(dps.id_scope(), id),
+            payload: options.payload.clone(),
         };
         Ok(Start::Running(Box::new(Self {
             tpm,
@@ -385,6 +402,14 @@ impl<'a> Run<'a> {
                 self.state.stage = Stage::Unprovisioned;
                 save_state(&self.options.state_file, &self.state)?;
             }
+            Err(e @ ProvisionError::Failed { .. }) => {
+                // The service decided against this registration (a webhook failed, say): the
+                // next run registers afresh instead of polling the failed operation again.
+                self.state.stage = Stage::Unprovisioned;
+                self.state.updated_unix = unix_now();
+                save_state(&self.options.state_file, &self.state)?;
+                return Err(e);
+            }
             Err(e) => return Err(e),
         }
         Ok(None)
@@ -407,6 +432,7 @@ fn next_stage(
                     Stage::Assigned {
                         assigned_hub,
                         device_id,
+                        payload: state.and_then(|s| s.payload.clone()),
                     },
                     None,
                 )),
@@ -429,6 +455,7 @@ fn next_stage(
             let state = status.registration_state.as_ref();
             Err(ProvisionError::Failed {
                 status: format!("{:?}", status.status).to_lowercase(),
+                error_code: state.and_then(|s| s.error_code).unwrap_or_default(),
                 message: state
                     .and_then(|s| s.error_message.clone())
                     .unwrap_or_default(),
@@ -484,6 +511,7 @@ mod tests {
             sas_ttl: 60,
             deadline: Duration::from_secs(30),
             max_backoff: Duration::from_secs(2),
+            payload: None,
         };
         let target = Target {
             endpoint: format!("{}/", app.base),

@@ -7,8 +7,9 @@ use std::process::Command;
 use device_client::provision::{self, Stage};
 use device_client::tpm::Tpm;
 use dps_protocol::RegistrationId;
+use serde_json::json;
 use sqlx::PgPool;
-use test_support::{Swtpm, TestApp, HUBS, ID_SCOPE};
+use test_support::{Reply, Swtpm, TestApp, Webhook, HUBS, ID_SCOPE};
 
 /// Reads the EK through a short-lived context (swtpm serves one client at a time).
 fn read_ek(tcti: &str) -> Vec<u8> {
@@ -72,6 +73,7 @@ async fn first_boot_provisions_and_the_second_is_a_no_op(pool: PgPool) {
     let Stage::Assigned {
         assigned_hub,
         device_id,
+        ..
     } = saved.stage
     else {
         panic!("{saved:?}")
@@ -138,5 +140,54 @@ async fn a_device_that_is_not_enrolled_gets_a_clear_error(pool: PgPool) {
     assert!(
         stderr.contains("does not accept this device") && stderr.contains("enrolled"),
         "{stderr}"
+    );
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_payload_reaches_the_webhook_and_its_answer_is_printed(pool: PgPool) {
+    let pki = std::sync::Arc::new(test_support::Pki::new());
+    let mut settings = test_support::settings();
+    settings.webhook_ca_pem = Some(pki.ca_pem.clone());
+    let service = TestApp::spawn_with(pool, settings, pki).await;
+    let webhook = Webhook::start(&service.pki, Reply::Status(500)).await;
+    let swtpm = Swtpm::start();
+    let ek = read_ek(&swtpm.tcti());
+    let id = RegistrationId::from_endorsement_key(&ek);
+    let mut e = test_support::enrollment(id.as_str(), &ek);
+    e.extra = json!({"allocationPolicy": "custom",
+        "customAllocationDefinition": {"webhookUrl": webhook.url, "apiVersion": "2021-10-01"}})
+    .as_object()
+    .unwrap()
+    .clone();
+    service.enroll_with(e).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let mut args = register_args(&service, &swtpm.tcti(), &state);
+    args.extend(["--payload".to_owned(), r#"{"model": "m-1"}"#.to_owned()]);
+
+    // The webhook fails: the device says why, and its next run registers afresh.
+    let out = device_client(args.clone()).await;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("errorCode 502302"), "{}", text(&out));
+    assert_eq!(
+        provision::load_state(&state).unwrap().stage,
+        Stage::Unprovisioned
+    );
+
+    webhook.reply_with(Reply::Json(
+        json!({"iotHubHostName": HUBS[0], "payload": {"greeting": "hello m-1"}}),
+    ));
+    let out = device_client(args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(r#"payload: {"greeting":"hello m-1"}"#),
+        "{}",
+        text(&out)
+    );
+    let requests = webhook.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[1]["deviceRuntimeContext"]["payload"],
+        json!({"model": "m-1"})
     );
 }
