@@ -191,3 +191,21 @@ async fn a_payload_reaches_the_webhook_and_its_answer_is_printed(pool: PgPool) {
         json!({"model": "m-1"})
     );
 }
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_mixed_case_registration_id_provisions_as_one_registration(pool: PgPool) {
+    let service = TestApp::spawn(pool).await;
+    let swtpm = Swtpm::start();
+    let ek = read_ek(&swtpm.tcti());
+    service.enroll("Line7-Unit-0042", &ek).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = register_args(&service, &swtpm.tcti(), &dir.path().join("state.json"));
+    args.extend(["--registration-id".to_owned(), "LINE7-unit-0042".to_owned()]);
+    let out = device_client(args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("line7-unit-0042 is device line7-unit-0042"),
+        "{}",
+        text(&out)
+    );
+}

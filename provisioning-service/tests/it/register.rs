@@ -432,4 +432,29 @@ async fn a_mixed_case_registration_id_is_one_registration_in_lowercase(pool: PgP
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(registration_count(&app.pool).await, 1);
+
+    // As aziot-identityd asks: the id as configured in the path and the body, no TPM in the
+    // SAS leg's body, and a token whose `sr` keeps the configured case (form-encoded, not
+    // lowercased).
+    let sr = format!("{}%2Fregistrations%2FAziot-Dev-1", test_support::ID_SCOPE);
+    let expiry = test_support::now() + 60;
+    let sig = dps_protocol::sas::Signer::sign(
+        &mut t.tpm,
+        dps_protocol::sas::string_to_sign(&sr, expiry).as_bytes(),
+    )
+    .unwrap();
+    let sig = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sig)
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let token = format!("SharedAccessSignature sr={sr}&sig={sig}&se={expiry}&skn=registration");
+    let (status, body) = app
+        .put_register(
+            "Aziot-Dev-1",
+            &serde_json::json!({"registrationId": "Aziot-Dev-1"}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(registration_count(&app.pool).await, 1);
 }
