@@ -24,6 +24,23 @@ async fn instance(pool: PgPool, timeout_ms: u64) -> TestApp {
     TestApp::spawn_with(pool, s, pki).await
 }
 
+/// Fails unless every field of `value` is a property of `definition` in Microsoft's published
+/// DPS specification `file` (2026-04-01, `../shared/dps-rest-spec`).
+fn assert_dps_fields(file: &str, definition: &str, value: &Value) {
+    let path = test_support::workspace_root()
+        .join("../shared/dps-rest-spec/stable/2026-04-01")
+        .join(file);
+    let spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let properties = &spec["definitions"][definition]["properties"];
+    assert!(properties.is_object(), "{definition} in {}", path.display());
+    for field in value.as_object().unwrap().keys() {
+        assert!(
+            properties.get(field).is_some(),
+            "{field} is not a field of {definition}: {value}"
+        );
+    }
+}
+
 /// Enrolls `device` with these extra DPS fields.
 async fn enroll(app: &TestApp, device: &Device, fields: Value) -> Value {
     let mut e = enrollment(&device.registration_id, &device.ek);
@@ -154,6 +171,9 @@ async fn custom_allocation_asks_the_webhook_with_the_device_payload_and_returns_
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["payload"], answer["payload"]);
     assert!(body.get("tpm").is_none(), "{body}");
+    assert_dps_fields("service.json", "DeviceRegistrationState", &body);
+    assert_dps_fields("device.json", "DeviceRegistrationResult", &state);
+    assert_dps_fields("service.json", "IndividualEnrollment", &request["individualEnrollment"]);
     let twin: Value =
         sqlx::query_scalar("SELECT initial_twin FROM registrations WHERE registration_id = $1")
             .bind(&device.registration_id)
@@ -219,6 +239,7 @@ async fn a_failing_webhook_leaves_the_registration_failed_and_changes_nothing_el
         assert!(text.contains(message), "{text}");
         assert!(!state.to_string().contains(WEBHOOK_KEY), "{state}");
         assert!(state.get("assignedHub").is_none() && state.get("payload").is_none());
+        assert_dps_fields("device.json", "DeviceRegistrationResult", &state);
         // Nothing else: no hub identity, the enrollment as it was.
         let assigned: i64 =
             sqlx::query_scalar("SELECT count(*) FROM registrations WHERE assigned_hub IS NOT NULL")
