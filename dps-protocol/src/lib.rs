@@ -29,6 +29,7 @@ pub mod auth_key;
 pub mod credential;
 pub mod crypto;
 pub mod duplication;
+pub mod ek_cert;
 pub mod error;
 pub mod kdf;
 pub mod marshal;

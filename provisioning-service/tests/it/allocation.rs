@@ -173,7 +173,11 @@ async fn custom_allocation_asks_the_webhook_with_the_device_payload_and_returns_
     assert!(body.get("tpm").is_none(), "{body}");
     assert_dps_fields("service.json", "DeviceRegistrationState", &body);
     assert_dps_fields("device.json", "DeviceRegistrationResult", &state);
-    assert_dps_fields("service.json", "IndividualEnrollment", &request["individualEnrollment"]);
+    assert_dps_fields(
+        "service.json",
+        "IndividualEnrollment",
+        &request["individualEnrollment"],
+    );
     let twin: Value =
         sqlx::query_scalar("SELECT initial_twin FROM registrations WHERE registration_id = $1")
             .bind(&device.registration_id)

@@ -1,0 +1,167 @@
+//! Real TPM EK certificates from three vendors with their CA chains (`../shared/ek-certs`,
+//! provenance in its README): each validates against its own chain and is refused against
+//! another vendor's roots; the negative cases are refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use dps_protocol::ek_cert::{pem_certificates, CertifiedKey, EkCertError, EkCertificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+fn ek_certs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ek-certs")
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The certificates of a PEM file, or none if it is absent.
+fn pems(path: &Path) -> Vec<Vec<u8>> {
+    if path.exists() {
+        pem_certificates(&read(path)).unwrap()
+    } else {
+        Vec::new()
+    }
+}
+
+/// The positive cases: (id, folder).
+fn positive_cases() -> Vec<(String, PathBuf)> {
+    let mut cases: Vec<_> = std::fs::read_dir(ek_certs())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("ek.der").exists())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 19, "{cases:?}");
+    cases
+}
+
+fn vendor(id: &str) -> &str {
+    id.split('-').next().unwrap()
+}
+
+#[test]
+fn every_vendor_ek_certificate_chains_to_its_own_root() {
+    for (id, dir) in positive_cases() {
+        let ek = EkCertificate::parse(&read(&dir.join("ek.der"))).unwrap();
+        let as_found = dir.join("ek.as-found.bin");
+        if as_found.exists() {
+            let raw = EkCertificate::parse(&read(&as_found)).unwrap();
+            assert_eq!(raw, ek, "{id}: NV framing and fill are dropped");
+        }
+        let roots = pems(&dir.join("root.pem"));
+        let path = ek
+            .chain_to(&roots, &pems(&dir.join("intermediate.pem")))
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(path.last(), roots.first(), "{id}: ends at the anchor");
+    }
+}
+
+#[test]
+fn no_vendor_ek_certificate_chains_to_another_vendors_roots() {
+    let cases = positive_cases();
+    for (id, dir) in &cases {
+        let others: Vec<Vec<u8>> = cases
+            .iter()
+            .filter(|(other, _)| vendor(other) != vendor(id))
+            .flat_map(|(_, d)| pems(&d.join("root.pem")))
+            .collect();
+        let ek = EkCertificate::parse(&read(&dir.join("ek.der"))).unwrap();
+        assert_eq!(
+            ek.chain_to(&others, &pems(&dir.join("intermediate.pem"))),
+            Err(EkCertError::Untrusted),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn the_tcg_profile_fields_and_the_certified_key_are_read() {
+    let dir = ek_certs();
+    let stm = EkCertificate::parse(&read(&dir.join("STM-1/ek.der"))).unwrap();
+    assert_eq!(stm.manufacturer.as_deref(), Some("id:53544D20"));
+    assert_eq!(stm.model.as_deref(), Some("ST33HTPHAHB4"));
+    assert_eq!(stm.firmware_version.as_deref(), Some("id:00490004"));
+    assert!(stm.ek_usage);
+    let CertifiedKey::Rsa { modulus, exponent } = &stm.key else {
+        panic!("{:?}", stm.key)
+    };
+    assert_eq!((modulus.len(), *exponent), (256, 65_537));
+    // Nuvoton spells the attributes as PrintableString.
+    let ntc = EkCertificate::parse(&read(&dir.join("NTC-1/ek.der"))).unwrap();
+    assert!(ntc.manufacturer.is_some() && ntc.model.is_some(), "{ntc:?}");
+    // ECC EKs, and a TPM 1.2-era EK: an id-RSAES-OAEP key, no EK usage.
+    let ecc = EkCertificate::parse(&read(&dir.join("STM-2/ek.der"))).unwrap();
+    assert!(matches!(&ecc.key, CertifiedKey::Ec { point } if point.len() == 65));
+    let old = EkCertificate::parse(&read(&dir.join("IFX-5/ek.der"))).unwrap();
+    assert!(matches!(&old.key, CertifiedKey::Rsa { modulus, .. } if modulus.len() == 256));
+    assert!(!old.ek_usage);
+}
+
+/// Every self-signed certificate among the vendor CAs: the roots an owner would pin.
+fn vendor_roots() -> Vec<Vec<u8>> {
+    let mut roots = Vec::new();
+    for vendor in std::fs::read_dir(ek_certs().join("vendor-cas")).unwrap() {
+        let vendor = vendor.unwrap().path();
+        if !vendor.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&vendor).unwrap() {
+            for der in pems(&file.unwrap().path()) {
+                let (_, cert) = X509Certificate::from_der(&der).unwrap();
+                if cert.subject().as_raw() == cert.issuer().as_raw()
+                    && cert.verify_signature(None).is_ok()
+                {
+                    roots.push(der.clone());
+                }
+            }
+        }
+    }
+    assert!(roots.len() >= 30, "{}", roots.len());
+    roots
+}
+
+/// Which roots a negative case is checked against.
+enum Anchors {
+    /// The root the case configures (a vendor's, but the wrong one for this chain).
+    Configured,
+    /// The vendors' roots; the case's own "root" is only something the device presents.
+    Vendors,
+}
+
+#[test]
+fn the_negative_cases_are_refused() {
+    let vendors = vendor_roots();
+    let negative = ek_certs().join("negative");
+    let cases = [
+        // A real STM chain, but the owner trusts only Infineon's root.
+        ("NEG-1", Anchors::Configured, EkCertError::Untrusted),
+        // A real Infineon EK presented with STM's intermediates under GlobalSign's root.
+        ("NEG-2", Anchors::Configured, EkCertError::Untrusted),
+        // A real intermediate's name and key, re-issued by a fake root the device supplies.
+        ("NEG-3", Anchors::Vendors, EkCertError::Untrusted),
+        // A complete, well-formed chain to a simulator's test root.
+        ("NEG-4", Anchors::Vendors, EkCertError::Untrusted),
+        // swtpm's per-host CA.
+        ("NEG-5", Anchors::Vendors, EkCertError::Untrusted),
+        // A vendor CA certificate presented as an EK certificate.
+        ("NEG-6", Anchors::Configured, EkCertError::CaAsLeaf),
+        // A real EK with one bit of its signature flipped.
+        ("NEG-7", Anchors::Configured, EkCertError::Untrusted),
+        ("NEG-8", Anchors::Vendors, EkCertError::Untrusted),
+    ];
+    for (id, anchors, error) in cases {
+        let dir = negative.join(id);
+        let own_root = pems(&dir.join("root.pem"));
+        let (anchors, mut presented) = match anchors {
+            Anchors::Configured => (own_root, Vec::new()),
+            Anchors::Vendors => (vendors.clone(), own_root),
+        };
+        presented.extend(pems(&dir.join("intermediate.pem")));
+        let verdict = EkCertificate::parse(&read(&dir.join("ek.der")))
+            .and_then(|ek| ek.chain_to(&anchors, &presented));
+        assert_eq!(verdict.map(|_| ()), Err(error), "{id}");
+    }
+}
