@@ -168,12 +168,25 @@ impl DpsClient {
         srk: &[u8],
         payload: Option<&serde_json::Value>,
     ) -> DeviceRegistration {
+        Self::body_with_certificate(registration_id, ek, srk, payload, None)
+    }
+
+    fn body_with_certificate(
+        registration_id: &str,
+        ek: &[u8],
+        srk: &[u8],
+        payload: Option<&serde_json::Value>,
+        certificate: Option<&EkCertificateBundle>,
+    ) -> DeviceRegistration {
+        let mut tpm = TpmAttestation::keys(ek.to_vec(), srk.to_vec());
+        if let Some(bundle) = certificate {
+            tpm.endorsement_key_certificate = Some(Base64Bytes(bundle.certificate.clone()));
+            tpm.endorsement_key_certificate_chain =
+                bundle.chain.iter().cloned().map(Base64Bytes).collect();
+        }
         DeviceRegistration {
             registration_id: registration_id.to_owned(),
-            tpm: Some(TpmAttestation {
-                endorsement_key: Base64Bytes(ek.to_vec()),
-                storage_root_key: Base64Bytes(srk.to_vec()),
-            }),
+            tpm: Some(tpm),
             payload: payload.cloned(),
         }
     }
@@ -202,18 +215,26 @@ impl DpsClient {
         }
     }
 
-    /// The first register call, without SAS: returns the `authenticationKey` blob.
+    /// The first register call, without SAS: returns the `authenticationKey` blob. With an EK
+    /// certificate, a device that is not enrolled may be admitted by a TPM enrollment group.
     pub fn challenge(
         &self,
         registration_id: &str,
         ek: &[u8],
         srk: &[u8],
         payload: Option<&serde_json::Value>,
+        certificate: Option<&EkCertificateBundle>,
     ) -> Result<Vec<u8>, ClientError> {
         let response = self
             .http
             .put(self.url(registration_id, "/register"))
-            .json(&Self::body(registration_id, ek, srk, payload))
+            .json(&Self::body_with_certificate(
+                registration_id,
+                ek,
+                srk,
+                payload,
+                certificate,
+            ))
             .send()
             .map_err(self.transport())?;
         let status = response.status();
@@ -291,6 +312,14 @@ impl DpsClient {
             retry_after: after,
         })
     }
+}
+
+/// An EK certificate as the device sends it (this service's extension of the register body):
+/// the certificate as read from the TPM, and any CA certificates found beside it (DER).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EkCertificateBundle {
+    pub certificate: Vec<u8>,
+    pub chain: Vec<Vec<u8>>,
 }
 
 /// Base64 as DPS carries keys (for printing what a factory uploads).

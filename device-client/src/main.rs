@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use device_client::dps::{self, DpsClient};
+use device_client::dps::{self, DpsClient, EkCertificateBundle};
 use device_client::hub::{self, Assignment, HubOptions, Session};
-use device_client::provision::{self, Options};
+use device_client::provision::{self, EkCertificateSource, Options};
 use device_client::tpm::{tcti_from_env, Handles, Tpm};
 use dps_protocol::sas;
 use dps_protocol::RegistrationId;
@@ -146,6 +146,35 @@ struct RegisterArgs {
     /// custom allocation webhook, and the webhook's answer is printed.
     #[arg(long, env = "DPS_PAYLOAD", value_parser = parse_json)]
     payload: Option<serde_json::Value>,
+    /// The EK certificate to send instead of the one in the TPM's NV index 0x01C00002: DER, or
+    /// PEM with the EK certificate first and any CA certificates after it. A device with no
+    /// individual enrollment is admitted by a TPM enrollment group that trusts its chain.
+    #[arg(long, env = "DPS_EK_CERT_FILE", conflicts_with = "no_ek_cert")]
+    ek_cert_file: Option<PathBuf>,
+    /// Send no EK certificate (by default the TPM's is sent with the first request).
+    #[arg(long)]
+    no_ek_cert: bool,
+}
+
+/// An EK certificate file: DER, or PEM (the EK certificate, then its CAs).
+fn read_ek_certificate(path: &std::path::Path) -> anyhow::Result<EkCertificateBundle> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !bytes.starts_with(b"-----BEGIN") {
+        return Ok(EkCertificateBundle {
+            certificate: bytes,
+            chain: Vec::new(),
+        });
+    }
+    let mut certificates = dps_protocol::ek_cert::pem_certificates(&bytes)
+        .with_context(|| format!("{} is not PEM certificates", path.display()))?
+        .into_iter();
+    let certificate = certificates
+        .next()
+        .with_context(|| format!("{} holds no certificate", path.display()))?;
+    Ok(EkCertificateBundle {
+        certificate,
+        chain: certificates.collect(),
+    })
 }
 
 fn parse_json(text: &str) -> Result<serde_json::Value, String> {
@@ -332,6 +361,11 @@ fn main() -> anyhow::Result<()> {
                 deadline: Duration::from_secs(args.timeout),
                 max_backoff: Duration::from_secs(16),
                 payload: args.payload.clone(),
+                ek_certificate: match (&args.ek_cert_file, args.no_ek_cert) {
+                    (Some(path), _) => EkCertificateSource::Given(read_ek_certificate(path)?),
+                    (None, true) => EkCertificateSource::Omit,
+                    (None, false) => EkCertificateSource::Tpm,
+                },
             };
             let outcome = provision::provision(&mut tpm, &client, &options)?;
             if args.json {

@@ -16,7 +16,7 @@ use dps_protocol::wire::RegistrationStatus;
 use dps_protocol::RegistrationId;
 use serde::{Deserialize, Serialize};
 
-use crate::dps::{ClientError, DpsClient, Polled};
+use crate::dps::{ClientError, DpsClient, EkCertificateBundle, Polled};
 use crate::tpm::{Tpm, TpmError};
 
 /// Where a device is in provisioning.
@@ -92,6 +92,20 @@ pub struct Options {
     /// Sent as the register body's `payload` (the service hands it to a custom allocation
     /// webhook).
     pub payload: Option<serde_json::Value>,
+    /// Which EK certificate the first register call carries.
+    pub ek_certificate: EkCertificateSource,
+}
+
+/// Where the EK certificate sent with the challenge request comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EkCertificateSource {
+    /// The TPM's NV index, if it holds one.
+    #[default]
+    Tpm,
+    /// This one (from a file).
+    Given(EkCertificateBundle),
+    /// None.
+    Omit,
 }
 
 /// The result of a run.
@@ -168,6 +182,7 @@ struct Device {
     /// The SAS resource, `{idScope}/registrations/{registrationId}`.
     resource: String,
     payload: Option<serde_json::Value>,
+    ek_certificate: Option<EkCertificateBundle>,
 }
 
 /// Where to start: the saved stage if it is for this registration and the key it needs is
@@ -223,7 +238,13 @@ fn step(
     };
     let polled = match stage {
         Stage::Unprovisioned => {
-            let blob = dps.challenge(id, &device.ek, &device.srk, device.payload.as_ref())?;
+            let blob = dps.challenge(
+                id,
+                &device.ek,
+                &device.srk,
+                device.payload.as_ref(),
+                device.ek_certificate.as_ref(),
+            )?;
             tpm.import_authentication_key(&blob)?;
             *imported = Some(sha256(&[&blob]));
             tracing::info!("authentication key imported into the TPM");
@@ -330,12 +351,28 @@ impl<'a> Run<'a> {
         }
         // Read (or create) the SRK only now: a provisioned device's reboot does not need it.
         let srk = tpm.storage_root_key()?;
+        let ek_certificate = match &options.ek_certificate {
+            EkCertificateSource::Tpm => match tpm.endorsement_key_certificate() {
+                Ok(found) => found.map(|certificate| EkCertificateBundle {
+                    certificate,
+                    chain: Vec::new(),
+                }),
+                // Without it, an enrolled device still provisions: say so and go on.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the EK certificate from the TPM");
+                    None
+                }
+            },
+            EkCertificateSource::Given(bundle) => Some(bundle.clone()),
+            EkCertificateSource::Omit => None,
+        };
         let device = Device {
             registration_id: id.to_owned(),
             ek,
             srk,
             resource: sas::registration_resource(dps.id_scope(), id),
             payload: options.payload.clone(),
+            ek_certificate,
         };
         Ok(Start::Running(Box::new(Self {
             tpm,
@@ -512,6 +549,7 @@ mod tests {
             deadline: Duration::from_secs(30),
             max_backoff: Duration::from_secs(2),
             payload: None,
+            ek_certificate: EkCertificateSource::Tpm,
         };
         let target = Target {
             endpoint: format!("{}/", app.base),

@@ -37,6 +37,28 @@ impl<'de> Deserialize<'de> for Base64Bytes {
 pub struct TpmAttestation {
     pub endorsement_key: Base64Bytes,
     pub storage_root_key: Base64Bytes,
+    /// This service's extension (DPS clients do not send it): the EK certificate as the TPM
+    /// holds it (DER, perhaps with its NV header or fill), for admission by a TPM enrollment
+    /// group (docs/protocol.md §9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endorsement_key_certificate: Option<Base64Bytes>,
+    /// Extension: CA certificates between the EK certificate and its vendor's root (DER), as
+    /// found on the TPM. Untrusted: only helps build the path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endorsement_key_certificate_chain: Vec<Base64Bytes>,
+}
+
+impl TpmAttestation {
+    /// The EK and SRK, with no certificate.
+    #[must_use]
+    pub fn keys(endorsement_key: Vec<u8>, storage_root_key: Vec<u8>) -> Self {
+        Self {
+            endorsement_key: Base64Bytes(endorsement_key),
+            storage_root_key: Base64Bytes(storage_root_key),
+            endorsement_key_certificate: None,
+            endorsement_key_certificate_chain: Vec::new(),
+        }
+    }
 }
 
 /// Body of `PUT /{idScope}/registrations/{registrationId}/register`.

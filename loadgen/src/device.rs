@@ -132,10 +132,7 @@ pub async fn register(
     );
     let body = DeviceRegistration {
         registration_id: id.clone(),
-        tpm: Some(TpmAttestation {
-            endorsement_key: Base64Bytes(device.ek.clone()),
-            storage_root_key: Base64Bytes(device.srk.clone()),
-        }),
+        tpm: Some(TpmAttestation::keys(device.ek.clone(), device.srk.clone())),
         payload: None,
     };
     let (challenge, _): (TpmChallenge, _) = call(

@@ -39,14 +39,14 @@ pub fn router(app: App) -> Router {
             "/registrations/{registration_id}",
             get(service_api::get_registration).delete(service_api::delete_registration),
         )
-        .route("/registrations/{group_id}/query", post(enrollment_groups::not_found))
-        .route("/enrollmentGroups", post(enrollment_groups::write))
+        .route("/registrations/{group_id}/query", post(enrollment_groups::registrations))
+        .route("/enrollmentGroups", post(enrollment_groups::bulk))
         .route("/enrollmentGroups/query", post(enrollment_groups::query))
         .route(
             "/enrollmentGroups/{group_id}",
-            put(enrollment_groups::write).get(enrollment_groups::not_found).delete(enrollment_groups::not_found),
+            put(enrollment_groups::put).get(enrollment_groups::get).delete(enrollment_groups::delete),
         )
-        .route("/enrollmentGroups/{group_id}/attestationmechanism", post(enrollment_groups::not_found))
+        .route("/enrollmentGroups/{group_id}/attestationmechanism", post(enrollment_groups::attestation_mechanism))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         // A path this service does not serve: a DPS error body like every other answer.

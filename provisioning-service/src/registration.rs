@@ -5,6 +5,7 @@
 
 mod admission;
 mod assignment;
+mod group_admission;
 mod refusal;
 
 pub use admission::admit;
@@ -39,13 +40,16 @@ pub struct RegisterRequest {
     pub payload: Option<serde_json::Value>,
 }
 
-/// The EK and SRK a device presents, as sent and parsed.
+/// The EK and SRK a device presents, as sent and parsed, and its EK certificate if it sent one.
 #[derive(Debug)]
 pub struct TpmKeys {
     pub ek_bytes: Vec<u8>,
     pub srk_bytes: Vec<u8>,
     pub ek: Public,
     pub srk: Public,
+    /// As read from the TPM (parsed only when a group is asked).
+    pub ek_certificate: Option<Vec<u8>>,
+    pub ek_certificate_chain: Vec<Vec<u8>>,
 }
 
 /// SHA-256 of an EK's `TPM2B_PUBLIC`: how enrollments and throttles know an EK.
@@ -90,6 +94,12 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
                 srk: parse_storage_key("storageRootKey", "SRK", &srk_bytes)?,
                 ek_bytes,
                 srk_bytes,
+                ek_certificate: tpm.endorsement_key_certificate.map(|c| c.0),
+                ek_certificate_chain: tpm
+                    .endorsement_key_certificate_chain
+                    .into_iter()
+                    .map(|c| c.0)
+                    .collect(),
             })
         }
     };
@@ -140,7 +150,14 @@ pub async fn challenge(
     if let Some(retry_after) = gate.counted.refusal(limit, now) {
         return Err(Refusal::Throttled { retry_after }.into());
     }
-    admit(&mut conn, gate.enrollment, &ek_hash).await?;
+    // An individual enrollment wins; without one, an EK certificate may get the device into a
+    // TPM enrollment group.
+    let group_id = if gate.enrollment.is_none() && tpm.ek_certificate.is_some() {
+        Some(group_admission::admit_to_group(app, &mut conn, id, tpm).await?)
+    } else {
+        admit(&mut conn, gate.enrollment, &ek_hash).await?;
+        None
+    };
     // The connection goes back to the pool while the RSA work waits for a core: a burst of
     // challenges must queue for CPU, not hold the connections registrations and polls need.
     drop(conn);
@@ -175,6 +192,7 @@ pub async fn challenge(
         authentication_key: blob.clone(),
         issued_at: now,
         expires_at: now + app.settings().challenge_ttl(),
+        group_id,
     };
     device_steps::put_challenge(&mut *app.pool().acquire().await?, &row).await?;
     Ok(blob)
@@ -260,6 +278,11 @@ pub async fn register(
     for _ in 0..ASSIGN_ATTEMPTS {
         let view = device_steps::register_view(&mut conn, id, now).await?;
         let key = proven_key(app, token, id, &view.candidates, presented.as_ref(), now)?;
+        if let (None, Some(group_id)) = (&view.enrollment, &key.group_id) {
+            // Proven: the device joins the group that admitted it, then is read again.
+            group_admission::join(&mut conn, id, req.tpm.as_ref(), key, group_id, now).await?;
+            continue;
+        }
         let enrollment = admit(&mut conn, view.enrollment, &key.ek_hash).await?;
         // A key sealed under a previous service key moves to the current one (sealing.rs).
         let (sealed_key, key_id) = app.sealer().reseal(

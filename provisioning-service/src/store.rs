@@ -20,6 +20,7 @@
 
 pub mod device_steps;
 pub mod enrollments;
+pub mod groups;
 pub mod housekeeping;
 pub mod registrations;
 pub mod throttle;

@@ -34,6 +34,9 @@ pub struct Device {
     pub srk: Vec<u8>,
     /// The `payload` of its register body (for a custom allocation webhook).
     pub payload: Option<Value>,
+    /// The EK certificate it sends (for a TPM enrollment group), and CA certificates with it.
+    pub ek_certificate: Option<Vec<u8>>,
+    pub ek_certificate_chain: Vec<Vec<u8>>,
 }
 
 impl Device {
@@ -47,6 +50,20 @@ impl Device {
             ek,
             srk,
             payload: None,
+            ek_certificate: None,
+            ek_certificate_chain: Vec::new(),
+        }
+    }
+
+    /// What `tpm` presents, with the EK certificate from its NV index.
+    pub fn with_certificate(tpm: &mut Tpm) -> Self {
+        Self {
+            ek_certificate: Some(
+                tpm.endorsement_key_certificate()
+                    .unwrap()
+                    .expect("swtpm_setup stored an EK certificate"),
+            ),
+            ..Self::of(tpm)
         }
     }
 
@@ -54,8 +71,14 @@ impl Device {
         serde_json::to_value(DeviceRegistration {
             registration_id: self.registration_id.clone(),
             tpm: Some(TpmAttestation {
-                endorsement_key: Base64Bytes(self.ek.clone()),
-                storage_root_key: Base64Bytes(self.srk.clone()),
+                endorsement_key_certificate: self.ek_certificate.clone().map(Base64Bytes),
+                endorsement_key_certificate_chain: self
+                    .ek_certificate_chain
+                    .iter()
+                    .cloned()
+                    .map(Base64Bytes)
+                    .collect(),
+                ..TpmAttestation::keys(self.ek.clone(), self.srk.clone())
             }),
             payload: self.payload.clone(),
         })

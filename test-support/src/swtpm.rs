@@ -16,6 +16,19 @@ fn local_ca_dir() -> &'static Path {
         .path()
 }
 
+/// The local CA that issued every manufactured TPM's EK certificate: its self-signed root and
+/// the issuing CA under it (PEM), once a TPM was manufactured.
+#[must_use]
+pub fn local_ca() -> (Vec<u8>, Vec<u8>) {
+    let dir = local_ca_dir();
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).expect("the local CA (manufacture a TPM first)");
+    (
+        read("swtpm-localca-rootca-cert.pem"),
+        read("issuercert.pem"),
+    )
+}
+
 /// A running swtpm. Drop it after any TPM context that talks to it.
 pub struct Swtpm {
     child: Child,

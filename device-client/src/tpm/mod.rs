@@ -1,9 +1,10 @@
-//! The TPM behind one small door: four verbs over a `tss-esapi` context.
+//! The TPM behind one small door: a few verbs over a `tss-esapi` context.
 //!
 //! - [`Tpm::endorsement_key`] / [`Tpm::storage_root_key`]: ensure the key exists (create it from
 //!   its template and persist it if not) and return its marshalled `TPM2B_PUBLIC`;
 //! - [`Tpm::import_authentication_key`]: unwrap a DPS `authenticationKey` blob into the device
 //!   key (`ActivateCredential`, Import, Load, `EvictControl`);
+//! - [`Tpm::endorsement_key_certificate`]: the manufacturer's EK certificate from NV;
 //! - [`Tpm::hmac`]: HMAC-SHA-256 with the persisted device key (also the SAS [`Signer`]).
 //!
 //! Words: the *device key* is the HMAC key the service issued; the *authenticationKey* is the
@@ -18,6 +19,7 @@ mod error;
 mod import;
 mod keys;
 mod leftovers;
+mod nv;
 
 use dps_protocol::sas::Signer;
 use dps_protocol::tpm::constants::{
@@ -31,6 +33,7 @@ use tss_esapi::Context;
 
 pub use context::{tcti_from_env, DEFAULT_TCTI};
 pub use error::TpmError;
+pub use nv::RSA_EK_CERTIFICATE_INDEX;
 
 /// The largest input of one `TPM2_HMAC` (`MAX_DIGEST_BUFFER`, the size of `TPM2B_MAX_BUFFER`).
 pub const MAX_HMAC_INPUT: usize = 1024;
@@ -97,6 +100,12 @@ impl Tpm {
     pub fn endorsement_key(&mut self) -> Result<Vec<u8>, TpmError> {
         let handle = self.ensure_ek()?;
         keys::read_public_tpm2b(&mut self.context, handle)
+    }
+
+    /// The EK certificate the manufacturer stored in NV (the RSA-2048 EK's, index
+    /// [`RSA_EK_CERTIFICATE_INDEX`]), as stored; `None` if the TPM has none.
+    pub fn endorsement_key_certificate(&mut self) -> Result<Option<Vec<u8>>, TpmError> {
+        nv::read(&mut self.context, RSA_EK_CERTIFICATE_INDEX)
     }
 
     /// The SRK's `TPM2B_PUBLIC`, creating and persisting the RSA-2048 SRK if absent.

@@ -3,6 +3,7 @@
 //! through `store::enrollments`; `json` holds the DPS service API's shapes, `http::service_api`
 //! the handlers, `factory` the file formats.
 
+pub mod group;
 mod json;
 
 pub use json::{

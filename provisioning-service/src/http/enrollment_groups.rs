@@ -1,38 +1,178 @@
-//! Enrollment groups, as far as a TPM-only service can have them. DPS admits only X.509 and
-//! symmetric-key attestation in a group ("Devices that use SAS tokens as their attestation
-//! mechanism can be provisioned only through an individual enrollment", DPS docs,
-//! how-to-revoke-device-access-portal.md), and this service attests TPMs only, so no group can
-//! exist here yet: writes are refused with a message that says so, reads find nothing. The
-//! routes are DPS's (service.json, 2021-10-01), so the Azure service SDKs get a DPS error body
-//! rather than "route not found".
+//! TPM enrollment groups on DPS's routes (service.json: `EnrollmentGroup_*`,
+//! `DeviceRegistrationState_Query`): create/replace, get, delete, query, the attestation
+//! mechanism, and the registration states of a group's devices. Groups take attestation type
+//! `tpmEkCertificate` (`enrollment::group`); a group written with DPS's `x509` or
+//! `symmetricKey` (or `tpm`) gets a 400 DPS error body saying what this service takes instead.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use dps_protocol::RegistrationId;
+use time::OffsetDateTime;
 
-use super::error::ApiError;
-use super::service_api::authorize;
+use super::error::{ApiError, AppJson, AppPath};
+use super::service_api::{
+    authorize, connection, if_match, page_request, page_response, service_registration_state,
+};
 use crate::app::App;
+use crate::enrollment::group::{EnrollmentGroup, InvalidGroup};
+use crate::enrollment::{parse_etag, QuerySpecification};
+use crate::store::groups::{self, GroupRow};
 
-const UNSUPPORTED: &str = "enrollment groups take x509 or symmetricKey attestation, which this \
-    service does not offer: TPM devices are enrolled individually";
-
-/// `PUT /enrollmentGroups/{id}` and `POST /enrollmentGroups` (bulk): 400, whatever the body.
-pub async fn write(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
-    Err(ApiError::ArgumentInvalid(UNSUPPORTED.to_owned()))
+/// A group's id from the path, with the caller authorized.
+fn group_call(app: &App, headers: &HeaderMap, path_id: &str) -> Result<RegistrationId, ApiError> {
+    authorize(app, headers)?;
+    RegistrationId::parse(path_id).map_err(|e| InvalidGroup::Id(e).into())
 }
 
-/// `GET`/`DELETE /enrollmentGroups/{id}`, `POST /enrollmentGroups/{id}/attestationmechanism`,
-/// `POST /registrations/{id}/query` (a group's registration states): no such group.
-pub async fn not_found(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
-    Err(ApiError::NotFound("enrollment group"))
+/// A group as the API returns it, its etag also in the `ETag` header.
+fn group_response(row: &GroupRow) -> Response {
+    let mut response = Json(EnrollmentGroup::from_row(row)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", row.etag)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
 }
 
-/// `POST /enrollmentGroups/query`: an empty page.
-pub async fn query(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn group(app: &App, id: &RegistrationId) -> Result<GroupRow, ApiError> {
+    groups::get(&mut *connection(app).await?, id.as_str())
+        .await?
+        .ok_or(ApiError::NotFound("enrollment group"))
+}
+
+/// `PUT /enrollmentGroups/{id}`: create or replace (with `If-Match` or a body etag, only that
+/// version).
+pub async fn put(
+    State(app): State<App>,
+    headers: HeaderMap,
+    AppPath(path_id): AppPath<String>,
+    AppJson(body): AppJson<EnrollmentGroup>,
+) -> Result<Response, ApiError> {
+    let id = group_call(&app, &headers, &path_id)?;
+    if RegistrationId::parse(&body.enrollment_group_id).is_ok_and(|b| b != id) {
+        return Err(InvalidGroup::IdMismatch.into());
+    }
+    let precondition = match if_match(&headers)? {
+        Some(etag) => Some(etag),
+        None => parse_etag(body.etag.as_deref())?,
+    };
+    let new = body.to_new(app.settings())?;
+    let row = groups::upsert(
+        &mut *connection(&app).await?,
+        &new,
+        precondition,
+        OffsetDateTime::now_utc(),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::NotFound("enrollment group"),
+        other => other.into(),
+    })?;
+    Ok(group_response(&row))
+}
+
+/// `GET /enrollmentGroups/{id}`.
+pub async fn get(
+    State(app): State<App>,
+    headers: HeaderMap,
+    AppPath(path_id): AppPath<String>,
+) -> Result<Response, ApiError> {
+    let id = group_call(&app, &headers, &path_id)?;
+    Ok(group_response(&group(&app, &id).await?))
+}
+
+/// `DELETE /enrollmentGroups/{id}`: the group and the records of the devices that joined it;
+/// their registration states stay, as in DPS, but admit nobody any more.
+pub async fn delete(
+    State(app): State<App>,
+    headers: HeaderMap,
+    AppPath(path_id): AppPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = group_call(&app, &headers, &path_id)?;
+    groups::delete(
+        &mut *connection(&app).await?,
+        id.as_str(),
+        if_match(&headers)?,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::NotFound("enrollment group"),
+        other => other.into(),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /enrollmentGroups/{id}/attestationmechanism`.
+pub async fn attestation_mechanism(
+    State(app): State<App>,
+    headers: HeaderMap,
+    AppPath(path_id): AppPath<String>,
+) -> Result<Response, ApiError> {
+    let id = group_call(&app, &headers, &path_id)?;
+    let row = group(&app, &id).await?;
+    Ok(Json(EnrollmentGroup::from_row(&row).attestation).into_response())
+}
+
+/// `POST /enrollmentGroups/query` with `{"query": "*"}`, paged as enrollments are.
+pub async fn query(
+    State(app): State<App>,
+    headers: HeaderMap,
+    AppJson(spec): AppJson<QuerySpecification>,
+) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
-    Ok(Json(Vec::<serde_json::Value>::new()).into_response())
+    let query = spec.query.trim();
+    if query != "*" && !query.eq_ignore_ascii_case("SELECT * FROM enrollmentGroups") {
+        return Err(ApiError::ArgumentInvalid(
+            "only the query \"*\" is supported".to_owned(),
+        ));
+    }
+    let (page_size, after) = page_request(&headers)?;
+    let rows = groups::page(
+        &mut *connection(&app).await?,
+        after.as_ref().map(RegistrationId::as_str),
+        page_size + 1,
+    )
+    .await?;
+    Ok(page_response(
+        rows,
+        page_size,
+        |r| &r.group_id,
+        EnrollmentGroup::from_row,
+    ))
+}
+
+/// `POST /registrations/{id}/query`: the registration states of the group's devices, paged.
+pub async fn registrations(
+    State(app): State<App>,
+    headers: HeaderMap,
+    AppPath(path_id): AppPath<String>,
+) -> Result<Response, ApiError> {
+    let id = group_call(&app, &headers, &path_id)?;
+    let (page_size, after) = page_request(&headers)?;
+    let mut conn = connection(&app).await?;
+    if groups::get(&mut conn, id.as_str()).await?.is_none() {
+        return Err(ApiError::NotFound("enrollment group"));
+    }
+    let rows = groups::registrations_page(
+        &mut conn,
+        id.as_str(),
+        after.as_ref().map(RegistrationId::as_str),
+        page_size + 1,
+    )
+    .await?;
+    Ok(page_response(
+        rows,
+        page_size,
+        |r| &r.registration_id,
+        service_registration_state,
+    ))
+}
+
+/// `POST /enrollmentGroups` (bulk): not offered; groups are few and written one at a time.
+pub async fn bulk(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&app, &headers)?;
+    Err(ApiError::ArgumentInvalid(
+        "bulk operations on enrollment groups are not offered: PUT each group".to_owned(),
+    ))
 }

@@ -12,6 +12,7 @@ use dps_protocol::wire::{error_codes, ErrorBody};
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
+use crate::enrollment::group::InvalidGroup;
 use crate::enrollment::{EnrollmentError, InvalidEnrollment};
 use crate::registration::{Refusal, StepError};
 use crate::store::StoreError;
@@ -149,7 +150,13 @@ impl From<Refusal> for ApiError {
             | Refusal::UnreadableAuthorization
             | Refusal::MalformedSas(_)
             | Refusal::SasRejected(_)
-            | Refusal::NoLiveKey => Self::Unauthorized(refusal.to_string()),
+            | Refusal::NoLiveKey
+            | Refusal::GroupIdNotDerived
+            | Refusal::EkCertificate(_)
+            | Refusal::NotAnEkCertificate
+            | Refusal::EkCertificateMismatch
+            | Refusal::NoGroupAdmits
+            | Refusal::GroupClosed => Self::Unauthorized(refusal.to_string()),
             Refusal::UnknownOperation => Self::NotFound("operation"),
             Refusal::Contended => Self::Conflict(refusal.to_string()),
             Refusal::Throttled { retry_after } => Self::Throttled { retry_after },
@@ -184,6 +191,15 @@ impl From<StoreError> for ApiError {
 impl From<InvalidEnrollment> for ApiError {
     fn from(err: InvalidEnrollment) -> Self {
         Self::ArgumentInvalid(err.to_string())
+    }
+}
+
+impl From<InvalidGroup> for ApiError {
+    fn from(err: InvalidGroup) -> Self {
+        match err {
+            InvalidGroup::Enrollment(e) => e.into(),
+            other => Self::ArgumentInvalid(other.to_string()),
+        }
     }
 }
 

@@ -82,7 +82,7 @@ impl FromRequestParts<App> for OneRegistration {
 }
 
 /// One pooled connection for the request.
-async fn connection(app: &App) -> Result<PoolConnection<Postgres>, ApiError> {
+pub(super) async fn connection(app: &App) -> Result<PoolConnection<Postgres>, ApiError> {
     app.pool().acquire().await.map_err(ApiError::internal)
 }
 
@@ -94,7 +94,7 @@ async fn enrollment(app: &App, id: &RegistrationId) -> Result<EnrollmentRow, Api
 }
 
 /// `If-Match`, as an etag of this service (`*` or absent: any version).
-fn if_match(headers: &HeaderMap) -> Result<Option<Uuid>, InvalidEnrollment> {
+pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<Uuid>, InvalidEnrollment> {
     match headers.get(header::IF_MATCH) {
         None => Ok(None),
         Some(value) => parse_etag(Some(value.to_str().map_err(|_| InvalidEnrollment::Etag)?)),
@@ -197,6 +197,24 @@ pub async fn query(
             "only the query \"*\" is supported".to_owned(),
         ));
     }
+    let (page_size, after) = page_request(&headers)?;
+    let rows = store::enrollments::page(
+        &mut *connection(&app).await?,
+        after.as_ref().map(RegistrationId::as_str),
+        page_size + 1,
+    )
+    .await?;
+    Ok(page_response(
+        rows,
+        page_size,
+        |r| &r.registration_id,
+        IndividualEnrollment::from_row,
+    ))
+}
+
+/// A query's page size (`x-ms-max-item-count`: default 100, at most 1000) and where it
+/// continues (`x-ms-continuation`: the last id of the previous page).
+pub(super) fn page_request(headers: &HeaderMap) -> Result<(i64, Option<RegistrationId>), ApiError> {
     let page_size: i64 = headers
         .get(MAX_ITEM_COUNT)
         .and_then(|v| v.to_str().ok())
@@ -207,27 +225,41 @@ pub async fn query(
         Some(token) => Some(parse_registration_id(token)?),
         None => None,
     };
-    let mut rows = store::enrollments::page(
-        &mut *connection(&app).await?,
-        after.as_ref().map(RegistrationId::as_str),
-        page_size + 1,
-    )
-    .await?;
+    Ok((page_size, after))
+}
+
+/// A page of `rows` (fetched one over `page_size`, to know whether more follow) as JSON, with
+/// `x-ms-continuation` set to the page's last id when more follow.
+pub(super) fn page_response<R, T: serde::Serialize>(
+    mut rows: Vec<R>,
+    page_size: i64,
+    id: impl Fn(&R) -> &str,
+    json: impl Fn(&R) -> T,
+) -> Response {
     let page_len = usize::try_from(page_size).unwrap_or(usize::MAX);
     let more = rows.len() > page_len;
     rows.truncate(page_len);
-    let items: Vec<IndividualEnrollment> =
-        rows.iter().map(IndividualEnrollment::from_row).collect();
+    let items: Vec<T> = rows.iter().map(json).collect();
     let mut response = Json(items).into_response();
     if more {
         if let Some(value) = rows
             .last()
-            .and_then(|last| HeaderValue::from_str(&last.registration_id).ok())
+            .and_then(|last| HeaderValue::from_str(id(last)).ok())
         {
             response.headers_mut().insert(CONTINUATION, value);
         }
     }
-    Ok(response)
+    response
+}
+
+/// A registration row as the service API returns it: DPS's `DeviceRegistrationState` has no
+/// `tpm` (the key blob is the device's; service.json).
+pub(super) fn service_registration_state(
+    row: &registrations::RegistrationRow,
+) -> dps_protocol::wire::DeviceRegistrationResult {
+    let mut state = registration_result(row);
+    state.tpm = None;
+    state
 }
 
 /// `GET /registrations/{registrationId}`: a device's registration state.
@@ -238,11 +270,7 @@ pub async fn get_registration(
     let row = registrations::get_registration(&mut *connection(&app).await?, call.id.as_str())
         .await?
         .ok_or(ApiError::NotFound("registration"))?;
-    // DPS's service API `DeviceRegistrationState` has no `tpm`: the key blob is the device's
-    // (service.json, 2021-10-01).
-    let mut state = registration_result(&row);
-    state.tpm = None;
-    Ok(Json(state).into_response())
+    Ok(Json(service_registration_state(&row)).into_response())
 }
 
 /// `POST /enrollments/{registrationId}/attestationmechanism`: the enrollment's attestation

@@ -2,6 +2,7 @@
 //! layer maps each to a DPS status and `errorCode` in one place (`http::error`), and tests
 //! assert the reason rather than the status it shares with others.
 
+use dps_protocol::ek_cert::EkCertError;
 use dps_protocol::{CryptoError, RegistrationIdError, SasError};
 
 use crate::cpu::CpuError;
@@ -47,6 +48,20 @@ pub enum Refusal {
     /// The device has no live key: no live challenge and no registration (for this TPM).
     #[error("no live key to verify the SAS token with")]
     NoLiveKey,
+    #[error(
+        "a device admitted by an enrollment group must use the registration id derived from its EK"
+    )]
+    GroupIdNotDerived,
+    #[error("EK certificate: {0}")]
+    EkCertificate(#[source] EkCertError),
+    #[error("the certificate does not have the TCG EK certificate usage (2.23.133.8.1)")]
+    NotAnEkCertificate,
+    #[error("the EK certificate certifies another key than the presented EK")]
+    EkCertificateMismatch,
+    #[error("no enabled enrollment group admits this EK certificate")]
+    NoGroupAdmits,
+    #[error("the enrollment group is disabled, deleted or full")]
+    GroupClosed,
 
     // --- unknown (404) ---
     #[error("operation not found")]

@@ -36,11 +36,27 @@ pub struct Admission {
     pub extra: Value,
 }
 
-/// The enrollment's columns in a joined read, named apart from the other table's.
+/// The enrollment's columns in a joined read (`enrollments e` and its group `g`, both
+/// possibly missing), named apart from the other table's. A device that joined a group takes
+/// its allocation from the group and is disabled with it.
 const ADMISSION_COLUMNS: &str =
-    "e.ek_hash AS enrolled_ek_hash, e.provisioning_status AS enrolled_status,
-     e.device_id AS enrolled_device_id, e.iot_hub_host_name AS enrolled_hub,
-     e.extra AS enrolled_extra";
+    "e.ek_hash AS enrolled_ek_hash,
+     CASE WHEN g.provisioning_status = 'disabled' THEN 'disabled'
+          ELSE e.provisioning_status END AS enrolled_status,
+     e.device_id AS enrolled_device_id,
+     CASE WHEN e.group_id IS NULL THEN e.iot_hub_host_name ELSE g.iot_hub_host_name END AS enrolled_hub,
+     CASE WHEN e.group_id IS NULL THEN e.extra ELSE g.extra END AS enrolled_extra";
+
+/// The enrollment of registration id `$N` and its group, joined as [`ADMISSION_COLUMNS`] reads.
+macro_rules! enrollment_join {
+    ($n:literal) => {
+        concat!(
+            "LEFT JOIN enrollments e ON e.registration_id = $",
+            $n,
+            " LEFT JOIN enrollment_groups g ON g.group_id = e.group_id"
+        )
+    };
+}
 
 impl Admission {
     /// `None` when the joined enrollment is missing.
@@ -78,8 +94,8 @@ pub async fn challenge_gate(
 ) -> Result<ChallengeGate, StoreError> {
     let row = sqlx::query(&format!(
         "SELECT hit.count, hit.window_start, {ADMISSION_COLUMNS}
-         FROM throttle_hit($1, $2, $3) AS hit
-         LEFT JOIN enrollments e ON e.registration_id = $4"
+         FROM throttle_hit($1, $2, $3) AS hit {}",
+        enrollment_join!("4")
     ))
     .bind(bucket)
     .bind(now)
@@ -103,8 +119,8 @@ pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<
         "WITH issued AS (
              INSERT INTO challenges (challenge_id, registration_id, client_address, ek_hash,
                                      storage_root_key, sealed_key, key_id, authentication_key,
-                                     issued_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10))
+                                     issued_at, expires_at, group_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13))
          DELETE FROM challenges WHERE registration_id = $2 AND challenge_id IN (
              SELECT challenge_id FROM (
                  SELECT challenge_id, client_address, expires_at,
@@ -126,6 +142,7 @@ pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<
     .bind(c.expires_at)
     .bind(CHALLENGES_PER_ADDRESS)
     .bind(CHALLENGES_PER_REGISTRATION)
+    .bind(&c.group_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -149,6 +166,8 @@ pub struct KeyCandidate {
     pub ek_hash: Vec<u8>,
     pub storage_root_key: Vec<u8>,
     pub authentication_key: Vec<u8>,
+    /// For a challenge: the group that admitted the device (it has no enrollment yet).
+    pub group_id: Option<String>,
 }
 
 /// The device's registration state before this step, if it was assigned.
@@ -181,14 +200,16 @@ pub async fn register_view(
         "SELECT k.*, {ADMISSION_COLUMNS} FROM (
              SELECT 0 AS rank, challenge_id AS id, sealed_key, key_id, ek_hash, storage_root_key,
                     authentication_key, NULL::text AS status, NULL::text AS assigned_hub,
-                    NULL::text AS device_id, NULL::jsonb AS initial_twin, issued_at AS at
+                    NULL::text AS device_id, NULL::jsonb AS initial_twin, group_id,
+                    issued_at AS at
              FROM challenges WHERE registration_id = $1 AND expires_at > $2
              UNION ALL
              SELECT 1, etag, sealed_key, key_id, ek_hash, storage_root_key, authentication_key,
-                    status, assigned_hub, device_id, initial_twin, updated_at
+                    status, assigned_hub, device_id, initial_twin, NULL, updated_at
              FROM registrations WHERE registration_id = $1
-         ) k LEFT JOIN enrollments e ON e.registration_id = $1
-         ORDER BY k.rank, k.at DESC, k.id"
+         ) k {}
+         ORDER BY k.rank, k.at DESC, k.id",
+        enrollment_join!("1")
     ))
     .bind(registration_id)
     .bind(now)
@@ -209,6 +230,7 @@ pub async fn register_view(
             ek_hash: row.try_get("ek_hash")?,
             storage_root_key: row.try_get("storage_root_key")?,
             authentication_key: row.try_get("authentication_key")?,
+            group_id: row.try_get("group_id")?,
         });
         if rank == 1 && row.try_get::<Option<Status>, _>("status")? == Some(Status::Assigned) {
             view.previous = row
@@ -235,7 +257,9 @@ pub async fn register_view(
 /// registration id, $7 the EK hash).
 const ADMITTED: &str = "admitted AS (
     SELECT 1 FROM enrollments
-    WHERE registration_id = $1 AND ek_hash = $7 AND provisioning_status = 'enabled')";
+    WHERE registration_id = $1 AND ek_hash = $7 AND provisioning_status = 'enabled'
+      AND NOT EXISTS (SELECT 1 FROM enrollment_groups g
+                      WHERE g.group_id = enrollments.group_id AND g.provisioning_status = 'disabled'))";
 
 /// The SAS step's second statement: writes the registration state `r` if nothing the read
 /// decided on changed since. With a challenge's key, that challenge is consumed (and the

@@ -22,6 +22,8 @@ pub struct EnrollmentRow {
     pub etag: Uuid,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The TPM enrollment group this device joined (its record was made when it did).
+    pub group_id: Option<String>,
 }
 
 /// An enrollment as written; etag and timestamps are the store's.
@@ -73,7 +75,7 @@ macro_rules! update_if_changed {
     };
 }
 
-fn map_unique(err: sqlx::Error) -> StoreError {
+pub(super) fn map_unique(err: sqlx::Error) -> StoreError {
     if is_unique_violation(&err, "enrollments_ek_hash_key") {
         StoreError::EkTaken
     } else {

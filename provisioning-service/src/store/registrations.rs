@@ -52,6 +52,9 @@ pub struct ChallengeRow {
     pub authentication_key: Vec<u8>,
     pub issued_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// The TPM enrollment group that admitted the device, when it has no individual
+    /// enrollment yet (it joins once it proves this challenge's key).
+    pub group_id: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -134,8 +137,11 @@ pub async fn hub_identity(
     device_id: &str,
 ) -> Result<Option<HubIdentityRow>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT r.registration_id, r.sealed_key, r.key_id, e.provisioning_status
+        "SELECT r.registration_id, r.sealed_key, r.key_id,
+                CASE WHEN g.provisioning_status = 'disabled' THEN 'disabled'
+                     ELSE e.provisioning_status END AS provisioning_status
          FROM registrations r LEFT JOIN enrollments e USING (registration_id)
+              LEFT JOIN enrollment_groups g ON g.group_id = e.group_id
          WHERE lower(r.assigned_hub) = lower($1) AND r.device_id = $2 AND r.status = 'assigned'",
     )
     .bind(hub)

@@ -12,6 +12,7 @@ mod abuse;
 mod allocation;
 mod enrollments;
 mod factory;
+mod groups;
 mod housekeeping;
 mod hub;
 mod listener;

@@ -1,0 +1,42 @@
+//! The EK certificate as the TPM manufacturer stored it in NV (TCG EK Credential Profile 2.x,
+//! §2.2.1.4: the RSA-2048 EK certificate at index 0x01C00002).
+
+use tss_esapi::abstraction::nv;
+use tss_esapi::constants::CapabilityType;
+use tss_esapi::handles::NvIndexTpmHandle;
+use tss_esapi::interface_types::resource_handles::NvAuth;
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::CapabilityData;
+use tss_esapi::Context;
+
+use super::keys::library;
+use super::TpmError;
+
+/// The NV index of the RSA-2048 EK certificate.
+pub const RSA_EK_CERTIFICATE_INDEX: u32 = 0x01C0_0002;
+
+/// The contents of NV index `index` as stored (the certificate's DER, perhaps with a TCG header
+/// or fill; the service trims them), or `None` if the TPM has no such index.
+pub(super) fn read(ctx: &mut Context, index: u32) -> Result<Option<Vec<u8>>, TpmError> {
+    let (data, _) = ctx
+        .get_capability(CapabilityType::Handles, index, 1)
+        .map_err(|source| TpmError::Command {
+            command: "GetCapability",
+            source,
+        })?;
+    let present = matches!(data, CapabilityData::Handles(list)
+        if list.first().is_some_and(|h| u32::from(*h) == index));
+    if !present {
+        return Ok(None);
+    }
+    let handle = NvIndexTpmHandle::new(index).map_err(library("NV index handle"))?;
+    // EK certificate indices are readable with the owner's (empty) authorization.
+    ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+        nv::read_full(ctx, NvAuth::Owner, handle)
+    })
+    .map(Some)
+    .map_err(|source| TpmError::Command {
+        command: "NV_Read",
+        source,
+    })
+}

@@ -1,0 +1,116 @@
+//! Zero-touch admission: a device with no individual enrollment that presents its EK
+//! certificate joins the first enabled TPM enrollment group (in id order) whose trusted CAs its
+//! certificate chains to and whose constraints it meets (docs/protocol.md §9). The challenge that
+//! follows proves it holds the certified EK; it joins (gets its individual record) only once it
+//! has proven the challenge's key (`join`).
+
+use dps_protocol::ek_cert::EkCertificate;
+use dps_protocol::RegistrationId;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+use super::{ek_hash, Refusal, StepError, TpmKeys};
+use crate::app::App;
+use crate::enrollment::group::TpmEkCertificateAttestation;
+use crate::store::device_steps::KeyCandidate;
+use crate::store::groups::{self, EnabledGroup, Joining};
+use crate::store::StoreError;
+
+/// Which group admits `registration_id` presenting `tpm` (with its EK certificate). Every
+/// refusal names its reason (logged; the device sees 401).
+pub(super) async fn admit_to_group(
+    app: &App,
+    conn: &mut PgConnection,
+    registration_id: &str,
+    tpm: &TpmKeys,
+) -> Result<String, StepError> {
+    let raw = tpm.ek_certificate.as_ref().ok_or(Refusal::NotEnrolled)?;
+    // The id is the EK's, so nobody can register in another device's name through a group.
+    let derived = RegistrationId::from_endorsement_key(&tpm.ek_bytes);
+    if derived.as_str() != registration_id {
+        return Err(Refusal::GroupIdNotDerived.into());
+    }
+    let certificate = EkCertificate::parse(raw).map_err(Refusal::EkCertificate)?;
+    if !certificate.ek_usage {
+        return Err(Refusal::NotAnEkCertificate.into());
+    }
+    if !certificate.certifies(&tpm.ek) {
+        return Err(Refusal::EkCertificateMismatch.into());
+    }
+    let candidates = groups::enabled(conn).await?;
+    let chain = tpm.ek_certificate_chain.clone();
+    let id = registration_id.to_owned();
+    // Path building verifies signatures: off the async workers, as the challenge's RSA is.
+    let admitted = app
+        .cpu()
+        .run(move || first_admitting(&candidates, &certificate, &chain, &id))
+        .await?;
+    admitted.ok_or_else(|| Refusal::NoGroupAdmits.into())
+}
+
+/// The first group, in order, that admits the certificate.
+fn first_admitting(
+    groups: &[EnabledGroup],
+    certificate: &EkCertificate,
+    device_chain: &[Vec<u8>],
+    registration_id: &str,
+) -> Option<String> {
+    groups.iter().find_map(|g| {
+        let attestation: TpmEkCertificateAttestation =
+            serde_json::from_value(g.group.attestation.0.clone()).ok()?;
+        if attestation
+            .max_devices
+            .is_some_and(|cap| g.members >= i64::from(cap))
+            || !attestation.allows(certificate, registration_id)
+        {
+            return None;
+        }
+        let mut cas = attestation.certificates().ok()?;
+        cas.intermediates.extend_from_slice(device_chain);
+        certificate
+            .chain_to(&cas.anchors, &cas.intermediates)
+            .ok()
+            .map(|_| g.group.group_id.clone())
+    })
+}
+
+/// Makes the device a member of `group_id` after it proved the key of a challenge that group
+/// admitted: its individual record, linked to the group, if the group is still enabled and not
+/// full. The EK comes from the request body (the device client sends it on this leg too).
+pub(super) async fn join(
+    conn: &mut PgConnection,
+    registration_id: &str,
+    tpm: Option<&TpmKeys>,
+    key: &KeyCandidate,
+    group_id: &str,
+    now: OffsetDateTime,
+) -> Result<(), StepError> {
+    let tpm = tpm
+        .filter(|t| ek_hash(&t.ek_bytes) == key.ek_hash)
+        .ok_or(Refusal::AttestationRequired)?;
+    let max_devices = groups::get(conn, group_id)
+        .await?
+        .and_then(|g| serde_json::from_value::<TpmEkCertificateAttestation>(g.attestation.0).ok())
+        .ok_or(Refusal::GroupClosed)?
+        .max_devices;
+    let joining = Joining {
+        group_id,
+        registration_id,
+        endorsement_key: &tpm.ek_bytes,
+        ek_hash: &key.ek_hash,
+        max_devices,
+    };
+    match groups::join(conn, &joining, now).await {
+        Ok(true) => {
+            tracing::info!(
+                registration_id,
+                group_id,
+                "device joined its enrollment group"
+            );
+            Ok(())
+        }
+        Ok(false) => Err(Refusal::GroupClosed.into()),
+        Err(StoreError::EkTaken) => Err(Refusal::EnrolledUnderAnotherId.into()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,236 @@
+//! TPM enrollment groups, and the individual records of the devices that joined them.
+
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::enrollments::map_unique;
+use super::StoreError;
+use crate::enrollment::ProvisioningStatus;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GroupRow {
+    pub group_id: String,
+    pub attestation: Json<serde_json::Value>,
+    pub iot_hub_host_name: Option<String>,
+    pub provisioning_status: ProvisioningStatus,
+    pub extra: Json<serde_json::Value>,
+    pub etag: Uuid,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// A group as written; etag and timestamps are the store's.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub group_id: String,
+    pub attestation: serde_json::Value,
+    pub iot_hub_host_name: Option<String>,
+    pub provisioning_status: ProvisioningStatus,
+    pub extra: serde_json::Value,
+}
+
+pub async fn get(conn: &mut PgConnection, group_id: &str) -> Result<Option<GroupRow>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM enrollment_groups WHERE group_id = $1")
+            .bind(group_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Creates or replaces (with `if_match`, only that version). Writing what is stored changes
+/// nothing, not even the etag. Returns the stored row.
+pub async fn upsert(
+    conn: &mut PgConnection,
+    g: &NewGroup,
+    if_match: Option<Uuid>,
+    now: OffsetDateTime,
+) -> Result<GroupRow, StoreError> {
+    let written: Option<GroupRow> = sqlx::query_as(
+        "INSERT INTO enrollment_groups (group_id, attestation, iot_hub_host_name, provisioning_status,
+                                        extra, etag, created_at, updated_at)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $7 WHERE $8::uuid IS NULL
+         ON CONFLICT (group_id) DO UPDATE SET
+             attestation = EXCLUDED.attestation, iot_hub_host_name = EXCLUDED.iot_hub_host_name,
+             provisioning_status = EXCLUDED.provisioning_status, extra = EXCLUDED.extra,
+             etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
+         WHERE (enrollment_groups.attestation, enrollment_groups.iot_hub_host_name,
+                enrollment_groups.provisioning_status, enrollment_groups.extra)
+               IS DISTINCT FROM
+               (EXCLUDED.attestation, EXCLUDED.iot_hub_host_name, EXCLUDED.provisioning_status,
+                EXCLUDED.extra)
+         RETURNING *",
+    )
+    .bind(&g.group_id)
+    .bind(Json(&g.attestation))
+    .bind(&g.iot_hub_host_name)
+    .bind(g.provisioning_status)
+    .bind(Json(&g.extra))
+    .bind(Uuid::new_v4())
+    .bind(now)
+    .bind(if_match)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = written {
+        return Ok(row);
+    }
+    if let Some(etag) = if_match {
+        let updated: Option<GroupRow> = sqlx::query_as(
+            "UPDATE enrollment_groups SET attestation = $2, iot_hub_host_name = $3,
+                    provisioning_status = $4, extra = $5, etag = $6, updated_at = $7
+             WHERE group_id = $1 AND etag = $8 RETURNING *",
+        )
+        .bind(&g.group_id)
+        .bind(Json(&g.attestation))
+        .bind(&g.iot_hub_host_name)
+        .bind(g.provisioning_status)
+        .bind(Json(&g.extra))
+        .bind(Uuid::new_v4())
+        .bind(now)
+        .bind(etag)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = updated {
+            return Ok(row);
+        }
+        return match get(conn, &g.group_id).await? {
+            Some(_) => Err(StoreError::PreconditionFailed),
+            None => Err(StoreError::NotFound),
+        };
+    }
+    get(conn, &g.group_id).await?.ok_or(StoreError::NotFound)
+}
+
+/// Deletes (with `if_match`, only that version), and with it the records of the devices that
+/// joined.
+pub async fn delete(
+    conn: &mut PgConnection,
+    group_id: &str,
+    if_match: Option<Uuid>,
+) -> Result<(), StoreError> {
+    let deleted = sqlx::query(
+        "DELETE FROM enrollment_groups WHERE group_id = $1 AND ($2::uuid IS NULL OR etag = $2)",
+    )
+    .bind(group_id)
+    .bind(if_match)
+    .execute(&mut *conn)
+    .await?;
+    if deleted.rows_affected() == 1 {
+        return Ok(());
+    }
+    match get(conn, group_id).await? {
+        Some(_) => Err(StoreError::PreconditionFailed),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+/// A page of groups in id order, after `after`.
+pub async fn page(
+    conn: &mut PgConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<GroupRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM enrollment_groups WHERE ($1::text IS NULL OR group_id > $1)
+         ORDER BY group_id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// An enabled group and how many devices have joined it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EnabledGroup {
+    #[sqlx(flatten)]
+    pub group: GroupRow,
+    pub members: i64,
+}
+
+/// The enabled groups, in id order (the order a device is tried against them), in one
+/// statement.
+pub async fn enabled(conn: &mut PgConnection) -> Result<Vec<EnabledGroup>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT g.*, (SELECT count(*) FROM enrollments e WHERE e.group_id = g.group_id) AS members
+         FROM enrollment_groups g WHERE provisioning_status = 'enabled' ORDER BY group_id",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// What a device joining a group is recorded with.
+#[derive(Debug, Clone)]
+pub struct Joining<'a> {
+    pub group_id: &'a str,
+    pub registration_id: &'a str,
+    pub endorsement_key: &'a [u8],
+    pub ek_hash: &'a [u8],
+    /// The group's cap.
+    pub max_devices: Option<u32>,
+}
+
+/// Records a device as a member of its group: an enabled individual enrollment linked to it,
+/// if the group is still enabled and under its cap. One transaction: the group row is locked
+/// first, so concurrent joins count one after another. `true`: the registration id is enrolled
+/// now (by this join, or meanwhile by another, which then wins); `false`: the group is
+/// disabled, deleted or full.
+pub async fn join(
+    conn: &mut PgConnection,
+    j: &Joining<'_>,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let open: Option<(i64,)> = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM enrollments WHERE group_id = $1)
+         FROM enrollment_groups WHERE group_id = $1 AND provisioning_status = 'enabled'
+         FOR UPDATE",
+    )
+    .bind(j.group_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((members,)) = open else {
+        return Ok(false);
+    };
+    if j.max_devices.is_some_and(|cap| members >= i64::from(cap)) {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO enrollments (registration_id, endorsement_key, ek_hash, provisioning_status,
+                                  extra, etag, created_at, updated_at, group_id)
+         VALUES ($1, $2, $3, 'enabled', '{}'::jsonb, $4, $5, $5, $6)
+         ON CONFLICT (registration_id) DO NOTHING",
+    )
+    .bind(j.registration_id)
+    .bind(j.endorsement_key)
+    .bind(j.ek_hash)
+    .bind(Uuid::new_v4())
+    .bind(now)
+    .bind(j.group_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_unique)?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// A page of the registration states of a group's devices, in registration id order.
+pub async fn registrations_page(
+    conn: &mut PgConnection,
+    group_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<super::registrations::RegistrationRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT r.* FROM registrations r JOIN enrollments e USING (registration_id)
+         WHERE e.group_id = $1 AND ($2::text IS NULL OR r.registration_id > $2)
+         ORDER BY r.registration_id LIMIT $3",
+    )
+    .bind(group_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}

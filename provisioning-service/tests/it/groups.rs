@@ -1,0 +1,369 @@
+//! Zero-touch: TPM enrollment groups admit genuine TPMs by their EK certificate (here swtpm's,
+//! issued by its local CA at manufacture), with nothing uploaded per device; and refuse every
+//! device that does not meet the group.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use test_support::swtpm::local_ca;
+use test_support::{enrollment, Device, TestApp, TestTpm, HUBS};
+
+use provisioning_service::registration::StepError;
+
+fn pem(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// A group trusting swtpm's local CA root, with its issuing CA as an intermediate, and these
+/// extra attestation and group fields.
+#[allow(clippy::needless_pass_by_value)]
+fn group(id: &str, attestation: Value, fields: Value) -> Value {
+    let (root, issuer) = local_ca();
+    let mut tpm = json!({
+        "trustedCaCertificates": [pem(&root)],
+        "intermediateCaCertificates": [pem(&issuer)],
+    });
+    tpm.as_object_mut()
+        .unwrap()
+        .extend(attestation.as_object().unwrap().clone());
+    let mut body = json!({
+        "enrollmentGroupId": id,
+        "attestation": {"type": "tpmEkCertificate", "tpmEkCertificate": tpm},
+    });
+    body.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    body
+}
+
+async fn put_group(app: &TestApp, body: Value) -> Value {
+    let id = body["enrollmentGroupId"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .admin(Method::PUT, &format!("/enrollmentGroups/{id}"), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The refusal the challenge step gives `device`.
+async fn challenge_refusal(app: &TestApp, device: &Device) -> String {
+    match app.challenge_verdict(device).await {
+        Err(StepError::Refused(r)) => format!("{r:?}"),
+        other => panic!("admitted: {other:?}"),
+    }
+}
+
+async fn members(app: &TestApp, group_id: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM enrollments WHERE group_id = $1")
+        .bind(group_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_genuine_tpm_joins_its_group_with_nothing_uploaded(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    let device = Device::with_certificate(&mut t.tpm);
+    let written = put_group(
+        &app,
+        group(
+            "line-7",
+            json!({"tpmModels": ["swtpm"]}),
+            json!({"allocationPolicy": "static", "iotHubs": [HUBS[0]]}),
+        ),
+    )
+    .await;
+    assert_eq!(written["attestation"]["type"], "tpmEkCertificate");
+    assert!(written["etag"].is_string());
+
+    let operation_id = app.provision(&mut t, &device).await;
+    let (status, body) = app.poll(&device, &operation_id, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let state = &body["registrationState"];
+    assert_eq!(state["status"], "assigned");
+    assert_eq!(state["assignedHub"], HUBS[0], "the group's allocation");
+    assert_eq!(state["deviceId"], device.registration_id.as_str());
+    assert_eq!(members(&app, "line-7").await, 1);
+
+    // The device's own record, and the group's registration states.
+    let (status, record) = app
+        .admin(
+            Method::GET,
+            &format!("/enrollments/{}", device.registration_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{record}");
+    let (status, states) = app
+        .admin(
+            Method::POST,
+            "/registrations/line-7/query",
+            Some(json!({"query": "*"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(states.as_array().unwrap().len(), 1);
+    assert!(states[0].get("tpm").is_none());
+
+    // Re-registration goes through the record (no second join).
+    app.provision(&mut t, &device).await;
+    assert_eq!(members(&app, "line-7").await, 1);
+
+    // Disabling the device's record refuses it; the group stays as it was.
+    let mut disabled: Value = record.clone();
+    disabled["provisioningStatus"] = json!("disabled");
+    let (status, _) = app
+        .admin(
+            Method::PUT,
+            &format!("/enrollments/{}", device.registration_id),
+            Some(disabled),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(challenge_refusal(&app, &device).await, "Disabled");
+    let (_, g) = app
+        .admin(Method::GET, "/enrollmentGroups/line-7", None)
+        .await;
+    assert_eq!(g["etag"], written["etag"]);
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn devices_that_do_not_meet_the_group_are_refused(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut a = TestTpm::fresh();
+    let mut b = TestTpm::fresh();
+    let device = Device::with_certificate(&mut a.tpm);
+    let other = Device::with_certificate(&mut b.tpm);
+
+    // No group yet.
+    assert_eq!(challenge_refusal(&app, &device).await, "NoGroupAdmits");
+    // A group trusting another vendor's root.
+    let stm_root =
+        std::fs::read(test_support::workspace_root().join("../shared/ek-certs/STM-1/root.pem"))
+            .unwrap();
+    let mut foreign = group("foreign", json!({}), json!({}));
+    foreign["attestation"]["tpmEkCertificate"] = json!({"trustedCaCertificates": [pem(&stm_root)]});
+    put_group(&app, foreign).await;
+    assert_eq!(challenge_refusal(&app, &device).await, "NoGroupAdmits");
+    // Constraints from the certificate, and the deny list.
+    put_group(
+        &app,
+        group("models", json!({"tpmModels": ["ST33HTPHAHB4"]}), json!({})),
+    )
+    .await;
+    put_group(
+        &app,
+        group(
+            "denied",
+            json!({"deniedRegistrationIds":
+                [device.registration_id.to_uppercase(), other.registration_id.clone()]}),
+            json!({}),
+        ),
+    )
+    .await;
+    assert_eq!(challenge_refusal(&app, &device).await, "NoGroupAdmits");
+    // A registration id that is not the EK's: nobody squats another device's id.
+    let mut squatter = device.clone();
+    squatter.registration_id = "someone-else".to_owned();
+    assert_eq!(
+        challenge_refusal(&app, &squatter).await,
+        "GroupIdNotDerived"
+    );
+    // Another TPM's certificate with this EK.
+    let mut borrowed = device.clone();
+    borrowed.ek_certificate = other.ek_certificate.clone();
+    assert_eq!(
+        challenge_refusal(&app, &borrowed).await,
+        "EkCertificateMismatch"
+    );
+    // Not a certificate at all.
+    let mut garbage = device.clone();
+    garbage.ek_certificate = Some(b"not a certificate".to_vec());
+    assert!(challenge_refusal(&app, &garbage)
+        .await
+        .starts_with("EkCertificate("));
+    // A group with a cap of one: the first device joins, the second is refused.
+    put_group(&app, group("one-only", json!({"maxDevices": 1}), json!({}))).await;
+    app.provision(&mut a, &device).await;
+    assert_eq!(members(&app, "one-only").await, 1);
+    assert_eq!(challenge_refusal(&app, &other).await, "NoGroupAdmits");
+    // A disabled group admits nobody, and its members are refused again.
+    let mut closed = group("one-only", json!({"maxDevices": 1}), json!({}));
+    closed["provisioningStatus"] = json!("disabled");
+    put_group(&app, closed).await;
+    assert_eq!(challenge_refusal(&app, &device).await, "Disabled");
+    // Deleting it deletes its members' records; their registration states stay.
+    let (status, _) = app
+        .admin(Method::DELETE, "/enrollmentGroups/one-only", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(members(&app, "one-only").await, 0);
+    let (status, _) = app
+        .admin(
+            Method::GET,
+            &format!("/registrations/{}", device.registration_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_individual_enrollment_wins_over_a_group(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    let device = Device::with_certificate(&mut t.tpm);
+    put_group(
+        &app,
+        group(
+            "g",
+            json!({}),
+            json!({"allocationPolicy": "static", "iotHubs": [HUBS[0]]}),
+        ),
+    )
+    .await;
+    let mut e = enrollment(&device.registration_id, &device.ek);
+    e.iot_hub_host_name = Some(HUBS[1].to_owned());
+    app.enroll_with(e).await;
+    let operation_id = app.provision(&mut t, &device).await;
+    let (_, body) = app.poll(&device, &operation_id, &mut t.tpm).await;
+    assert_eq!(body["registrationState"]["assignedHub"], HUBS[1]);
+    assert_eq!(members(&app, "g").await, 0);
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_impostor_with_a_copied_ek_certificate_gets_a_challenge_but_never_joins(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut genuine = TestTpm::fresh();
+    let mut impostor = TestTpm::fresh();
+    let device = Device::with_certificate(&mut genuine.tpm);
+    put_group(&app, group("g", json!({}), json!({}))).await;
+    // Everything in the request is public: EK, certificate, SRK. The blob is sealed to the
+    // genuine EK, so no other TPM can open it, and without its key no SAS verifies.
+    let blob = app.challenge(&device).await;
+    assert!(impostor.tpm.import_authentication_key(&blob).is_err());
+    // Its best: a SAS token signed with a key of its own.
+    let guess = [0x42u8; 32];
+    let (status, _) = app
+        .register_with(&device, &mut dps_protocol::sas::SoftwareKey(&guess))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(members(&app, "g").await, 0);
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn groups_in_dps_shapes_on_the_service_api(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let _manufactured = TestTpm::fresh();
+    let written = put_group(
+        &app,
+        group(
+            "g-1",
+            json!({}),
+            json!({"reprovisionPolicy":
+        {"updateHubAssignment": true, "migrateDeviceData": false}}),
+        ),
+    )
+    .await;
+    for field in [
+        "enrollmentGroupId",
+        "attestation",
+        "provisioningStatus",
+        "etag",
+        "createdDateTimeUtc",
+        "lastUpdatedDateTimeUtc",
+        "reprovisionPolicy",
+    ] {
+        assert!(!written[field].is_null(), "{field}: {written}");
+    }
+    // Writing it again changes nothing; a stale etag is refused.
+    let again = put_group(
+        &app,
+        group(
+            "g-1",
+            json!({}),
+            json!({"reprovisionPolicy":
+        {"updateHubAssignment": true, "migrateDeviceData": false}}),
+        ),
+    )
+    .await;
+    assert_eq!(again["etag"], written["etag"]);
+    let mut stale = group("g-1", json!({}), json!({}));
+    stale["etag"] = json!(uuid_like());
+    let (status, _) = app
+        .admin(Method::PUT, "/enrollmentGroups/g-1", Some(stale))
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (status, mechanism) = app
+        .admin(
+            Method::POST,
+            "/enrollmentGroups/g-1/attestationmechanism",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(mechanism["type"], "tpmEkCertificate");
+    let (status, page) = app
+        .admin(
+            Method::POST,
+            "/enrollmentGroups/query",
+            Some(json!({"query": "*"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page.as_array().unwrap().len(), 1);
+
+    // What this service does not take, with a message that says what it does.
+    for (attestation, message) in [
+        (json!({"type": "x509"}), "tpmEkCertificate"),
+        (
+            json!({"type": "tpm", "tpm": {"endorsementKey": "AAAA"}}),
+            "tpmEkCertificate",
+        ),
+        (
+            json!({"type": "tpmEkCertificate", "tpmEkCertificate": {"trustedCaCertificates": []}}),
+            "at least one CA certificate",
+        ),
+        (
+            json!({"type": "tpmEkCertificate", "tpmEkCertificate": {"trustedCaCertificates": ["junk"]}}),
+            "no PEM certificate",
+        ),
+    ] {
+        let body = json!({"enrollmentGroupId": "g-2", "attestation": attestation});
+        let (status, body) = app
+            .admin(Method::PUT, "/enrollmentGroups/g-2", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(message),
+            "{body}"
+        );
+    }
+    // A leaf certificate is not a CA to trust.
+    let leaf =
+        std::fs::read(test_support::workspace_root().join("../shared/ek-certs/STM-1/ek.pem"))
+            .unwrap();
+    let mut not_ca = group("g-2", json!({}), json!({}));
+    not_ca["attestation"]["tpmEkCertificate"]["trustedCaCertificates"] = json!([pem(&leaf)]);
+    let (status, body) = app
+        .admin(Method::PUT, "/enrollmentGroups/g-2", Some(not_ca))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not a CA"),
+        "{body}"
+    );
+
+    let (status, _) = app
+        .admin(Method::DELETE, "/enrollmentGroups/g-1", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app.admin(Method::GET, "/enrollmentGroups/g-1", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+fn uuid_like() -> &'static str {
+    "00000000-0000-4000-8000-000000000000"
+}
