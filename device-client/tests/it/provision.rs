@@ -209,3 +209,40 @@ async fn a_mixed_case_registration_id_provisions_as_one_registration(pool: PgPoo
         text(&out)
     );
 }
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_unenrolled_tpm_provisions_through_its_group_by_its_ek_certificate(pool: PgPool) {
+    let service = TestApp::spawn(pool).await;
+    let swtpm = Swtpm::start();
+    let (root, issuer) = test_support::swtpm::local_ca();
+    let group = json!({
+        "enrollmentGroupId": "factory-line-7",
+        "attestation": {"type": "tpmEkCertificate", "tpmEkCertificate": {
+            "trustedCaCertificates": [String::from_utf8(root).unwrap()],
+            "intermediateCaCertificates": [String::from_utf8(issuer).unwrap()],
+        }},
+    });
+    let (status, body) = service
+        .admin(
+            reqwest::Method::PUT,
+            "/enrollmentGroups/factory-line-7",
+            Some(group),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    let args = register_args(&service, &swtpm.tcti(), &dir.path().join("state.json"));
+
+    // Without its certificate the device is a stranger; with it (read from NV), it is in.
+    let mut without = args.clone();
+    without.push("--no-ek-cert".to_owned());
+    let out = device_client(without).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    let out = device_client(args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("assigned: "),
+        "{}",
+        text(&out)
+    );
+}
