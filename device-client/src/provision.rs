@@ -355,7 +355,10 @@ impl<'a> Run<'a> {
             EkCertificateSource::Tpm => match tpm.endorsement_key_certificate() {
                 Ok(found) => found.map(|certificate| EkCertificateBundle {
                     certificate,
-                    chain: Vec::new(),
+                    chain: tpm.endorsement_key_certificate_chain().unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "cannot read the EK certificate chain from NV");
+                        Vec::new()
+                    }),
                 }),
                 // Without it, an enrolled device still provisions: say so and go on.
                 Err(e) => {

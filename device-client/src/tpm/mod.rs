@@ -33,7 +33,7 @@ use tss_esapi::Context;
 
 pub use context::{tcti_from_env, DEFAULT_TCTI};
 pub use error::TpmError;
-pub use nv::RSA_EK_CERTIFICATE_INDEX;
+pub use nv::{EK_CHAIN_INDICES, RSA_EK_CERTIFICATE_INDEX};
 
 /// The largest input of one `TPM2_HMAC` (`MAX_DIGEST_BUFFER`, the size of `TPM2B_MAX_BUFFER`).
 pub const MAX_HMAC_INPUT: usize = 1024;
@@ -106,6 +106,16 @@ impl Tpm {
     /// [`RSA_EK_CERTIFICATE_INDEX`]), as stored; `None` if the TPM has none.
     pub fn endorsement_key_certificate(&mut self) -> Result<Option<Vec<u8>>, TpmError> {
         nv::read(&mut self.context, RSA_EK_CERTIFICATE_INDEX)
+    }
+
+    /// The CA certificates a TPM keeps for its EK certificate's chain (NV indices
+    /// [`EK_CHAIN_INDICES`], each as stored); most TPMs keep none.
+    pub fn endorsement_key_certificate_chain(&mut self) -> Result<Vec<Vec<u8>>, TpmError> {
+        let mut chain = Vec::new();
+        for index in nv::chain_indices(&mut self.context)? {
+            chain.extend(nv::read(&mut self.context, index)?);
+        }
+        Ok(chain)
     }
 
     /// The SRK's `TPM2B_PUBLIC`, creating and persisting the RSA-2048 SRK if absent.

@@ -15,6 +15,30 @@ use super::TpmError;
 /// The NV index of the RSA-2048 EK certificate.
 pub const RSA_EK_CERTIFICATE_INDEX: u32 = 0x01C0_0002;
 
+/// The NV range where a TPM may keep the CA certificates of its EK certificate's chain, one per
+/// index (TCG EK Credential Profile 2.5, "EK Certificate Chain": 0x01C00100–0x01C001FF).
+pub const EK_CHAIN_INDICES: std::ops::RangeInclusive<u32> = 0x01C0_0100..=0x01C0_01FF;
+
+/// The NV indices of [`EK_CHAIN_INDICES`] that exist, in order.
+pub(super) fn chain_indices(ctx: &mut Context) -> Result<Vec<u32>, TpmError> {
+    let (start, end) = (*EK_CHAIN_INDICES.start(), *EK_CHAIN_INDICES.end());
+    let (data, _) = ctx
+        .get_capability(CapabilityType::Handles, start, end - start + 1)
+        .map_err(|source| TpmError::Command {
+            command: "GetCapability",
+            source,
+        })?;
+    Ok(match data {
+        CapabilityData::Handles(list) => list
+            .into_inner()
+            .into_iter()
+            .map(u32::from)
+            .filter(|h| EK_CHAIN_INDICES.contains(h))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 /// The contents of NV index `index` as stored (the certificate's DER, perhaps with a TCG header
 /// or fill; the service trims them), or `None` if the TPM has no such index.
 pub(super) fn read(ctx: &mut Context, index: u32) -> Result<Option<Vec<u8>>, TpmError> {

@@ -215,11 +215,11 @@ async fn an_unenrolled_tpm_provisions_through_its_group_by_its_ek_certificate(po
     let service = TestApp::spawn(pool).await;
     let swtpm = Swtpm::start();
     let (root, issuer) = test_support::swtpm::local_ca();
+    // The group trusts the root only: the issuing CA must come from the device.
     let group = json!({
         "enrollmentGroupId": "factory-line-7",
         "attestation": {"type": "tpmEkCertificate", "tpmEkCertificate": {
             "trustedCaCertificates": [String::from_utf8(root).unwrap()],
-            "intermediateCaCertificates": [String::from_utf8(issuer).unwrap()],
         }},
     });
     let (status, body) = service
@@ -232,6 +232,46 @@ async fn an_unenrolled_tpm_provisions_through_its_group_by_its_ek_certificate(po
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     let dir = tempfile::tempdir().unwrap();
     let args = register_args(&service, &swtpm.tcti(), &dir.path().join("state.json"));
+
+    // Without the issuing CA in the TPM's EK chain indices, no path to the root.
+    let out = device_client(args.clone()).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    // As a vendor keeps intermediates on the chip: the first EK chain index (TCG EK Credential
+    // Profile), written with tpm2-tools.
+    let issuer_der = dps_protocol::ek_cert::pem_certificates(&issuer)
+        .unwrap()
+        .remove(0);
+    let der_file = dir.path().join("issuer.der");
+    std::fs::write(&der_file, &issuer_der).unwrap();
+    let tcti = swtpm.tcti();
+    let size = issuer_der.len().to_string();
+    for command in [
+        vec![
+            "tpm2_nvdefine",
+            "0x01C00100",
+            "-C",
+            "o",
+            "-s",
+            &size,
+            "-a",
+            "ownerread|ownerwrite|authread|no_da",
+        ],
+        vec![
+            "tpm2_nvwrite",
+            "0x01C00100",
+            "-C",
+            "o",
+            "-i",
+            der_file.to_str().unwrap(),
+        ],
+    ] {
+        let status = Command::new(command[0])
+            .args(&command[1..])
+            .env("TPM2TOOLS_TCTI", &tcti)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{command:?}");
+    }
 
     // Without its certificate the device is a stranger; with it (read from NV), it is in.
     let mut without = args.clone();
