@@ -165,3 +165,30 @@ fn the_negative_cases_are_refused() {
         assert_eq!(verdict.map(|_| ()), Err(error), "{id}");
     }
 }
+
+/// Decided: an unknown critical extension does not refuse an EK certificate. The TCG profile
+/// itself marks the SAN critical and vendors mark policy extensions critical (IFX-5); what
+/// admits a TPM is the path to the owner's CA, the EK usage and the certified key, and a
+/// critical extension no RFC 5280 verifier could act on changes none of those.
+#[test]
+fn an_unknown_critical_extension_does_not_refuse_an_ek_certificate() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CustomExtension, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
+    let mut unknown = CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![5, 0]);
+    unknown.set_criticality(true);
+    leaf.custom_extensions = vec![unknown];
+    let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+
+    let ek = EkCertificate::parse(leaf.der()).unwrap();
+    assert!(ek.ek_usage);
+    assert!(ek.chain_to(&[ca.der().to_vec()], &[]).is_ok());
+}

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(line) = std::str::from_utf8(data) {
-        let _ = provisioning_service::factory::parse_line(line, false, 2);
-        let _ = provisioning_service::factory::parse_line(line, true, 2);
+        let _ = provisioning_service::factory::parse_line(line, false, 2, None);
+        let _ = provisioning_service::factory::parse_line(line, true, 2, None);
     }
 });

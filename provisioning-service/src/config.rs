@@ -184,13 +184,21 @@ pub struct EnrollArgs {
     /// The device's registration id; derived from the EK as the Azure TPM clients do if omitted.
     #[arg(long)]
     pub registration_id: Option<String>,
-    /// The EK as DPS sends it: base64 of its TPM2B_PUBLIC.
-    #[arg(long, conflicts_with = "ek_file", required_unless_present = "ek_file")]
+    /// The EK as DPS sends it: base64 of its TPM2B_PUBLIC (or of an EK certificate's DER, with
+    /// --ek-ca-file).
+    #[arg(long, conflicts_with_all = ["ek_file", "ek_cert"], required_unless_present_any = ["ek_file", "ek_cert"])]
     pub ek_base64: Option<String>,
     /// The EK as a file: TPM2B_PUBLIC (`tpm2_createek -u`, `tpm2_readpublic -o`,
     /// `device-client ek --out`) or an RSA-2048 PEM public key (TCG default EK template assumed).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ek_cert")]
     pub ek_file: Option<PathBuf>,
+    /// The TPM's EK certificate (DER, or PEM with CA certificates after it) instead of its key:
+    /// checked against --ek-ca-file, and the RSA-2048 EK it certifies is enrolled.
+    #[arg(long, requires = "ek_ca_file")]
+    pub ek_cert: Option<PathBuf>,
+    /// PEM CA certificates trusted for EK certificates (the TPM vendor's roots).
+    #[arg(long, env = "DPS_EK_CA_FILE")]
+    pub ek_ca_file: Option<PathBuf>,
     /// Device id to assign (default: the registration id).
     #[arg(long)]
     pub device_id: Option<String>,
@@ -213,6 +221,10 @@ pub struct BulkArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// PEM CA certificates trusted for EK certificates: with it, an endorsementKey may be the
+    /// base64 of an EK certificate's DER, whose checked RSA-2048 EK is enrolled.
+    #[arg(long, env = "DPS_EK_CA_FILE")]
+    pub ek_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,8 @@ pub enum FactoryError {
     BadEndorsementKey,
     #[error("line {line}: {message}")]
     BadLine { line: usize, message: String },
+    #[error("EK certificate: {0}")]
+    EkCertificate(String),
     #[error(transparent)]
     Rejected(EnrollmentError),
     #[error("database error")]
@@ -57,11 +59,79 @@ pub fn endorsement_key_from_bytes(bytes: &[u8]) -> Result<Vec<u8>, FactoryError>
         .map_err(|_| FactoryError::BadEndorsementKey)
 }
 
-/// Reads an EK given as base64 of TPM2B_PUBLIC.
-pub fn endorsement_key_from_base64(text: &str) -> Result<Vec<u8>, FactoryError> {
+/// The CAs a factory trusts for EK certificates (`--ek-ca-file`): every certificate in the
+/// file is an anchor.
+#[derive(Debug, Clone, Default)]
+pub struct EkTrust {
+    pub anchors: Vec<Vec<u8>>,
+}
+
+impl EkTrust {
+    pub fn read(path: &Path) -> Result<Self, FactoryError> {
+        let anchors = dps_protocol::ek_cert::pem_certificates(&read(path)?)
+            .map_err(|e| FactoryError::EkCertificate(format!("{}: {e}", path.display())))?;
+        if anchors.is_empty() {
+            return Err(FactoryError::EkCertificate(format!(
+                "{} holds no certificate",
+                path.display()
+            )));
+        }
+        Ok(Self { anchors })
+    }
+}
+
+/// The EK an EK certificate carries (DER, or PEM with CA certificates after it), as the
+/// TPM2B_PUBLIC of the TCG default RSA-2048 EK template, once the certificate is checked as the
+/// service checks a group device's: it chains to `trust`, has the TCG EK certificate usage, and
+/// certifies an RSA-2048 key with exponent 65537.
+pub fn endorsement_key_from_certificate(
+    bytes: &[u8],
+    trust: &EkTrust,
+) -> Result<Vec<u8>, FactoryError> {
+    use dps_protocol::ek_cert::{CertifiedKey, EkCertificate};
+    let bad = |reason: String| FactoryError::EkCertificate(reason);
+    let (leaf, chain) = if bytes.starts_with(b"-----BEGIN") {
+        let mut certs = dps_protocol::ek_cert::pem_certificates(bytes)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter();
+        let leaf = certs
+            .next()
+            .ok_or_else(|| bad("no certificate".to_owned()))?;
+        (leaf, certs.collect())
+    } else {
+        (bytes.to_vec(), Vec::new())
+    };
+    let certificate = EkCertificate::parse(&leaf).map_err(|e| bad(e.to_string()))?;
+    if !certificate.ek_usage {
+        return Err(bad("no TCG EK certificate usage (2.23.133.8.1)".to_owned()));
+    }
+    certificate
+        .chain_to(&trust.anchors, &chain)
+        .map_err(|e| bad(e.to_string()))?;
+    match certificate.key {
+        CertifiedKey::Rsa { modulus, exponent } if modulus.len() == 256 && exponent == 65_537 => {
+            Ok(ek_rsa2048(modulus).to_tpm2b())
+        }
+        _ => Err(bad("not an RSA-2048 EK with exponent 65537".to_owned())),
+    }
+}
+
+/// Reads an EK given as base64 of TPM2B_PUBLIC, or of an EK certificate's DER (checked against
+/// `trust`, which a certificate needs).
+pub fn endorsement_key_from_base64(
+    text: &str,
+    trust: Option<&EkTrust>,
+) -> Result<Vec<u8>, FactoryError> {
     let bytes = STANDARD
         .decode(text.trim())
         .map_err(|_| FactoryError::BadEndorsementKey)?;
+    // A DER certificate is a SEQUENCE (0x30); a TPM2B_PUBLIC starts with its size.
+    if bytes.first() == Some(&0x30) {
+        let trust = trust.ok_or_else(|| {
+            FactoryError::EkCertificate("an EK certificate needs --ek-ca-file".to_owned())
+        })?;
+        return endorsement_key_from_certificate(&bytes, trust);
+    }
     Public::from_tpm2b(&bytes).map_err(|_| FactoryError::BadEndorsementKey)?;
     Ok(bytes)
 }
@@ -101,10 +171,17 @@ pub async fn enroll_one(
     pool: &PgPool,
     args: &EnrollArgs,
 ) -> Result<(String, Outcome), FactoryError> {
-    let ek = match (&args.ek_base64, &args.ek_file) {
-        (Some(b64), _) => endorsement_key_from_base64(b64)?,
-        (None, Some(path)) => endorsement_key_from_bytes(&read(path)?)?,
-        (None, None) => return Err(FactoryError::BadEndorsementKey),
+    let trust = args.ek_ca_file.as_deref().map(EkTrust::read).transpose()?;
+    let ek = match (&args.ek_base64, &args.ek_file, &args.ek_cert) {
+        (Some(b64), _, _) => endorsement_key_from_base64(b64, trust.as_ref())?,
+        (None, Some(path), _) => endorsement_key_from_bytes(&read(path)?)?,
+        (None, None, Some(path)) => {
+            let trust = trust.ok_or_else(|| {
+                FactoryError::EkCertificate("--ek-cert needs --ek-ca-file".to_owned())
+            })?;
+            endorsement_key_from_certificate(&read(path)?, &trust)?
+        }
+        (None, None, None) => return Err(FactoryError::BadEndorsementKey),
     };
     let registration_id = match &args.registration_id {
         Some(id) => id.clone(),
@@ -130,11 +207,13 @@ pub async fn enroll_one(
     Ok((registration_id, write(pool, &enrollment).await?))
 }
 
-/// Parses one line of a bulk file; `None` for blank lines and a CSV header.
+/// Parses one line of a bulk file; `None` for blank lines and a CSV header. An endorsement key
+/// may be an EK certificate's DER (base64) when `trust` is given.
 pub fn parse_line(
     line: &str,
     jsonl: bool,
     number: usize,
+    trust: Option<&EkTrust>,
 ) -> Result<Option<IndividualEnrollment>, FactoryError> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
@@ -145,9 +224,16 @@ pub fn parse_line(
         message,
     };
     if jsonl {
-        return serde_json::from_str(line)
-            .map(Some)
-            .map_err(|e| bad(e.to_string()));
+        let mut enrollment: IndividualEnrollment =
+            serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        if let Some(tpm) = enrollment.attestation.tpm.as_mut() {
+            if tpm.endorsement_key.0.first() == Some(&0x30) {
+                let encoded = STANDARD.encode(&tpm.endorsement_key.0);
+                tpm.endorsement_key.0 =
+                    endorsement_key_from_base64(&encoded, trust).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        return Ok(Some(enrollment));
     }
     let fields: Vec<&str> = line.split(',').map(str::trim).collect();
     if number == 1
@@ -165,7 +251,7 @@ pub fn parse_line(
             .map(str::to_owned)
     };
     let ek = field(1).ok_or_else(|| bad("missing endorsementKey".to_owned()))?;
-    let ek = endorsement_key_from_base64(&ek).map_err(|e| bad(e.to_string()))?;
+    let ek = endorsement_key_from_base64(&ek, trust).map_err(|e| bad(e.to_string()))?;
     let status = match field(4).as_deref() {
         None | Some("enabled") => ProvisioningStatus::Enabled,
         Some("disabled") => ProvisioningStatus::Disabled,
@@ -208,6 +294,7 @@ pub async fn enroll_file(
         args.file.extension().and_then(|e| e.to_str()),
         Some("jsonl" | "json")
     );
+    let trust = args.ek_ca_file.as_deref().map(EkTrust::read).transpose()?;
     let lines: Vec<&str> = text.lines().collect();
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -224,7 +311,7 @@ pub async fn enroll_file(
         let mut numbers = Vec::with_capacity(chunk.len());
         let mut items = Vec::with_capacity(chunk.len());
         for (offset, line) in chunk.iter().enumerate() {
-            match parse_line(line, jsonl, first_line + offset) {
+            match parse_line(line, jsonl, first_line + offset, trust.as_ref()) {
                 Ok(None) => {}
                 Ok(Some(item)) => {
                     numbers.push(first_line + offset);

@@ -76,6 +76,9 @@ pub struct EnrollmentGroup {
     pub created_date_time_utc: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated_date_time_utc: Option<String>,
+    /// Read-only (ignored when written): how many devices have joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_count: Option<i64>,
     /// The other DPS fields (allocation, re-provisioning, initial twin, capabilities).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -242,6 +245,7 @@ impl EnrollmentGroup {
             etag: Some(row.etag.to_string()),
             created_date_time_utc: Some(timestamp(row.created_at)),
             last_updated_date_time_utc: Some(timestamp(row.updated_at)),
+            device_count: None,
             extra: match &row.extra.0 {
                 Value::Object(map) => map.clone(),
                 _ => Map::new(),

@@ -72,14 +72,22 @@ pub async fn put(
     Ok(group_response(&row))
 }
 
-/// `GET /enrollmentGroups/{id}`.
+/// `GET /enrollmentGroups/{id}`, with how many devices have joined (`deviceCount`, this
+/// service's read-only extension).
 pub async fn get(
     State(app): State<App>,
     headers: HeaderMap,
     AppPath(path_id): AppPath<String>,
 ) -> Result<Response, ApiError> {
     let id = group_call(&app, &headers, &path_id)?;
-    Ok(group_response(&group(&app, &id).await?))
+    let row = group(&app, &id).await?;
+    let mut json = EnrollmentGroup::from_row(&row);
+    json.device_count = Some(groups::members(&mut *connection(&app).await?, id.as_str()).await?);
+    let mut response = Json(json).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", row.etag)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
 }
 
 /// `DELETE /enrollmentGroups/{id}`: the group and the records of the devices that joined it;

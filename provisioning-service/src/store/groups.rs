@@ -40,6 +40,16 @@ pub async fn get(conn: &mut PgConnection, group_id: &str) -> Result<Option<Group
     )
 }
 
+/// How many devices have joined `group_id`.
+pub async fn members(conn: &mut PgConnection, group_id: &str) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM enrollments WHERE group_id = $1")
+            .bind(group_id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Creates or replaces (with `if_match`, only that version). Writing what is stored changes
 /// nothing, not even the etag. Returns the stored row.
 pub async fn upsert(

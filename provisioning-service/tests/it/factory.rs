@@ -25,6 +25,8 @@ fn args() -> EnrollArgs {
         registration_id: None,
         ek_base64: None,
         ek_file: None,
+        ek_cert: None,
+        ek_ca_file: None,
         device_id: None,
         iot_hub_host_name: None,
         disabled: false,
@@ -133,6 +135,7 @@ async fn bulk_load_is_idempotent(pool: PgPool) {
         database: db(),
         file: csv,
         quiet: true,
+        ek_ca_file: None,
     };
     let first = factory::enroll_file(&pool, &bulk, |_| {}).await.unwrap();
     assert_eq!(
@@ -163,6 +166,7 @@ async fn bulk_load_is_idempotent(pool: PgPool) {
             database: db(),
             file: jsonl,
             quiet: true,
+            ek_ca_file: None,
         },
         |_| {},
     )
@@ -194,6 +198,7 @@ async fn a_batch_refuses_repeats_and_taken_eks_by_line(pool: PgPool) {
         database: db(),
         file: dir.path().join("stored.csv"),
         quiet: true,
+        ek_ca_file: None,
     };
     std::fs::write(
         &stored.file,
@@ -216,6 +221,7 @@ async fn a_batch_refuses_repeats_and_taken_eks_by_line(pool: PgPool) {
             database: db(),
             file: csv,
             quiet: true,
+            ek_ca_file: None,
         },
         |e| refused.push(e.to_string()),
     )
@@ -250,5 +256,83 @@ async fn a_batch_refuses_repeats_and_taken_eks_by_line(pool: PgPool) {
             ("device-d".to_owned(), fake_ek(4)),
             ("stored".to_owned(), fake_ek(3)),
         ]
+    );
+}
+
+/// A factory uploads EK certificates instead of keys: each is checked against the vendor CAs
+/// it trusts, and the EK it certifies is enrolled; the device then provisions with it.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn enroll_by_ek_certificate(pool: PgPool) {
+    let app = test_support::TestApp::spawn(pool.clone()).await;
+    let mut t = test_support::TestTpm::fresh();
+    let device = test_support::Device::with_certificate(&mut t.tpm);
+    let dir = tempfile::tempdir().unwrap();
+    let (root, issuer) = test_support::swtpm::local_ca();
+    let trust = dir.path().join("vendor-cas.pem");
+    std::fs::write(&trust, [root.as_slice(), issuer.as_slice()].concat()).unwrap();
+    let cert = dir.path().join("ek.der");
+    std::fs::write(&cert, device.ek_certificate.as_ref().unwrap()).unwrap();
+
+    // Another vendor's CA: refused, nothing written.
+    let stm = test_support::workspace_root().join("../shared/ek-certs/STM-1/root.pem");
+    let refused = factory::enroll_one(
+        &pool,
+        &EnrollArgs {
+            ek_cert: Some(cert.clone()),
+            ek_ca_file: Some(stm),
+            ..args()
+        },
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(factory::FactoryError::EkCertificate(_))),
+        "{refused:?}"
+    );
+    let (id, outcome) = factory::enroll_one(
+        &pool,
+        &EnrollArgs {
+            ek_cert: Some(cert),
+            ek_ca_file: Some(trust.clone()),
+            ..args()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (id.as_str(), outcome),
+        (device.registration_id.as_str(), Outcome::Written)
+    );
+    let operation_id = app.provision(&mut t, &device).await;
+    let (_, body) = app.poll(&device, &operation_id, &mut t.tpm).await;
+    assert_eq!(body["status"], "assigned", "{body}");
+
+    // The bulk path: the endorsementKey column may hold the certificate.
+    let csv = dir.path().join("certs.csv");
+    let line = format!(
+        "{},{}\n",
+        device.registration_id,
+        STANDARD.encode(device.ek_certificate.as_ref().unwrap())
+    );
+    std::fs::write(&csv, line).unwrap();
+    let bulk = |ek_ca_file| BulkArgs {
+        database: db(),
+        file: csv.clone(),
+        quiet: true,
+        ek_ca_file,
+    };
+    let without = factory::enroll_file(&pool, &bulk(None), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(without.failed, 1, "a certificate needs a trust store");
+    let with = factory::enroll_file(&pool, &bulk(Some(trust)), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        with,
+        BulkSummary {
+            written: 0,
+            unchanged: 1,
+            failed: 0
+        }
     );
 }

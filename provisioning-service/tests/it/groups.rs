@@ -86,6 +86,10 @@ async fn a_genuine_tpm_joins_its_group_with_nothing_uploaded(pool: PgPool) {
     assert_eq!(state["assignedHub"], HUBS[0], "the group's allocation");
     assert_eq!(state["deviceId"], device.registration_id.as_str());
     assert_eq!(members(&app, "line-7").await, 1);
+    let (_, g) = app
+        .admin(Method::GET, "/enrollmentGroups/line-7", None)
+        .await;
+    assert_eq!(g["deviceCount"], 1);
 
     // The device's own record, and the group's registration states.
     let (status, record) = app
@@ -139,6 +143,7 @@ async fn devices_that_do_not_meet_the_group_are_refused(pool: PgPool) {
 
     // No group yet.
     assert_eq!(challenge_refusal(&app, &device).await, "NoGroupAdmits");
+    let before = app.snapshot().await;
     // A group trusting another vendor's root.
     let stm_root =
         std::fs::read(test_support::workspace_root().join("../shared/ek-certs/STM-1/root.pem"))
@@ -178,12 +183,19 @@ async fn devices_that_do_not_meet_the_group_are_refused(pool: PgPool) {
         challenge_refusal(&app, &borrowed).await,
         "EkCertificateMismatch"
     );
-    // Not a certificate at all.
+    // Not a certificate at all, and a truncated one.
     let mut garbage = device.clone();
     garbage.ek_certificate = Some(b"not a certificate".to_vec());
     assert!(challenge_refusal(&app, &garbage)
         .await
         .starts_with("EkCertificate("));
+    let whole = device.ek_certificate.clone().unwrap();
+    garbage.ek_certificate = Some(whole[..whole.len() - 10].to_vec());
+    assert!(challenge_refusal(&app, &garbage)
+        .await
+        .starts_with("EkCertificate("));
+    // Refusals change nothing.
+    assert_eq!(app.snapshot().await, before);
     // A group with a cap of one: the first device joins, the second is refused.
     put_group(&app, group("one-only", json!({"maxDevices": 1}), json!({}))).await;
     app.provision(&mut a, &device).await;
