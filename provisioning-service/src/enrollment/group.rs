@@ -84,6 +84,34 @@ pub struct EnrollmentGroup {
     pub extra: Map<String, Value>,
 }
 
+/// `POST /enrollmentGroups`: DPS's `BulkEnrollmentGroupOperation`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkEnrollmentGroupOperation {
+    pub mode: super::BulkMode,
+    pub enrollment_groups: Vec<EnrollmentGroup>,
+}
+
+/// DPS's `BulkEnrollmentGroupOperationResult`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkEnrollmentGroupOperationResult {
+    pub is_successful: bool,
+    pub errors: Vec<BulkEnrollmentGroupOperationError>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkEnrollmentGroupOperationError {
+    pub enrollment_group_id: String,
+    pub error_code: u32,
+    pub error_status: String,
+}
+
+/// Most groups in one bulk operation: DPS's ("Bulk device enrollment group operation with
+/// maximum of 10 groups", service.json examples).
+pub const MAX_GROUP_BULK: usize = 10;
+
 /// Why a group is refused as written.
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidGroup {

@@ -16,8 +16,11 @@ use super::service_api::{
     authorize, connection, if_match, page_request, page_response, service_registration_state,
 };
 use crate::app::App;
-use crate::enrollment::group::{EnrollmentGroup, InvalidGroup};
-use crate::enrollment::{parse_etag, QuerySpecification};
+use crate::enrollment::group::{
+    BulkEnrollmentGroupOperation, BulkEnrollmentGroupOperationError,
+    BulkEnrollmentGroupOperationResult, EnrollmentGroup, InvalidGroup, MAX_GROUP_BULK,
+};
+use crate::enrollment::{parse_etag, BulkMode, QuerySpecification};
 use crate::store::groups::{self, GroupRow};
 
 /// A group's id from the path, with the caller authorized.
@@ -177,10 +180,57 @@ pub async fn registrations(
     ))
 }
 
-/// `POST /enrollmentGroups` (bulk): not offered; groups are few and written one at a time.
-pub async fn bulk(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// `POST /enrollmentGroups`: DPS's bulk operation over at most 10 groups, item by item; one
+/// error per refused group.
+pub async fn bulk(
+    State(app): State<App>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<BulkEnrollmentGroupOperation>,
+) -> Result<Json<BulkEnrollmentGroupOperationResult>, ApiError> {
     authorize(&app, &headers)?;
-    Err(ApiError::ArgumentInvalid(
-        "bulk operations on enrollment groups are not offered: PUT each group".to_owned(),
-    ))
+    if body.enrollment_groups.len() > MAX_GROUP_BULK {
+        return Err(ApiError::ArgumentInvalid(format!(
+            "at most {MAX_GROUP_BULK} enrollment groups per bulk operation"
+        )));
+    }
+    let mut conn = connection(&app).await?;
+    let now = OffsetDateTime::now_utc();
+    let mut errors = Vec::new();
+    for group in &body.enrollment_groups {
+        let outcome: Result<(), ApiError> = async {
+            if body.mode == BulkMode::Delete {
+                let id =
+                    RegistrationId::parse(&group.enrollment_group_id).map_err(InvalidGroup::Id)?;
+                let etag = parse_etag(group.etag.as_deref())?;
+                return Ok(groups::delete(&mut conn, id.as_str(), etag).await?);
+            }
+            let new = group.to_new(app.settings())?;
+            match body.mode {
+                BulkMode::Create => groups::create(&mut conn, &new, now).await.map(drop),
+                BulkMode::Update => groups::upsert(&mut conn, &new, None, now).await.map(drop),
+                _ => {
+                    let etag = parse_etag(group.etag.as_deref())?
+                        .ok_or(crate::store::StoreError::PreconditionFailed)?;
+                    groups::upsert(&mut conn, &new, Some(etag), now)
+                        .await
+                        .map(drop)
+                }
+            }
+            .map_err(ApiError::from)
+        }
+        .await;
+        match outcome {
+            Ok(()) => {}
+            Err(e @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => return Err(e),
+            Err(e) => errors.push(BulkEnrollmentGroupOperationError {
+                enrollment_group_id: group.enrollment_group_id.clone(),
+                error_code: e.status_and_code().1,
+                error_status: e.to_string(),
+            }),
+        }
+    }
+    Ok(Json(BulkEnrollmentGroupOperationResult {
+        is_successful: errors.is_empty(),
+        errors,
+    }))
 }

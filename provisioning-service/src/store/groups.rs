@@ -113,6 +113,30 @@ pub async fn upsert(
     get(conn, &g.group_id).await?.ok_or(StoreError::NotFound)
 }
 
+/// Creates; `Exists` if the group id is taken.
+pub async fn create(
+    conn: &mut PgConnection,
+    g: &NewGroup,
+    now: OffsetDateTime,
+) -> Result<GroupRow, StoreError> {
+    let created: Option<GroupRow> = sqlx::query_as(
+        "INSERT INTO enrollment_groups (group_id, attestation, iot_hub_host_name, provisioning_status,
+                                        extra, etag, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         ON CONFLICT (group_id) DO NOTHING RETURNING *",
+    )
+    .bind(&g.group_id)
+    .bind(Json(&g.attestation))
+    .bind(&g.iot_hub_host_name)
+    .bind(g.provisioning_status)
+    .bind(Json(&g.extra))
+    .bind(Uuid::new_v4())
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    created.ok_or(StoreError::Exists)
+}
+
 /// Deletes (with `if_match`, only that version), and with it the records of the devices that
 /// joined.
 pub async fn delete(

@@ -433,12 +433,6 @@ async fn the_rest_of_the_service_api_in_dps_shapes(pool: PgPool) {
             StatusCode::BAD_REQUEST,
         ),
         (
-            Method::POST,
-            "/enrollmentGroups",
-            Some(json!({"mode": "create", "enrollmentGroups": [group]})),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
             Method::GET,
             "/enrollmentGroups/g1",
             None,
