@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use crate::allocation::webhook::WebhookClient;
 use crate::cpu::CpuPool;
 use crate::hub::keys::DeviceKeys;
+use crate::metrics::Metrics;
 use crate::sealing::Sealer;
 use crate::settings::{Settings, SettingsError};
 
@@ -24,6 +25,7 @@ struct Inner {
     device_keys: DeviceKeys,
     cpu: CpuPool,
     webhooks: WebhookClient,
+    metrics: Metrics,
 }
 
 impl App {
@@ -46,6 +48,7 @@ impl App {
             device_keys,
             cpu: CpuPool::new(),
             webhooks,
+            metrics: Metrics::new(),
         })))
     }
 
@@ -74,6 +77,23 @@ impl App {
     #[must_use]
     pub fn cpu(&self) -> &CpuPool {
         &self.0.cpu
+    }
+
+    /// This instance's Prometheus metrics (`metrics`).
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// A pooled connection, the wait measured (`dps_db_pool_acquire_duration_seconds`).
+    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        let started = std::time::Instant::now();
+        let conn = self.0.pool.acquire().await;
+        self.0
+            .metrics
+            .pool_acquire
+            .observe(started.elapsed().as_secs_f64());
+        conn
     }
 
     /// The allocation webhooks' HTTPS client (`allocation::webhook`).

@@ -164,6 +164,10 @@ pub struct ServeArgs {
     /// disabled enrollment is refused within this on every instance).
     #[arg(long, env = "DPS_HUB_KEY_CACHE_MS", default_value_t = defaults::HUB_KEY_CACHE_MS)]
     pub hub_key_cache_ms: u64,
+    /// Address of the Prometheus metrics listener (`GET /metrics`, plain HTTP: bind it to
+    /// loopback or a private network). Off unless given.
+    #[arg(long, env = "DPS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// How long an enrollment's custom allocation webhook may take to answer, milliseconds
     /// (at most 60000); past it the registration fails with a timeout error.
     #[arg(long, env = "DPS_WEBHOOK_TIMEOUT_MS", default_value_t = defaults::WEBHOOK_TIMEOUT_MS)]

@@ -49,6 +49,8 @@ pub fn router(app: App) -> Router {
         .route("/enrollmentGroups/{group_id}/attestationmechanism", post(enrollment_groups::attestation_mechanism))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        // Timed per matched route (a route layer: the fallback's 404s are not timed).
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), timed))
         // A path this service does not serve: a DPS error body like every other answer.
         .fallback(|| async { error::ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -67,6 +69,43 @@ pub fn router(app: App) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        .with_state(app)
+}
+
+/// Observes the request's duration by method, matched route template and status.
+async fn timed(
+    State(app): State<App>,
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    app.metrics().request(
+        method.as_str(),
+        route.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The metrics listener's router: `GET /metrics` in the Prometheus text format.
+pub fn metrics_router(app: App) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(app): State<App>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    app.metrics().render(app.pool()),
+                )
+            }),
+        )
         .with_state(app)
 }
 

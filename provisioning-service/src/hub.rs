@@ -198,14 +198,14 @@ pub async fn authenticate(
         None => format!("hub-fail:user:{}", credentials.username),
     };
     if credentials.peer.is_some() {
-        let mut conn = app.pool().acquire().await?;
+        let mut conn = app.acquire().await?;
         if let Some(retry_after) = store::throttle::peek(&mut conn, &bucket, limit, now).await? {
             return Err(HubRefusal::Throttled { retry_after }.into());
         }
     }
     let outcome = verify(app, credentials, now).await;
     if matches!(outcome, Err(HubError::Refused(_))) {
-        let mut conn = app.pool().acquire().await?;
+        let mut conn = app.acquire().await?;
         if store::throttle::hit(&mut conn, &bucket, limit, now)
             .await?
             .is_some()

@@ -8,11 +8,14 @@
 //!   `http::service_api` (`/enrollments`, `/registrations`) parse requests and call the domain;
 //!   `http::error` maps every domain error to a DPS status and `errorCode`;
 //! - [`registration`]: the decision logic of each device step, with its refusals named;
-//! - [`enrollment`]: validation and writes of individual enrollments (API, bulk and factory);
+//! - [`enrollment`]: validation and writes of individual enrollments (API, bulk and factory)
+//!   and of TPM enrollment groups (`enrollment::group`);
 //! - [`hub`]: the hub half, answering MQTT brokers' auth hooks (`http::hub_hooks`) for
 //!   provisioned devices and back-end applications;
 //! - [`store`]: the SQL, one connection per request and one transaction per step;
 //! - [`sealing`]: issued HMAC keys are stored encrypted under the service key;
+//! - [`allocation`]: hub assignment per enrollment (policies, the webhook, re-provisioning);
+//! - [`metrics`]: the Prometheus metrics, on their own listener;
 //! - [`settings`] (what the service runs with, validated at start-up) and [`config`] (the
 //!   command line that produces them); [`factory`]: the CSV/JSONL files of `bulk-enroll`.
 //!
@@ -27,6 +30,7 @@ pub mod enrollment;
 pub mod factory;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod registration;
 pub mod sealing;
 pub mod server;

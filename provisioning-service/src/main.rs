@@ -52,6 +52,16 @@ async fn main() -> anyhow::Result<()> {
                     server::shutdown_signal(),
                 ));
             }
+            if let Some(addr) = args.metrics_listen {
+                let metrics = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                tracing::info!(listen = %addr, "serving metrics");
+                tokio::spawn(server::serve_metrics(
+                    app.clone(),
+                    metrics,
+                    server::shutdown_signal(),
+                ));
+            }
             server::serve_tls(app, listener, tls, server::shutdown_signal()).await?;
         }
         Command::Enroll(args) => {

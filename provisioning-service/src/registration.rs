@@ -137,7 +137,7 @@ pub async fn challenge(
     let id = req.registration_id.as_str();
     let tpm = req.tpm.as_ref().ok_or(Refusal::AttestationRequired)?;
     let ek_hash = ek_hash(&tpm.ek_bytes);
-    let mut conn = app.pool().acquire().await?;
+    let mut conn = app.acquire().await?;
     let limit = app.settings().registration_limit;
     let gate = device_steps::challenge_gate(
         &mut conn,
@@ -194,7 +194,7 @@ pub async fn challenge(
         expires_at: now + app.settings().challenge_ttl(),
         group_id,
     };
-    device_steps::put_challenge(&mut *app.pool().acquire().await?, &row).await?;
+    device_steps::put_challenge(&mut *app.acquire().await?, &row).await?;
     Ok(blob)
 }
 
@@ -207,7 +207,10 @@ fn verify(
     key_id: &str,
     now: OffsetDateTime,
 ) -> Result<(), StepError> {
-    let key = app.sealer().open(sealed, key_id, id.as_bytes())?;
+    let key = app
+        .sealer()
+        .open(sealed, key_id, id.as_bytes())
+        .inspect_err(|_| app.metrics().sealing_failure())?;
     let settings = app.settings();
     let resource = sas::registration_resource(&settings.id_scope, id);
     let policy = VerifyPolicy {
@@ -274,7 +277,7 @@ pub async fn register(
         .tpm
         .as_ref()
         .map(|t| (ek_hash(&t.ek_bytes), t.srk_bytes.as_slice()));
-    let mut conn = app.pool().acquire().await?;
+    let mut conn = app.acquire().await?;
     for _ in 0..ASSIGN_ATTEMPTS {
         let view = device_steps::register_view(&mut conn, id, now).await?;
         let key = proven_key(app, token, id, &view.candidates, presented.as_ref(), now)?;
@@ -285,12 +288,15 @@ pub async fn register(
         }
         let enrollment = admit(&mut conn, view.enrollment, &key.ek_hash).await?;
         // A key sealed under a previous service key moves to the current one (sealing.rs).
-        let (sealed_key, key_id) = app.sealer().reseal(
-            key.sealed_key.clone(),
-            key.key_id.clone(),
-            id.as_bytes(),
-            rng,
-        )?;
+        let (sealed_key, key_id) = app
+            .sealer()
+            .reseal(
+                key.sealed_key.clone(),
+                key.key_id.clone(),
+                id.as_bytes(),
+                rng,
+            )
+            .inspect_err(|_| app.metrics().sealing_failure())?;
         let device = DeviceContext {
             storage_root_key: key.storage_root_key.clone(),
             payload: req.payload.clone(),
@@ -320,6 +326,7 @@ pub async fn register(
         };
         decided.apply(&mut row, now);
         if let Some(row) = device_steps::assign(&mut conn, &row, key.source).await? {
+            assignment::count(app, &row);
             if let Some(job) = webhook {
                 tracing::info!(registration_id = id, "asking the allocation webhook");
                 tokio::spawn(assignment::run_webhook(app.clone(), job, row.clone()));
@@ -352,7 +359,7 @@ async fn authenticated_state(
 ) -> Result<RegistrationRow, StepError> {
     let id = id.as_str();
     let limit = app.settings().poll_limit;
-    let mut conn = app.pool().acquire().await?;
+    let mut conn = app.acquire().await?;
     let polled = device_steps::poll(&mut conn, id, client_address, limit, now)
         .await?
         .ok_or(Refusal::NoLiveKey)?;

@@ -68,6 +68,19 @@ pub async fn serve_hub_hooks(
         .await
 }
 
+/// Serves `/metrics` (`http::metrics_router`) over plain HTTP on `listener` until `shutdown`.
+pub async fn serve_metrics(
+    app: App,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    axum::serve(listener, crate::http::metrics_router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Sweeps expired challenges and ended throttle windows every `period`, forever (run it beside
 /// the server; on several instances only one sweeps at a time). Failures are logged and the
 /// next period tries again.

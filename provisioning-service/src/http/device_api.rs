@@ -17,7 +17,8 @@ use time::OffsetDateTime;
 
 use super::error::{ApiError, AppJson, AppPath};
 use crate::app::App;
-use crate::registration::{self, Refusal};
+use crate::metrics::Outcome;
+use crate::registration::{self, Refusal, StepError};
 
 /// The oldest api-version of the DPS device API: DPS's general-availability version (its first
 /// stable management API is `Microsoft.Devices/provisioningServices@2017-11-15`, as listed in
@@ -80,6 +81,20 @@ fn authorization(headers: &HeaderMap) -> Result<Option<&str>, Refusal> {
         .transpose()
 }
 
+/// Counts a refused step in the metrics (`dps_refusals_total{step, reason}`).
+fn counted<T>(app: &App, step: &'static str, result: Result<T, StepError>) -> Result<T, StepError> {
+    if let Err(StepError::Refused(refusal)) = &result {
+        app.metrics().refusal(step, refusal.name());
+    }
+    result
+}
+
+/// A refusal before a step runs (a malformed request or token), counted like the step's own.
+fn refused(app: &App, step: &'static str, refusal: Refusal) -> ApiError {
+    app.metrics().refusal(step, refusal.name());
+    refusal.into()
+}
+
 fn with_retry_after(mut response: Response) -> Response {
     response.headers_mut().insert(
         header::RETRY_AFTER,
@@ -101,12 +116,22 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     check_api_version(&uri)?;
     check_scope(&app, &id_scope)?;
-    let request = registration::parse_request(&registration_id, body)?;
+    let step = if headers.contains_key(header::AUTHORIZATION) {
+        "register"
+    } else {
+        "challenge"
+    };
+    let request =
+        registration::parse_request(&registration_id, body).map_err(|r| refused(&app, step, r))?;
     let now = OffsetDateTime::now_utc();
-    match authorization(&headers)? {
+    match authorization(&headers).map_err(|r| refused(&app, step, r))? {
         None => {
             let client = client_address(&app, peer, &headers);
-            let blob = registration::challenge(&app, &request, &client, now).await?;
+            let blob = counted(
+                &app,
+                step,
+                registration::challenge(&app, &request, &client, now).await,
+            )?;
             let body = TpmChallenge {
                 authentication_key: Base64Bytes(blob),
                 key_name: REGISTRATION_KEY_NAME.to_owned(),
@@ -115,9 +140,19 @@ pub async fn register(
             Ok((StatusCode::UNAUTHORIZED, Json(body)).into_response())
         }
         Some(value) => {
-            let token = registration::parse_sas(value)?;
-            let status =
-                registration::register(&app, &request, &token, now, &mut rand::rngs::OsRng).await?;
+            let token = registration::parse_sas(value).map_err(|r| refused(&app, step, r))?;
+            let result = counted(
+                &app,
+                step,
+                registration::register(&app, &request, &token, now, &mut rand::rngs::OsRng).await,
+            );
+            // DPS's AttestationAttempts: the SAS step is where a device proves its TPM.
+            match &result {
+                Ok(_) => app.metrics().attestation(Outcome::success),
+                Err(StepError::Refused(_)) => app.metrics().attestation(Outcome::failure),
+                Err(_) => {}
+            }
+            let status = result?;
             Ok(with_retry_after(
                 (StatusCode::ACCEPTED, Json(status)).into_response(),
             ))
@@ -152,15 +187,19 @@ pub async fn operation_status(
 ) -> Result<Response, ApiError> {
     let (id, token) = sas_request(&app, &uri, &headers, &id_scope, &registration_id)?;
     let client = client_address(&app, peer, &headers);
-    let status = registration::operation_status(
+    let status = counted(
         &app,
-        &id,
-        &operation_id,
-        &token,
-        &client,
-        OffsetDateTime::now_utc(),
-    )
-    .await?;
+        "poll",
+        registration::operation_status(
+            &app,
+            &id,
+            &operation_id,
+            &token,
+            &client,
+            OffsetDateTime::now_utc(),
+        )
+        .await,
+    )?;
     // The DPS device API specification answers 202 (with Retry-After) while assigning and 200
     // once done; aziot-identityd and the Azure SDKs accept both. This service assigns within
     // the register call, so a poll finds the final state.
@@ -182,7 +221,10 @@ pub async fn registration_state(
 ) -> Result<Response, ApiError> {
     let (id, token) = sas_request(&app, &uri, &headers, &id_scope, &registration_id)?;
     let client = client_address(&app, peer, &headers);
-    let state =
-        registration::device_state(&app, &id, &token, &client, OffsetDateTime::now_utc()).await?;
+    let state = counted(
+        &app,
+        "poll",
+        registration::device_state(&app, &id, &token, &client, OffsetDateTime::now_utc()).await,
+    )?;
     Ok(Json(state).into_response())
 }

@@ -83,7 +83,7 @@ impl FromRequestParts<App> for OneRegistration {
 
 /// One pooled connection for the request.
 pub(super) async fn connection(app: &App) -> Result<PoolConnection<Postgres>, ApiError> {
-    app.pool().acquire().await.map_err(ApiError::internal)
+    app.acquire().await.map_err(ApiError::internal)
 }
 
 /// The enrollment of `id`, or 404.

@@ -66,16 +66,15 @@ impl DeviceKeys {
         if let Cached::Fresh(found) = self.cached(&id) {
             return Ok(found);
         }
-        let mut conn = app.pool().acquire().await?;
+        let mut conn = app.acquire().await?;
         let row = registrations::hub_identity(&mut conn, hub, device_id).await?;
         drop(conn);
         let key = match row {
             Some(row) => Some(Arc::new(DeviceKey {
-                key: app.sealer().open(
-                    &row.sealed_key,
-                    &row.key_id,
-                    row.registration_id.as_bytes(),
-                )?,
+                key: app
+                    .sealer()
+                    .open(&row.sealed_key, &row.key_id, row.registration_id.as_bytes())
+                    .inspect_err(|_| app.metrics().sealing_failure())?,
                 registration_id: row.registration_id,
                 status: row.provisioning_status,
             })),

@@ -193,7 +193,7 @@ pub(super) async fn run_webhook(app: App, job: WebhookJob, assigning: Registrati
 
 /// The webhook's decision, as the registration's.
 async fn ask(app: &App, job: WebhookJob) -> Result<Decided, StoreError> {
-    let mut conn = app.pool().acquire().await?;
+    let mut conn = app.acquire().await?;
     let Some(row) = enrollments::get(&mut conn, &job.registration_id).await? else {
         return Ok(Decided::failed(Failure::Misconfigured(
             "the enrollment was deleted".to_owned(),
@@ -225,6 +225,20 @@ async fn ask(app: &App, job: WebhookJob) -> Result<Decided, StoreError> {
     })
 }
 
+/// Counts a written registration state in the metrics (`dps_registration_attempts_total`,
+/// `dps_device_assignments_total`).
+pub(super) fn count(app: &App, row: &RegistrationRow) {
+    let status = match row.status {
+        Status::Assigned => "assigned",
+        Status::Assigning => "assigning",
+        Status::Failed => "failed",
+        Status::Unassigned => "unassigned",
+        Status::Disabled => "disabled",
+    };
+    app.metrics()
+        .registration(row.assigned_hub.as_deref(), status);
+}
+
 /// Writes `decided` on the `assigning` row at its etag; a device id already taken on the hub
 /// fails the registration instead.
 async fn write(
@@ -232,18 +246,22 @@ async fn write(
     decided: Decided,
     assigning: RegistrationRow,
 ) -> Result<Option<RegistrationRow>, StoreError> {
-    let mut conn = app.pool().acquire().await?;
+    let mut conn = app.acquire().await?;
     let now = OffsetDateTime::now_utc();
     let mut row = assigning.clone();
     decided.apply(&mut row, now);
-    match device_steps::decide(&mut conn, &row, assigning.etag).await {
+    let written = match device_steps::decide(&mut conn, &row, assigning.etag).await {
         Err(StoreError::DeviceIdTaken) => {
             let mut row = assigning.clone();
             Decided::failed(Failure::DeviceIdTaken).apply(&mut row, now);
             device_steps::decide(&mut conn, &row, assigning.etag).await
         }
         other => other,
+    }?;
+    if let Some(row) = &written {
+        count(app, row);
     }
+    Ok(written)
 }
 
 /// `row` as a poll should see it: an `assigning` state past its `decide_by` becomes `failed`
@@ -263,7 +281,7 @@ pub(super) async fn settle_overdue(
         return Ok(written);
     }
     // Decided meanwhile by someone else: read what they wrote.
-    let mut conn = app.pool().acquire().await?;
+    let mut conn = app.acquire().await?;
     crate::store::registrations::get_registration(&mut conn, &id)
         .await?
         .ok_or(StoreError::NotFound)

@@ -78,6 +78,37 @@ pub enum Refusal {
     Throttled { retry_after: u64 },
 }
 
+impl Refusal {
+    /// A fixed name for the reason (a metrics label; never carries request data).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::InvalidRegistrationId(_) => "invalid_registration_id",
+            Self::RegistrationIdMismatch => "registration_id_mismatch",
+            Self::AttestationRequired => "attestation_required",
+            Self::InvalidKey { .. } => "invalid_key",
+            Self::NotEnrolled => "not_enrolled",
+            Self::EnrolledUnderAnotherId => "enrolled_under_another_id",
+            Self::EkMismatch => "ek_mismatch",
+            Self::Disabled => "disabled",
+            Self::MissingSas => "missing_sas",
+            Self::UnreadableAuthorization => "unreadable_authorization",
+            Self::MalformedSas(_) => "malformed_sas",
+            Self::SasRejected(_) => "sas_rejected",
+            Self::NoLiveKey => "no_live_key",
+            Self::GroupIdNotDerived => "group_id_not_derived",
+            Self::EkCertificate(_) => "ek_certificate",
+            Self::NotAnEkCertificate => "not_an_ek_certificate",
+            Self::EkCertificateMismatch => "ek_certificate_mismatch",
+            Self::NoGroupAdmits => "no_group_admits",
+            Self::GroupClosed => "group_closed",
+            Self::UnknownOperation => "unknown_operation",
+            Self::Contended => "contended",
+            Self::Throttled { .. } => "throttled",
+        }
+    }
+}
+
 /// What a device step fails with: a refusal, or a fault of the service (logged in full, reported
 /// as an internal error).
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,7 @@ mod groups;
 mod housekeeping;
 mod hub;
 mod listener;
+mod metrics;
 mod node_service_sdk;
 mod outage;
 mod register;

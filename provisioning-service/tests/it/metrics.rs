@@ -1,0 +1,86 @@
+//! `/metrics` on its own listener, scraped after real registrations: the counters move with
+//! the right labels, and no label carries a device's id or key.
+
+use sqlx::PgPool;
+use test_support::{Device, TestApp, TestTpm, HUBS};
+
+async fn scrape(app: &TestApp) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(provisioning_service::server::serve_metrics(
+        app.app.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    response.text().await.unwrap()
+}
+
+/// The value of the sample `name{labels}`, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn metrics_count_registrations_refusals_and_requests_without_device_ids(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    // The enrolled TPM asking under another id: refused, the reason counted.
+    let stranger = Device {
+        registration_id: "not-enrolled".to_owned(),
+        ..device.clone()
+    };
+    app.enroll(&device.registration_id, &device.ek).await;
+    let (status, _) = app
+        .put_register(&stranger.registration_id, &stranger.body(), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
+    let operation_id = app.provision(&mut t, &device).await;
+    app.poll(&device, &operation_id, &mut t.tpm).await;
+
+    let text = scrape(&app).await;
+    let hub = HUBS[1];
+    for (series, value) in [
+        (r#"dps_attestation_attempts_total{status="success",protocol="https"}"#.to_owned(), 1.0),
+        (format!(r#"dps_registration_attempts_total{{iot_hub="{hub}",status="assigned"}}"#), 1.0),
+        (format!(r#"dps_device_assignments_total{{iot_hub="{hub}"}}"#), 1.0),
+        (r#"dps_refusals_total{step="challenge",reason="enrolled_under_another_id"}"#.to_owned(), 1.0),
+        (
+            r#"dps_http_request_duration_seconds_count{method="PUT",route="/{id_scope}/registrations/{registration_id}/register",status="202"}"#.to_owned(),
+            1.0,
+        ),
+        (
+            r#"dps_http_request_duration_seconds_count{method="PUT",route="/{id_scope}/registrations/{registration_id}/register",status="401"}"#.to_owned(),
+            2.0,
+        ),
+        ("dps_db_pool_max_connections".to_owned(), f64::from(app.pool.options().get_max_connections())),
+    ] {
+        assert_eq!(sample(&text, &series), Some(value), "{series} in\n{text}");
+    }
+    assert!(
+        text.contains(r#"dps_db_pool_connections{state="idle"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("dps_db_pool_acquire_duration_seconds_count"),
+        "{text}"
+    );
+    assert!(text.contains("dps_sealing_failures_total 0"), "{text}");
+    // Nothing a device sent or owns is a label.
+    for secret in [
+        device.registration_id.as_str(),
+        stranger.registration_id.as_str(),
+        &operation_id,
+    ] {
+        assert!(!text.contains(secret), "{secret} in the metrics");
+    }
+}
