@@ -84,3 +84,39 @@ async fn metrics_count_registrations_refusals_and_requests_without_device_ids(po
         assert!(!text.contains(secret), "{secret} in the metrics");
     }
 }
+
+/// The ready Grafana dashboard (`deploy/grafana`) queries only series the service exports.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn the_grafana_dashboard_uses_only_exported_series(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    app.provision(&mut t, &device).await;
+    let mut stranger = device.clone();
+    stranger.registration_id = "stranger".to_owned();
+    app.put_register(&stranger.registration_id, &stranger.body(), None)
+        .await;
+    let text = scrape(&app).await;
+
+    let path = test_support::workspace_root().join("deploy/grafana/dps-tpm-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("dps_") {
+                    assert!(
+                        text.contains(&format!("{word}{{")) || text.contains(&format!("{word} ")),
+                        "{word} (panel {}) is not exported",
+                        panel["title"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 9);
+}
