@@ -1,16 +1,22 @@
+# syntax=docker/dockerfile:1
 # Multi-stage build of the demo images; every entrypoint is a script that scripts/demo.sh runs too.
+# BuildKit cache mounts keep the cargo registry and the build directory between builds, so a
+# source change rebuilds the project's crates, not every dependency.
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libtss2-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p provisioning-service -p device-client
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p provisioning-service -p device-client \
+    && mkdir -p /out && cp target/release/provisioning-service target/release/device-client /out/
 
 # The provisioning service (creates throwaway secrets in /secrets if there are none).
 FROM debian:bookworm-slim AS service
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl openssl xxd \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/provisioning-service /usr/local/bin/
+COPY --from=build /out/provisioning-service /usr/local/bin/
 COPY scripts /opt/dps/scripts
 ENTRYPOINT ["/opt/dps/scripts/run-service.sh"]
 
@@ -20,7 +26,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
         libtss2-esys-3.0.2-0 libtss2-tctildr0 libtss2-tcti-swtpm0 libtss2-tcti-device0 \
         libtss2-tcti-tabrmd0 libtss2-mu0 libtss2-sys1 libtss2-rc0 \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/device-client /usr/local/bin/
+COPY --from=build /out/device-client /usr/local/bin/
 COPY scripts /opt/dps/scripts
 ENTRYPOINT ["/opt/dps/scripts/device-provision.sh"]
 

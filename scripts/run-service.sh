@@ -13,6 +13,21 @@ mkdir -p "$secrets"
 [[ -f $secrets/service.key ]] || (umask 077 && head -c 32 /dev/urandom | xxd -p -c 64 >"$secrets/service.key")
 [[ -f $secrets/policies ]] || (umask 077 && echo "provisioningserviceowner=$(head -c 32 /dev/urandom | base64 -w0)" >"$secrets/policies")
 [[ -f $secrets/hub-auth.secret ]] || (umask 077 && head -c 24 /dev/urandom | xxd -p -c 64 >"$secrets/hub-auth.secret")
+# In containers (DPS_PUBLISH_DIR set), each other container gets only what it needs, in its own
+# volume: devices the CA certificate; the operator's tools (factory, back end) the CA and the
+# access policies; the broker the CA, its own server certificate and key (DPS_BROKER_SANS) and
+# the hooks' secret. The CA key, the service's TLS key and the service key stay here.
+if [[ -n ${DPS_PUBLISH_DIR:-} ]]; then
+    publish=$DPS_PUBLISH_DIR
+    [[ -f $secrets/broker.pem ]] || pki_issue "$secrets" broker "${DPS_BROKER_SANS:-}"
+    mkdir -p "$publish/device" "$publish/operator" "$publish/broker"
+    cp -f "$secrets/ca.pem" "$publish/device/ca.pem"
+    cp -f "$secrets/ca.pem" "$secrets/policies" "$publish/operator/"
+    cp -f "$secrets/ca.pem" "$secrets/hub-auth.secret" "$publish/broker/"
+    cp -f "$secrets/broker.pem" "$publish/broker/server.pem"
+    cp -f "$secrets/broker.key" "$publish/broker/server.key"
+    chmod 0644 "$publish"/*/ca.pem
+fi
 export DPS_TLS_CERT_FILE=$secrets/server.pem DPS_TLS_KEY_FILE=$secrets/server.key
 export DPS_SERVICE_KEY_FILE=$secrets/service.key DPS_ACCESS_POLICY_FILE=$secrets/policies
 # The brokers' hook listener is on when DPS_HUB_AUTH_LISTEN is set; its secret is made here.

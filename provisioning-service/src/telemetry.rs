@@ -1,4 +1,5 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a
+//! terminal (never ANSI codes in `docker logs` or a journal).
 
 use tracing_subscriber::EnvFilter;
 
@@ -6,6 +7,7 @@ pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
