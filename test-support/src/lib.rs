@@ -64,3 +64,52 @@ pub fn workspace_root() -> std::path::PathBuf {
         .unwrap()
         .to_owned()
 }
+
+/// Holds a generated section of a document (between `<!-- generated: NAME -->` and
+/// `<!-- end: NAME -->`) to `content`: with `UPDATE_DOCS=1` it rewrites the section, otherwise
+/// it fails when the committed text differs (so the document cannot drift from the code).
+pub fn check_generated_section(path: &std::path::Path, name: &str, content: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (open, close) = (
+        format!("<!-- generated: {name} -->\n"),
+        format!("<!-- end: {name} -->"),
+    );
+    let start = text.find(&open).expect("the section's opening marker") + open.len();
+    let end = text[start..]
+        .find(&close)
+        .expect("the section's closing marker")
+        + start;
+    if text[start..end] == *content {
+        return;
+    }
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(path, format!("{}{content}{}", &text[..start], &text[end..])).unwrap();
+        return;
+    }
+    panic!(
+        "{} section {name} is out of date: run the test with UPDATE_DOCS=1 and commit the file",
+        path.display()
+    );
+}
+
+/// `binary SUBCOMMAND --help` for each subcommand, as a generated Markdown section: one
+/// heading and one text block per command, run with an empty environment (`--help` shows the
+/// values of set variables).
+#[must_use]
+pub fn help_reference(binary: &str, name: &str, subcommands: &[&str]) -> String {
+    let mut out = String::new();
+    for sub in subcommands {
+        let output = std::process::Command::new(binary)
+            .args([*sub, "--help"])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{name} {sub} --help");
+        out.push_str(&format!(
+            "\n### `{name} {sub}`\n\n```text\n{}```\n",
+            String::from_utf8(output.stdout).unwrap()
+        ));
+    }
+    out.push('\n');
+    out
+}

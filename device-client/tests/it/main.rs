@@ -6,6 +6,7 @@
     clippy::unwrap_used
 )]
 
+mod config_reference;
 mod handshake;
 mod hub;
 mod negative;

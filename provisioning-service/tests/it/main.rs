@@ -10,6 +10,7 @@
 
 mod abuse;
 mod allocation;
+mod config_reference;
 mod enrollments;
 mod factory;
 mod groups;
