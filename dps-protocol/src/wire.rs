@@ -33,18 +33,23 @@ impl<'de> Deserialize<'de> for Base64Bytes {
 
 /// `tpm` of a registration request: the device's EK and SRK as marshalled `TPM2B_PUBLIC`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TpmAttestation {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub endorsement_key: Base64Bytes,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub storage_root_key: Base64Bytes,
     /// This service's extension (DPS clients do not send it): the EK certificate as the TPM
     /// holds it (DER, perhaps with its NV header or fill), for admission by a TPM enrollment
     /// group (docs/protocol.md §9).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
     pub endorsement_key_certificate: Option<Base64Bytes>,
     /// Extension: CA certificates between the EK certificate and its vendor's root (DER), as
     /// found on the TPM. Untrusted: only helps build the path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, format = Byte))]
     pub endorsement_key_certificate_chain: Vec<Base64Bytes>,
 }
 
@@ -63,6 +68,7 @@ impl TpmAttestation {
 
 /// Body of `PUT /{idScope}/registrations/{registrationId}/register`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRegistration {
     pub registration_id: String,
@@ -75,8 +81,10 @@ pub struct DeviceRegistration {
 /// The `401` body of the first register call: the blob, and the `skn` the device's SAS tokens
 /// must carry. The Azure Node.js client refuses a challenge without `keyName`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TpmChallenge {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub authentication_key: Base64Bytes,
     /// Always sent; read leniently (empty if absent).
     #[serde(default)]
@@ -87,13 +95,16 @@ pub struct TpmChallenge {
 
 /// `registrationState.tpm`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TpmRegistrationResult {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub authentication_key: Base64Bytes,
 }
 
 /// `status` of an operation and of a registration state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum RegistrationStatus {
     Unassigned,
@@ -105,6 +116,7 @@ pub enum RegistrationStatus {
 
 /// `substatus` of an assigned registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum RegistrationSubstatus {
     InitialAssignment,
@@ -115,6 +127,7 @@ pub enum RegistrationSubstatus {
 
 /// `registrationState`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRegistrationResult {
     pub registration_id: String,
@@ -143,6 +156,7 @@ pub struct DeviceRegistrationResult {
 
 /// Body of `202` (register, operation still running) and `200` (operation done).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationOperationStatus {
     pub operation_id: String,
@@ -153,6 +167,7 @@ pub struct RegistrationOperationStatus {
 
 /// The error body DPS writes with every 4xx/5xx.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     pub error_code: u32,

@@ -4,6 +4,7 @@ pub mod device_api;
 pub mod enrollment_groups;
 pub mod error;
 pub mod hub_hooks;
+pub mod openapi;
 pub mod service_api;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -47,8 +48,9 @@ pub fn router(app: App) -> Router {
             put(enrollment_groups::put).get(enrollment_groups::get).delete(enrollment_groups::delete),
         )
         .route("/enrollmentGroups/{group_id}/attestationmechanism", post(enrollment_groups::attestation_mechanism))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(openapi::healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::openapi_json))
         // Timed per matched route (a route layer: the fallback's 404s are not timed).
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), timed))
         // A path this service does not serve: a DPS error body like every other answer.
@@ -124,6 +126,8 @@ async fn with_request_id(
 }
 
 /// Ready when the database answers within a second (a probe must not hang with the database).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = String), (status = 503, body = String)))]
 async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
     let probe = tokio::time::timeout(READY_TIMEOUT, crate::store::ping(app.pool())).await;
     match probe {

@@ -105,10 +105,8 @@ pub fn help_reference(binary: &str, name: &str, subcommands: &[&str]) -> String 
             .output()
             .unwrap();
         assert!(output.status.success(), "{name} {sub} --help");
-        out.push_str(&format!(
-            "\n### `{name} {sub}`\n\n```text\n{}```\n",
-            String::from_utf8(output.stdout).unwrap()
-        ));
+        let help = String::from_utf8(output.stdout).unwrap();
+        out += &format!("\n### `{name} {sub}`\n\n```text\n{help}```\n");
     }
     out.push('\n');
     out

@@ -21,7 +21,7 @@ use crate::timestamp;
 pub const TPM_EK_CERTIFICATE: &str = "tpmEkCertificate";
 
 /// `attestation.tpmEkCertificate`: who may join.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TpmEkCertificateAttestation {
     /// PEM certificates (one or a bundle per entry) trusted as anchors: a vendor's root, or
@@ -48,7 +48,7 @@ pub struct TpmEkCertificateAttestation {
 }
 
 /// A group's `attestation`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupAttestation {
     #[serde(rename = "type")]
@@ -57,11 +57,12 @@ pub struct GroupAttestation {
     pub tpm_ek_certificate: Option<TpmEkCertificateAttestation>,
     /// What other attestation types carry (`x509`, `symmetricKey`, `tpm`): refused.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub other: Map<String, Value>,
 }
 
 /// An enrollment group, in DPS's shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollmentGroup {
     pub enrollment_group_id: String,
@@ -81,11 +82,12 @@ pub struct EnrollmentGroup {
     pub device_count: Option<i64>,
     /// The other DPS fields (allocation, re-provisioning, initial twin, capabilities).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: Map<String, Value>,
 }
 
 /// `POST /enrollmentGroups`: DPS's `BulkEnrollmentGroupOperation`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkEnrollmentGroupOperation {
     pub mode: super::BulkMode,
@@ -93,14 +95,14 @@ pub struct BulkEnrollmentGroupOperation {
 }
 
 /// DPS's `BulkEnrollmentGroupOperationResult`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkEnrollmentGroupOperationResult {
     pub is_successful: bool,
     pub errors: Vec<BulkEnrollmentGroupOperationError>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkEnrollmentGroupOperationError {
     pub enrollment_group_id: String,

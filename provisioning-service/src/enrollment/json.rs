@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Whether an enrollment admits its device; stored as text in `enrollments.provisioning_status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "camelCase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ProvisioningStatus {
@@ -17,15 +19,17 @@ pub enum ProvisioningStatus {
     Disabled,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TpmEnrollment {
+    #[schema(value_type = String, format = Byte)]
     pub endorsement_key: Base64Bytes,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Byte)]
     pub storage_root_key: Option<Base64Bytes>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attestation {
     #[serde(rename = "type")]
     pub kind: String,
@@ -50,7 +54,7 @@ impl Attestation {
 /// An individual enrollment. Fields this service does not interpret (`initialTwin`,
 /// `capabilities`, `allocationPolicy`, `iotHubs`, `reprovisionPolicy`, ...) are stored and
 /// returned as given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IndividualEnrollment {
     pub registration_id: String,
@@ -68,18 +72,19 @@ pub struct IndividualEnrollment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated_date_time_utc: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: Map<String, Value>,
 }
 
 /// `POST /enrollments`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkEnrollmentOperation {
     pub mode: BulkMode,
     pub enrollments: Vec<IndividualEnrollment>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum BulkMode {
     Create,
@@ -88,14 +93,14 @@ pub enum BulkMode {
     Delete,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkEnrollmentOperationResult {
     pub is_successful: bool,
     pub errors: Vec<BulkEnrollmentError>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkEnrollmentError {
     pub registration_id: String,
@@ -104,7 +109,7 @@ pub struct BulkEnrollmentError {
 }
 
 /// `POST /enrollments/query`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuerySpecification {
     pub query: String,
 }

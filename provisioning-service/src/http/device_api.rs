@@ -1,6 +1,7 @@
 //! The DPS device API (docs/protocol.md §2): parse the request, call [`crate::registration`],
 //! shape the response.
 
+use dps_protocol::wire::{DeviceRegistrationResult, ErrorBody, RegistrationOperationStatus};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
@@ -106,6 +107,13 @@ fn with_retry_after(mut response: Response) -> Response {
 /// `PUT /{idScope}/registrations/{registrationId}/register`: without `Authorization`, the TPM
 /// challenge (`401 {authenticationKey}`); with a SAS, the registration (`202 {operationId}`).
 #[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
+#[utoipa::path(put, path = "/{id_scope}/registrations/{registration_id}/register", tag = "device",
+    params(("id_scope" = String, Path), ("registration_id" = String, Path), ("api-version" = String, Query)),
+    request_body = DeviceRegistration,
+    responses(
+        (status = 202, description = "Registered; the operation is assigning", body = RegistrationOperationStatus),
+        (status = 401, description = "The TPM challenge (no Authorization), or refused", body = TpmChallenge),
+        (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn register(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -178,6 +186,12 @@ fn sas_request(
 
 /// `GET /{idScope}/registrations/{registrationId}/operations/{operationId}`.
 #[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
+#[utoipa::path(get, path = "/{id_scope}/registrations/{registration_id}/operations/{operation_id}", tag = "device",
+    params(("id_scope" = String, Path), ("registration_id" = String, Path), ("operation_id" = String, Path), ("api-version" = String, Query)),
+    responses(
+        (status = 200, description = "Decided", body = RegistrationOperationStatus),
+        (status = 202, description = "Still assigning (Retry-After)", body = RegistrationOperationStatus),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn operation_status(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -212,6 +226,9 @@ pub async fn operation_status(
 
 /// `POST /{idScope}/registrations/{registrationId}`: the device's registration state.
 #[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
+#[utoipa::path(post, path = "/{id_scope}/registrations/{registration_id}", tag = "device",
+    params(("id_scope" = String, Path), ("registration_id" = String, Path), ("api-version" = String, Query)),
+    responses((status = 200, body = DeviceRegistrationResult), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn registration_state(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

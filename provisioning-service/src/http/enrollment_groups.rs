@@ -4,10 +4,12 @@
 //! `tpmEkCertificate` (`enrollment::group`); a group written with DPS's `x509` or
 //! `symmetricKey` (or `tpm`) gets a 400 DPS error body saying what this service takes instead.
 
+use crate::enrollment::group::GroupAttestation;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use dps_protocol::wire::{DeviceRegistrationResult, ErrorBody};
 use dps_protocol::RegistrationId;
 use time::OffsetDateTime;
 
@@ -46,6 +48,10 @@ async fn group(app: &App, id: &RegistrationId) -> Result<GroupRow, ApiError> {
 
 /// `PUT /enrollmentGroups/{id}`: create or replace (with `If-Match` or a body etag, only that
 /// version).
+#[utoipa::path(put, path = "/enrollmentGroups/{group_id}", tag = "enrollment groups",
+    params(("group_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    request_body = EnrollmentGroup,
+    responses((status = 200, body = EnrollmentGroup), (status = 400, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub async fn put(
     State(app): State<App>,
     headers: HeaderMap,
@@ -77,6 +83,9 @@ pub async fn put(
 
 /// `GET /enrollmentGroups/{id}`, with how many devices have joined (`deviceCount`, this
 /// service's read-only extension).
+#[utoipa::path(get, path = "/enrollmentGroups/{group_id}", tag = "enrollment groups",
+    params(("group_id" = String, Path)),
+    responses((status = 200, body = EnrollmentGroup), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(app): State<App>,
     headers: HeaderMap,
@@ -95,6 +104,9 @@ pub async fn get(
 
 /// `DELETE /enrollmentGroups/{id}`: the group and the records of the devices that joined it;
 /// their registration states stay, as in DPS, but admit nobody any more.
+#[utoipa::path(delete, path = "/enrollmentGroups/{group_id}", tag = "enrollment groups",
+    params(("group_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub async fn delete(
     State(app): State<App>,
     headers: HeaderMap,
@@ -115,6 +127,9 @@ pub async fn delete(
 }
 
 /// `POST /enrollmentGroups/{id}/attestationmechanism`.
+#[utoipa::path(post, path = "/enrollmentGroups/{group_id}/attestationmechanism", tag = "enrollment groups",
+    params(("group_id" = String, Path)),
+    responses((status = 200, body = GroupAttestation), (status = 404, body = ErrorBody)))]
 pub async fn attestation_mechanism(
     State(app): State<App>,
     headers: HeaderMap,
@@ -126,6 +141,10 @@ pub async fn attestation_mechanism(
 }
 
 /// `POST /enrollmentGroups/query` with `{"query": "*"}`, paged as enrollments are.
+#[utoipa::path(post, path = "/enrollmentGroups/query", tag = "enrollment groups",
+    params(("x-ms-max-item-count" = Option<i64>, Header), ("x-ms-continuation" = Option<String>, Header)),
+    request_body = QuerySpecification,
+    responses((status = 200, body = Vec<EnrollmentGroup>)))]
 pub async fn query(
     State(app): State<App>,
     headers: HeaderMap,
@@ -154,6 +173,9 @@ pub async fn query(
 }
 
 /// `POST /registrations/{id}/query`: the registration states of the group's devices, paged.
+#[utoipa::path(post, path = "/registrations/{group_id}/query", tag = "registrations",
+    params(("group_id" = String, Path), ("x-ms-max-item-count" = Option<i64>, Header), ("x-ms-continuation" = Option<String>, Header)),
+    responses((status = 200, body = Vec<DeviceRegistrationResult>), (status = 404, body = ErrorBody)))]
 pub async fn registrations(
     State(app): State<App>,
     headers: HeaderMap,
@@ -182,6 +204,9 @@ pub async fn registrations(
 
 /// `POST /enrollmentGroups`: DPS's bulk operation over at most 10 groups, item by item; one
 /// error per refused group.
+#[utoipa::path(post, path = "/enrollmentGroups", tag = "enrollment groups",
+    request_body = BulkEnrollmentGroupOperation,
+    responses((status = 200, body = BulkEnrollmentGroupOperationResult), (status = 400, body = ErrorBody)))]
 pub async fn bulk(
     State(app): State<App>,
     headers: HeaderMap,

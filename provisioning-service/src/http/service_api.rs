@@ -4,12 +4,14 @@
 //! (`skn=registration`) never opens it. The handlers parse headers and call [`crate::enrollment`]
 //! or the store; every failure is mapped to the wire in `http::error`.
 
+use crate::enrollment::Attestation;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dps_protocol::sas::{SasToken, VerifyPolicy};
+use dps_protocol::wire::{DeviceRegistrationResult, ErrorBody};
 use dps_protocol::RegistrationId;
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
@@ -114,6 +116,10 @@ fn enrollment_response(row: &EnrollmentRow) -> Response {
 
 /// `PUT /enrollments/{registrationId}`: create or update (with `If-Match` or a body etag, only
 /// that version).
+#[utoipa::path(put, path = "/enrollments/{registration_id}", tag = "enrollments",
+    params(("registration_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    request_body = IndividualEnrollment,
+    responses((status = 200, body = IndividualEnrollment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub async fn put_enrollment(
     State(app): State<App>,
     call: OneRegistration,
@@ -140,6 +146,9 @@ pub async fn put_enrollment(
 }
 
 /// `GET /enrollments/{registrationId}`.
+#[utoipa::path(get, path = "/enrollments/{registration_id}", tag = "enrollments",
+    params(("registration_id" = String, Path)),
+    responses((status = 200, body = IndividualEnrollment), (status = 404, body = ErrorBody)))]
 pub async fn get_enrollment(
     State(app): State<App>,
     call: OneRegistration,
@@ -148,6 +157,9 @@ pub async fn get_enrollment(
 }
 
 /// `DELETE /enrollments/{registrationId}`.
+#[utoipa::path(delete, path = "/enrollments/{registration_id}", tag = "enrollments",
+    params(("registration_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub async fn delete_enrollment(
     State(app): State<App>,
     call: OneRegistration,
@@ -158,6 +170,9 @@ pub async fn delete_enrollment(
 }
 
 /// `POST /enrollments`: bulk create, update or delete; one result per refused item.
+#[utoipa::path(post, path = "/enrollments", tag = "enrollments",
+    request_body = BulkEnrollmentOperation,
+    responses((status = 200, body = BulkEnrollmentOperationResult), (status = 400, body = ErrorBody)))]
 pub async fn bulk(
     State(app): State<App>,
     headers: HeaderMap,
@@ -185,6 +200,10 @@ pub async fn bulk(
 
 /// `POST /enrollments/query` with `{"query": "*"}`: pages of enrollments, `x-ms-max-item-count`
 /// per page (default 100, at most 1000), continued with `x-ms-continuation`.
+#[utoipa::path(post, path = "/enrollments/query", tag = "enrollments",
+    params(("x-ms-max-item-count" = Option<i64>, Header), ("x-ms-continuation" = Option<String>, Header)),
+    request_body = QuerySpecification,
+    responses((status = 200, body = Vec<IndividualEnrollment>)))]
 pub async fn query(
     State(app): State<App>,
     headers: HeaderMap,
@@ -256,13 +275,16 @@ pub(super) fn page_response<R, T: serde::Serialize>(
 /// `tpm` (the key blob is the device's; service.json).
 pub(super) fn service_registration_state(
     row: &registrations::RegistrationRow,
-) -> dps_protocol::wire::DeviceRegistrationResult {
+) -> DeviceRegistrationResult {
     let mut state = registration_result(row);
     state.tpm = None;
     state
 }
 
 /// `GET /registrations/{registrationId}`: a device's registration state.
+#[utoipa::path(get, path = "/registrations/{registration_id}", tag = "registrations",
+    params(("registration_id" = String, Path)),
+    responses((status = 200, body = DeviceRegistrationResult), (status = 404, body = ErrorBody)))]
 pub async fn get_registration(
     State(app): State<App>,
     call: OneRegistration,
@@ -275,6 +297,9 @@ pub async fn get_registration(
 
 /// `POST /enrollments/{registrationId}/attestationmechanism`: the enrollment's attestation
 /// (`{type, tpm}`), as `IndividualEnrollment_GetAttestationMechanism` answers it.
+#[utoipa::path(post, path = "/enrollments/{registration_id}/attestationmechanism", tag = "enrollments",
+    params(("registration_id" = String, Path)),
+    responses((status = 200, body = Attestation), (status = 404, body = ErrorBody)))]
 pub async fn get_attestation_mechanism(
     State(app): State<App>,
     call: OneRegistration,
@@ -285,6 +310,9 @@ pub async fn get_attestation_mechanism(
 
 /// `DELETE /registrations/{registrationId}`: forgets the state and the device's key; the device
 /// must register again.
+#[utoipa::path(delete, path = "/registrations/{registration_id}", tag = "registrations",
+    params(("registration_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub async fn delete_registration(
     State(app): State<App>,
     call: OneRegistration,

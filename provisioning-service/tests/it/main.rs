@@ -19,6 +19,7 @@ mod hub;
 mod listener;
 mod metrics;
 mod node_service_sdk;
+mod openapi;
 mod outage;
 mod register;
 mod round_trips;
