@@ -97,6 +97,7 @@ pub fn check_generated_section(path: &std::path::Path, name: &str, content: &str
 /// values of set variables).
 #[must_use]
 pub fn help_reference(binary: &str, name: &str, subcommands: &[&str]) -> String {
+    use std::fmt::Write;
     let mut out = String::new();
     for sub in subcommands {
         let output = std::process::Command::new(binary)
@@ -106,7 +107,7 @@ pub fn help_reference(binary: &str, name: &str, subcommands: &[&str]) -> String 
             .unwrap();
         assert!(output.status.success(), "{name} {sub} --help");
         let help = String::from_utf8(output.stdout).unwrap();
-        out += &format!("\n### `{name} {sub}`\n\n```text\n{help}```\n");
+        let _ = write!(out, "\n### `{name} {sub}`\n\n```text\n{help}```\n");
     }
     out.push('\n');
     out
