@@ -3,7 +3,8 @@
 # only when a package is missing.
 set -euo pipefail
 
-packages=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config xxd postgresql rabbitmq-server openssl curl docker-compose)
+# chromium and chromium-driver: the admin page is tested in a real browser.
+packages=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config xxd postgresql rabbitmq-server openssl curl docker-compose chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

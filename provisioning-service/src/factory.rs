@@ -202,6 +202,7 @@ pub async fn enroll_one(
         etag: None,
         created_date_time_utc: None,
         last_updated_date_time_utc: None,
+        enrollment_group_id: None,
         extra: serde_json::Map::new(),
     };
     Ok((registration_id, write(pool, &enrollment).await?))
@@ -266,6 +267,7 @@ pub fn parse_line(
         etag: None,
         created_date_time_utc: None,
         last_updated_date_time_utc: None,
+        enrollment_group_id: None,
         extra: serde_json::Map::new(),
     }))
 }

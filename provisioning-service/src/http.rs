@@ -1,5 +1,6 @@
 //! The HTTP surface: one router for the device API and the enrollment API.
 
+pub mod admin;
 pub mod device_api;
 pub mod enrollment_groups;
 pub mod error;
@@ -51,6 +52,9 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(openapi::healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/admin", get(admin::page))
+        .route("/admin/app.js", get(admin::script))
+        .route("/admin/app.css", get(admin::style))
         // Timed per matched route (a route layer: the fallback's 404s are not timed).
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), timed))
         // A path this service does not serve: a DPS error body like every other answer.

@@ -22,6 +22,7 @@ pub fn enrollment(registration_id: &str, ek: &[u8]) -> IndividualEnrollment {
         etag: None,
         created_date_time_utc: None,
         last_updated_date_time_utc: None,
+        enrollment_group_id: None,
         extra: serde_json::Map::new(),
     }
 }

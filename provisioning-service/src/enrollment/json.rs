@@ -71,6 +71,10 @@ pub struct IndividualEnrollment {
     pub created_date_time_utc: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated_date_time_utc: Option<String>,
+    /// Read-only (ignored when written): the TPM enrollment group the device joined, for a
+    /// record made when it did (this service's extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_group_id: Option<String>,
     #[serde(flatten)]
     #[schema(ignore)]
     pub extra: Map<String, Value>,

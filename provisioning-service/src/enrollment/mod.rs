@@ -201,6 +201,7 @@ impl IndividualEnrollment {
             etag: Some(row.etag.to_string()),
             created_date_time_utc: Some(timestamp(row.created_at)),
             last_updated_date_time_utc: Some(timestamp(row.updated_at)),
+            enrollment_group_id: row.group_id.clone(),
             extra,
         }
     }

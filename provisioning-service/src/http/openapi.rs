@@ -43,6 +43,9 @@ use super::{device_api, enrollment_groups, service_api};
         healthz,
         super::readyz,
         openapi_json,
+        super::admin::page,
+        super::admin::script,
+        super::admin::style,
     )
 )]
 pub struct ApiDoc;

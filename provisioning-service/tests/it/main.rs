@@ -9,6 +9,7 @@
 )]
 
 mod abuse;
+mod admin_page;
 mod allocation;
 mod config_reference;
 mod enrollments;

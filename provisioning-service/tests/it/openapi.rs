@@ -16,6 +16,8 @@ const EXTENSIONS: &[(&str, &str)] = &[
     // The device's EK certificate for TPM enrollment groups.
     ("TpmAttestation", "endorsementKeyCertificate"),
     ("TpmAttestation", "endorsementKeyCertificateChain"),
+    // Read-only: the group a device's record was made for.
+    ("IndividualEnrollment", "enrollmentGroupId"),
     // Read-only member count of a TPM enrollment group.
     ("EnrollmentGroup", "deviceCount"),
     // The group attestation DPS does not have.
@@ -26,7 +28,14 @@ const EXTENSIONS: &[(&str, &str)] = &[
 ];
 
 /// Routes this service serves that DPS does not have.
-const OWN_ROUTES: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+const OWN_ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/admin",
+    "/admin/app.js",
+    "/admin/app.css",
+];
 
 /// `/a/{x}/b` → `/a/{}/b`: route templates compare without their parameter names.
 fn normalize(path: &str) -> String {
