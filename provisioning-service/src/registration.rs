@@ -9,7 +9,7 @@ mod group_admission;
 mod refusal;
 
 pub use admission::admit;
-pub use assignment::DeviceContext;
+use assignment::DeviceContext;
 pub use refusal::{Refusal, StepError};
 
 use dps_protocol::sas::{self, SasToken, VerifyPolicy, REGISTRATION_KEY_NAME};

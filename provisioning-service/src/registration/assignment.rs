@@ -107,7 +107,7 @@ pub(super) struct WebhookJob {
 /// What the device presents that the webhook sees: its SRK and register payload (the EK is the
 /// enrollment's).
 #[derive(Debug, Clone)]
-pub struct DeviceContext {
+pub(super) struct DeviceContext {
     pub storage_root_key: Vec<u8>,
     pub payload: Option<Value>,
 }
