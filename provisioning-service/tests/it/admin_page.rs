@@ -1,8 +1,9 @@
 //! The admin page in a real browser: headless Chromium from Debian, driven through chromedriver
 //! (WebDriver) at 320 px wide, by keyboard where a person would use one. Signs in with a policy
-//! key, finds a device, reads its enrollment and registration state, disables it and deletes
-//! it, each effect visible at once and confirmed through the API; the key never reaches a URL or
-//! storage. A screenshot is left in the test's target directory.
+//! key, finds a device, reads its enrollment and registration state, disables it (the device's
+//! next attempt is refused), enables it again (the device registers, the page shows it) and
+//! deletes it, each effect visible at once and confirmed through the API; the key never reaches
+//! a URL or storage. A screenshot is left in the test's target directory.
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -184,6 +185,17 @@ async fn the_admin_page_works_in_a_real_browser(pool: PgPool) {
         .await
         .unwrap();
     assert!(fields.contains("disabled"), "{fields}");
+    // The device's next registration attempt is refused.
+    let (status, _) = app
+        .put_register(&device.registration_id, &device.body(), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(matches!(
+        app.challenge_verdict(&device).await,
+        Err(provisioning_service::registration::StepError::Refused(
+            provisioning_service::registration::Refusal::Disabled
+        ))
+    ));
 
     // Readable at 320 px: nothing wider than the window.
     let screenshot = c.screenshot().await.unwrap();
@@ -216,6 +228,50 @@ async fn the_admin_page_works_in_a_real_browser(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(stored, json!(0));
+
+    // Enable it again (by keyboard): the device registers, and the page shows its new state.
+    let toggle = c.find(Locator::Id("toggle")).await.unwrap();
+    assert_eq!(toggle.text().await.unwrap(), "Enable");
+    toggle.send_keys(&Key::Enter.to_string()).await.unwrap();
+    message(&c, "is enabled now").await;
+    let before = c
+        .find(Locator::Id("registration-fields"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    app.provision(&mut t, &device).await;
+    c.find(Locator::Id("back"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    message(&c, "4 enrollments shown").await;
+    let row = c
+        .find(Locator::XPath(&format!("//button[text()='{id}']")))
+        .await
+        .unwrap();
+    row.click().await.unwrap();
+    c.wait()
+        .for_element(Locator::Css(
+            "#details:not([hidden]) #registration-fields dd",
+        ))
+        .await
+        .unwrap();
+    let after = c
+        .find(Locator::Id("registration-fields"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        after.contains("reprovisionedToInitialAssignment"),
+        "{after}"
+    );
+    assert_ne!(before, after, "the registration's update shows");
 
     // Delete, with a confirmation step.
     c.find(Locator::Id("delete"))
