@@ -115,6 +115,55 @@ pub fn metrics_router(app: App) -> Router {
         .with_state(app)
 }
 
+/// The static words of the routes, as the router spells them. DPS matches paths without regard
+/// to case, and the Node service SDK relies on it: it posts a group's attestation mechanism to
+/// `/enrollmentgroups/{id}/attestationmechanism` (azure-iot-provisioning-service 1.11.2,
+/// dist/provisioningserviceclient.js, `getEnrollmentGroupAttestationMechanism`).
+const ROUTE_WORDS: &[&str] = &[
+    "enrollmentGroups",
+    "enrollments",
+    "registrations",
+    "attestationmechanism",
+    "query",
+    "operations",
+    "register",
+];
+
+/// Rewrites the static words of a request's path to the router's spelling (ids are left as
+/// they are: they are case-insensitive where the handlers compare them).
+#[must_use]
+pub fn canonical_route_case<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let word = |segment: &str| {
+        ROUTE_WORDS
+            .iter()
+            .find(|w| segment.eq_ignore_ascii_case(w))
+            .copied()
+    };
+    let path = request.uri().path();
+    if !path
+        .split('/')
+        .any(|segment| word(segment).is_some_and(|w| w != segment))
+    {
+        return request;
+    }
+    let canonical: Vec<&str> = path
+        .split('/')
+        .map(|segment| word(segment).unwrap_or(segment))
+        .collect();
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{}?{query}", canonical.join("/")),
+        None => canonical.join("/"),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
 /// Runs the request with its id in [`error::REQUEST_ID`].
 async fn with_request_id(
     request: axum::extract::Request,

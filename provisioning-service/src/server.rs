@@ -47,9 +47,18 @@ pub async fn serve_tls(
             // operations to `/enrollments/?api-version=…` (Azure/azure-iot-sdk-node,
             // provisioning/service/src/provisioningserviceclient.ts,
             // `_runBulkEnrollmentOperation`), and DPS takes both forms.
-            ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+            // Their static words are matched in any case, as DPS does
+            // (`http::canonical_route_case`).
+            ServiceExt::<axum::http::Request<hyper::body::Incoming>>::into_make_service_with_connect_info::<
                 std::net::SocketAddr,
-            >(NormalizePathLayer::trim_trailing_slash().layer(crate::http::router(app))),
+            >(
+                NormalizePathLayer::trim_trailing_slash().layer(
+                    tower::util::MapRequestLayer::new(
+                        crate::http::canonical_route_case::<hyper::body::Incoming>,
+                    )
+                    .layer(crate::http::router(app)),
+                ),
+            ),
         )
         .await
 }

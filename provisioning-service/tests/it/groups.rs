@@ -317,6 +317,16 @@ async fn groups_in_dps_shapes_on_the_service_api(pool: PgPool) {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(mechanism["type"], "tpmEkCertificate");
+    // Route words in any case, as DPS matches them (the Node service SDK writes this one in
+    // lowercase).
+    let (status, same) = app
+        .admin(
+            Method::POST,
+            "/enrollmentgroups/G-1/AttestationMechanism",
+            None,
+        )
+        .await;
+    assert_eq!((status, &same), (StatusCode::OK, &mechanism));
     let (status, page) = app
         .admin(
             Method::POST,

@@ -1,6 +1,6 @@
 // Drives the unmodified Azure Node service SDK (azure-iot-provisioning-service) through every
-// individual-enrollment, registration-state and enrollment-group call it offers, against the
-// service under test. Run by tests/it/node_service_sdk.rs, which installs the SDK and passes:
+// individual-enrollment, registration-state and enrollment-group call it offers (DPS's group
+// types refused clearly; this service's TPM group accepted), against the service under test. Run by tests/it/node_service_sdk.rs, which installs the SDK and passes:
 //   DPS_PORT, DPS_CA_FILE, DPS_SAS (a service SAS), DPS_EK (base64 TPM2B_PUBLIC of a test EK, and
 //   DPS_EK_2..4 for the bulk items), DPS_REGISTERED (the registration id of a provisioned device).
 // The SDK always talks to port 443 of its host; the agent below only redirects its connections to
@@ -122,6 +122,30 @@ async function main() {
   const groups = (await client.createEnrollmentGroupQuery({ query: '*' }).next()).responseBody;
   assert.deepEqual(groups, []);
   console.log('ok enrollment groups answered');
+
+  // This service's TPM enrollment group (trusting a CA by its certificate), through the same
+  // unmodified SDK calls: create, get, update with the etag, attestation, query, delete.
+  const group = (await client.createOrUpdateEnrollmentGroup({
+    enrollmentGroupId: 'tpm-line-1',
+    attestation: { type: 'tpmEkCertificate', tpmEkCertificate: { trustedCaCertificates: [ca.toString()] } },
+    reprovisionPolicy: { updateHubAssignment: true, migrateDeviceData: false },
+  })).responseBody;
+  assert.equal(group.attestation.type, 'tpmEkCertificate');
+  const fetchedGroup = (await client.getEnrollmentGroup('tpm-line-1')).responseBody;
+  assert.equal(fetchedGroup.etag, group.etag);
+  assert.equal(fetchedGroup.deviceCount, 0);
+  const disabledGroup = (await client.createOrUpdateEnrollmentGroup({
+    ...group, provisioningStatus: 'disabled',
+  })).responseBody;
+  assert.equal(disabledGroup.provisioningStatus, 'disabled');
+  await refused('stale group etag', client.createOrUpdateEnrollmentGroup({ ...group }), 412);
+  const groupMechanism = (await client.getEnrollmentGroupAttestationMechanism('tpm-line-1')).responseBody;
+  assert.equal(groupMechanism.type, 'tpmEkCertificate');
+  const listed = (await client.createEnrollmentGroupQuery({ query: '*' }).next()).responseBody;
+  assert.deepEqual(listed.map((g) => g.enrollmentGroupId), ['tpm-line-1']);
+  await client.deleteEnrollmentGroup('tpm-line-1');
+  await refused('deleted group', client.getEnrollmentGroup('tpm-line-1'), 404);
+  console.log('ok TPM enrollment group: create, get, update, stale etag, attestation, query, delete');
 }
 
 main().then(() => console.log('all service SDK calls passed'), (err) => {
