@@ -206,6 +206,26 @@ async fn devices_that_do_not_meet_the_group_are_refused(pool: PgPool) {
     closed["provisioningStatus"] = json!("disabled");
     put_group(&app, closed).await;
     assert_eq!(challenge_refusal(&app, &device).await, "Disabled");
+    // ... and the hub check sees the member disabled.
+    let (hub, device_id): (String, String) = sqlx::query_as(
+        "SELECT assigned_hub, device_id FROM registrations WHERE registration_id = $1",
+    )
+    .bind(&device.registration_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let identity = provisioning_service::store::registrations::hub_identity(
+        &mut app.pool.acquire().await.unwrap(),
+        &hub,
+        &device_id,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        identity.provisioning_status,
+        Some(provisioning_service::enrollment::ProvisioningStatus::Disabled)
+    );
     // Deleting it deletes its members' records; their registration states stay.
     let (status, _) = app
         .admin(Method::DELETE, "/enrollmentGroups/one-only", None)
