@@ -6,6 +6,7 @@
 //! a URL or storage. A screenshot is left in the test's target directory.
 
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,8 +34,11 @@ impl ChromeDriver {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, so that Drop also ends the browser it starts (a failing test
+        // never reaches `close`).
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -50,7 +54,10 @@ impl ChromeDriver {
 
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The whole group: chromedriver and every Chromium process under it.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.wait();
     }
 }
