@@ -278,7 +278,7 @@ impl Allocation {
     }
 }
 
-/// A device's assignment before this registration.
+/// A device's assignment before this registration (read by `store::device_steps::register_view`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Previous {
     pub hub: String,

@@ -15,7 +15,7 @@ use crate::allocation::webhook::{self, AllocationRequest, DeviceRuntimeContext, 
 use crate::allocation::Failure;
 use crate::app::App;
 use crate::enrollment::IndividualEnrollment;
-use crate::store::device_steps::{self, Admission, PreviousAssignment};
+use crate::store::device_steps::{self, Admission};
 use crate::store::registrations::{RegistrationRow, Status, Substatus};
 use crate::store::{enrollments, StoreError};
 
@@ -119,7 +119,7 @@ pub(super) fn plan(
     app: &App,
     registration_id: &str,
     enrollment: &Admission,
-    previous: Option<&PreviousAssignment>,
+    previous: Option<&Previous>,
     device: DeviceContext,
 ) -> (Decided, Option<WebhookJob>) {
     let extra = enrollment.extra.as_object().cloned().unwrap_or_default();
@@ -127,11 +127,7 @@ pub(super) fn plan(
         Ok(a) => a,
         Err(e) => return (Decided::failed(Failure::Misconfigured(e.to_string())), None),
     };
-    let previous = previous.map(|p| Previous {
-        hub: p.hub.clone(),
-        device_id: p.device_id.clone(),
-        initial_twin: p.initial_twin.clone(),
-    });
+    let previous = previous.cloned();
     let device_id = enrollment
         .device_id
         .clone()

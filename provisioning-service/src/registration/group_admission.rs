@@ -88,17 +88,11 @@ pub(super) async fn join(
     let tpm = tpm
         .filter(|t| ek_hash(&t.ek_bytes) == key.ek_hash)
         .ok_or(Refusal::AttestationRequired)?;
-    let max_devices = groups::get(conn, group_id)
-        .await?
-        .and_then(|g| serde_json::from_value::<TpmEkCertificateAttestation>(g.attestation.0).ok())
-        .ok_or(Refusal::GroupClosed)?
-        .max_devices;
     let joining = Joining {
         group_id,
         registration_id,
         endorsement_key: &tpm.ek_bytes,
         ek_hash: &key.ek_hash,
-        max_devices,
     };
     match groups::join(conn, &joining, now).await {
         Ok(true) => {

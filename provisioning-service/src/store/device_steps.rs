@@ -21,6 +21,7 @@ use super::registrations::{
 };
 use super::throttle::{self, Counted};
 use super::StoreError;
+use crate::allocation::policy::Previous;
 use crate::enrollment::ProvisioningStatus;
 use crate::settings::Limit;
 
@@ -170,14 +171,6 @@ pub struct KeyCandidate {
     pub group_id: Option<String>,
 }
 
-/// The device's registration state before this step, if it was assigned.
-#[derive(Debug, Clone)]
-pub struct PreviousAssignment {
-    pub hub: String,
-    pub device_id: Option<String>,
-    pub initial_twin: Option<Value>,
-}
-
 /// The SAS step's read: the device's key candidates, and its enrollment.
 #[derive(Debug, Default)]
 pub struct RegisterView {
@@ -186,7 +179,7 @@ pub struct RegisterView {
     /// `None` if not enrolled (or no candidate: then nothing else matters).
     pub enrollment: Option<Admission>,
     /// The device's current assignment, if it has one.
-    pub previous: Option<PreviousAssignment>,
+    pub previous: Option<Previous>,
 }
 
 /// The SAS step's first statement: every key the token may have been signed with, and the
@@ -236,7 +229,7 @@ pub async fn register_view(
             view.previous = row
                 .try_get::<Option<String>, _>("assigned_hub")?
                 .map(|hub| -> sqlx::Result<_> {
-                    Ok(PreviousAssignment {
+                    Ok(Previous {
                         hub,
                         device_id: row.try_get("device_id")?,
                         initial_twin: row

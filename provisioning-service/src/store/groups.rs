@@ -202,8 +202,6 @@ pub struct Joining<'a> {
     pub registration_id: &'a str,
     pub endorsement_key: &'a [u8],
     pub ek_hash: &'a [u8],
-    /// The group's cap.
-    pub max_devices: Option<u32>,
 }
 
 /// Records a device as a member of its group: an enabled individual enrollment linked to it,
@@ -217,18 +215,20 @@ pub async fn join(
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let open: Option<(i64,)> = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM enrollments WHERE group_id = $1)
+    // The cap as the group holds it now (`tpmEkCertificate.maxDevices`), under the lock.
+    let open: Option<(i64, Option<i64>)> = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM enrollments WHERE group_id = $1),
+                (attestation->>'maxDevices')::bigint
          FROM enrollment_groups WHERE group_id = $1 AND provisioning_status = 'enabled'
          FOR UPDATE",
     )
     .bind(j.group_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((members,)) = open else {
+    let Some((members, cap)) = open else {
         return Ok(false);
     };
-    if j.max_devices.is_some_and(|cap| members >= i64::from(cap)) {
+    if cap.is_some_and(|cap| members >= cap) {
         return Ok(false);
     }
     sqlx::query(
