@@ -44,19 +44,20 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
-/// Deletes the row of `registration_id` from `table` (with `if_match`, only if its etag
+/// Deletes the row whose `key` column is `id` from `table` (with `if_match`, only if its etag
 /// matches): `NotFound` if there is none, `PreconditionFailed` if the etag differs.
 async fn delete_if_match(
     conn: &mut sqlx::PgConnection,
     table: &'static str,
-    registration_id: &str,
+    key: &'static str,
+    id: &str,
     if_match: Option<uuid::Uuid>,
 ) -> Result<(), StoreError> {
-    // `table` is one of this module's constants, never input.
+    // `table` and `key` are this module's constants, never input.
     let deleted = sqlx::query(&format!(
-        "DELETE FROM {table} WHERE registration_id = $1 AND ($2::uuid IS NULL OR etag = $2)"
+        "DELETE FROM {table} WHERE {key} = $1 AND ($2::uuid IS NULL OR etag = $2)"
     ))
-    .bind(registration_id)
+    .bind(id)
     .bind(if_match)
     .execute(&mut *conn)
     .await?
@@ -65,8 +66,8 @@ async fn delete_if_match(
         return Ok(());
     }
     let exists: Option<i32> =
-        sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE registration_id = $1"))
-            .bind(registration_id)
+        sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE {key} = $1"))
+            .bind(id)
             .fetch_optional(conn)
             .await?;
     Err(match exists {

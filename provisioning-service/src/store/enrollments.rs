@@ -183,7 +183,14 @@ pub async fn delete(
     registration_id: &str,
     if_match: Option<Uuid>,
 ) -> Result<(), StoreError> {
-    super::delete_if_match(conn, "enrollments", registration_id, if_match).await
+    super::delete_if_match(
+        conn,
+        "enrollments",
+        "registration_id",
+        registration_id,
+        if_match,
+    )
+    .await
 }
 
 /// A page of enrollments in registration id order, after `after`.

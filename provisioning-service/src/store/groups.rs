@@ -1,7 +1,9 @@
 //! TPM enrollment groups, and the individual records of the devices that joined them.
 
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
 use sqlx::types::Json;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -50,6 +52,23 @@ pub async fn members(conn: &mut PgConnection, group_id: &str) -> Result<i64, Sto
     )
 }
 
+/// A statement over the group's columns, bound in the order every write here uses: $1 group id
+/// … $5 extra, $6 a new etag, $7 `now`.
+fn with_columns<'q>(
+    sql: &'static str,
+    g: &'q NewGroup,
+    now: OffsetDateTime,
+) -> QueryAs<'q, Postgres, GroupRow, PgArguments> {
+    sqlx::query_as(sql)
+        .bind(&g.group_id)
+        .bind(Json(&g.attestation))
+        .bind(&g.iot_hub_host_name)
+        .bind(g.provisioning_status)
+        .bind(Json(&g.extra))
+        .bind(Uuid::new_v4())
+        .bind(now)
+}
+
 /// Creates or replaces (with `if_match`, only that version). Writing what is stored changes
 /// nothing, not even the etag. Returns the stored row.
 pub async fn upsert(
@@ -58,59 +77,49 @@ pub async fn upsert(
     if_match: Option<Uuid>,
     now: OffsetDateTime,
 ) -> Result<GroupRow, StoreError> {
-    let written: Option<GroupRow> = sqlx::query_as(
-        "INSERT INTO enrollment_groups (group_id, attestation, iot_hub_host_name, provisioning_status,
-                                        extra, etag, created_at, updated_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $7 WHERE $8::uuid IS NULL
-         ON CONFLICT (group_id) DO UPDATE SET
-             attestation = EXCLUDED.attestation, iot_hub_host_name = EXCLUDED.iot_hub_host_name,
-             provisioning_status = EXCLUDED.provisioning_status, extra = EXCLUDED.extra,
-             etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
-         WHERE (enrollment_groups.attestation, enrollment_groups.iot_hub_host_name,
-                enrollment_groups.provisioning_status, enrollment_groups.extra)
-               IS DISTINCT FROM
-               (EXCLUDED.attestation, EXCLUDED.iot_hub_host_name, EXCLUDED.provisioning_status,
-                EXCLUDED.extra)
-         RETURNING *",
-    )
-    .bind(&g.group_id)
-    .bind(Json(&g.attestation))
-    .bind(&g.iot_hub_host_name)
-    .bind(g.provisioning_status)
-    .bind(Json(&g.extra))
-    .bind(Uuid::new_v4())
-    .bind(now)
-    .bind(if_match)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let written = match if_match {
+        None => {
+            with_columns(
+                "INSERT INTO enrollment_groups (group_id, attestation, iot_hub_host_name,
+                                                provisioning_status, extra, etag, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                 ON CONFLICT (group_id) DO UPDATE SET
+                     attestation = EXCLUDED.attestation, iot_hub_host_name = EXCLUDED.iot_hub_host_name,
+                     provisioning_status = EXCLUDED.provisioning_status, extra = EXCLUDED.extra,
+                     etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at
+                 WHERE (enrollment_groups.attestation, enrollment_groups.iot_hub_host_name,
+                        enrollment_groups.provisioning_status, enrollment_groups.extra)
+                       IS DISTINCT FROM
+                       (EXCLUDED.attestation, EXCLUDED.iot_hub_host_name,
+                        EXCLUDED.provisioning_status, EXCLUDED.extra)
+                 RETURNING *",
+                g,
+                now,
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        Some(etag) => {
+            with_columns(
+                "UPDATE enrollment_groups SET attestation = $2, iot_hub_host_name = $3,
+                        provisioning_status = $4, extra = $5, etag = $6, updated_at = $7
+                 WHERE group_id = $1 AND etag = $8 RETURNING *",
+                g,
+                now,
+            )
+            .bind(etag)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+    };
     if let Some(row) = written {
         return Ok(row);
     }
-    if let Some(etag) = if_match {
-        let updated: Option<GroupRow> = sqlx::query_as(
-            "UPDATE enrollment_groups SET attestation = $2, iot_hub_host_name = $3,
-                    provisioning_status = $4, extra = $5, etag = $6, updated_at = $7
-             WHERE group_id = $1 AND etag = $8 RETURNING *",
-        )
-        .bind(&g.group_id)
-        .bind(Json(&g.attestation))
-        .bind(&g.iot_hub_host_name)
-        .bind(g.provisioning_status)
-        .bind(Json(&g.extra))
-        .bind(Uuid::new_v4())
-        .bind(now)
-        .bind(etag)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(row) = updated {
-            return Ok(row);
-        }
-        return match get(conn, &g.group_id).await? {
-            Some(_) => Err(StoreError::PreconditionFailed),
-            None => Err(StoreError::NotFound),
-        };
+    match get(conn, &g.group_id).await? {
+        Some(row) if if_match.is_none() => Ok(row),
+        Some(_) => Err(StoreError::PreconditionFailed),
+        None => Err(StoreError::NotFound),
     }
-    get(conn, &g.group_id).await?.ok_or(StoreError::NotFound)
 }
 
 /// Creates; `Exists` if the group id is taken.
@@ -119,22 +128,17 @@ pub async fn create(
     g: &NewGroup,
     now: OffsetDateTime,
 ) -> Result<GroupRow, StoreError> {
-    let created: Option<GroupRow> = sqlx::query_as(
+    with_columns(
         "INSERT INTO enrollment_groups (group_id, attestation, iot_hub_host_name, provisioning_status,
                                         extra, etag, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
          ON CONFLICT (group_id) DO NOTHING RETURNING *",
+        g,
+        now,
     )
-    .bind(&g.group_id)
-    .bind(Json(&g.attestation))
-    .bind(&g.iot_hub_host_name)
-    .bind(g.provisioning_status)
-    .bind(Json(&g.extra))
-    .bind(Uuid::new_v4())
-    .bind(now)
     .fetch_optional(conn)
-    .await?;
-    created.ok_or(StoreError::Exists)
+    .await?
+    .ok_or(StoreError::Exists)
 }
 
 /// Deletes (with `if_match`, only that version), and with it the records of the devices that
@@ -144,20 +148,7 @@ pub async fn delete(
     group_id: &str,
     if_match: Option<Uuid>,
 ) -> Result<(), StoreError> {
-    let deleted = sqlx::query(
-        "DELETE FROM enrollment_groups WHERE group_id = $1 AND ($2::uuid IS NULL OR etag = $2)",
-    )
-    .bind(group_id)
-    .bind(if_match)
-    .execute(&mut *conn)
-    .await?;
-    if deleted.rows_affected() == 1 {
-        return Ok(());
-    }
-    match get(conn, group_id).await? {
-        Some(_) => Err(StoreError::PreconditionFailed),
-        None => Err(StoreError::NotFound),
-    }
+    super::delete_if_match(conn, "enrollment_groups", "group_id", group_id, if_match).await
 }
 
 /// A page of groups in id order, after `after`.

@@ -116,7 +116,14 @@ pub async fn delete_registration(
     if_match: Option<Uuid>,
 ) -> Result<(), StoreError> {
     delete_challenges(conn, registration_id).await?;
-    super::delete_if_match(conn, "registrations", registration_id, if_match).await
+    super::delete_if_match(
+        conn,
+        "registrations",
+        "registration_id",
+        registration_id,
+        if_match,
+    )
+    .await
 }
 
 /// What the hub half needs to check a device's hub token: its registration, the device key it
