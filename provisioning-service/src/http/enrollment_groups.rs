@@ -6,7 +6,7 @@
 
 use crate::enrollment::group::GroupAttestation;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dps_protocol::wire::{DeviceRegistrationResult, ErrorBody};
@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 
 use super::error::{ApiError, AppJson, AppPath};
 use super::service_api::{
-    authorize, connection, if_match, page_request, page_response, service_registration_state,
+    authorize, connection, if_match, page_request, page_response, query_all,
+    service_registration_state, with_etag,
 };
 use crate::app::App;
 use crate::enrollment::group::{
@@ -24,6 +25,7 @@ use crate::enrollment::group::{
 };
 use crate::enrollment::{parse_etag, BulkMode, QuerySpecification};
 use crate::store::groups::{self, GroupRow};
+use crate::store::StoreError;
 
 /// A group's id from the path, with the caller authorized.
 fn group_call(app: &App, headers: &HeaderMap, path_id: &str) -> Result<RegistrationId, ApiError> {
@@ -31,13 +33,12 @@ fn group_call(app: &App, headers: &HeaderMap, path_id: &str) -> Result<Registrat
     RegistrationId::parse(path_id).map_err(|e| InvalidGroup::Id(e).into())
 }
 
-/// A group as the API returns it, its etag also in the `ETag` header.
-fn group_response(row: &GroupRow) -> Response {
-    let mut response = Json(EnrollmentGroup::from_row(row)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", row.etag)) {
-        response.headers_mut().insert(header::ETAG, value);
+/// A group store error on the wire: a missing group is named as one.
+fn store_error(err: StoreError) -> ApiError {
+    match err {
+        StoreError::NotFound => ApiError::NotFound("enrollment group"),
+        other => other.into(),
     }
-    response
 }
 
 async fn group(app: &App, id: &RegistrationId) -> Result<GroupRow, ApiError> {
@@ -74,11 +75,8 @@ pub async fn put(
         OffsetDateTime::now_utc(),
     )
     .await
-    .map_err(|e| match e {
-        crate::store::StoreError::NotFound => ApiError::NotFound("enrollment group"),
-        other => other.into(),
-    })?;
-    Ok(group_response(&row))
+    .map_err(store_error)?;
+    Ok(with_etag(EnrollmentGroup::from_row(&row), row.etag))
 }
 
 /// `GET /enrollmentGroups/{id}`, with how many devices have joined (`deviceCount`, this
@@ -95,11 +93,7 @@ pub async fn get(
     let row = group(&app, &id).await?;
     let mut json = EnrollmentGroup::from_row(&row);
     json.device_count = Some(groups::members(&mut *connection(&app).await?, id.as_str()).await?);
-    let mut response = Json(json).into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{}\"", row.etag)) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
-    Ok(response)
+    Ok(with_etag(json, row.etag))
 }
 
 /// `DELETE /enrollmentGroups/{id}`: the group and the records of the devices that joined it;
@@ -119,10 +113,7 @@ pub async fn delete(
         if_match(&headers)?,
     )
     .await
-    .map_err(|e| match e {
-        crate::store::StoreError::NotFound => ApiError::NotFound("enrollment group"),
-        other => other.into(),
-    })?;
+    .map_err(store_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -151,12 +142,7 @@ pub async fn query(
     AppJson(spec): AppJson<QuerySpecification>,
 ) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
-    let query = spec.query.trim();
-    if query != "*" && !query.eq_ignore_ascii_case("SELECT * FROM enrollmentGroups") {
-        return Err(ApiError::ArgumentInvalid(
-            "only the query \"*\" is supported".to_owned(),
-        ));
-    }
+    query_all(&spec, "enrollmentGroups")?;
     let (page_size, after) = page_request(&headers)?;
     let rows = groups::page(
         &mut *connection(&app).await?,
@@ -227,21 +213,23 @@ pub async fn bulk(
                 let id =
                     RegistrationId::parse(&group.enrollment_group_id).map_err(InvalidGroup::Id)?;
                 let etag = parse_etag(group.etag.as_deref())?;
-                return Ok(groups::delete(&mut conn, id.as_str(), etag).await?);
+                return groups::delete(&mut conn, id.as_str(), etag)
+                    .await
+                    .map_err(store_error);
             }
             let new = group.to_new(app.settings())?;
             match body.mode {
                 BulkMode::Create => groups::create(&mut conn, &new, now).await.map(drop),
                 BulkMode::Update => groups::upsert(&mut conn, &new, None, now).await.map(drop),
                 _ => {
-                    let etag = parse_etag(group.etag.as_deref())?
-                        .ok_or(crate::store::StoreError::PreconditionFailed)?;
+                    let etag =
+                        parse_etag(group.etag.as_deref())?.ok_or(StoreError::PreconditionFailed)?;
                     groups::upsert(&mut conn, &new, Some(etag), now)
                         .await
                         .map(drop)
                 }
             }
-            .map_err(ApiError::from)
+            .map_err(store_error)
         }
         .await;
         match outcome {

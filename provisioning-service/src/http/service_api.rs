@@ -103,15 +103,18 @@ pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<Uuid>, InvalidEnrol
     }
 }
 
-/// An enrollment as the API returns it, its etag also in the `ETag` header.
-fn enrollment_response(row: &EnrollmentRow) -> Response {
-    let json = IndividualEnrollment::from_row(row);
-    let etag = json.etag.clone().unwrap_or_default();
+/// `json` with its `etag` also in the `ETag` header.
+pub(super) fn with_etag(json: impl serde::Serialize, etag: Uuid) -> Response {
     let mut response = Json(json).into_response();
     if let Ok(value) = HeaderValue::from_str(&format!("\"{etag}\"")) {
         response.headers_mut().insert(header::ETAG, value);
     }
     response
+}
+
+/// An enrollment as the API returns it, its etag also in the `ETag` header.
+fn enrollment_response(row: &EnrollmentRow) -> Response {
+    with_etag(IndividualEnrollment::from_row(row), row.etag)
 }
 
 /// `PUT /enrollments/{registrationId}`: create or update (with `If-Match` or a body etag, only
@@ -210,12 +213,7 @@ pub async fn query(
     AppJson(spec): AppJson<QuerySpecification>,
 ) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
-    let query = spec.query.trim();
-    if query != "*" && !query.eq_ignore_ascii_case("SELECT * FROM enrollments") {
-        return Err(ApiError::ArgumentInvalid(
-            "only the query \"*\" is supported".to_owned(),
-        ));
-    }
+    query_all(&spec, "enrollments")?;
     let (page_size, after) = page_request(&headers)?;
     let rows = store::enrollments::page(
         &mut *connection(&app).await?,
@@ -229,6 +227,18 @@ pub async fn query(
         |r| &r.registration_id,
         IndividualEnrollment::from_row,
     ))
+}
+
+/// The one query supported: everything in `collection` (`*`, or its SQL spelling).
+pub(super) fn query_all(spec: &QuerySpecification, collection: &str) -> Result<(), ApiError> {
+    let query = spec.query.trim();
+    if query == "*" || query.eq_ignore_ascii_case(&format!("SELECT * FROM {collection}")) {
+        Ok(())
+    } else {
+        Err(ApiError::ArgumentInvalid(
+            "only the query \"*\" is supported".to_owned(),
+        ))
+    }
 }
 
 /// A query's page size (`x-ms-max-item-count`: default 100, at most 1000) and where it
