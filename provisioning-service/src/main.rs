@@ -42,23 +42,26 @@ async fn main() -> anyhow::Result<()> {
                 app.clone(),
                 std::time::Duration::from_secs(30),
             ));
-            if let Some(addr) = args.hub_auth_listen {
-                let hooks = std::net::TcpListener::bind(addr)
+            let side_listeners = [
+                (
+                    args.hub_auth_listen,
+                    "the brokers' auth hooks",
+                    provisioning_service::http::hub_hooks::router as fn(App) -> axum::Router,
+                ),
+                (
+                    args.metrics_listen,
+                    "metrics",
+                    provisioning_service::http::metrics_router,
+                ),
+            ];
+            for (addr, what, router) in side_listeners {
+                let Some(addr) = addr else { continue };
+                let side = std::net::TcpListener::bind(addr)
                     .with_context(|| format!("cannot listen on {addr}"))?;
-                tracing::info!(listen = %addr, "serving the brokers' auth hooks");
-                tokio::spawn(server::serve_hub_hooks(
-                    app.clone(),
-                    hooks,
-                    server::shutdown_signal(),
-                ));
-            }
-            if let Some(addr) = args.metrics_listen {
-                let metrics = std::net::TcpListener::bind(addr)
-                    .with_context(|| format!("cannot listen on {addr}"))?;
-                tracing::info!(listen = %addr, "serving metrics");
-                tokio::spawn(server::serve_metrics(
-                    app.clone(),
-                    metrics,
+                tracing::info!(listen = %addr, "serving {what}");
+                tokio::spawn(server::serve_plain(
+                    router(app.clone()),
+                    side,
                     server::shutdown_signal(),
                 ));
             }

@@ -63,29 +63,17 @@ pub async fn serve_tls(
         .await
 }
 
-/// Serves the brokers' auth hooks (`http::hub_hooks`) over plain HTTP on `listener` until
-/// `shutdown` resolves.
-pub async fn serve_hub_hooks(
-    app: App,
+/// Serves `router` over plain HTTP on `listener` until `shutdown` resolves: the side
+/// listeners, the brokers' auth hooks (`http::hub_hooks::router`) and the metrics
+/// (`http::metrics_router`), each on an address the operator keeps private.
+pub async fn serve_plain(
+    router: axum::Router,
     listener: std::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    axum::serve(listener, crate::http::hub_hooks::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Serves `/metrics` (`http::metrics_router`) over plain HTTP on `listener` until `shutdown`.
-pub async fn serve_metrics(
-    app: App,
-    listener: std::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    axum::serve(listener, crate::http::metrics_router(app))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -124,8 +124,8 @@ impl TestApp {
             "http://127.0.0.1:{}/{HUB_AUTH_SECRET}",
             hooks.local_addr().unwrap().port()
         );
-        tokio::spawn(provisioning_service::server::serve_hub_hooks(
-            app.clone(),
+        tokio::spawn(provisioning_service::server::serve_plain(
+            provisioning_service::http::hub_hooks::router(app.clone()),
             hooks,
             std::future::pending(),
         ));

@@ -7,8 +7,8 @@ use test_support::{Device, TestApp, TestTpm, HUBS};
 async fn scrape(app: &TestApp) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(provisioning_service::server::serve_metrics(
-        app.app.clone(),
+    tokio::spawn(provisioning_service::server::serve_plain(
+        provisioning_service::http::metrics_router(app.app.clone()),
         listener,
         std::future::pending(),
     ));
