@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{holds_nul, InvalidEnrollment, ProvisioningStatus};
-use crate::allocation::policy::Allocation;
+use super::{InvalidEnrollment, ProvisioningStatus};
 use crate::settings::Settings;
 use crate::store::groups::{GroupRow, NewGroup};
 use crate::timestamp;
@@ -236,21 +235,15 @@ impl EnrollmentGroup {
         if strings
             .iter()
             .any(|list| list.iter().any(|s| s.contains('\0')))
-            || self
-                .extra
-                .iter()
-                .any(|(k, v)| k.contains('\0') || holds_nul(v))
         {
             return Err(InvalidEnrollment::NulCharacter("enrollment group").into());
         }
-        if let Some(hub) = &self.iot_hub_host_name {
-            if !settings.linked_hubs.contains(hub) {
-                return Err(InvalidEnrollment::HubNotLinked(hub.clone()).into());
-            }
-        }
-        Allocation::read(&self.extra, self.iot_hub_host_name.as_deref())
-            .and_then(|a| a.check(&settings.linked_hubs, settings.allow_http_webhooks))
-            .map_err(InvalidEnrollment::from)?;
+        super::check_shared_fields(
+            "enrollment group",
+            &self.extra,
+            self.iot_hub_host_name.as_deref(),
+            Some(settings),
+        )?;
         Ok(NewGroup {
             group_id: id.as_str().to_owned(),
             attestation: serde_json::to_value(&attestation).unwrap_or_default(),

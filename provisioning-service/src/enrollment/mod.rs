@@ -71,6 +71,34 @@ pub(crate) fn holds_nul(value: &Value) -> bool {
     }
 }
 
+/// Checks the DPS fields an individual enrollment and an enrollment group share alike: no NUL
+/// character in the other fields (`what` names the object) or in `iotHubHostName`, the
+/// allocation fields readable ([`Allocation::read`]) and, when the service's `settings` are
+/// given, every hub named linked and a webhook https.
+pub(crate) fn check_shared_fields(
+    what: &'static str,
+    extra: &Map<String, Value>,
+    iot_hub_host_name: Option<&str>,
+    settings: Option<&Settings>,
+) -> Result<(), InvalidEnrollment> {
+    if extra.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
+        return Err(InvalidEnrollment::NulCharacter(what));
+    }
+    if iot_hub_host_name.is_some_and(|h| h.contains('\0')) {
+        return Err(InvalidEnrollment::NulCharacter("iotHubHostName"));
+    }
+    let allocation = Allocation::read(extra, iot_hub_host_name)?;
+    if let Some(settings) = settings {
+        if let Some(hub) = iot_hub_host_name {
+            if !settings.linked_hubs.contains(hub) {
+                return Err(InvalidEnrollment::HubNotLinked(hub.to_owned()));
+            }
+        }
+        allocation.check(&settings.linked_hubs, settings.allow_http_webhooks)?;
+    }
+    Ok(())
+}
+
 /// What an enrollment operation fails with.
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollmentError {
@@ -129,35 +157,18 @@ impl IndividualEnrollment {
             .and_then(|ek| ek.storage_key("EK").map(|_| ()))
             .map_err(InvalidEnrollment::EndorsementKey)?;
         if self
-            .extra
-            .iter()
-            .any(|(k, v)| k.contains('\0') || holds_nul(v))
-        {
-            return Err(InvalidEnrollment::NulCharacter("enrollment"));
-        }
-        if self
-            .iot_hub_host_name
-            .as_deref()
-            .is_some_and(|h| h.contains('\0'))
-        {
-            return Err(InvalidEnrollment::NulCharacter("iotHubHostName"));
-        }
-        if self
             .device_id
             .as_deref()
             .is_some_and(|d| !valid_device_id(d))
         {
             return Err(InvalidEnrollment::DeviceId);
         }
-        let allocation = Allocation::read(&self.extra, self.iot_hub_host_name.as_deref())?;
-        if let Some(settings) = settings {
-            if let Some(hub) = &self.iot_hub_host_name {
-                if !settings.linked_hubs.contains(hub) {
-                    return Err(InvalidEnrollment::HubNotLinked(hub.clone()));
-                }
-            }
-            allocation.check(&settings.linked_hubs, settings.allow_http_webhooks)?;
-        }
+        check_shared_fields(
+            "enrollment",
+            &self.extra,
+            self.iot_hub_host_name.as_deref(),
+            settings,
+        )?;
         let mut extra = self.extra.clone();
         if let Some(srk) = &tpm.storage_root_key {
             extra.insert(
