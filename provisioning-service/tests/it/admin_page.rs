@@ -84,17 +84,26 @@ async fn browser(driver: &ChromeDriver, profile: &std::path::Path) -> Client {
         .expect("start Chromium")
 }
 
+/// The text of the element `#id`.
+async fn text_of(c: &Client, id: &str) -> String {
+    c.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
+}
+
+/// Clicks the element `#id`.
+async fn click(c: &Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Waits until `#message` says something containing `text`.
 async fn message(c: &Client, text: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let shown = c
-            .find(Locator::Id("message"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let shown = text_of(c, "message").await;
         if shown.contains(text) {
             return;
         }
@@ -159,13 +168,7 @@ async fn the_admin_page_works_in_a_real_browser(pool: PgPool) {
         ))
         .await
         .unwrap();
-    let registration = c
-        .find(Locator::Id("registration-fields"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let registration = text_of(&c, "registration-fields").await;
     assert!(registration.contains("assigned"), "{registration}");
     assert!(
         registration.contains(test_support::HUBS[1]),
@@ -173,24 +176,13 @@ async fn the_admin_page_works_in_a_real_browser(pool: PgPool) {
     );
 
     // Disable: the page shows it at once, and the API agrees.
-    c.find(Locator::Id("toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "toggle").await;
     message(&c, "is disabled now").await;
     let (_, enrollment) = app
         .admin(Method::GET, &format!("/enrollments/{id}"), None)
         .await;
     assert_eq!(enrollment["provisioningStatus"], "disabled");
-    let fields = c
-        .find(Locator::Id("enrollment-fields"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fields = text_of(&c, "enrollment-fields").await;
     assert!(fields.contains("disabled"), "{fields}");
     // The device's next registration attempt is refused.
     let (status, _) = app
@@ -241,20 +233,9 @@ async fn the_admin_page_works_in_a_real_browser(pool: PgPool) {
     assert_eq!(toggle.text().await.unwrap(), "Enable");
     toggle.send_keys(&Key::Enter.to_string()).await.unwrap();
     message(&c, "is enabled now").await;
-    let before = c
-        .find(Locator::Id("registration-fields"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = text_of(&c, "registration-fields").await;
     app.provision(&mut t, &device).await;
-    c.find(Locator::Id("back"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "back").await;
     message(&c, "4 enrollments shown").await;
     let row = c
         .find(Locator::XPath(&format!("//button[text()='{id}']")))
@@ -267,13 +248,7 @@ async fn the_admin_page_works_in_a_real_browser(pool: PgPool) {
         ))
         .await
         .unwrap();
-    let after = c
-        .find(Locator::Id("registration-fields"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = text_of(&c, "registration-fields").await;
     assert!(
         after.contains("reprovisionedToInitialAssignment"),
         "{after}"
@@ -281,18 +256,8 @@ async fn the_admin_page_works_in_a_real_browser(pool: PgPool) {
     assert_ne!(before, after, "the registration's update shows");
 
     // Delete, with a confirmation step.
-    c.find(Locator::Id("delete"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Id("confirm-delete"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "delete").await;
+    click(&c, "confirm-delete").await;
     message(&c, "was deleted").await;
     let (status, _) = app
         .admin(Method::GET, &format!("/enrollments/{id}"), None)
@@ -300,12 +265,7 @@ async fn the_admin_page_works_in_a_real_browser(pool: PgPool) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A wrong key is refused with the service's message, and nothing is shown.
-    c.find(Locator::Id("sign-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "sign-out").await;
     let key = c.find(Locator::Id("policy-key")).await.unwrap();
     key.send_keys(&STANDARD.encode([7u8; 32])).await.unwrap();
     key.send_keys(&Key::Enter.to_string()).await.unwrap();
