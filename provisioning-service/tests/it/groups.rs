@@ -397,6 +397,9 @@ async fn groups_in_dps_shapes_on_the_service_api(pool: PgPool) {
         body["message"].as_str().unwrap().contains("not a CA"),
         "{body}"
     );
+    // None of the refused writes left a group behind.
+    let (status, _) = app.admin(Method::GET, "/enrollmentGroups/g-2", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     let (status, _) = app
         .admin(Method::DELETE, "/enrollmentGroups/g-1", None)
