@@ -512,7 +512,7 @@ mod tests {
 
     use super::*;
     use sqlx::PgPool;
-    use test_support::{Swtpm, TestApp, ID_SCOPE};
+    use test_support::{Reply, Swtpm, TestApp, Webhook, ID_SCOPE};
 
     /// Where the device provisions; the blocking client is made (and dropped) on a blocking
     /// thread, off the test's runtime.
@@ -536,14 +536,22 @@ mod tests {
         }
     }
 
-    /// Enrolls the TPM behind `swtpm`; returns where and how to provision it.
-    async fn setup(app: &TestApp, swtpm: &Swtpm, dir: &Path) -> (Target, Options) {
+    /// Enrolls the TPM behind `swtpm` with these extra DPS fields; returns where and how to
+    /// provision it.
+    async fn setup(
+        app: &TestApp,
+        swtpm: &Swtpm,
+        dir: &Path,
+        fields: serde_json::Value,
+    ) -> (Target, Options) {
         let ek = {
             let mut tpm = Tpm::open(&swtpm.tcti()).unwrap();
             tpm.endorsement_key().unwrap()
         };
         let id = RegistrationId::from_endorsement_key(&ek);
-        app.enroll(id.as_str(), &ek).await;
+        let mut e = test_support::enrollment(id.as_str(), &ek);
+        e.extra = fields.as_object().cloned().unwrap_or_default();
+        app.enroll_with(e).await;
         let options = Options {
             registration_id: None,
             state_file: dir.join("state.json"),
@@ -600,7 +608,7 @@ mod tests {
         let app = TestApp::spawn(pool.clone()).await;
         let swtpm = Swtpm::start();
         let dir = tempfile::tempdir().unwrap();
-        let (target, options) = setup(&app, &swtpm, dir.path()).await;
+        let (target, options) = setup(&app, &swtpm, dir.path(), serde_json::json!({})).await;
 
         let stage = run_until(&target, &options, |s| *s == Stage::KeyImported).await;
         assert_eq!(stage, Stage::KeyImported);
@@ -620,12 +628,21 @@ mod tests {
         );
     }
 
+    /// A device polls only while an allocation webhook decides (a decision made at once comes
+    /// with the register answer): the webhook here takes a second.
     #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
     async fn a_run_killed_while_polling_completes_on_the_next(pool: PgPool) {
-        let app = TestApp::spawn(pool.clone()).await;
+        let pki = std::sync::Arc::new(test_support::Pki::new());
+        let mut settings = test_support::settings();
+        settings.webhook_ca_pem = Some(pki.ca_pem.clone());
+        let app = TestApp::spawn_with(pool.clone(), settings, pki).await;
+        let answer = serde_json::json!({"iotHubHostName": test_support::HUBS[0]});
+        let webhook = Webhook::start(&app.pki, Reply::Late(Duration::from_secs(1), answer)).await;
         let swtpm = Swtpm::start();
         let dir = tempfile::tempdir().unwrap();
-        let (target, options) = setup(&app, &swtpm, dir.path()).await;
+        let custom = serde_json::json!({"allocationPolicy": "custom",
+            "customAllocationDefinition": {"webhookUrl": webhook.url, "apiVersion": "2021-10-01"}});
+        let (target, options) = setup(&app, &swtpm, dir.path(), custom).await;
 
         let stage = run_until(&target, &options, |s| matches!(s, Stage::Assigning { .. })).await;
         let Stage::Assigning { operation_id } = stage else {

@@ -1,5 +1,6 @@
 //! One device's registration over HTTPS, as the device API expects it (docs/protocol.md §2):
-//! challenge → activate and import in the software TPM → SAS register → poll.
+//! challenge → activate and import in the software TPM → SAS register (→ poll while the
+//! service answers `assigning`).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -94,7 +95,9 @@ async fn call<T: serde::de::DeserializeOwned>(
         .and_then(|v| v.parse().ok());
     let bytes = response.bytes().await.map_err(|e| transport(leg, &e))?;
     times.push((leg, started.elapsed()));
-    if status != expect && !(leg == Leg::Poll && status == StatusCode::ACCEPTED) {
+    // An operation's status comes as 200 once decided, 202 while assigning.
+    let operation = matches!(leg, Leg::Register | Leg::Poll);
+    if status != expect && !(operation && status == StatusCode::ACCEPTED) {
         return Err(Failure::Status {
             leg,
             status: status.as_u16(),
@@ -166,22 +169,38 @@ pub async fn register(
         .unwrap_or_else(|never| match never {})
     };
     let token = sign(unix_now() + 300);
-    let (accepted, _): (RegistrationOperationStatus, _) = call(
+    let (mut status, mut retry_after): (RegistrationOperationStatus, _) = call(
         Leg::Register,
         client
             .put(&url)
             .header(reqwest::header::AUTHORIZATION, &token)
             .json(&body),
-        StatusCode::ACCEPTED,
+        StatusCode::OK,
         times,
     )
     .await?;
     let poll_url = format!(
         "{}/{}/registrations/{id}/operations/{}?api-version={API_VERSION}",
-        target.base, target.id_scope, accepted.operation_id
+        target.base, target.id_scope, status.operation_id
     );
-    for _ in 0..MAX_POLLS {
-        let (status, retry_after): (RegistrationOperationStatus, _) = call(
+    let mut leg = Leg::Register;
+    for polls in 0.. {
+        match status.status {
+            RegistrationStatus::Assigned => return Ok(()),
+            RegistrationStatus::Assigning | RegistrationStatus::Unassigned => {}
+            RegistrationStatus::Failed | RegistrationStatus::Disabled => {
+                return Err(Failure::Protocol {
+                    leg,
+                    what: "the registration failed",
+                })
+            }
+        }
+        if polls == MAX_POLLS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1))).await;
+        leg = Leg::Poll;
+        (status, retry_after) = call(
             Leg::Poll,
             client
                 .get(&poll_url)
@@ -190,18 +209,6 @@ pub async fn register(
             times,
         )
         .await?;
-        match status.status {
-            RegistrationStatus::Assigned => return Ok(()),
-            RegistrationStatus::Assigning | RegistrationStatus::Unassigned => {
-                tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1))).await;
-            }
-            RegistrationStatus::Failed | RegistrationStatus::Disabled => {
-                return Err(Failure::Protocol {
-                    leg: Leg::Poll,
-                    what: "the registration failed",
-                })
-            }
-        }
     }
     Err(Failure::Protocol {
         leg: Leg::Poll,

@@ -338,10 +338,17 @@ pub async fn register(
                     "device registered"
                 );
             }
-            return Ok(RegistrationOperationStatus {
-                operation_id: row.operation_id.to_string(),
-                status: RegistrationStatus::Assigning,
-                registration_state: None,
+            // Decided at once (no webhook to ask): the answer carries the decision, so the
+            // device needs no poll. DPS's specification allows `200` with the operation status
+            // here, and the Azure clients finish on an `assigned` register answer.
+            return Ok(if row.status == Status::Assigning {
+                RegistrationOperationStatus {
+                    operation_id: row.operation_id.to_string(),
+                    status: RegistrationStatus::Assigning,
+                    registration_state: None,
+                }
+            } else {
+                operation_result(&row)
             });
         }
     }
@@ -385,12 +392,17 @@ pub async fn operation_status(
     if row.operation_id.to_string() != operation_id.to_ascii_lowercase() {
         return Err(Refusal::UnknownOperation.into());
     }
-    let state = registration_result(&row);
-    Ok(RegistrationOperationStatus {
+    Ok(operation_result(&row))
+}
+
+/// A registration row as an operation's status, with its registration state.
+fn operation_result(row: &RegistrationRow) -> RegistrationOperationStatus {
+    let state = registration_result(row);
+    RegistrationOperationStatus {
         operation_id: row.operation_id.to_string(),
         status: state.status,
         registration_state: Some(state),
-    })
+    }
 }
 
 /// `POST /{idScope}/registrations/{registrationId}`.

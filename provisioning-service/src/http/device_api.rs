@@ -105,13 +105,15 @@ fn with_retry_after(mut response: Response) -> Response {
 }
 
 /// `PUT /{idScope}/registrations/{registrationId}/register`: without `Authorization`, the TPM
-/// challenge (`401 {authenticationKey}`); with a SAS, the registration (`202 {operationId}`).
+/// challenge (`401 {authenticationKey}`); with a SAS, the registration (`200` with the decision,
+/// or `202 {operationId}` while a webhook decides).
 #[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
 #[utoipa::path(put, path = "/{id_scope}/registrations/{registration_id}/register", tag = "device",
     params(("id_scope" = String, Path), ("registration_id" = String, Path), ("api-version" = String, Query)),
     request_body = DeviceRegistration,
     responses(
-        (status = 202, description = "Registered; the operation is assigning", body = RegistrationOperationStatus),
+        (status = 200, description = "Registered and decided at once: the operation status with the registration state", body = RegistrationOperationStatus),
+        (status = 202, description = "Registered; the operation is assigning (a custom allocation webhook decides)", body = RegistrationOperationStatus),
         (status = 401, description = "The TPM challenge (no Authorization), or refused", body = TpmChallenge),
         (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn register(
@@ -160,10 +162,7 @@ pub async fn register(
                 Err(StepError::Refused(_)) => app.metrics().attestation(Outcome::failure),
                 Err(_) => {}
             }
-            let status = result?;
-            Ok(with_retry_after(
-                (StatusCode::ACCEPTED, Json(status)).into_response(),
-            ))
+            Ok(operation_response(result?))
         }
     }
 }
@@ -214,14 +213,18 @@ pub async fn operation_status(
         )
         .await,
     )?;
-    // The DPS device API specification answers 202 (with Retry-After) while assigning and 200
-    // once done; aziot-identityd and the Azure SDKs accept both. This service assigns within
-    // the register call, so a poll finds the final state.
-    Ok(if status.status == RegistrationStatus::Assigning {
+    Ok(operation_response(status))
+}
+
+/// An operation's status as the register call and the poll answer it: 202 with Retry-After
+/// while assigning, 200 once decided (the DPS device API specification allows both for either
+/// call; aziot-identityd and the Azure SDKs accept both, and poll only while `assigning`).
+fn operation_response(status: RegistrationOperationStatus) -> Response {
+    if status.status == RegistrationStatus::Assigning {
         with_retry_after((StatusCode::ACCEPTED, Json(status)).into_response())
     } else {
         Json(status).into_response()
-    })
+    }
 }
 
 /// `POST /{idScope}/registrations/{registrationId}`: the device's registration state.

@@ -1,7 +1,7 @@
 //! The device steps' statements: each is one round trip, and a step is at most two of them with
 //! the service's own work (RSA, HMAC) in between. A complete registration (challenge, SAS
-//! registration, one poll) costs Postgres five statements instead of thirteen in eight
-//! transactions (docs/architecture.md, "Round trips").
+//! registration answered with its decision) costs Postgres four statements instead of thirteen
+//! in eight transactions (docs/architecture.md, decision 2).
 //!
 //! A step's read and its write are separate statements, not one transaction held across the
 //! service's work: the write re-checks, in the same statement, everything the read decided on

@@ -68,6 +68,44 @@ async fn full_registration_through_https_with_a_tpm(pool: PgPool) {
     assert_eq!(challenges, 0);
 }
 
+/// Decided at once, the register call answers 200 with the decision (DPS's specification
+/// allows it; the Azure clients finish on it), the same state a poll then reads: a device needs
+/// two requests, not three.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn the_register_answer_carries_the_decision(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    let blob = app.challenge(&device).await;
+    t.tpm.import_authentication_key(&blob).unwrap();
+    let token = device.sas(&mut t.tpm, test_support::now() + 60);
+    let response = app
+        .register_request(&device)
+        .header("authorization", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("retry-after").is_none());
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["status"], "assigned", "{answer}");
+    let state = &answer["registrationState"];
+    assert_eq!(state["assignedHub"], HUBS[HASHED_HUB_OF_RECORDED_TPM]);
+    assert_eq!(
+        state["tpm"]["authenticationKey"].as_str().map(str::len),
+        Some(blob.len().div_ceil(3) * 4)
+    );
+
+    let operation_id = answer["operationId"].as_str().unwrap();
+    let (status, polled) = app.poll(&device, operation_id, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{polled}");
+    assert_eq!(
+        polled, answer,
+        "the poll reads what the register call answered"
+    );
+}
+
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn pinned_hub_and_device_id_are_honoured(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
@@ -94,7 +132,7 @@ async fn a_registration_started_on_one_instance_finishes_on_another(pool: PgPool
     let blob = a.challenge(&device).await;
     t.tpm.import_authentication_key(&blob).unwrap();
     let (status, body) = b.register_with(&device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
     let operation_id = body["operationId"].as_str().unwrap();
     let (status, body) = a.poll(&device, operation_id, &mut t.tpm).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -117,8 +155,8 @@ async fn concurrent_registrations_of_one_device_end_in_one_state(pool: PgPool) {
         app.put_register(&device.registration_id, &body, Some(&token)),
         app.put_register(&device.registration_id, &body, Some(&token)),
     );
-    assert_eq!(first.0, StatusCode::ACCEPTED, "{}", first.1);
-    assert_eq!(second.0, StatusCode::ACCEPTED, "{}", second.1);
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+    assert_eq!(second.0, StatusCode::OK, "{}", second.1);
     assert_eq!(registration_count(&app.pool).await, 1);
     let (status, state) = app.device_state(&device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::OK);
@@ -171,7 +209,7 @@ async fn re_registration_issues_a_fresh_key_and_retires_the_old_one(pool: PgPool
     let second_blob = app.challenge(&device).await;
     t.tpm.import_authentication_key(&second_blob).unwrap();
     let (status, body) = app.register_with(&device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
 
     let (status, body): (StatusCode, Value) = app
         .put_register(&device.registration_id, &device.body(), Some(&old_token))
@@ -224,7 +262,7 @@ async fn the_sas_leg_needs_no_tpm_in_the_body(pool: PgPool) {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     let (status, body) = app
         .poll(&device, body["operationId"].as_str().unwrap(), &mut t.tpm)
@@ -319,7 +357,7 @@ async fn a_rotated_service_key_keeps_devices_working(pool: PgPool) {
     let (status, body) = rotated.device_state(&device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::OK, "the old key still opens: {body}");
     let (status, body) = rotated.register_with(&device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
     let new_id = key_id().await;
     assert_ne!(new_id, old_id, "re-sealed under the current key");
     assert_eq!(new_id, Sealer::new(&new).key_id());
@@ -455,6 +493,6 @@ async fn a_mixed_case_registration_id_is_one_registration_in_lowercase(pool: PgP
             Some(&token),
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(registration_count(&app.pool).await, 1);
 }
