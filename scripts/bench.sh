@@ -9,6 +9,7 @@
 # BENCH_ROWS picks rows, as INSTANCES:CONCURRENCY:CONNECTIONS words, e.g.
 #   BENCH_ROWS="1:256:fresh 2:256:fresh" scripts/bench.sh 60
 # BENCH_LOG is the services' RUST_LOG (default warn; info adds a line per assignment).
+# BENCH_SERVICE measures another provisioning-service binary (an older build, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10} devices=${2:-2000}
@@ -26,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --locked -q -p provisioning-service -p loadgen
-service=$PWD/target/release/provisioning-service loadgen=$PWD/target/release/dps-loadgen
+service=${BENCH_SERVICE:-$PWD/target/release/provisioning-service} loadgen=$PWD/target/release/dps-loadgen
 pg_start "$work" "$(free_port)"
 postmaster=$(head -1 "$work/pgdata/postmaster.pid")
 

@@ -198,7 +198,12 @@ pub async fn register(
         if polls == MAX_POLLS {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1))).await;
+        // The first poll goes at once (as aziot-identityd's does): a service that answers the
+        // register call with `assigning` but decides at once costs one request more, not a
+        // second of waiting.
+        if polls > 0 {
+            tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1))).await;
+        }
         leg = Leg::Poll;
         (status, retry_after) = call(
             Leg::Poll,
