@@ -75,13 +75,29 @@ pub struct DatabaseArgs {
     /// Postgres connection URL.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
-    /// Largest number of pooled database connections.
-    #[arg(long, env = "DPS_DB_MAX_CONNECTIONS", default_value_t = defaults::DB_MAX_CONNECTIONS)]
-    pub db_max_connections: u32,
+    /// Largest number of pooled database connections [default: twice the cores this process
+    /// may use]. Keep the sum over all instances near a few per Postgres core: idle backends
+    /// that wake one by one cost Postgres CPU on every statement.
+    #[arg(long, env = "DPS_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
     /// Longest wait for a database connection, milliseconds; past it a request gets 503 with
     /// Retry-After (the database is away or saturated).
     #[arg(long, env = "DPS_DB_ACQUIRE_TIMEOUT_MS", default_value_t = defaults::DB_ACQUIRE_TIMEOUT_MS)]
     pub db_acquire_timeout_ms: u64,
+}
+
+impl DatabaseArgs {
+    /// `--db-max-connections`, or [`defaults::DB_CONNECTIONS_PER_CORE`] per core this process
+    /// may use (`available_parallelism` honours CPU affinity and cgroup quotas).
+    #[must_use]
+    pub fn max_connections(&self) -> u32 {
+        self.db_max_connections.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            u32::try_from(cores)
+                .unwrap_or(u32::MAX)
+                .saturating_mul(defaults::DB_CONNECTIONS_PER_CORE)
+        })
+    }
 }
 
 #[derive(Debug, Args)]

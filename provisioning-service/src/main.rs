@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 async fn connect(db: &DatabaseArgs) -> anyhow::Result<PgPool> {
     let pool = provisioning_service::store::pool_options(
-        db.db_max_connections,
+        db.max_connections(),
         std::time::Duration::from_millis(db.db_acquire_timeout_ms),
     )
     .connect(&db.database_url)

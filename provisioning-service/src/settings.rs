@@ -20,7 +20,11 @@ pub mod defaults {
     pub const POLL_RATE: u32 = 5;
     pub const POLL_WINDOW_SECS: u64 = 10;
     pub const MAX_BODY_BYTES: usize = 96 * 1024;
-    pub const DB_MAX_CONNECTIONS: u32 = 20;
+    /// Pooled database connections per core this process may use, unless set: a pool larger
+    /// than the statements an instance can have in flight only adds Postgres backends that each
+    /// wake for a share of the work, and that costs Postgres CPU on every statement (measured:
+    /// docs/operations.md, "Sizing").
+    pub const DB_CONNECTIONS_PER_CORE: u32 = 2;
     pub const DB_ACQUIRE_TIMEOUT_MS: u64 = 2000;
     /// Open HTTPS connections at most; more are closed at accept.
     pub const MAX_CONNECTIONS: usize = 1024;

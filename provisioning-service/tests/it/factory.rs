@@ -14,7 +14,7 @@ use crate::enrollments::fake_ek;
 fn db() -> DatabaseArgs {
     DatabaseArgs {
         database_url: String::new(),
-        db_max_connections: 1,
+        db_max_connections: Some(1),
         db_acquire_timeout_ms: 1000,
     }
 }
