@@ -94,3 +94,35 @@ async fn concurrent_registrations_of_one_device_both_succeed(pool: PgPool) {
     let (status, _) = app.device_state(&device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A re-registration rewrites the device's row where it lies (a heap-only update: no new index
+/// entries), since nothing indexed changes and the page has room (migration 0010). Counted by
+/// Postgres, which publishes a backend's counts within a second or so.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_re_registration_rewrites_the_row_in_place(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    for _ in 0..3 {
+        app.provision(&mut t, &device).await;
+    }
+    let mut counts = (0, 0);
+    for _ in 0..100 {
+        counts = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'registrations'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if counts.0 == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        counts,
+        (2, 2),
+        "(updates, heap-only updates) of registrations"
+    );
+}
