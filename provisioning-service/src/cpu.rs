@@ -29,8 +29,39 @@ impl CpuPool {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CpuError> {
+        self.core().await?.run(job).await
+    }
+
+    /// A core, once one is free.
+    pub async fn core(&self) -> Result<Core<'_>, CpuError> {
         // The semaphore is never closed, so acquiring fails only in theory.
-        let _permit = self.permits.acquire().await.map_err(|_| CpuError)?;
+        self.permits
+            .acquire()
+            .await
+            .map(|p| Core { _permit: p })
+            .map_err(|_| CpuError)
+    }
+
+    /// A core if one is free now: a caller holding what others wait for (a database
+    /// connection) keeps it across the job only when the job will not queue.
+    #[must_use]
+    pub fn core_now(&self) -> Option<Core<'_>> {
+        self.permits.try_acquire().ok().map(|p| Core { _permit: p })
+    }
+}
+
+/// One core's turn: the job given to [`Core::run`] has it to itself.
+#[derive(Debug)]
+pub struct Core<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Core<'_> {
+    /// Runs `job` on a blocking thread; the core is free again when it ends.
+    pub async fn run<T: Send + 'static>(
+        self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, CpuError> {
         tokio::task::spawn_blocking(job).await.map_err(|_| CpuError)
     }
 }

@@ -158,14 +158,19 @@ pub async fn challenge(
         admit(&mut conn, gate.enrollment, &ek_hash).await?;
         None
     };
-    // The connection goes back to the pool while the RSA work waits for a core: a burst of
-    // challenges must queue for CPU, not hold the connections registrations and polls need.
-    drop(conn);
-
-    // The RSA work (two OAEP encryptions) and the sealing, off the async workers.
+    // The RSA work (two OAEP encryptions) and the sealing, off the async workers. With a core
+    // free now, the step keeps its connection for the write after it (one checkout, one return
+    // to the pool); otherwise the connection goes back to the pool while the work waits for a
+    // core: a burst of challenges must queue for CPU, not hold the connections registrations
+    // and polls need.
+    let (core, kept) = if let Some(core) = app.cpu().core_now() {
+        (core, Some(conn))
+    } else {
+        drop(conn);
+        (app.cpu().core().await?, None)
+    };
     let job = (app.clone(), tpm.ek.clone(), tpm.srk.clone(), id.to_owned());
-    let issued = app
-        .cpu()
+    let issued = core
         .run(move || {
             let (app, ek, srk, id) = job;
             let mut rng = rand::rngs::OsRng;
@@ -194,7 +199,11 @@ pub async fn challenge(
         expires_at: now + app.settings().challenge_ttl(),
         group_id,
     };
-    device_steps::put_challenge(&mut *app.acquire().await?, &row).await?;
+    let mut conn = match kept {
+        Some(conn) => conn,
+        None => app.acquire().await?,
+    };
+    device_steps::put_challenge(&mut conn, &row).await?;
     Ok(blob)
 }
 

