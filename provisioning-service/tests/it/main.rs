@@ -19,6 +19,8 @@ mod housekeeping;
 mod hub;
 mod listener;
 mod metrics;
+mod node;
+mod node_device_sdk;
 mod node_service_sdk;
 mod openapi;
 mod outage;
