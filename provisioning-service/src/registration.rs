@@ -349,7 +349,8 @@ pub async fn register(
             }
             // Decided at once (no webhook to ask): the answer carries the decision, so the
             // device needs no poll. DPS's specification allows `200` with the operation status
-            // here, and the Azure clients finish on an `assigned` register answer.
+            // here; the Azure Node SDK finishes on it, aziot-identityd polls once regardless
+            // (docs/protocol.md §2).
             return Ok(if row.status == Status::Assigning {
                 RegistrationOperationStatus {
                     operation_id: row.operation_id.to_string(),

@@ -218,7 +218,8 @@ pub async fn operation_status(
 
 /// An operation's status as the register call and the poll answer it: 202 with Retry-After
 /// while assigning, 200 once decided (the DPS device API specification allows both for either
-/// call; aziot-identityd and the Azure SDKs accept both, and poll only while `assigning`).
+/// call; aziot-identityd and the Azure Node SDK accept both, and the Node SDK polls only while
+/// `assigning`).
 fn operation_response(status: RegistrationOperationStatus) -> Response {
     if status.status == RegistrationStatus::Assigning {
         with_retry_after((StatusCode::ACCEPTED, Json(status)).into_response())

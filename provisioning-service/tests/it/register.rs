@@ -69,7 +69,7 @@ async fn full_registration_through_https_with_a_tpm(pool: PgPool) {
 }
 
 /// Decided at once, the register call answers 200 with the decision (DPS's specification
-/// allows it; the Azure clients finish on it), the same state a poll then reads: a device needs
+/// allows it; the Azure Node SDK finishes on it), the same state a poll then reads: a device needs
 /// two requests, not three.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn the_register_answer_carries_the_decision(pool: PgPool) {
