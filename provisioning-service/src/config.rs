@@ -88,12 +88,11 @@ pub struct DatabaseArgs {
 
 impl DatabaseArgs {
     /// `--db-max-connections`, or [`defaults::DB_CONNECTIONS_PER_CORE`] per core this process
-    /// may use (`available_parallelism` honours CPU affinity and cgroup quotas).
+    /// may use ([`crate::cpu::cores`]).
     #[must_use]
     pub fn max_connections(&self) -> u32 {
         self.db_max_connections.unwrap_or_else(|| {
-            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            u32::try_from(cores)
+            u32::try_from(crate::cpu::cores())
                 .unwrap_or(u32::MAX)
                 .saturating_mul(defaults::DB_CONNECTIONS_PER_CORE)
         })

@@ -9,6 +9,13 @@ use tokio::sync::Semaphore;
 #[error("a CPU-bound job did not finish")]
 pub struct CpuError;
 
+/// The cores this process may use (`available_parallelism` honours CPU affinity and cgroup
+/// quotas): what the RSA jobs and, by default, the database pool are sized by.
+#[must_use]
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 #[derive(Debug)]
 pub struct CpuPool {
     permits: Semaphore,
@@ -18,9 +25,8 @@ impl CpuPool {
     /// One job at a time per core this process may use.
     #[must_use]
     pub fn new() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         Self {
-            permits: Semaphore::new(cores),
+            permits: Semaphore::new(cores()),
         }
     }
 

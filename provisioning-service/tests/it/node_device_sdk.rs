@@ -69,19 +69,17 @@ async fn the_unmodified_node_device_sdk_provisions_its_tpm_without_polling(pool:
     );
 
     let metrics = app.app.metrics().render(&app.pool);
-    let requests = |route: &str, status: u16| {
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!(
-                    "dps_http_request_duration_seconds_count{{method=\"PUT\",route=\"{route}\",status=\"{status}\"}} "
-                ))
-            })
-            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    let register_calls = |status: u16| {
+        crate::metrics::sample(&metrics, &format!(
+            "dps_http_request_duration_seconds_count{{method=\"PUT\",route=\"/{{id_scope}}/registrations/{{registration_id}}/register\",status=\"{status}\"}}"
+        ))
     };
-    let register = "/{id_scope}/registrations/{registration_id}/register";
-    assert_eq!(requests(register, 401), 1, "one challenge\n{metrics}");
-    assert_eq!(requests(register, 200), 1, "one registration\n{metrics}");
+    assert_eq!(register_calls(401), Some(1.0), "one challenge\n{metrics}");
+    assert_eq!(
+        register_calls(200),
+        Some(1.0),
+        "one registration\n{metrics}"
+    );
     assert!(
         !metrics.contains("/operations/"),
         "no poll was needed\n{metrics}"
