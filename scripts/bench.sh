@@ -7,8 +7,10 @@
 # and of the Postgres cluster (from /proc), 5xx answers, failures; then the load average.
 # On demand, not in CI.
 #   scripts/bench.sh [SECONDS_PER_RUN=10] [DEVICES=2000]
-# BENCH_ROWS picks rows, as INSTANCES:CONCURRENCY:CONNECTIONS words, e.g.
+# BENCH_ROWS picks rows, as INSTANCES:CONCURRENCY:CONNECTIONS[:RATE] words (RATE: registrations
+# started per second, steady, to compare CPU per registration at one offered load), e.g.
 #   BENCH_ROWS="1:256:fresh 2:256:fresh" scripts/bench.sh 60
+#   BENCH_ROWS="1:64:fresh:200 1:64:keep-alive:200" scripts/bench.sh 20
 # BENCH_LOG is the services' RUST_LOG (default warn; info adds a line per assignment).
 # BENCH_SERVICE measures another provisioning-service binary (an older build, to compare).
 set -euo pipefail
@@ -51,10 +53,11 @@ common=(--id-scope 0ne00BENCH --ca-file "$work/secrets/ca.pem" --devices "$devic
 # A warm-up, so that every instance has its pool and caches filled.
 "$loadgen" "${common[@]}" --url "${urls[0]}" --url "${urls[1]}" --concurrency 8 --count 200 >/dev/null
 
-run() { # INSTANCES CONCURRENCY CONNECTIONS
-    local n=$1 targets=() watch=()
+run() { # INSTANCES CONCURRENCY CONNECTIONS [RATE]
+    local n=$1 targets=() watch=() rate=()
     for ((i = 0; i < n; i++)); do targets+=(--url "${urls[$i]}") watch+=(--service-pid "${service_pids[$i]}"); done
-    "$loadgen" "${common[@]}" "${targets[@]}" "${watch[@]}" --postgres-pid "$postmaster" \
+    [[ -n ${4:-} ]] && rate=(--rate "$4")
+    "$loadgen" "${common[@]}" "${targets[@]}" "${watch[@]}" "${rate[@]}" --postgres-pid "$postmaster" \
         --concurrency "$2" --connections "$3" --duration "$seconds" --output row
 }
 
@@ -67,8 +70,8 @@ echo "dps-loadgen, $seconds s per run, $devices devices, $(nproc) cores ($(sed -
 rows=${BENCH_ROWS:-"1:1:fresh 2:1:fresh 1:8:fresh 2:8:fresh 1:32:fresh 2:32:fresh
     1:128:fresh 2:128:fresh 1:256:fresh 2:256:fresh 1:32:keep-alive 2:32:keep-alive"}
 for row in $rows; do
-    IFS=: read -r n c conn <<<"$row"
+    IFS=: read -r n c conn rate <<<"$row"
     psql -q "$DATABASE_URL" -c VACUUM
-    run "$n" "$c" "$conn"
+    run "$n" "$c" "$conn" "$rate"
 done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

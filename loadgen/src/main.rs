@@ -67,6 +67,10 @@ struct Args {
     /// Only the challenge (the service's RSA work), no registration.
     #[arg(long)]
     challenge_only: bool,
+    /// Start registrations at this steady rate per second (open loop; --concurrency must
+    /// cover rate × latency) instead of as fast as they finish.
+    #[arg(long, value_parser = positive_rate)]
+    rate: Option<f64>,
     /// Count this service process's CPU (repeat for several instances).
     #[arg(long = "service-pid")]
     service_pids: Vec<i32>,
@@ -93,6 +97,13 @@ fn first_policy(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
         .split_once('=')
         .context("a policy line is name=base64key")?;
     Ok((name.trim().to_owned(), STANDARD.decode(key.trim())?))
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
 }
 
 #[tokio::main]
@@ -138,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         duration: args.duration.map(Duration::from_secs),
         connections: args.connections,
         challenge_only: args.challenge_only,
+        rate: args.rate,
     };
     let watched = Watched {
         services: args.service_pids.clone(),

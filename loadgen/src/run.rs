@@ -34,6 +34,10 @@ pub struct Plan {
     pub connections: Connections,
     /// Only the challenge leg (the service's RSA work).
     pub challenge_only: bool,
+    /// Start registrations at this steady rate (per second, across all workers) instead of as
+    /// fast as the workers finish them: CPU per registration compared at the same offered load,
+    /// not at whatever throughput each build reaches on a shared machine.
+    pub rate: Option<f64>,
 }
 
 /// What a run measured.
@@ -156,6 +160,14 @@ pub async fn run(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= limit {
                     break;
+                }
+                if let Some(rate) = plan.rate {
+                    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    if deadline.is_some_and(|d| due >= d) {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 let device = &fleet.devices[i % fleet.devices.len()];
                 let target = &plan.targets[i % plan.targets.len()];

@@ -59,6 +59,7 @@ async fn two_hundred_fifty_six_devices_at_once_all_assigned_without_a_5xx(pool: 
         duration: None,
         connections: Connections::Fresh,
         challenge_only: false,
+        rate: None,
     };
     let report = run::run(&plan, fleet, tls).await.unwrap();
     assert_eq!(report.server_errors, 0, "{report:#?}");
