@@ -94,8 +94,8 @@ pub async fn challenge_gate(
     now: OffsetDateTime,
 ) -> Result<ChallengeGate, StoreError> {
     let row = sqlx::query(&format!(
-        "SELECT hit.count, hit.window_start, {ADMISSION_COLUMNS}
-         FROM throttle_hit($1, $2, $3) AS hit {}",
+        "WITH hit AS ({}) SELECT hit.count, hit.window_start, {ADMISSION_COLUMNS} FROM hit {}",
+        throttle::hit_cte!("SELECT $1, $2::timestamptz, 1", "$3"),
         enrollment_join!("4")
     ))
     .bind(bucket)
@@ -392,12 +392,15 @@ pub async fn poll(
     limit: Limit,
     now: OffsetDateTime,
 ) -> Result<Option<Polled>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT r.*, hit.count, hit.window_start
-         FROM registrations r
-         CROSS JOIN LATERAL throttle_hit('poll:' || r.registration_id || '@' || $2, $3, $4) AS hit
-         WHERE r.registration_id = $1",
-    )
+    Ok(sqlx::query_as(concat!(
+        "WITH r AS (SELECT * FROM registrations WHERE registration_id = $1),
+         hit AS (",
+        throttle::hit_cte!(
+            "SELECT 'poll:' || r.registration_id || '@' || $2, $3::timestamptz, 1 FROM r",
+            "$4"
+        ),
+        ") SELECT r.*, hit.count, hit.window_start FROM r CROSS JOIN hit"
+    ))
     .bind(registration_id)
     .bind(client_address)
     .bind(now)

@@ -1,6 +1,32 @@
-//! Fixed-window counters in Postgres, so every instance sees the same count. The count itself is
-//! the SQL function `throttle_hit` (migration 0006), so that a protocol step can count a request
-//! in the same statement as the rest of its work.
+//! Fixed-window counters in Postgres, so every instance sees the same count. A count is one
+//! upsert ([`hit_cte!`]) that a protocol step writes into its own statement, so that counting
+//! a request costs no round trip of its own.
+
+/// One hit on a throttle bucket, as the body of a `WITH hit AS (...)`: `$bucket_row` is a
+/// `SELECT` of one row `(bucket, now)` (no row: nothing counted), `$window_secs` the window's
+/// length in seconds. It returns the bucket's `count` and `window_start` after the hit. Fixed
+/// windows: the first hit after a window ended starts a new one.
+///
+/// Written inline rather than calling the PL/pgSQL function `throttle_hit` (migration 0006,
+/// which older instances may still call): the function's call and result materialisation cost
+/// Postgres more than the upsert itself.
+macro_rules! hit_cte {
+    ($bucket_row:expr, $window_secs:literal) => {
+        concat!(
+            "INSERT INTO throttle AS t (bucket, window_start, count) ",
+            $bucket_row,
+            " ON CONFLICT (bucket) DO UPDATE SET
+                 count = CASE WHEN t.window_start <= EXCLUDED.window_start - make_interval(secs => ",
+            $window_secs,
+            ") THEN 1 ELSE t.count + 1 END,
+                 window_start = CASE WHEN t.window_start <= EXCLUDED.window_start - make_interval(secs => ",
+            $window_secs,
+            ") THEN EXCLUDED.window_start ELSE t.window_start END
+             RETURNING t.count, t.window_start"
+        )
+    };
+}
+pub(crate) use hit_cte;
 
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -8,7 +34,7 @@ use time::OffsetDateTime;
 use super::StoreError;
 use crate::settings::Limit;
 
-/// A bucket's counter after one hit, as `throttle_hit` returns it.
+/// A bucket's counter after one hit, as [`hit_cte!`] returns it.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct Counted {
     #[sqlx(rename = "count")]
@@ -38,12 +64,16 @@ pub async fn hit(
     limit: Limit,
     now: OffsetDateTime,
 ) -> Result<Option<u64>, StoreError> {
-    let counted: Counted = sqlx::query_as("SELECT * FROM throttle_hit($1, $2, $3)")
-        .bind(bucket)
-        .bind(now)
-        .bind(window_secs(limit))
-        .fetch_one(conn)
-        .await?;
+    let counted: Counted = sqlx::query_as(concat!(
+        "WITH hit AS (",
+        hit_cte!("SELECT $1, $2::timestamptz, 1", "$3"),
+        ") SELECT count, window_start FROM hit"
+    ))
+    .bind(bucket)
+    .bind(now)
+    .bind(window_secs(limit))
+    .fetch_one(conn)
+    .await?;
     Ok(counted.refusal(limit, now))
 }
 
