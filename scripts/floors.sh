@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# What the parts of a registration cost at the least on this machine, next to which
+# scripts/bench.sh's CPU per registration can be read: Postgres CPU per round trip of a minimal
+# prepared statement (pgbench: `SELECT 1`, and a one-row upsert like the throttle's), and the
+# service's CPU per full TLS 1.3 handshake (openssl s_time, one connection at a time) and per
+# HTTP request on an open connection (curl, GET /healthz, no database). The RSA and SAS floors
+# are criterion's: cargo bench -p dps-protocol --bench crypto. On demand, not in CI.
+#   scripts/floors.sh [SECONDS=10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+scripts/install-deps.sh
+source scripts/lib/postgres.sh
+source scripts/lib/ports.sh
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    pg_stop "$work"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+cargo build --release --locked -q -p provisioning-service
+pg_start "$work" "$(free_port)"
+postmaster=$(head -1 "$work/pgdata/postmaster.pid")
+hz=$(getconf CLK_TCK)
+
+# CPU ticks: of one process; of the cluster (postmaster, its exited children, its live ones).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cluster_ticks() {
+    local t child
+    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
+    for child in $(pgrep -P "$postmaster"); do t=$((t + $(ticks "$child" 2>/dev/null || echo 0))); done
+    echo "$t"
+}
+per_op() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { printf "%.3f", t / hz * 1000 / n }'; }
+
+psql -q "$DATABASE_URL" -c "CREATE UNLOGGED TABLE floor (k int PRIMARY KEY, n int NOT NULL)" \
+    -c "INSERT INTO floor SELECT g, 0 FROM generate_series(1, 1000) g"
+echo 'SELECT 1;' >"$work/select.sql"
+printf '\\set k random(1, 1000)\nINSERT INTO floor VALUES (:k, 1) ON CONFLICT (k) DO UPDATE SET n = floor.n + 1;\n' >"$work/upsert.sql"
+echo "floors, $seconds s each, $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1))"
+# Four clients at 1,000 statements/s in all: each backend sleeps between statements, as the
+# service's do at a few hundred registrations/s.
+for script in select upsert; do
+    before=$(cluster_ticks)
+    out=$(pgbench -n -M prepared -c 4 -j 1 -R 1000 -T "$seconds" -f "$work/$script.sql" "$DATABASE_URL" 2>&1)
+    used=$(($(cluster_ticks) - before))
+    n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+    printf '  %-48s %s ms Postgres CPU\n' "Postgres, one $script statement (pgbench)" "$(per_op "$used" "$n")"
+done
+
+port=$(free_port)
+RUST_LOG=warn DPS_SECRETS_DIR=$work/secrets DPS_LISTEN=127.0.0.1:$port DPS_ID_SCOPE=0ne00FLOOR DPS_IOT_HUBS=hub.example \
+    PROVISIONING_SERVICE=$PWD/target/release/provisioning-service scripts/run-service.sh >"$work/service.log" 2>&1 &
+pids+=($!)
+url=https://localhost:$port
+for _ in $(seq 1 300); do curl -sf --cacert "$work/secrets/ca.pem" "$url/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+service=$(pgrep -f "^$PWD/target/release/provisioning-service serve" | head -1)
+[[ -n $service ]] || { cat "$work/service.log" >&2; exit 1; }
+
+before=$(ticks "$service")
+out=$(openssl s_time -connect "127.0.0.1:$port" -new -time "$seconds" -CAfile "$work/secrets/ca.pem" 2>&1)
+used=$(($(ticks "$service") - before))
+n=$(sed -n 's/^\([0-9]*\) connections in [0-9.]* real.*/\1/p' <<<"$out" | head -1)
+printf '  %-48s %s ms service CPU\n' "service, one full TLS 1.3 handshake" "$(per_op "$used" "$n")"
+
+requests=$((seconds * 500))
+before=$(ticks "$service")
+curl -sf --cacert "$work/secrets/ca.pem" -o /dev/null "$url/healthz?n=[1-$requests]"
+used=$(($(ticks "$service") - before))
+printf '  %-48s %s ms service CPU\n' "service, one HTTP request on an open connection" "$(per_op "$used" "$requests")"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
