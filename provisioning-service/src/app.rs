@@ -12,6 +12,7 @@ use crate::hub::keys::DeviceKeys;
 use crate::metrics::Metrics;
 use crate::sealing::Sealer;
 use crate::settings::{Settings, SettingsError};
+use crate::store::lease::{Lease, Spares};
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone, Debug)]
@@ -26,6 +27,7 @@ struct Inner {
     cpu: CpuPool,
     webhooks: WebhookClient,
     metrics: Metrics,
+    spares: Arc<Spares>,
 }
 
 impl App {
@@ -41,6 +43,8 @@ impl App {
         .map_err(|e| SettingsError::WebhookCa(e.to_string()))?;
         let device_keys =
             DeviceKeys::new(std::time::Duration::from_millis(settings.hub_key_cache_ms));
+        let metrics = Metrics::new();
+        let spares = Spares::new(metrics.pool_returns.clone());
         Ok(Self(Arc::new(Inner {
             pool,
             sealer,
@@ -48,7 +52,8 @@ impl App {
             device_keys,
             cpu: CpuPool::new(),
             webhooks,
-            metrics: Metrics::new(),
+            metrics,
+            spares,
         })))
     }
 
@@ -85,15 +90,16 @@ impl App {
         &self.0.metrics
     }
 
-    /// A pooled connection, the wait measured (`dps_db_pool_acquire_duration_seconds`).
-    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+    /// A connection for one request: one a device step just finished with cleanly, else one
+    /// from the pool (`store::lease`); the wait measured (`dps_db_pool_acquire_duration_seconds`).
+    pub async fn acquire(&self) -> Result<Lease<'_>, sqlx::Error> {
         let started = std::time::Instant::now();
-        let conn = self.0.pool.acquire().await;
+        let lease = self.0.spares.acquire(&self.0.pool).await;
         self.0
             .metrics
             .pool_acquire
             .observe(started.elapsed().as_secs_f64());
-        conn
+        lease
     }
 
     /// The allocation webhooks' HTTPS client (`allocation::webhook`).

@@ -202,6 +202,7 @@ pub async fn authenticate(
         if let Some(retry_after) = store::throttle::peek(&mut conn, &bucket, limit, now).await? {
             return Err(HubRefusal::Throttled { retry_after }.into());
         }
+        conn.done();
     }
     let outcome = verify(app, credentials, now).await;
     if matches!(outcome, Err(HubError::Refused(_))) {

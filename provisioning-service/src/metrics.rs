@@ -78,6 +78,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Histogram>,
     sealing_failures: Counter,
     pub pool_acquire: Histogram,
+    pub pool_returns: Counter,
     pool_connections: Family<PoolLabels, Gauge>,
     pool_max: Gauge,
 }
@@ -135,6 +136,13 @@ impl Metrics {
             "Time waited for a database connection",
             pool_acquire.clone(),
         );
+        let pool_returns = Counter::default();
+        registry.register(
+            "dps_db_pool_returns",
+            "Database connections handed back to the pool, each confirmed with a round trip (a \
+             device step's clean connection waits for the next request instead, store::lease)",
+            pool_returns.clone(),
+        );
         let pool_connections = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "dps_db_pool_connections",
@@ -156,6 +164,7 @@ impl Metrics {
             requests,
             sealing_failures,
             pool_acquire,
+            pool_returns,
             pool_connections,
             pool_max,
         }

@@ -159,14 +159,13 @@ pub async fn challenge(
         None
     };
     // The RSA work (two OAEP encryptions) and the sealing, off the async workers. With a core
-    // free now, the step keeps its connection for the write after it (one checkout, one return
-    // to the pool); otherwise the connection goes back to the pool while the work waits for a
-    // core: a burst of challenges must queue for CPU, not hold the connections registrations
-    // and polls need.
+    // free now, the step keeps its connection for the write after it; otherwise the connection
+    // goes to the next request while the work waits for a core: a burst of challenges must
+    // queue for CPU, not hold the connections registrations and polls need.
     let (core, kept) = if let Some(core) = app.cpu().core_now() {
         (core, Some(conn))
     } else {
-        drop(conn);
+        conn.done();
         (app.cpu().core().await?, None)
     };
     let job = (app.clone(), tpm.ek.clone(), tpm.srk.clone(), id.to_owned());
@@ -204,6 +203,7 @@ pub async fn challenge(
         None => app.acquire().await?,
     };
     device_steps::put_challenge(&mut conn, &row).await?;
+    conn.done();
     Ok(blob)
 }
 
@@ -335,6 +335,7 @@ pub async fn register(
         };
         decided.apply(&mut row, now);
         if let Some(row) = device_steps::assign(&mut conn, &row, key.source).await? {
+            conn.done();
             assignment::count(app, &row);
             if let Some(job) = webhook {
                 tracing::info!(registration_id = id, "asking the allocation webhook");
@@ -380,7 +381,7 @@ async fn authenticated_state(
     let polled = device_steps::poll(&mut conn, id, client_address, limit, now)
         .await?
         .ok_or(Refusal::NoLiveKey)?;
-    drop(conn);
+    conn.done();
     let row = polled.registration;
     verify(app, token, id, &row.sealed_key, &row.key_id, now)?;
     if let Some(retry_after) = polled.counted.refusal(limit, now) {

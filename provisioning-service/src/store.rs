@@ -22,6 +22,7 @@ pub mod device_steps;
 pub mod enrollments;
 pub mod groups;
 pub mod housekeeping;
+pub mod lease;
 pub mod registrations;
 pub mod throttle;
 
@@ -90,7 +91,8 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
 /// connection shows as the request's error instead (503) and is not returned to the pool; idle
 /// connections are closed after a while and every connection is replaced periodically, so a
 /// restarted or failed-over Postgres is picked up without a probe per request. (sqlx 0.8 still
-/// sends a Sync on every release, off the request's path: `PoolConnection::return_to_pool`.)
+/// confirms every return to the pool with a Sync, `PoolConnection::return_to_pool`; a device
+/// step's clean connection goes to the next request instead, [`lease`].)
 #[must_use]
 pub fn pool_options(
     max_connections: u32,

@@ -13,8 +13,6 @@ use axum::Json;
 use dps_protocol::sas::{SasToken, VerifyPolicy};
 use dps_protocol::wire::{DeviceRegistrationResult, ErrorBody};
 use dps_protocol::RegistrationId;
-use sqlx::pool::PoolConnection;
-use sqlx::Postgres;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -26,6 +24,7 @@ use crate::enrollment::{
 };
 use crate::registration::{parse_registration_id, registration_result};
 use crate::store::enrollments::EnrollmentRow;
+use crate::store::lease::Lease;
 use crate::store::{self, registrations, StoreError};
 
 const CONTINUATION: HeaderName = HeaderName::from_static("x-ms-continuation");
@@ -84,7 +83,7 @@ impl FromRequestParts<App> for OneRegistration {
 }
 
 /// One pooled connection for the request.
-pub(super) async fn connection(app: &App) -> Result<PoolConnection<Postgres>, ApiError> {
+pub(super) async fn connection(app: &App) -> Result<Lease<'_>, ApiError> {
     app.acquire().await.map_err(ApiError::internal)
 }
 

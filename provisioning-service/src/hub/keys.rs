@@ -68,7 +68,7 @@ impl DeviceKeys {
         }
         let mut conn = app.acquire().await?;
         let row = registrations::hub_identity(&mut conn, hub, device_id).await?;
-        drop(conn);
+        conn.done();
         let key = match row {
             Some(row) => Some(Arc::new(DeviceKey {
                 key: app

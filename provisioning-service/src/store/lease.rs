@@ -1,0 +1,183 @@
+//! Connections a device step handed back clean, kept a moment for the next step.
+//!
+//! sqlx confirms every connection that goes back to its pool with a round trip (a Sync, in
+//! `PoolConnection::return_to_pool`): that flushes a dropped transaction's queued ROLLBACK and
+//! drains a cancelled query's answers. A device step's statements are complete and outside any
+//! transaction when the step says it is [done](Lease::done) with its connection, so there is
+//! nothing to flush: the connection waits here for the next request instead, and a registration
+//! costs Postgres its statements and nothing else. A connection not taken again within
+//! [`KEPT_FOR`] goes back to the pool the usual way, so sqlx's idle and lifetime policies and
+//! the requests that use the pool directly still get it. While requests wait for a connection,
+//! a clean one goes straight to the longest-waiting of them (kept, it would starve them; sent
+//! back to the pool, it would cost the round trip). A lease dropped any other way (an error, a
+//! cancelled request) goes back the usual way at once.
+
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
+use tokio::sync::oneshot;
+
+/// How long a clean connection waits for the next request before it goes back to the pool.
+pub const KEPT_FOR: Duration = Duration::from_millis(50);
+
+/// The clean connections waiting for a request, newest last.
+#[derive(Debug)]
+pub struct Spares {
+    kept: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+    /// Requests waiting for a connection, longest first (a closed one gave up or got one from
+    /// the pool).
+    waiting: Mutex<VecDeque<oneshot::Sender<PoolConnection<Postgres>>>>,
+    /// Connections handed back to sqlx's pool (each confirmed with a round trip).
+    returned: Counter,
+}
+
+impl Spares {
+    /// Spares counting returns to the pool in `returned`. With a tokio runtime at hand, a task
+    /// sends connections left waiting past [`KEPT_FOR`] back to the pool; it ends with them.
+    #[must_use]
+    pub fn new(returned: Counter) -> Arc<Self> {
+        let spares = Arc::new(Self {
+            kept: Mutex::new(Vec::new()),
+            waiting: Mutex::new(VecDeque::new()),
+            returned,
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(expire_while_alive(Arc::downgrade(&spares)));
+        }
+        spares
+    }
+
+    /// The most recently kept connection, else whichever comes first: one a request is done
+    /// with, or one from `pool` (waiting as long as the pool's acquire timeout).
+    pub async fn acquire<'a>(&'a self, pool: &PgPool) -> Result<Lease<'a>, sqlx::Error> {
+        let conn = if let Some(conn) = self.take() {
+            conn
+        } else {
+            let (handoff, handed) = oneshot::channel();
+            {
+                let mut waiting = lock(&self.waiting);
+                waiting.retain(|w| !w.is_closed());
+                waiting.push_back(handoff);
+            }
+            // A connection handed over after the pool's came first is dropped with `handed`:
+            // back to the pool the usual way.
+            tokio::select! {
+                biased;
+                Ok(conn) = handed => conn,
+                conn = pool.acquire() => conn?,
+            }
+        };
+        Ok(Lease {
+            conn: Some(conn),
+            spares: self,
+        })
+    }
+
+    fn take(&self) -> Option<PoolConnection<Postgres>> {
+        self.expire(Instant::now());
+        lock(&self.kept).pop().map(|(conn, _)| conn)
+    }
+
+    /// Hands `conn` to the longest-waiting request, or keeps it for the next one.
+    fn keep(&self, mut conn: PoolConnection<Postgres>) {
+        loop {
+            let Some(waiter) = lock(&self.waiting).pop_front() else {
+                break;
+            };
+            match waiter.send(conn) {
+                Ok(()) => return,
+                // That request stopped waiting: the next one, if any.
+                Err(back) => conn = back,
+            }
+        }
+        lock(&self.kept).push((conn, Instant::now()));
+    }
+
+    /// Sends the connections kept since before `now - KEPT_FOR` back to the pool.
+    fn expire(&self, now: Instant) {
+        let stale: Vec<_> = {
+            let mut kept = lock(&self.kept);
+            // Oldest first: the stale ones are a prefix.
+            let fresh_from = kept.partition_point(|(_, at)| now.duration_since(*at) >= KEPT_FOR);
+            kept.drain(..fresh_from).collect()
+        };
+        // Dropped outside the lock: each drop hands its connection to sqlx's return task.
+        self.returned.inc_by(stale.len() as u64);
+        drop(stale);
+    }
+}
+
+impl Drop for Spares {
+    fn drop(&mut self) {
+        let kept = self.kept.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.returned.inc_by(kept.len() as u64);
+    }
+}
+
+/// The lists are left consistent at every step, so a panic elsewhere while one was locked
+/// leaves nothing to repair.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn expire_while_alive(spares: Weak<Spares>) {
+    let mut tick = tokio::time::interval(KEPT_FOR);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(spares) = spares.upgrade() else {
+            return;
+        };
+        spares.expire(Instant::now());
+    }
+}
+
+/// A pooled connection for one request. Dropped, it goes back to sqlx's pool (with sqlx's
+/// round trip); [`Lease::done`] keeps it for the next request instead.
+#[derive(Debug)]
+pub struct Lease<'a> {
+    conn: Option<PoolConnection<Postgres>>,
+    spares: &'a Spares,
+}
+
+impl Lease<'_> {
+    /// The holder finished its statements (each one awaited to its end, no transaction open):
+    /// the connection is clean and waits for the next request.
+    pub fn done(mut self) {
+        if let Some(conn) = self.conn.take() {
+            debug_assert!(
+                !conn.is_in_transaction(),
+                "a lease given back mid-transaction"
+            );
+            self.spares.keep(conn);
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.conn.is_some() {
+            self.spares.returned.inc();
+        }
+    }
+}
+
+impl Deref for Lease<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        // `conn` is `None` only inside `done` and `drop`.
+        self.conn.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl DerefMut for Lease<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
