@@ -3,7 +3,7 @@
 //! a request costs no round trip of its own.
 
 /// One hit on a throttle bucket, as the body of a `WITH hit AS (...)`: `$bucket_row` is a
-/// `SELECT` of one row `(bucket, now)` (no row: nothing counted), `$window_secs` the window's
+/// `SELECT` of one row `(bucket, now, 1)` (no row: nothing counted), `$window_secs` the window's
 /// length in seconds. It returns the bucket's `count` and `window_start` after the hit. Fixed
 /// windows: the first hit after a window ended starts a new one.
 ///
