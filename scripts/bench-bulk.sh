@@ -11,9 +11,7 @@ scripts/install-deps.sh
 source scripts/lib/postgres.sh
 source scripts/lib/ports.sh
 
-work=$(mktemp -d)
-cleanup() { pg_stop "$work"; rm -rf "$work"; }
-trap cleanup EXIT
+source scripts/lib/scratch.sh
 
 cargo build --release --locked -q -p provisioning-service -p loadgen
 pg_start "$work" "$(free_port)"

@@ -3,6 +3,7 @@
 # valid hub token, as fast as wrk can send them, with the CPU each costs the service and the
 # Postgres cluster (utime+stime from /proc, exited children included). On demand, not in CI.
 #   scripts/bench-hub-auth.sh [CONNECTIONS=32] [SECONDS=15]
+# BENCH_SERVICE measures another provisioning-service binary (an older build, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${1:-32} seconds=${2:-15}
@@ -11,17 +12,10 @@ command -v wrk >/dev/null || { sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(su
 source scripts/lib/postgres.sh
 source scripts/lib/swtpm.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    pg_stop "$work"
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/scratch.sh
 
 cargo build --release --locked -q -p provisioning-service -p device-client
-service=$PWD/target/release/provisioning-service device=$PWD/target/release/device-client
+service=${BENCH_SERVICE:-$PWD/target/release/provisioning-service} device=$PWD/target/release/device-client
 pg_start "$work" "$(free_port)"
 tpm_port=$(free_port) service_port=$(free_port) hooks_port=$(free_port)
 scripts/run-swtpm.sh "$work/tpm" "$tpm_port" >"$work/swtpm.log" 2>&1 &
@@ -50,18 +44,11 @@ LUA
 url=http://127.0.0.1:$hooks_port/$(cat "$work/secrets/hub-auth.secret")/emqx/authn
 curl -sf -XPOST -H 'content-type: application/json' --data @"$work/body.json" "$url" | grep -q '"result":"allow"'
 
-# The service process is run-service.sh's exec; the cluster is the postmaster and its children.
-postmaster=$(head -1 "$work/pgdata/postmaster.pid")
+# The service process is run-service.sh's exec.
 cpu() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
-cluster_cpu() {
-    local total child
-    total=$(cpu "$postmaster")
-    for child in $(pgrep -P "$postmaster"); do total=$((total + $(cpu "$child"))); done
-    echo "$total"
-}
-s0=$(cpu "$service_pid") p0=$(cluster_cpu)
+s0=$(cpu "$service_pid") p0=$(pg_cpu_ticks "$work")
 wrk -t2 -c"$conns" -d"${seconds}s" -s "$work/post.lua" "$url" >"$work/wrk.out"
-s1=$(cpu "$service_pid") p1=$(cluster_cpu)
+s1=$(cpu "$service_pid") p1=$(pg_cpu_ticks "$work")
 requests=$(awk '/requests in/ {print $1}' "$work/wrk.out")
 hz=$(getconf CLK_TCK)
 echo "hub connect checks: $(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")/s over $requests calls, $conns connections"

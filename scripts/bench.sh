@@ -20,14 +20,7 @@ scripts/install-deps.sh
 source scripts/lib/postgres.sh
 source scripts/lib/ports.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    pg_stop "$work"
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/scratch.sh
 
 cargo build --release --locked -q -p provisioning-service -p loadgen
 service=${BENCH_SERVICE:-$PWD/target/release/provisioning-service} loadgen=$PWD/target/release/dps-loadgen

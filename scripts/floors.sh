@@ -13,28 +13,12 @@ scripts/install-deps.sh
 source scripts/lib/postgres.sh
 source scripts/lib/ports.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    pg_stop "$work"
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/scratch.sh
 
 cargo build --release --locked -q -p provisioning-service
 pg_start "$work" "$(free_port)"
-postmaster=$(head -1 "$work/pgdata/postmaster.pid")
 hz=$(getconf CLK_TCK)
-
-# CPU ticks: of one process; of the cluster (postmaster, its exited children, its live ones).
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-cluster_ticks() {
-    local t child
-    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
-    for child in $(pgrep -P "$postmaster"); do t=$((t + $(ticks "$child" 2>/dev/null || echo 0))); done
-    echo "$t"
-}
 per_op() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { printf "%.3f", t / hz * 1000 / n }'; }
 
 psql -q "$DATABASE_URL" -c "CREATE UNLOGGED TABLE floor (k int PRIMARY KEY, n int NOT NULL)" \
@@ -45,9 +29,9 @@ echo "floors, $seconds s each, $(nproc) cores ($(sed -n 's/^model name\s*: //p' 
 # Four clients at 1,000 statements/s in all: each backend sleeps between statements, as the
 # service's do at a few hundred registrations/s.
 for script in select upsert; do
-    before=$(cluster_ticks)
+    before=$(pg_cpu_ticks "$work")
     out=$(pgbench -n -M prepared -c 4 -j 1 -R 1000 -T "$seconds" -f "$work/$script.sql" "$DATABASE_URL" 2>&1)
-    used=$(($(cluster_ticks) - before))
+    used=$(($(pg_cpu_ticks "$work") - before))
     n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     printf '  %-48s %s ms Postgres CPU\n' "Postgres, one $script statement (pgbench)" "$(per_op "$used" "$n")"
 done

@@ -88,11 +88,18 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
 /// of queueing for sqlx's default 30 s.
 ///
 /// No ping before each checkout (sqlx's default): it cost a round trip per request. A broken
-/// connection shows as the request's error instead (503) and is not returned to the pool; idle
-/// connections are closed after a while and every connection is replaced periodically, so a
-/// restarted or failed-over Postgres is picked up without a probe per request. (sqlx 0.8 still
-/// confirms every return to the pool with a Sync, `PoolConnection::return_to_pool`; a device
-/// step's clean connection goes to the next request instead, [`lease`].)
+/// connection shows as the request's error instead (503) and is not returned to the pool, and
+/// every connection is replaced periodically, so a restarted or failed-over Postgres is picked
+/// up without a probe per request. (sqlx 0.8 still confirms every return to the pool with a
+/// Sync, `PoolConnection::return_to_pool`; a device step's clean connection goes to the next
+/// request instead, [`lease`].)
+///
+/// All `max_connections` are opened at start and kept open (sqlx reopens one that closes): a
+/// request waiting for a connection stops waiting when another request hands it one
+/// ([`lease`]), and had the pool been opening a connection for it, the abandoned connect would
+/// cost Postgres a backend started and ended for nothing. With the pool full, a wait is only
+/// ever for a free connection, which is free to abandon. (Measured: 32 requests sharing 4
+/// connections opened 962 backends in 2 s while the pool started empty, none when full.)
 #[must_use]
 pub fn pool_options(
     max_connections: u32,
@@ -102,7 +109,7 @@ pub fn pool_options(
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .test_before_acquire(false)
-        .idle_timeout(std::time::Duration::from_secs(60))
+        .min_connections(max_connections)
         .max_lifetime(std::time::Duration::from_secs(30 * 60))
 }
 

@@ -45,3 +45,15 @@ pg_stop() {
     bin=$(pg_bin)
     pg_as_owner "$bin/pg_ctl" -D "$dir/pgdata" -m fast stop >/dev/null 2>&1 || true
 }
+
+# pg_cpu_ticks DIR: CPU clock ticks the cluster started in DIR has used so far: the postmaster,
+# its exited children and its live ones (one that exits while being counted counts nothing).
+pg_cpu_ticks() {
+    local postmaster total child
+    postmaster=$(head -1 "$1/pgdata/postmaster.pid")
+    total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
+    for child in $(pgrep -P "$postmaster"); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$child/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}

@@ -1,16 +1,22 @@
-//! Connections a device step handed back clean, kept a moment for the next step.
+//! Connections a device step handed back clean, passed to the next request.
 //!
 //! sqlx confirms every connection that goes back to its pool with a round trip (a Sync, in
 //! `PoolConnection::return_to_pool`): that flushes a dropped transaction's queued ROLLBACK and
 //! drains a cancelled query's answers. A device step's statements are complete and outside any
 //! transaction when the step says it is [done](Lease::done) with its connection, so there is
-//! nothing to flush: the connection waits here for the next request instead, and a registration
-//! costs Postgres its statements and nothing else. A connection not taken again within
-//! [`KEPT_FOR`] goes back to the pool the usual way, so sqlx's idle and lifetime policies and
-//! the requests that use the pool directly still get it. While requests wait for a connection,
-//! a clean one goes straight to the longest-waiting of them (kept, it would starve them; sent
-//! back to the pool, it would cost the round trip). A lease dropped any other way (an error, a
-//! cancelled request) goes back the usual way at once.
+//! nothing to flush: the connection goes to the next request instead, and a registration costs
+//! Postgres its statements and nothing else.
+//!
+//! - While requests wait for a connection, a clean one goes straight to the longest-waiting of
+//!   them (kept, it would starve them; sent back to the pool, it would cost the round trip).
+//!   That request abandons its wait on the pool, which keeps all its connections open so that
+//!   the wait abandons no connect ([`super::pool_options`]).
+//! - Otherwise it waits here for the next request, at most [`KEPT_FOR`]; then it goes back to
+//!   the pool the usual way, where requests that use the pool directly find it.
+//! - A connection out of the pool for [`OUT_AT_MOST`] goes back the usual way when next done
+//!   with, so that sqlx's lifetime policy still replaces it under constant load.
+//! - A lease dropped any other way (an error, a cancelled request) goes back the usual way at
+//!   once.
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -25,13 +31,23 @@ use tokio::sync::oneshot;
 /// How long a clean connection waits for the next request before it goes back to the pool.
 pub const KEPT_FOR: Duration = Duration::from_millis(50);
 
-/// The clean connections waiting for a request, newest last.
+/// How long a connection passes from request to request before it goes back to the pool once.
+pub const OUT_AT_MOST: Duration = Duration::from_secs(60);
+
+/// A connection taken from the pool, and when.
+#[derive(Debug)]
+struct Out {
+    conn: PoolConnection<Postgres>,
+    since: Instant,
+}
+
+/// The clean connections waiting for a request, and the requests waiting for a connection.
 #[derive(Debug)]
 pub struct Spares {
-    kept: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
-    /// Requests waiting for a connection, longest first (a closed one gave up or got one from
-    /// the pool).
-    waiting: Mutex<VecDeque<oneshot::Sender<PoolConnection<Postgres>>>>,
+    /// With when each was kept, oldest first.
+    kept: Mutex<Vec<(Out, Instant)>>,
+    /// Longest-waiting first (a closed one gave up or got a connection from the pool).
+    waiting: Mutex<VecDeque<oneshot::Sender<Out>>>,
     /// Connections handed back to sqlx's pool (each confirmed with a round trip).
     returned: Counter,
 }
@@ -55,8 +71,8 @@ impl Spares {
     /// The most recently kept connection, else whichever comes first: one a request is done
     /// with, or one from `pool` (waiting as long as the pool's acquire timeout).
     pub async fn acquire<'a>(&'a self, pool: &PgPool) -> Result<Lease<'a>, sqlx::Error> {
-        let conn = if let Some(conn) = self.take() {
-            conn
+        let out = if let Some(out) = self.take() {
+            out
         } else {
             let (handoff, handed) = oneshot::channel();
             {
@@ -68,34 +84,34 @@ impl Spares {
             // back to the pool the usual way.
             tokio::select! {
                 biased;
-                Ok(conn) = handed => conn,
-                conn = pool.acquire() => conn?,
+                Ok(out) = handed => out,
+                conn = pool.acquire() => Out { conn: conn?, since: Instant::now() },
             }
         };
         Ok(Lease {
-            conn: Some(conn),
+            out: Some(out),
             spares: self,
         })
     }
 
-    fn take(&self) -> Option<PoolConnection<Postgres>> {
+    fn take(&self) -> Option<Out> {
         self.expire(Instant::now());
-        lock(&self.kept).pop().map(|(conn, _)| conn)
+        lock(&self.kept).pop().map(|(out, _)| out)
     }
 
-    /// Hands `conn` to the longest-waiting request, or keeps it for the next one.
-    fn keep(&self, mut conn: PoolConnection<Postgres>) {
+    /// Hands `out` to the longest-waiting request, or keeps it for the next one.
+    fn keep(&self, mut out: Out) {
         loop {
             let Some(waiter) = lock(&self.waiting).pop_front() else {
                 break;
             };
-            match waiter.send(conn) {
+            match waiter.send(out) {
                 Ok(()) => return,
                 // That request stopped waiting: the next one, if any.
-                Err(back) => conn = back,
+                Err(back) => out = back,
             }
         }
-        lock(&self.kept).push((conn, Instant::now()));
+        lock(&self.kept).push((out, Instant::now()));
     }
 
     /// Sends the connections kept since before `now - KEPT_FOR` back to the pool.
@@ -138,30 +154,31 @@ async fn expire_while_alive(spares: Weak<Spares>) {
 }
 
 /// A pooled connection for one request. Dropped, it goes back to sqlx's pool (with sqlx's
-/// round trip); [`Lease::done`] keeps it for the next request instead.
+/// round trip); [`Lease::done`] passes it to the next request instead.
 #[derive(Debug)]
 pub struct Lease<'a> {
-    conn: Option<PoolConnection<Postgres>>,
+    out: Option<Out>,
     spares: &'a Spares,
 }
 
 impl Lease<'_> {
     /// The holder finished its statements (each one awaited to its end, no transaction open):
-    /// the connection is clean and waits for the next request.
+    /// the connection is clean and goes to the next request (or, out of the pool for
+    /// [`OUT_AT_MOST`], back to the pool).
     pub fn done(mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(out) = self.out.take_if(|out| out.since.elapsed() < OUT_AT_MOST) {
             debug_assert!(
-                !conn.is_in_transaction(),
+                !out.conn.is_in_transaction(),
                 "a lease given back mid-transaction"
             );
-            self.spares.keep(conn);
+            self.spares.keep(out);
         }
     }
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if self.conn.is_some() {
+        if self.out.is_some() {
             self.spares.returned.inc();
         }
     }
@@ -171,13 +188,17 @@ impl Deref for Lease<'_> {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        // `conn` is `None` only inside `done` and `drop`.
-        self.conn.as_deref().unwrap_or_else(|| unreachable!())
+        // `out` is `None` only inside `done` and `drop`.
+        self.out
+            .as_ref()
+            .map_or_else(|| unreachable!(), |o| &*o.conn)
     }
 }
 
 impl DerefMut for Lease<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        self.conn.as_deref_mut().unwrap_or_else(|| unreachable!())
+        self.out
+            .as_mut()
+            .map_or_else(|| unreachable!(), |o| &mut *o.conn)
     }
 }
