@@ -1,4 +1,5 @@
-//! Connections a device step handed back clean, passed to the next request.
+//! Connections a request handed back clean (a device step's, a hub check's), passed to the
+//! next request.
 //!
 //! sqlx confirms every connection that goes back to its pool with a round trip (a Sync, in
 //! `PoolConnection::return_to_pool`): that flushes a dropped transaction's queued ROLLBACK and
