@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use provisioning_service::store::lease::{Spares, KEPT_FOR};
+use provisioning_service::store::pool_options;
 
 async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
     sqlx::query_scalar("SELECT pg_backend_pid()")
@@ -17,14 +17,20 @@ async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
         .unwrap()
 }
 
-/// A pool of `size` connections to the test's database.
+/// The service's pool (`store::pool_options`) of `size` connections to the test's database,
+/// once it has opened them all.
 async fn pool_of(pool: &PgPool, size: u32) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(size)
-        .acquire_timeout(Duration::from_secs(10))
+    let pool = pool_options(size, Duration::from_secs(10))
         .connect_with((*pool.connect_options()).clone())
         .await
-        .unwrap()
+        .unwrap();
+    for _ in 0..250 {
+        if pool.size() == size {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pool
 }
 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
@@ -95,16 +101,7 @@ async fn a_waiting_request_gets_a_connection_another_is_done_with(pool: PgPool) 
 /// on 4 connections started 962 in 2 s).
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn connections_handed_over_under_load_start_no_backends(pool: PgPool) {
-    let pool = provisioning_service::store::pool_options(4, Duration::from_secs(10))
-        .connect_with((*pool.connect_options()).clone())
-        .await
-        .unwrap();
-    for _ in 0..250 {
-        if pool.size() == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let pool = pool_of(&pool, 4).await;
     let sessions = || async {
         // Postgres publishes a backend's counts within a second.
         tokio::time::sleep(Duration::from_millis(1100)).await;
