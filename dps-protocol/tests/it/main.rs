@@ -10,6 +10,7 @@
 mod decode;
 mod handshake;
 mod no_panic;
+mod oaep;
 mod registration_id;
 mod sas;
 mod support;

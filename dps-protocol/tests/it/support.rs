@@ -18,14 +18,25 @@ pub fn hex_field(v: &Value, key: &str) -> Vec<u8> {
 
 /// The software device of `software_device.json`.
 pub fn software_device() -> (Value, SoftwareTpm) {
+    let (ek, srk) = software_device_keys();
+    (vector("software_device.json"), SoftwareTpm::new(ek, srk))
+}
+
+/// The EK and SRK private keys of `software_device.json`.
+pub fn software_device_keys() -> (RsaPrivateKey, RsaPrivateKey) {
     let v = vector("software_device.json");
     let key = |field| RsaPrivateKey::from_pkcs8_der(&hex_field(&v, field)).expect(field);
-    let device = SoftwareTpm::new(key("ek_private_pkcs8"), key("srk_private_pkcs8"));
-    (v, device)
+    (key("ek_private_pkcs8"), key("srk_private_pkcs8"))
 }
 
 /// A second, unrelated software device (an impostor, another TPM).
 pub fn other_device() -> SoftwareTpm {
+    let (ek, srk) = other_device_keys();
+    SoftwareTpm::new(ek, srk)
+}
+
+/// The EK and SRK private keys of [`other_device`].
+pub fn other_device_keys() -> (RsaPrivateKey, RsaPrivateKey) {
     use rand::SeedableRng;
     static DEVICE: std::sync::OnceLock<(RsaPrivateKey, RsaPrivateKey)> = std::sync::OnceLock::new();
     let (ek, srk) = DEVICE.get_or_init(|| {
@@ -35,5 +46,5 @@ pub fn other_device() -> SoftwareTpm {
             RsaPrivateKey::new(&mut rng, 2048).expect("SRK"),
         )
     });
-    SoftwareTpm::new(ek.clone(), srk.clone())
+    (ek.clone(), srk.clone())
 }
