@@ -62,8 +62,9 @@ pub fn hmac_sha256_verify(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
 /// The RSA-OAEP encryption is written here on crypto-bigint's Montgomery arithmetic instead of
 /// taken from the `rsa` crate, because it is the service's hot path (two per challenge) and `rsa`
 /// runs a public-key operation as if the exponent and modulus were secret: a constant-time
-/// modulus set-up and a fixed-window exponentiation with constant-time table lookups, 72 µs per
-/// RSA-2048 encryption where this takes 35 (`cargo bench -p dps-protocol --bench crypto`).
+/// modulus set-up (9 µs per RSA-2048 key, here 4) and a fixed-window exponentiation with
+/// constant-time table lookups (64 µs per encryption, here 31: `cargo bench -p dps-protocol
+/// --bench crypto`).
 /// Only public values decide the timing here: the modulus (its variable-time set-up) and the
 /// exponent (square-and-multiply over its bits). Every operation on the secret message is one
 /// of crypto-bigint's constant-time Montgomery multiplications. `tests::oaep_*` check it byte for
