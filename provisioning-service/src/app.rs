@@ -78,7 +78,7 @@ impl App {
         &self.0.device_keys
     }
 
-    /// Where the RSA work of challenges runs (`cpu`).
+    /// The bound on CPU-bound jobs, the challenge's RSA work among them (`cpu`).
     #[must_use]
     pub fn cpu(&self) -> &CpuPool {
         &self.0.cpu

@@ -158,29 +158,25 @@ pub async fn challenge(
         admit(&mut conn, gate.enrollment, &ek_hash).await?;
         None
     };
-    // The RSA work (two OAEP encryptions) and the sealing, off the async workers. With a core
-    // free now, the step keeps its connection for the write after it; otherwise the connection
-    // goes to the next request while the work waits for a core: a burst of challenges must
-    // queue for CPU, not hold the connections registrations and polls need.
+    // The RSA work (two OAEP encryptions) and the sealing, one job per core at most (`cpu`).
+    // With a core free now, the step keeps its connection for the write after it; otherwise
+    // the connection goes to the next request while the work waits for a core: a burst of
+    // challenges must queue for CPU, not hold the connections registrations and polls need.
     let (core, kept) = if let Some(core) = app.cpu().core_now() {
         (core, Some(conn))
     } else {
         conn.done();
         (app.cpu().core().await?, None)
     };
-    let job = (app.clone(), tpm.ek.clone(), tpm.srk.clone(), id.to_owned());
-    let issued = core
-        .run(move || {
-            let (app, ek, srk, id) = job;
-            let mut rng = rand::rngs::OsRng;
-            AuthenticationKey::issue(&ek, &srk, &mut rng).map(|issued| {
-                let sealed = app
-                    .sealer()
-                    .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
-                (issued.blob.to_bytes(), sealed)
-            })
+    let issued = core.run_here(|| {
+        let mut rng = rand::rngs::OsRng;
+        AuthenticationKey::issue(&tpm.ek, &tpm.srk, &mut rng).map(|issued| {
+            let sealed = app
+                .sealer()
+                .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
+            (issued.blob.to_bytes(), sealed)
         })
-        .await?;
+    });
     let (blob, sealed_key) = issued.map_err(|source| Refusal::InvalidKey {
         field: "tpm",
         source,

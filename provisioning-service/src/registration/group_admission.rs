@@ -40,7 +40,8 @@ pub(super) async fn admit_to_group(
     let candidates = groups::enabled(conn).await?;
     let chain = tpm.ek_certificate_chain.clone();
     let id = registration_id.to_owned();
-    // Path building verifies signatures: off the async workers, as the challenge's RSA is.
+    // Path building verifies signatures, as many as the enabled groups hold: a job of unbounded
+    // length, on a blocking thread (`cpu`).
     let admitted = app
         .cpu()
         .run(move || first_admitting(&candidates, &certificate, &chain, &id))
