@@ -185,6 +185,12 @@ fn print_report(r: &run::Report) {
     if let Some(ms) = r.postgres_cpu_ms {
         println!("  Postgres CPU {ms:.3} ms per registration");
     }
+    if let Some(n) = r.service_switches {
+        println!("  service      {n:.1} context switches per registration");
+    }
+    if let Some(n) = r.postgres_switches {
+        println!("  Postgres     {n:.1} context switches per registration");
+    }
     for (kind, n) in &r.failures {
         println!("  failure: {kind} × {n}");
     }

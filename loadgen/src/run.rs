@@ -56,6 +56,9 @@ pub struct Report {
     /// CPU milliseconds per completed registration, when the processes were watched.
     pub service_cpu_ms: Option<f64>,
     pub postgres_cpu_ms: Option<f64>,
+    /// Context switches per completed registration, likewise.
+    pub service_switches: Option<f64>,
+    pub postgres_switches: Option<f64>,
 }
 
 #[allow(
@@ -72,7 +75,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 impl Report {
     /// The header of [`Report::row`].
-    pub const ROW_HEADER: &'static str = "inst    c  conn        reg/s   challenge p50/p99   register p50/p99    poll p50/p99   svc ms/reg  pg ms/reg  5xx  failed";
+    pub const ROW_HEADER: &'static str = "inst    c  conn        reg/s   challenge p50/p99   register p50/p99    poll p50/p99   svc ms/reg  pg ms/reg  svc cs/reg  pg cs/reg  5xx  failed";
 
     /// One line of `scripts/bench.sh`'s table.
     #[must_use]
@@ -84,12 +87,13 @@ impl Report {
             )
         };
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+        let count = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
         let conn = match connections {
             Connections::Fresh => "fresh",
             Connections::KeepAlive => "keep-alive",
         };
         format!(
-            "{:>4} {:>4}  {conn:<10} {:>6.0}   {:>17}   {:>17}  {:>14}   {:>10}  {:>9}  {:>3}  {:>6}",
+            "{:>4} {:>4}  {conn:<10} {:>6.0}   {:>17}   {:>17}  {:>14}   {:>10}  {:>9}  {:>10}  {:>9}  {:>3}  {:>6}",
             self.instances,
             self.concurrency,
             self.per_second,
@@ -98,12 +102,14 @@ impl Report {
             leg("poll"),
             ms(self.service_cpu_ms),
             ms(self.postgres_cpu_ms),
+            count(self.service_switches),
+            count(self.postgres_switches),
             self.server_errors,
             self.failed
         )
     }
 
-    /// Adds the CPU the watched processes used during the run.
+    /// Adds the CPU the watched processes used during the run, and their context switches.
     #[must_use]
     #[allow(clippy::cast_precision_loss)]
     pub fn with_cpu(
@@ -115,6 +121,9 @@ impl Report {
         let per = |secs: f64| secs * 1000.0 / self.completed.max(1) as f64;
         self.service_cpu_ms = watched_service.then(|| per(used.service_secs));
         self.postgres_cpu_ms = watched_postgres.then(|| per(used.postgres_secs));
+        let per = |n: u64| n as f64 / self.completed.max(1) as f64;
+        self.service_switches = watched_service.then(|| per(used.service_switches));
+        self.postgres_switches = watched_postgres.then(|| per(used.postgres_switches));
         self
     }
 }
