@@ -65,10 +65,12 @@ pub fn hmac_sha256_verify(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
 /// modulus set-up (9 µs per RSA-2048 key, here 4) and a fixed-window exponentiation with
 /// constant-time table lookups (64 µs per encryption, here 31: `cargo bench -p dps-protocol
 /// --bench crypto`).
+///
 /// Only public values decide the timing here: the modulus (its variable-time set-up) and the
 /// exponent (square-and-multiply over its bits). Every operation on the secret message is one
-/// of crypto-bigint's constant-time Montgomery multiplications. `tests::oaep_*` check it byte for
-/// byte against `rsa` 0.10 and decrypt it with `rsa` 0.9; swtpm decrypts it in the suite.
+/// of crypto-bigint's constant-time Montgomery multiplications. `tests/it/oaep.rs` checks it
+/// byte for byte against `rsa` 0.10 and decrypts it with `rsa` 0.9; swtpm decrypts it in the
+/// suite (ActivateCredential and Import).
 #[derive(Debug, Clone)]
 pub struct EncryptionKey {
     modulus: BoxedMontyParams,

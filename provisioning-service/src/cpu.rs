@@ -4,9 +4,9 @@
 //!
 //! A short job whose length is bounded (the challenge's two RSA public-key operations and its
 //! sealing, 70 µs) runs on the async worker that took the core ([`Core::run_here`]): the hop to
-//! a blocking thread and back cost more than the job itself (0.06-0.1 ms of service CPU per
-//! registration on the benchmark machine, two context switches), and 70 µs is within tokio's
-//! guidance for the time between two awaits. A job of unbounded length (building EK
+//! a blocking thread and back cost more than the job itself (3.4 context switches and
+//! 0.06-0.1 ms of service CPU per registration on the benchmark machine), and 70 µs is within
+//! tokio's guidance for the time between two awaits. A job of unbounded length (building EK
 //! certificate paths against every enabled group) runs on tokio's blocking threads
 //! ([`Core::run`]).
 

@@ -158,7 +158,7 @@ pub async fn challenge(
         admit(&mut conn, gate.enrollment, &ek_hash).await?;
         None
     };
-    // The RSA work (two OAEP encryptions) and the sealing, one job per core at most (`cpu`).
+    // The RSA work (two OAEP encryptions) and the sealing, a bounded number at a time (`cpu`).
     // With a core free now, the step keeps its connection for the write after it; otherwise
     // the connection goes to the next request while the work waits for a core: a burst of
     // challenges must queue for CPU, not hold the connections registrations and polls need.
