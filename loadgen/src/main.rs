@@ -1,5 +1,5 @@
 //! `dps-loadgen`: drives the provisioning service with software TPM devices and reports
-//! registrations/s, latency per leg, failures by kind and CPU per registration.
+//! registrations/s, latency per leg, failures by kind, and CPU and context switches per registration.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,10 +71,11 @@ struct Args {
     /// cover rate × latency) instead of as fast as they finish.
     #[arg(long, value_parser = positive_rate)]
     rate: Option<f64>,
-    /// Count this service process's CPU (repeat for several instances).
+    /// Count this service process's CPU and context switches (repeat for several instances).
     #[arg(long = "service-pid")]
     service_pids: Vec<i32>,
-    /// Count the CPU of this postmaster and its backends (live and exited).
+    /// Count the CPU of this postmaster and its backends (live and exited), and the context
+    /// switches of the live ones.
     #[arg(long)]
     postgres_pid: Option<i32>,
     /// How to print the report: text, one JSON object, or one row of `scripts/bench.sh`'s
