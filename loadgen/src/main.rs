@@ -1,5 +1,6 @@
 //! `dps-loadgen`: drives the provisioning service with software TPM devices and reports
-//! registrations/s, latency per leg, failures by kind, and CPU and context switches per registration.
+//! registrations/s, latency per leg, failures by kind, and CPU and context switches per
+//! registration.
 
 use std::path::PathBuf;
 use std::sync::Arc;
