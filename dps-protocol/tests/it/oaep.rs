@@ -48,12 +48,23 @@ fn reference(key: &RsaPrivateKey) -> rsa_oaep::PublicKey {
     rsa_oaep::PublicKey::new(n, e).expect("valid key")
 }
 
-/// Keys of 2048 bits (both software devices' EKs and SRKs) and one of 3072.
+/// Keys of 2048 bits (both software devices' EKs and SRKs), one of 3072, and one of 2056: a
+/// length a device may claim (`Public::storage_key` takes any whole number of bytes from 2048
+/// bits) that is not a whole number of 64-bit limbs.
 fn keys() -> Vec<RsaPrivateKey> {
     let (ek, srk) = software_device_keys();
     let (other_ek, other_srk) = other_device_keys();
-    let big = RsaPrivateKey::new(&mut ChaCha20Rng::seed_from_u64(3072), 3072).expect("RSA-3072");
-    vec![ek, srk, other_ek, other_srk, big]
+    let generated = |bits| {
+        RsaPrivateKey::new(&mut ChaCha20Rng::seed_from_u64(bits as u64), bits).expect("RSA key")
+    };
+    vec![
+        ek,
+        srk,
+        other_ek,
+        other_srk,
+        generated(3072),
+        generated(2056),
+    ]
 }
 
 #[test]
