@@ -12,7 +12,8 @@
 //! rows in this order, so two steps can never wait on each other in a cycle:
 //!
 //! 1. `throttle` (the challenge step's counters, before its RSA work),
-//! 2. `challenges`,
+//! 2. `challenges` (a new challenge first takes its registration's advisory lock, which
+//!    nothing else waits on: `device_steps::put_challenge`),
 //! 3. `registrations`.
 //!
 //! `enrollments` rows are only read by the device steps (never locked), and enrollment writes

@@ -111,41 +111,27 @@ pub async fn challenge_gate(
 }
 
 /// The challenge step's second statement: records a new challenge beside the live ones and
-/// drops, in the same statement, the oldest beyond [`CHALLENGES_PER_ADDRESS`] for its client
-/// address and [`CHALLENGES_PER_REGISTRATION`] in all, and any expired one of the registration.
+/// drops the oldest beyond [`CHALLENGES_PER_ADDRESS`] for its client address and
+/// [`CHALLENGES_PER_REGISTRATION`] in all, and any expired one of the registration. One call of
+/// `put_challenge` (migration 0011), which locks the registration's challenges first, so that
+/// challenges written at the same moment count one another.
 pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<(), StoreError> {
-    // The new row is not in the statement's snapshot, so the ranking counts it by hand: it takes
-    // the first place of its address and overall.
-    sqlx::query(
-        "WITH issued AS (
-             INSERT INTO challenges (challenge_id, registration_id, client_address, ek_hash,
-                                     storage_root_key, sealed_key, key_id, authentication_key,
-                                     issued_at, expires_at, group_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13))
-         DELETE FROM challenges WHERE registration_id = $2 AND challenge_id IN (
-             SELECT challenge_id FROM (
-                 SELECT challenge_id, client_address, expires_at,
-                        row_number() OVER (PARTITION BY client_address ORDER BY issued_at DESC, challenge_id) AS per_address,
-                        row_number() OVER (ORDER BY issued_at DESC, challenge_id) AS overall
-                 FROM challenges WHERE registration_id = $2
-             ) ranked
-             WHERE per_address > $11 - (client_address = $3)::int OR overall > $12 - 1 OR expires_at <= $9)",
-    )
-    .bind(c.challenge_id)
-    .bind(&c.registration_id)
-    .bind(&c.client_address)
-    .bind(&c.ek_hash)
-    .bind(&c.storage_root_key)
-    .bind(&c.sealed_key)
-    .bind(&c.key_id)
-    .bind(&c.authentication_key)
-    .bind(c.issued_at)
-    .bind(c.expires_at)
-    .bind(CHALLENGES_PER_ADDRESS)
-    .bind(CHALLENGES_PER_REGISTRATION)
-    .bind(&c.group_id)
-    .execute(conn)
-    .await?;
+    sqlx::query("SELECT put_challenge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+        .bind(c.challenge_id)
+        .bind(&c.registration_id)
+        .bind(&c.client_address)
+        .bind(&c.ek_hash)
+        .bind(&c.storage_root_key)
+        .bind(&c.sealed_key)
+        .bind(&c.key_id)
+        .bind(&c.authentication_key)
+        .bind(c.issued_at)
+        .bind(c.expires_at)
+        .bind(CHALLENGES_PER_ADDRESS)
+        .bind(CHALLENGES_PER_REGISTRATION)
+        .bind(&c.group_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -134,3 +134,70 @@ async fn a_re_registration_rewrites_the_row_in_place(pool: PgPool) {
         "(updates, heap-only updates) of registrations"
     );
 }
+
+/// Challenges written for one device from one address at the same moment still leave at most
+/// [`CHALLENGES_PER_ADDRESS`] live: each write locks the device's challenges before it prunes
+/// them (migration 0011). As a single statement, each write saw the table as it was before the
+/// others committed, kept its own row and pruned none of theirs: with that statement, this test
+/// ended with three live in one run of two to four (and the suite's
+/// `register::concurrent_registrations_of_one_device_end_in_one_state` once in CI). The writes
+/// are made to start together by holding a lock on the table until all of them wait.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn simultaneous_challenges_keep_the_per_address_cap(pool: PgPool) {
+    use provisioning_service::store::device_steps::put_challenge;
+    use provisioning_service::store::registrations::{ChallengeRow, CHALLENGES_PER_ADDRESS};
+    const WRITES: i64 = 10;
+    // The test's pool has five connections: the writes and the lock need more.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(WRITES as u32 + 2)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let mut gate = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE challenges IN SHARE MODE")
+        .execute(&mut *gate)
+        .await
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let mut writes = Vec::new();
+    for i in 0..WRITES {
+        let mut conn = pool.acquire().await.unwrap();
+        writes.push(tokio::spawn(async move {
+            let row = ChallengeRow {
+                challenge_id: uuid::Uuid::new_v4(),
+                registration_id: "device-1".to_owned(),
+                client_address: "192.0.2.1".to_owned(),
+                ek_hash: vec![1; 32],
+                storage_root_key: vec![2; 8],
+                sealed_key: vec![3; 8],
+                key_id: "k".to_owned(),
+                authentication_key: vec![4; 8],
+                issued_at: now + time::Duration::milliseconds(i),
+                expires_at: now + time::Duration::minutes(5),
+                group_id: None,
+            };
+            put_challenge(&mut conn, &row).await.unwrap();
+        }));
+    }
+    // Every write waits: on the table (one statement) or on the device's lock (the function).
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            .fetch_one(&mut *gate)
+            .await
+            .unwrap();
+        if waiting == WRITES {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    gate.commit().await.unwrap();
+    for w in writes {
+        w.await.unwrap();
+    }
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM challenges WHERE registration_id = 'device-1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(live, CHALLENGES_PER_ADDRESS);
+}
