@@ -180,11 +180,15 @@ async fn simultaneous_challenges_keep_the_per_address_cap(pool: PgPool) {
         }));
     }
     // Every write waits: on the table (one statement) or on the device's lock (the function).
+    // Only this test's database counts: other tests run beside it on the same cluster.
     for _ in 0..500 {
-        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted")
-            .fetch_one(&mut *gate)
-            .await
-            .unwrap();
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&mut *gate)
+        .await
+        .unwrap();
         if waiting == WRITES {
             break;
         }
