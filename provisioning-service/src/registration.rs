@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::app::App;
+use crate::cpu::Core;
 use crate::store::device_steps::{self, KeyCandidate};
 use crate::store::registrations::{ChallengeRow, RegistrationRow, Status, Substatus};
 use crate::timestamp;
@@ -119,9 +120,15 @@ fn unix(t: OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap_or(0)
 }
 
-/// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob. Two
-/// statements (`store::device_steps`): the client address's throttle count with the enrollment
-/// read, then, after the RSA work, the challenge row.
+/// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob.
+///
+/// With a core free on arrival, the key is issued first (the RSA work, 70 µs) and offered to
+/// the step's one statement (`store::device_steps::challenge_gate`), which counts the request
+/// against the client address's throttle, reads the enrollment and records the challenge if
+/// both admit it. Otherwise (cores busy: a burst, or a flood) the gate comes first and only an
+/// admitted request waits for a core, so refused requests cost no RSA work when it is scarce;
+/// the challenge is then a second statement. A device admitted by an enrollment group is
+/// recorded by a second statement too, after its EK certificate is checked.
 ///
 /// Anyone who knows a device's registration id and EK_pub can ask for challenges in its name
 /// (they are useless without the TPM). So the budget is the asking client address's, never the
@@ -137,6 +144,11 @@ pub async fn challenge(
     let id = req.registration_id.as_str();
     let tpm = req.tpm.as_ref().ok_or(Refusal::AttestationRequired)?;
     let ek_hash = ek_hash(&tpm.ek_bytes);
+    let offered = app
+        .cpu()
+        .core_now()
+        .map(|core| issue(app, tpm, id, &ek_hash, client_address, now, core))
+        .transpose()?;
     let mut conn = app.acquire().await?;
     let limit = app.settings().registration_limit;
     let gate = device_steps::challenge_gate(
@@ -145,6 +157,7 @@ pub async fn challenge(
         &format!("challenge:{client_address}"),
         limit,
         now,
+        offered.as_ref(),
     )
     .await?;
     if let Some(retry_after) = gate.counted.refusal(limit, now) {
@@ -158,49 +171,75 @@ pub async fn challenge(
         admit(&mut conn, gate.enrollment, &ek_hash).await?;
         None
     };
-    // The RSA work (two OAEP encryptions) and the sealing, a bounded number at a time (`cpu`).
-    // With a core free now, the step keeps its connection for the write after it; otherwise
-    // the connection goes to the next request while the work waits for a core: a burst of
-    // challenges must queue for CPU, not hold the connections registrations and polls need.
-    let (core, kept) = if let Some(core) = app.cpu().core_now() {
-        (core, Some(conn))
-    } else {
-        conn.done();
-        (app.cpu().core().await?, None)
+    let mut row = match offered {
+        Some(row) if gate.put => {
+            conn.done();
+            return Ok(row.authentication_key);
+        }
+        Some(row) => row,
+        None => {
+            // With a core free now, the step keeps its connection for the write after the
+            // work; otherwise the connection goes to the next request while the work waits
+            // for a core: a burst of challenges must queue for CPU, not hold the connections
+            // registrations and polls need.
+            let (core, kept) = if let Some(core) = app.cpu().core_now() {
+                (core, Some(conn))
+            } else {
+                conn.done();
+                (app.cpu().core().await?, None)
+            };
+            let row = issue(app, tpm, id, &ek_hash, client_address, now, core)?;
+            conn = match kept {
+                Some(conn) => conn,
+                None => app.acquire().await?,
+            };
+            row
+        }
     };
-    let issued = core.run_here(|| {
-        let mut rng = rand::rngs::OsRng;
-        AuthenticationKey::issue(&tpm.ek, &tpm.srk, &mut rng).map(|issued| {
-            let sealed = app
-                .sealer()
-                .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
-            (issued.blob.to_bytes(), sealed)
+    row.group_id = group_id;
+    device_steps::put_challenge(&mut conn, &row).await?;
+    conn.done();
+    Ok(row.authentication_key)
+}
+
+/// Issues a challenge on `core`: the RSA work (two OAEP encryptions) and the sealing of the
+/// new key, as the row to record (with no group yet).
+fn issue(
+    app: &App,
+    tpm: &TpmKeys,
+    id: &str,
+    ek_hash: &[u8],
+    client_address: &str,
+    now: OffsetDateTime,
+    core: Core<'_>,
+) -> Result<ChallengeRow, Refusal> {
+    let (blob, sealed_key) = core
+        .run_here(|| {
+            let mut rng = rand::rngs::OsRng;
+            AuthenticationKey::issue(&tpm.ek, &tpm.srk, &mut rng).map(|issued| {
+                let sealed = app
+                    .sealer()
+                    .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
+                (issued.blob.to_bytes(), sealed)
+            })
         })
-    });
-    let (blob, sealed_key) = issued.map_err(|source| Refusal::InvalidKey {
-        field: "tpm",
-        source,
-    })?;
-    let row = ChallengeRow {
+        .map_err(|source| Refusal::InvalidKey {
+            field: "tpm",
+            source,
+        })?;
+    Ok(ChallengeRow {
         challenge_id: Uuid::new_v4(),
         registration_id: id.to_owned(),
         client_address: client_address.to_owned(),
-        ek_hash,
+        ek_hash: ek_hash.to_vec(),
         storage_root_key: tpm.srk_bytes.clone(),
         sealed_key,
         key_id: app.sealer().key_id().to_owned(),
-        authentication_key: blob.clone(),
+        authentication_key: blob,
         issued_at: now,
         expires_at: now + app.settings().challenge_ttl(),
-        group_id,
-    };
-    let mut conn = match kept {
-        Some(conn) => conn,
-        None => app.acquire().await?,
-    };
-    device_steps::put_challenge(&mut conn, &row).await?;
-    conn.done();
-    Ok(blob)
+        group_id: None,
+    })
 }
 
 /// Checks `token` with a sealed key.

@@ -75,50 +75,79 @@ impl Admission {
     }
 }
 
-/// The challenge step's first statement: the asking address's throttle count and the
-/// enrollment of the registration id.
+/// The challenge step's statement: the asking address's throttle count, the enrollment of the
+/// registration id, and whether the challenge offered with it was recorded.
 #[derive(Debug)]
 pub struct ChallengeGate {
     pub counted: Counted,
     pub enrollment: Option<Admission>,
+    /// The offered challenge was recorded ([`put_challenge`]): the address was within its limit
+    /// and the enrollment admits the challenge's EK.
+    pub put: bool,
 }
 
 /// Counts one challenge in `bucket` and reads the enrollment of `registration_id`, in one
 /// statement. Every request is counted, admitted or not, so probing for enrolled ids spends the
 /// prober's budget.
+///
+/// With `offered`, the same statement also records that challenge as [`put_challenge`] does,
+/// when the count is within `limit` and the individual enrollment is enabled with the
+/// challenge's EK: the rule of `registration::admit`, written again here so that an admitted
+/// challenge costs one round trip instead of two. The caller still judges from the returned
+/// rows and records the challenge itself when this statement did not (a group's device), so
+/// this condition only has to be no looser than the caller's; the refusal tests check that.
 pub async fn challenge_gate(
     conn: &mut PgConnection,
     registration_id: &str,
     bucket: &str,
     limit: Limit,
     now: OffsetDateTime,
+    offered: Option<&ChallengeRow>,
 ) -> Result<ChallengeGate, StoreError> {
-    let row = sqlx::query(&format!(
-        "WITH hit AS ({}) SELECT hit.count, hit.window_start, {ADMISSION_COLUMNS} FROM hit {}",
+    let gate = format!(
+        "WITH hit AS ({}), gate AS (SELECT hit.count, hit.window_start, {ADMISSION_COLUMNS} FROM hit {})",
         throttle::hit_cte!("SELECT $1, $2::timestamptz, 1", "$3"),
         enrollment_join!("4")
-    ))
-    .bind(bucket)
-    .bind(now)
-    .bind(throttle::window_secs(limit))
-    .bind(registration_id)
+    );
+    // `put_challenge` returns void, which is not null: `put` is true once it ran.
+    let sql = match offered {
+        None => format!("{gate} SELECT * FROM gate"),
+        Some(_) => format!(
+            "{gate} SELECT gate.*,
+                 CASE WHEN gate.count <= $5::bigint AND gate.enrolled_ek_hash = $8
+                           AND gate.enrolled_status = 'enabled'
+                      THEN put_challenge($6, $4, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                           IS NOT NULL
+                      ELSE false END AS put
+             FROM gate"
+        ),
+    };
+    let row = sqlx::query(&sql)
+        .bind(bucket)
+        .bind(now)
+        .bind(throttle::window_secs(limit))
+        .bind(registration_id);
+    let row = match offered {
+        None => row,
+        Some(c) => bind_challenge(row.bind(i64::from(limit.count)), c),
+    }
     .fetch_one(conn)
     .await?;
     Ok(ChallengeGate {
         counted: Counted::from_row(&row)?,
         enrollment: Admission::from_joined(&row)?,
+        put: offered.is_some() && row.try_get("put")?,
     })
 }
 
-/// The challenge step's second statement: records a new challenge beside the live ones and
-/// drops the oldest beyond [`CHALLENGES_PER_ADDRESS`] for its client address and
-/// [`CHALLENGES_PER_REGISTRATION`] in all, and any expired one of the registration. One call of
-/// `put_challenge` (migration 0011), which locks the registration's challenges first, so that
-/// challenges written at the same moment count one another.
-pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<(), StoreError> {
-    sqlx::query("SELECT put_challenge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+/// Binds `put_challenge`'s arguments after the registration id: the challenge's other columns
+/// and the caps.
+fn bind_challenge<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    c: &'q ChallengeRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
         .bind(c.challenge_id)
-        .bind(&c.registration_id)
         .bind(&c.client_address)
         .bind(&c.ek_hash)
         .bind(&c.storage_root_key)
@@ -130,8 +159,21 @@ pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<
         .bind(CHALLENGES_PER_ADDRESS)
         .bind(CHALLENGES_PER_REGISTRATION)
         .bind(&c.group_id)
-        .execute(conn)
-        .await?;
+}
+
+/// Records a new challenge beside the live ones and drops the oldest beyond
+/// [`CHALLENGES_PER_ADDRESS`] for its client address and [`CHALLENGES_PER_REGISTRATION`] in
+/// all, and any expired one of the registration. One call of `put_challenge` (migration 0011),
+/// which locks the registration's challenges first, so that challenges written at the same
+/// moment count one another. For a challenge [`challenge_gate`] did not record.
+pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<(), StoreError> {
+    bind_challenge(
+        sqlx::query("SELECT put_challenge($2, $1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+            .bind(&c.registration_id),
+        c,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

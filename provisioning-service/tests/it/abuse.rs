@@ -6,6 +6,7 @@ use provisioning_service::registration::Refusal;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use std::time::Duration;
 
 use test_support::{enrollment, now, Device, TestApp, TestTpm, API, ID_SCOPE};
 
@@ -427,8 +428,16 @@ async fn throttled_challenges(pool: PgPool) {
     app.enroll(&device.registration_id, &device.ek).await;
     app.challenge(&device).await;
     app.challenge(&device).await;
+    // The refused request's key may be issued before the count is read (`registration::
+    // challenge`); the statement that counts it must not record it.
+    let before = app.snapshot().await;
     let response = app.register_request(&device).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "a throttled challenge was recorded"
+    );
     let retry_after: u64 = response.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -624,4 +633,39 @@ async fn a_strangers_polls_do_not_spend_the_devices_poll_budget(pool: PgPool) {
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
+}
+
+/// While every core the RSA work may use is taken (a burst of challenges, or a flood), a
+/// challenge is judged before its key is issued: a refused one is answered without waiting for
+/// a core, so refusals cost no RSA work when it is scarce, and an admitted one waits for a core
+/// and is then recorded. (With a core free, the key is issued first and recorded by the step's
+/// one statement: `round_trips::a_complete_registration_is_three_statements`.)
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn with_every_core_busy_a_refused_challenge_waits_for_none(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    let held: Vec<_> = std::iter::from_fn(|| app.app.cpu().core_now()).collect();
+    assert!(!held.is_empty());
+
+    let refused = tokio::time::timeout(Duration::from_secs(10), app.challenge_verdict(&device))
+        .await
+        .expect("a refusal waited for a core");
+    let refusal = refused.as_ref().err().and_then(|e| e.refusal());
+    assert!(matches!(refusal, Some(Refusal::NotEnrolled)), "{refused:?}");
+
+    app.enroll(&device.registration_id, &device.ek).await;
+    let admitted = app.challenge_verdict(&device);
+    tokio::pin!(admitted);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut admitted)
+            .await
+            .is_err(),
+        "an admitted challenge issued its key with no core free"
+    );
+    drop(held);
+    let blob = admitted.await.expect("admitted once a core is free");
+    t.tpm.import_authentication_key(&blob).unwrap();
+    let (status, body) = app.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
