@@ -13,6 +13,9 @@
 #   BENCH_ROWS="1:64:fresh:200 1:64:keep-alive:200" scripts/bench.sh 20
 # BENCH_LOG is the services' RUST_LOG (default warn; info adds a line per assignment).
 # BENCH_SERVICE measures another provisioning-service binary (an older build, to compare).
+# BENCH_STATEMENTS=1 prints, after each row, what Postgres spent it on: the top statements by
+# execution time (pg_stat_statements: calls, mean ms, buffers read per call) and each table's
+# sequential and index scans.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10} devices=${2:-2000}
@@ -68,6 +71,18 @@ rows=${BENCH_ROWS:-"1:1:fresh 2:1:fresh 1:8:fresh 2:8:fresh 1:32:fresh 2:32:fres
 for row in $rows; do
     IFS=: read -r n c conn rate <<<"$row"
     psql -q "$DATABASE_URL" -c VACUUM
+    if [[ -n ${BENCH_STATEMENTS:-} ]]; then
+        psql -qAt "$DATABASE_URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+            -c "SELECT pg_stat_statements_reset()" -c "SELECT pg_stat_reset()" >/dev/null
+    fi
     run "$n" "$c" "$conn" "$rate"
+    [[ -z ${BENCH_STATEMENTS:-} ]] || psql -q "$DATABASE_URL" \
+        -c "SELECT calls, round(mean_exec_time::numeric, 3) AS mean_ms,
+                   (shared_blks_hit + shared_blks_read) / greatest(calls, 1) AS buffers,
+                   left(regexp_replace(query, '\s+', ' ', 'g'), 70) AS statement
+            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 6" \
+        -c "SELECT relname AS table, seq_scan, idx_scan, n_dead_tup AS dead,
+                   pg_relation_size(relid) / 8192 AS pages
+            FROM pg_stat_user_tables ORDER BY relname"
 done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -146,7 +146,7 @@ async fn a_re_registration_rewrites_the_row_in_place(pool: PgPool) {
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn simultaneous_challenges_keep_the_per_address_cap(pool: PgPool) {
     use provisioning_service::store::device_steps::put_challenge;
-    use provisioning_service::store::registrations::{ChallengeRow, CHALLENGES_PER_ADDRESS};
+    use provisioning_service::store::registrations::CHALLENGES_PER_ADDRESS;
     const WRITES: i64 = 10;
     // The test's pool has five connections: the writes and the lock need more.
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -164,19 +164,7 @@ async fn simultaneous_challenges_keep_the_per_address_cap(pool: PgPool) {
     for i in 0..WRITES {
         let mut conn = pool.acquire().await.unwrap();
         writes.push(tokio::spawn(async move {
-            let row = ChallengeRow {
-                challenge_id: uuid::Uuid::new_v4(),
-                registration_id: "device-1".to_owned(),
-                client_address: "192.0.2.1".to_owned(),
-                ek_hash: vec![1; 32],
-                storage_root_key: vec![2; 8],
-                sealed_key: vec![3; 8],
-                key_id: "k".to_owned(),
-                authentication_key: vec![4; 8],
-                issued_at: now + time::Duration::milliseconds(i),
-                expires_at: now + time::Duration::minutes(5),
-                group_id: None,
-            };
+            let row = challenge("device-1", now + time::Duration::milliseconds(i));
             put_challenge(&mut conn, &row).await.unwrap();
         }));
     }
@@ -205,4 +193,173 @@ async fn simultaneous_challenges_keep_the_per_address_cap(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(live, CHALLENGES_PER_ADDRESS);
+}
+
+/// A challenge of `registration_id` from one address, issued at `issued_at`, for the store's
+/// own tests.
+fn challenge(
+    registration_id: &str,
+    issued_at: time::OffsetDateTime,
+) -> provisioning_service::store::registrations::ChallengeRow {
+    provisioning_service::store::registrations::ChallengeRow {
+        challenge_id: uuid::Uuid::new_v4(),
+        registration_id: registration_id.to_owned(),
+        client_address: "192.0.2.1".to_owned(),
+        ek_hash: vec![1; 32],
+        storage_root_key: vec![2; 8],
+        sealed_key: vec![3; 8],
+        key_id: "k".to_owned(),
+        authentication_key: vec![4; 8],
+        issued_at,
+        expires_at: issued_at + time::Duration::minutes(5),
+        group_id: None,
+    }
+}
+
+/// How `challenges` was read: sequential scans, and entries read through the index on expiry
+/// times (the housekeeping sweep's, which a device's read must not take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+struct ChallengeReads {
+    seq_scans: i64,
+    by_expiry: i64,
+}
+
+/// How `scan`, on a connection of its own, read `challenges`, as Postgres counts it once the
+/// connection publishes its counts (asked for at once; done within a second or so).
+async fn challenge_reads<F>(pool: &PgPool, scan: F) -> ChallengeReads
+where
+    F: AsyncFnOnce(&mut sqlx::PgConnection),
+{
+    let reads = || async {
+        sqlx::query_as::<_, ChallengeReads>(
+            "SELECT t.seq_scan AS seq_scans, i.idx_tup_read AS by_expiry
+             FROM pg_stat_user_tables t, pg_stat_user_indexes i
+             WHERE t.relname = 'challenges' AND i.indexrelname = 'challenges_expires_at'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let before = reads().await;
+    let mut conn = pool.acquire().await.unwrap();
+    scan(&mut conn).await;
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let mut after = before;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = reads().await;
+    }
+    ChallengeReads {
+        seq_scans: after.seq_scans - before.seq_scans,
+        by_expiry: after.by_expiry - before.by_expiry,
+    }
+}
+
+/// Recording a challenge reads the device's challenges by index, even in a new database whose
+/// table has never grown (migration 0012): planned while the table was nearly empty, the read
+/// was a sequential scan, and a connection keeps its plan, so while a wave of first boots grew
+/// the table every challenge read all of it (260 pages a call in the benchmark).
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn recording_a_challenge_never_scans_the_whole_table(pool: PgPool) {
+    use provisioning_service::store::device_steps::put_challenge;
+    let reads = challenge_reads(&pool, async |conn| {
+        sqlx::query("VACUUM challenges")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        // Past the five calls after which a connection keeps a generic plan.
+        for i in 0..20 {
+            put_challenge(conn, &challenge(&format!("device-{i}"), now))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert_eq!(reads.seq_scans, 0, "sequential scans of challenges");
+}
+
+/// A wave's challenges, answered and vacuumed away, leave the table its pages (migration
+/// 0012), so the SAS step's read, planned after the vacuum, still reads by index. Truncated,
+/// the table looked empty to the planner and the read became a sequential scan.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn after_a_wave_is_vacuumed_away_challenges_are_still_read_by_index(pool: PgPool) {
+    use provisioning_service::store::device_steps::register_view;
+    let now = time::OffsetDateTime::now_utc();
+    // The wave's own scans (the DELETE) are counted apart.
+    challenge_reads(&pool, async |conn| {
+        sqlx::query(
+            "INSERT INTO challenges (challenge_id, registration_id, client_address, ek_hash,
+                                     storage_root_key, sealed_key, key_id, authentication_key,
+                                     issued_at, expires_at)
+             SELECT gen_random_uuid(), 'wave-' || i, '192.0.2.1', '\\x01', '\\x02', '\\x03',
+                    'k', '\\x04', now(), now() + interval '5 minutes'
+             FROM generate_series(1, 5000) i",
+        )
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        for statement in ["DELETE FROM challenges", "VACUUM challenges"] {
+            sqlx::query(statement).execute(&mut *conn).await.unwrap();
+        }
+    })
+    .await;
+    let reads = challenge_reads(&pool, async |conn| {
+        for i in 0..20 {
+            register_view(conn, &format!("device-{i}"), now)
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert_eq!(reads.seq_scans, 0, "sequential scans of challenges");
+}
+
+/// The SAS step reads a device's live challenges through the index on registration and
+/// expiry (migration 0012), not through the sweep's index on expiry: with the statistics of an
+/// empty table the two looked alike, and the read went through every live challenge.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_devices_challenges_are_not_read_through_everyone_elses(pool: PgPool) {
+    use provisioning_service::store::device_steps::register_view;
+    // A wave answered and vacuumed away, and the next one under way.
+    let wave = |n: i32| {
+        sqlx::query(
+            "INSERT INTO challenges (challenge_id, registration_id, client_address, ek_hash,
+                                     storage_root_key, sealed_key, key_id, authentication_key,
+                                     issued_at, expires_at)
+             SELECT gen_random_uuid(), 'wave-' || i, '192.0.2.1', '\\x01', '\\x02', '\\x03',
+                    'k', '\\x04', now(), now() + interval '5 minutes'
+             FROM generate_series(1, $1) i",
+        )
+        .bind(n)
+    };
+    // Their own reads (the DELETE) are counted apart.
+    challenge_reads(&pool, async |conn| {
+        wave(500).execute(&mut *conn).await.unwrap();
+        for statement in ["DELETE FROM challenges", "VACUUM challenges"] {
+            sqlx::query(statement).execute(&mut *conn).await.unwrap();
+        }
+        wave(5000).execute(&mut *conn).await.unwrap();
+    })
+    .await;
+    let now = time::OffsetDateTime::now_utc();
+    let reads = challenge_reads(&pool, async |conn| {
+        for i in 0..20 {
+            register_view(conn, &format!("device-{i}"), now)
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert_eq!(
+        reads,
+        ChallengeReads {
+            seq_scans: 0,
+            by_expiry: 0
+        }
+    );
 }
