@@ -1,7 +1,8 @@
 //! The decision logic of each device step (docs/protocol.md §1–3). Handlers parse HTTP; this module
 //! decides, calling `dps-protocol` for the crypto and `store` for the state, and names every
 //! refusal ([`Refusal`]). Each step uses one connection and at most two statements, with the
-//! RSA or HMAC work between them and no transaction held across it (`store::device_steps`).
+//! RSA or HMAC work before or between them and no transaction held across it
+//! (`store::device_steps`).
 
 mod admission;
 mod assignment;

@@ -1,5 +1,5 @@
 //! The device steps' statements: each is one round trip, and a step is at most two of them with
-//! the service's own work (RSA, HMAC) in between. A complete registration (challenge, SAS
+//! the service's own work (RSA, HMAC) before or in between. A complete registration (challenge, SAS
 //! registration answered with its decision) costs Postgres three statements instead of thirteen
 //! in eight transactions (docs/architecture.md, decision 2).
 //!
