@@ -73,14 +73,14 @@ for row in $rows; do
     psql -q "$DATABASE_URL" -c VACUUM
     if [[ -n ${BENCH_STATEMENTS:-} ]]; then
         psql -qAt "$DATABASE_URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
-            -c "SELECT pg_stat_statements_reset()" -c "SELECT pg_stat_reset()" >/dev/null
+            -c "SELECT pg_stat_statements_reset()" -c "SELECT pg_stat_reset()" -c "${BENCH_PG_EXTRA:-SELECT 1}" -c "SELECT pg_reload_conf()" >/dev/null
     fi
     run "$n" "$c" "$conn" "$rate"
     [[ -z ${BENCH_STATEMENTS:-} ]] || psql -q "$DATABASE_URL" \
         -c "SELECT calls, round(mean_exec_time::numeric, 3) AS mean_ms,
                    (shared_blks_hit + shared_blks_read) / greatest(calls, 1) AS buffers,
                    left(regexp_replace(query, '\s+', ' ', 'g'), 70) AS statement
-            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 6" \
+            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT ${BENCH_TOP:-6}" \
         -c "SELECT relname AS table, seq_scan, idx_scan, n_dead_tup AS dead,
                    pg_relation_size(relid) / 8192 AS pages
             FROM pg_stat_user_tables ORDER BY relname"
