@@ -13,9 +13,11 @@
 #   BENCH_ROWS="1:64:fresh:200 1:64:keep-alive:200" scripts/bench.sh 20
 # BENCH_LOG is the services' RUST_LOG (default warn; info adds a line per assignment).
 # BENCH_SERVICE measures another provisioning-service binary (an older build, to compare).
-# BENCH_STATEMENTS=1 prints, after each row, what Postgres spent it on: the top statements by
-# execution time (pg_stat_statements: calls, mean ms, buffers read per call) and each table's
-# sequential and index scans.
+# BENCH_STATEMENTS=1 prints, after each row, what Postgres spent it on: the top BENCH_TOP
+# (default 6) statements by execution time (pg_stat_statements: calls, mean ms, buffers read per
+# call) and each table's sequential and index scans. BENCH_PG_EXTRA is one more statement to run
+# before each row, e.g. "ALTER SYSTEM SET pg_stat_statements.track = 'all'" to count the
+# statements inside put_challenge too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10} devices=${2:-2000}

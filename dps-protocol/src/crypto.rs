@@ -5,7 +5,7 @@
 
 use aes::cipher::{AsyncStreamCipher, KeyIvInit};
 use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
-use crypto_bigint::{BoxedUint, Odd};
+use crypto_bigint::{BoxedUint, MontyMultiplier, Odd};
 use hmac::{Hmac, Mac};
 use rand_core::CryptoRngCore;
 use rsa::{Oaep, RsaPrivateKey};
@@ -106,12 +106,14 @@ impl EncryptionKey {
     fn public_operation(&self, message: &BoxedUint) -> Vec<u8> {
         let mut base = BoxedMontyForm::new(message.clone(), &self.modulus);
         let mut power = base.clone();
+        // One multiplier for the whole exponentiation, squaring and multiplying in place:
+        // `square` and `mul` each build one and a new result (three allocations a step). The
+        // multiplier wipes its buffers when dropped; the powers are wiped below.
+        let mut multiplier = Multiplier::from(&self.modulus);
         for bit in (0..self.exponent.ilog2()).rev() {
-            let squared = power.square();
-            replace_zeroized(&mut power, squared);
+            multiplier.square_assign(&mut power);
             if self.exponent >> bit & 1 == 1 {
-                let product = power.mul(&base);
-                replace_zeroized(&mut power, product);
+                multiplier.mul_assign(&mut power, &base);
             }
         }
         let ciphertext = power.retrieve().to_be_bytes();
@@ -122,11 +124,8 @@ impl EncryptionKey {
     }
 }
 
-/// Stores `value` in `slot`, wiping what was there (an intermediate power of a secret).
-fn replace_zeroized(slot: &mut BoxedMontyForm, mut value: BoxedMontyForm) {
-    std::mem::swap(slot, &mut value);
-    value.zeroize();
-}
+/// crypto-bigint's Montgomery multiplier for [`BoxedMontyForm`] (not exported by name).
+type Multiplier<'a> = <BoxedMontyForm as crypto_bigint::MontyForm>::Multiplier<'a>;
 
 /// MGF1 with SHA-256 (RFC 8017 B.2.1): XORs `mask` with the mask generated from `seed`.
 fn mgf1_sha256_xor(mask: &mut [u8], seed: &[u8]) {
