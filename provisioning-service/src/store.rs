@@ -11,9 +11,11 @@
 //! **Lock order.** A transaction that writes or locks more than one of these tables takes their
 //! rows in this order, so two steps can never wait on each other in a cycle:
 //!
-//! 1. `throttle` (the challenge step's counters, before its RSA work),
+//! 1. `throttle` (the challenge step's counters; in the same statement as the challenge when
+//!    its key was issued first: `device_steps::challenge_gate`),
 //! 2. `challenges` (a new challenge first takes its registration's advisory lock, which
-//!    nothing else waits on: `device_steps::put_challenge`),
+//!    nothing else waits on, and nothing holding it waits on a throttle row:
+//!    `device_steps::put_challenge`),
 //! 3. `registrations`.
 //!
 //! `enrollments` rows are only read by the device steps (never locked), and enrollment writes

@@ -1,7 +1,7 @@
 //! The device steps' statements: each is one round trip, and a step is at most two of them with
-//! the service's own work (RSA, HMAC) before or in between. A complete registration (challenge, SAS
-//! registration answered with its decision) costs Postgres three statements instead of thirteen
-//! in eight transactions (docs/architecture.md, decision 2).
+//! the service's own work (RSA, HMAC) before or between them. A complete registration
+//! (challenge, SAS registration answered with its decision) costs Postgres three statements
+//! instead of thirteen in eight transactions (docs/architecture.md, decision 2).
 //!
 //! A step's read and its write are separate statements, not one transaction held across the
 //! service's work: the write re-checks, in the same statement, everything the read decided on
@@ -163,9 +163,9 @@ fn bind_challenge<'q>(
 
 /// Records a new challenge beside the live ones and drops the oldest beyond
 /// [`CHALLENGES_PER_ADDRESS`] for its client address and [`CHALLENGES_PER_REGISTRATION`] in
-/// all, and any expired one of the registration. One call of `put_challenge` (migration 0011),
-/// which locks the registration's challenges first, so that challenges written at the same
-/// moment count one another. For a challenge [`challenge_gate`] did not record.
+/// all, and any expired one of the registration. One call of `put_challenge` (migrations 0011
+/// and 0012), which locks the registration's challenges first, so that challenges written at
+/// the same moment count one another. For a challenge [`challenge_gate`] did not record.
 pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<(), StoreError> {
     bind_challenge(
         sqlx::query("SELECT put_challenge($2, $1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")

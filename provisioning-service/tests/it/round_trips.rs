@@ -216,6 +216,22 @@ fn challenge(
     }
 }
 
+/// Records `n` live challenges, each of another device: a wave of first boots.
+async fn wave(conn: &mut sqlx::PgConnection, n: i32) {
+    sqlx::query(
+        "INSERT INTO challenges (challenge_id, registration_id, client_address, ek_hash,
+                                 storage_root_key, sealed_key, key_id, authentication_key,
+                                 issued_at, expires_at)
+         SELECT gen_random_uuid(), 'wave-' || i, '192.0.2.1', '\\x01', '\\x02', '\\x03', 'k',
+                '\\x04', now(), now() + interval '5 minutes'
+         FROM generate_series(1, $1) i",
+    )
+    .bind(n)
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
 /// How `challenges` was read: sequential scans, and entries read through the index on expiry
 /// times (the housekeeping sweep's, which a device's read must not take).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
@@ -292,17 +308,7 @@ async fn after_a_wave_is_vacuumed_away_challenges_are_still_read_by_index(pool: 
     let now = time::OffsetDateTime::now_utc();
     // The wave's own scans (the DELETE) are counted apart.
     challenge_reads(&pool, async |conn| {
-        sqlx::query(
-            "INSERT INTO challenges (challenge_id, registration_id, client_address, ek_hash,
-                                     storage_root_key, sealed_key, key_id, authentication_key,
-                                     issued_at, expires_at)
-             SELECT gen_random_uuid(), 'wave-' || i, '192.0.2.1', '\\x01', '\\x02', '\\x03',
-                    'k', '\\x04', now(), now() + interval '5 minutes'
-             FROM generate_series(1, 5000) i",
-        )
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+        wave(conn, 5000).await;
         for statement in ["DELETE FROM challenges", "VACUUM challenges"] {
             sqlx::query(statement).execute(&mut *conn).await.unwrap();
         }
@@ -326,24 +332,13 @@ async fn after_a_wave_is_vacuumed_away_challenges_are_still_read_by_index(pool: 
 async fn a_devices_challenges_are_not_read_through_everyone_elses(pool: PgPool) {
     use provisioning_service::store::device_steps::register_view;
     // A wave answered and vacuumed away, and the next one under way.
-    let wave = |n: i32| {
-        sqlx::query(
-            "INSERT INTO challenges (challenge_id, registration_id, client_address, ek_hash,
-                                     storage_root_key, sealed_key, key_id, authentication_key,
-                                     issued_at, expires_at)
-             SELECT gen_random_uuid(), 'wave-' || i, '192.0.2.1', '\\x01', '\\x02', '\\x03',
-                    'k', '\\x04', now(), now() + interval '5 minutes'
-             FROM generate_series(1, $1) i",
-        )
-        .bind(n)
-    };
     // Their own reads (the DELETE) are counted apart.
     challenge_reads(&pool, async |conn| {
-        wave(500).execute(&mut *conn).await.unwrap();
+        wave(conn, 500).await;
         for statement in ["DELETE FROM challenges", "VACUUM challenges"] {
             sqlx::query(statement).execute(&mut *conn).await.unwrap();
         }
-        wave(5000).execute(&mut *conn).await.unwrap();
+        wave(conn, 5000).await;
     })
     .await;
     let now = time::OffsetDateTime::now_utc();
