@@ -300,29 +300,37 @@ async fn recording_a_challenge_never_scans_the_whole_table(pool: PgPool) {
 }
 
 /// A wave's challenges, answered and vacuumed away, leave the table its pages (migration
-/// 0012), so the SAS step's read, planned after the vacuum, still reads by index. Truncated,
-/// the table looked empty to the planner and the read became a sequential scan.
+/// 0012), and a table of a few pages is given more (0013), so the SAS step's read, planned
+/// after the vacuum, still reads by index. Truncated, the table looked empty to the planner;
+/// a few pages long, a sequential scan looked cheaper. Either way the read became one, and
+/// stayed one as the next wave grew the table.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn after_a_wave_is_vacuumed_away_challenges_are_still_read_by_index(pool: PgPool) {
     use provisioning_service::store::device_steps::register_view;
     let now = time::OffsetDateTime::now_utc();
-    // The wave's own scans (the DELETE) are counted apart.
-    challenge_reads(&pool, async |conn| {
-        wave(conn, 5000).await;
-        for statement in ["DELETE FROM challenges", "VACUUM challenges"] {
-            sqlx::query(statement).execute(&mut *conn).await.unwrap();
-        }
-    })
-    .await;
-    let reads = challenge_reads(&pool, async |conn| {
-        for i in 0..20 {
-            register_view(conn, &format!("device-{i}"), now)
-                .await
-                .unwrap();
-        }
-    })
-    .await;
-    assert_eq!(reads.seq_scans, 0, "sequential scans of challenges");
+    // A small first wave (a few pages), then a large one.
+    for devices in [100, 5000] {
+        // The wave's own scans (the DELETE) are counted apart.
+        challenge_reads(&pool, async |conn| {
+            wave(conn, devices).await;
+            for statement in ["DELETE FROM challenges", "VACUUM challenges"] {
+                sqlx::query(statement).execute(&mut *conn).await.unwrap();
+            }
+        })
+        .await;
+        let reads = challenge_reads(&pool, async |conn| {
+            for i in 0..20 {
+                register_view(conn, &format!("device-{i}"), now)
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        assert_eq!(
+            reads.seq_scans, 0,
+            "sequential scans of challenges after a wave of {devices}"
+        );
+    }
 }
 
 /// The SAS step reads a device's live challenges through the index on registration and
