@@ -232,6 +232,17 @@ async fn wave(conn: &mut sqlx::PgConnection, n: i32) {
     .unwrap();
 }
 
+/// The SAS step's read for twenty devices with no challenge, on one connection: past the
+/// five executions after which a connection keeps a generic plan.
+async fn sas_reads(conn: &mut sqlx::PgConnection) {
+    let now = time::OffsetDateTime::now_utc();
+    for i in 0..20 {
+        provisioning_service::store::device_steps::register_view(conn, &format!("device-{i}"), now)
+            .await
+            .unwrap();
+    }
+}
+
 /// How `challenges` was read: sequential scans, and entries read through the index on expiry
 /// times (the housekeeping sweep's, which a device's read must not take).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
@@ -306,8 +317,6 @@ async fn recording_a_challenge_never_scans_the_whole_table(pool: PgPool) {
 /// stayed one as the next wave grew the table.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn after_a_wave_is_vacuumed_away_challenges_are_still_read_by_index(pool: PgPool) {
-    use provisioning_service::store::device_steps::register_view;
-    let now = time::OffsetDateTime::now_utc();
     // A small first wave (a few pages), then a large one.
     for devices in [100, 5000] {
         // The wave's own scans (the DELETE) are counted apart.
@@ -318,14 +327,7 @@ async fn after_a_wave_is_vacuumed_away_challenges_are_still_read_by_index(pool: 
             }
         })
         .await;
-        let reads = challenge_reads(&pool, async |conn| {
-            for i in 0..20 {
-                register_view(conn, &format!("device-{i}"), now)
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
+        let reads = challenge_reads(&pool, sas_reads).await;
         assert_eq!(
             reads.seq_scans, 0,
             "sequential scans of challenges after a wave of {devices}"
@@ -338,9 +340,8 @@ async fn after_a_wave_is_vacuumed_away_challenges_are_still_read_by_index(pool: 
 /// empty table the two looked alike, and the read went through every live challenge.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn a_devices_challenges_are_not_read_through_everyone_elses(pool: PgPool) {
-    use provisioning_service::store::device_steps::register_view;
-    // A wave answered and vacuumed away, and the next one under way.
-    // Their own reads (the DELETE) are counted apart.
+    // A wave answered and vacuumed away, and the next one under way. Their own reads (the
+    // DELETE) are counted apart.
     challenge_reads(&pool, async |conn| {
         wave(conn, 500).await;
         for statement in ["DELETE FROM challenges", "VACUUM challenges"] {
@@ -349,15 +350,7 @@ async fn a_devices_challenges_are_not_read_through_everyone_elses(pool: PgPool) 
         wave(conn, 5000).await;
     })
     .await;
-    let now = time::OffsetDateTime::now_utc();
-    let reads = challenge_reads(&pool, async |conn| {
-        for i in 0..20 {
-            register_view(conn, &format!("device-{i}"), now)
-                .await
-                .unwrap();
-        }
-    })
-    .await;
+    let reads = challenge_reads(&pool, sas_reads).await;
     assert_eq!(
         reads,
         ChallengeReads {
