@@ -31,6 +31,10 @@ cargo build --release --locked -q -p provisioning-service -p loadgen
 service=${BENCH_SERVICE:-$PWD/target/release/provisioning-service} loadgen=$PWD/target/release/dps-loadgen
 pg_start "$work" "$(free_port)"
 postmaster=$(head -1 "$work/pgdata/postmaster.pid")
+if [[ -n ${BENCH_PG_SOCKET:-} ]]; then
+    pgport=${DATABASE_URL##*:}; pgport=${pgport%%/*}
+    export DATABASE_URL="postgres://postgres@localhost/postgres?host=$work/pgdata&port=$pgport"
+fi
 
 # Two instances on one database, sharing secrets (the first creates them). The per-address
 # throttles are lifted: every device here comes from 127.0.0.1.
@@ -79,7 +83,8 @@ for row in $rows; do
     fi
     run "$n" "$c" "$conn" "$rate"
     [[ -z ${BENCH_STATEMENTS:-} ]] || psql -q "$DATABASE_URL" \
-        -c "SELECT calls, round(mean_exec_time::numeric, 3) AS mean_ms,
+        -c "SELECT calls, round(mean_exec_time::numeric, 3) AS mean_ms, plans,
+                   round(mean_plan_time::numeric, 3) AS plan_ms,
                    (shared_blks_hit + shared_blks_read) / greatest(calls, 1) AS buffers,
                    left(regexp_replace(query, '\s+', ' ', 'g'), 70) AS statement
             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT ${BENCH_TOP:-6}" \

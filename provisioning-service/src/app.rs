@@ -1,6 +1,7 @@
 //! The service's shared state: a Postgres pool, the service key and the validated settings.
-//! Nothing here remembers anything between requests (that is Postgres's job) but the hub
-//! check's device keys, for at most a second.
+//! Nothing here remembers anything between requests (that is Postgres's job) but two caches
+//! that Postgres re-checks or bounds: the hub check's device keys, for at most a second, and
+//! the challenges this instance issued, until answered (`registration::recent`).
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use crate::allocation::webhook::WebhookClient;
 use crate::cpu::CpuPool;
 use crate::hub::keys::DeviceKeys;
 use crate::metrics::Metrics;
+use crate::registration::RecentChallenges;
 use crate::sealing::Sealer;
 use crate::settings::{Settings, SettingsError};
 use crate::store::lease::{Lease, Spares};
@@ -28,6 +30,7 @@ struct Inner {
     webhooks: WebhookClient,
     metrics: Metrics,
     spares: Arc<Spares>,
+    recent_challenges: RecentChallenges,
 }
 
 impl App {
@@ -54,6 +57,7 @@ impl App {
             webhooks,
             metrics,
             spares,
+            recent_challenges: RecentChallenges::default(),
         })))
     }
 
@@ -76,6 +80,12 @@ impl App {
     #[must_use]
     pub fn device_keys(&self) -> &DeviceKeys {
         &self.0.device_keys
+    }
+
+    /// The challenges this instance issued, until answered (`registration::recent`).
+    #[must_use]
+    pub fn recent_challenges(&self) -> &RecentChallenges {
+        &self.0.recent_challenges
     }
 
     /// The bound on CPU-bound jobs, the challenge's RSA work among them (`cpu`).

@@ -7,10 +7,12 @@
 mod admission;
 mod assignment;
 mod group_admission;
+mod recent;
 mod refusal;
 
 pub use admission::admit;
 use assignment::DeviceContext;
+pub use recent::RecentChallenges;
 pub use refusal::{Refusal, StepError};
 
 use dps_protocol::sas::{self, SasToken, VerifyPolicy, REGISTRATION_KEY_NAME};
@@ -22,12 +24,13 @@ use dps_protocol::wire::{
 use dps_protocol::{AuthenticationKey, RegistrationId};
 use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::app::App;
 use crate::cpu::Core;
-use crate::store::device_steps::{self, KeyCandidate};
+use crate::store::device_steps::{self, ChallengeGate, KeyCandidate, RegisterView};
 use crate::store::registrations::{ChallengeRow, RegistrationRow, Status, Substatus};
 use crate::timestamp;
 
@@ -136,6 +139,9 @@ fn unix(t: OffsetDateTime) -> u64 {
 /// device's, and a new challenge joins the device's live ones instead of replacing them: a
 /// stranger's flood from elsewhere neither throttles the device nor evicts the challenge it is
 /// answering (`store::device_steps::put_challenge`).
+///
+/// A challenge for an individual enrollment is remembered here with what the gate read
+/// (`recent`), for the SAS step to skip its read if the device comes back to this instance.
 pub async fn challenge(
     app: &App,
     req: &RegisterRequest,
@@ -161,45 +167,60 @@ pub async fn challenge(
         offered.as_ref(),
     )
     .await?;
-    if let Some(retry_after) = gate.counted.refusal(limit, now) {
+    let ChallengeGate {
+        counted,
+        enrollment,
+        previous,
+        registration_etag,
+        put,
+    } = gate;
+    if let Some(retry_after) = counted.refusal(limit, now) {
         return Err(Refusal::Throttled { retry_after }.into());
     }
     // An individual enrollment wins; without one, an EK certificate may get the device into a
     // TPM enrollment group.
-    let group_id = if gate.enrollment.is_none() && tpm.ek_certificate.is_some() {
-        Some(group_admission::admit_to_group(app, &mut conn, id, tpm).await?)
+    let (group_id, admitted) = if enrollment.is_none() && tpm.ek_certificate.is_some() {
+        let group_id = group_admission::admit_to_group(app, &mut conn, id, tpm).await?;
+        (Some(group_id), None)
     } else {
-        admit(&mut conn, gate.enrollment, &ek_hash).await?;
-        None
+        (None, Some(admit(&mut conn, enrollment, &ek_hash).await?))
     };
-    let mut row = match offered {
-        Some(row) if gate.put => {
+    let row = match offered {
+        Some(row) if put => {
             conn.done();
-            return Ok(row.authentication_key);
+            row
         }
-        Some(row) => row,
-        None => {
-            // With a core free now, the step keeps its connection for the write after the
-            // work; otherwise the connection goes to the next request while the work waits
-            // for a core: a burst of challenges must queue for CPU, not hold the connections
-            // registrations and polls need.
-            let (core, kept) = if let Some(core) = app.cpu().core_now() {
-                (core, Some(conn))
+        offered => {
+            let mut row = if let Some(row) = offered {
+                row
             } else {
-                conn.done();
-                (app.cpu().core().await?, None)
+                // With a core free now, the step keeps its connection for the write after the
+                // work; otherwise the connection goes to the next request while the work waits
+                // for a core: a burst of challenges must queue for CPU, not hold the
+                // connections registrations and polls need.
+                let (core, kept) = if let Some(core) = app.cpu().core_now() {
+                    (core, Some(conn))
+                } else {
+                    conn.done();
+                    (app.cpu().core().await?, None)
+                };
+                let row = issue(app, tpm, id, &ek_hash, client_address, now, core)?;
+                conn = match kept {
+                    Some(conn) => conn,
+                    None => app.acquire().await?,
+                };
+                row
             };
-            let row = issue(app, tpm, id, &ek_hash, client_address, now, core)?;
-            conn = match kept {
-                Some(conn) => conn,
-                None => app.acquire().await?,
-            };
+            row.group_id = group_id;
+            device_steps::put_challenge(&mut conn, &row).await?;
+            conn.done();
             row
         }
     };
-    row.group_id = group_id;
-    device_steps::put_challenge(&mut conn, &row).await?;
-    conn.done();
+    if let Some(enrollment) = admitted {
+        app.recent_challenges()
+            .remember(&row, enrollment, previous, registration_etag, now);
+    }
     Ok(row.authentication_key)
 }
 
@@ -310,6 +331,11 @@ const ASSIGN_ATTEMPTS: usize = 3;
 /// Step 2, with SAS: the device proved it holds the issued key; assign it. One connection, two
 /// statements (`store::device_steps`): every key candidate and the enrollment in one read, then
 /// a write that re-checks what the read decided on; if that changed, read again.
+///
+/// If this instance issued the device's challenge (`recent`), it first tries what it
+/// remembers in place of the read: then the registration is one statement here. Any refusal or
+/// change on that path is decided again on a fresh read, so a remembered view can only save the
+/// read, never change an answer.
 pub async fn register(
     app: &App,
     req: &RegisterRequest,
@@ -323,15 +349,90 @@ pub async fn register(
         .as_ref()
         .map(|t| (ek_hash(&t.ek_bytes), t.srk_bytes.as_slice()));
     let mut conn = app.acquire().await?;
-    for _ in 0..ASSIGN_ATTEMPTS {
+    let step = SasStep {
+        app,
+        req,
+        token,
+        presented: presented.as_ref(),
+        now,
+    };
+    let mut answer = match app.recent_challenges().recall(id, now) {
+        Some(view) => match step.attempt(&mut conn, view, rng).await {
+            Ok(written) => written,
+            Err(StepError::Refused(_)) => None,
+            Err(other) => return Err(other),
+        },
+        None => None,
+    };
+    let mut reads = 0;
+    let (row, webhook) = loop {
+        if let Some(written) = answer {
+            break written;
+        }
+        if reads == ASSIGN_ATTEMPTS {
+            return Err(Refusal::Contended.into());
+        }
+        reads += 1;
         let view = device_steps::register_view(&mut conn, id, now).await?;
-        let key = proven_key(app, token, id, &view.candidates, presented.as_ref(), now)?;
+        answer = step.attempt(&mut conn, view, rng).await?;
+    };
+    conn.done();
+    app.recent_challenges().forget(id);
+    assignment::count(app, &row);
+    if let Some(job) = webhook {
+        tracing::info!(registration_id = id, "asking the allocation webhook");
+        tokio::spawn(assignment::run_webhook(app.clone(), job, row.clone()));
+    } else {
+        tracing::info!(
+            registration_id = id,
+            status = ?row.status,
+            hub = row.assigned_hub.as_deref(),
+            "device registered"
+        );
+    }
+    // Decided at once (no webhook to ask): the answer carries the decision, so the device
+    // needs no poll. DPS's specification allows `200` with the operation status here; the
+    // Azure Node SDK finishes on it, aziot-identityd polls once regardless
+    // (docs/protocol.md §2).
+    Ok(if row.status == Status::Assigning {
+        RegistrationOperationStatus {
+            operation_id: row.operation_id.to_string(),
+            status: RegistrationStatus::Assigning,
+            registration_state: None,
+        }
+    } else {
+        operation_result(&row)
+    })
+}
+
+/// What one SAS step knows besides its connection and view.
+struct SasStep<'a> {
+    app: &'a App,
+    req: &'a RegisterRequest,
+    token: &'a SasToken,
+    /// The EK hash and SRK the body named, if it named a TPM.
+    presented: Option<&'a (Vec<u8>, &'a [u8])>,
+    now: OffsetDateTime,
+}
+
+impl SasStep<'_> {
+    /// One decision on `view` and its write: the registration as written, or `None` if
+    /// something the view showed changed before the write (or the device just joined its group)
+    /// and the step must read again.
+    async fn attempt(
+        &self,
+        conn: &mut PgConnection,
+        view: RegisterView,
+        rng: &mut (impl CryptoRngCore + Send),
+    ) -> Result<Option<(RegistrationRow, Option<assignment::WebhookJob>)>, StepError> {
+        let (app, id, now) = (self.app, self.req.registration_id.as_str(), self.now);
+        let key = proven_key(app, self.token, id, &view.candidates, self.presented, now)?;
         if let (None, Some(group_id)) = (&view.enrollment, &key.group_id) {
             // Proven: the device joins the group that admitted it, then is read again.
-            group_admission::join(&mut conn, id, req.tpm.as_ref(), key, group_id, now).await?;
-            continue;
+            group_admission::join(conn, id, self.req.tpm.as_ref(), key, group_id, now).await?;
+            return Ok(None);
         }
-        let enrollment = admit(&mut conn, view.enrollment, &key.ek_hash).await?;
+        let enrollment = admit(conn, view.enrollment, &key.ek_hash).await?;
         // A key sealed under a previous service key moves to the current one (sealing.rs).
         let (sealed_key, key_id) = app
             .sealer()
@@ -344,7 +445,7 @@ pub async fn register(
             .inspect_err(|_| app.metrics().sealing_failure())?;
         let device = DeviceContext {
             storage_root_key: key.storage_root_key.clone(),
-            payload: req.payload.clone(),
+            payload: self.req.payload.clone(),
         };
         let (decided, webhook) =
             assignment::plan(app, id, &enrollment, view.previous.as_ref(), device);
@@ -370,38 +471,10 @@ pub async fn register(
             decide_by: webhook.as_ref().map(|_| assignment::decide_by(app, now)),
         };
         decided.apply(&mut row, now);
-        if let Some(row) = device_steps::assign(&mut conn, &row, key.source).await? {
-            conn.done();
-            assignment::count(app, &row);
-            if let Some(job) = webhook {
-                tracing::info!(registration_id = id, "asking the allocation webhook");
-                tokio::spawn(assignment::run_webhook(app.clone(), job, row.clone()));
-            } else {
-                tracing::info!(
-                    registration_id = id,
-                    status = ?row.status,
-                    hub = row.assigned_hub.as_deref(),
-                    "device registered"
-                );
-            }
-            // Decided at once (no webhook to ask): the answer carries the decision, so the
-            // device needs no poll. DPS's specification allows `200` with the operation status
-            // here; the Azure Node SDK finishes on it, aziot-identityd polls once regardless
-            // (docs/protocol.md §2).
-            return Ok(if row.status == Status::Assigning {
-                RegistrationOperationStatus {
-                    operation_id: row.operation_id.to_string(),
-                    status: RegistrationStatus::Assigning,
-                    registration_state: None,
-                }
-            } else {
-                operation_result(&row)
-            });
-        }
+        let written = device_steps::assign(conn, &row, key.source, view.observed.as_ref()).await?;
+        Ok(written.map(|row| (row, webhook)))
     }
-    Err(Refusal::Contended.into())
 }
-
 /// The registration state of a device that authenticates with the key it registered with: one
 /// statement, which also counts the call against the (registration, client address) budget.
 async fn authenticated_state(

@@ -35,6 +35,10 @@ pub struct Admission {
     pub iot_hub_host_name: Option<String>,
     /// The enrollment's other DPS fields (allocation, re-provisioning, initial twin).
     pub extra: Value,
+    /// The enrollment's etag and its group's, as read: a write on a remembered read checks
+    /// them unchanged ([`Observed`]).
+    pub etag: Uuid,
+    pub group_etag: Option<Uuid>,
 }
 
 /// The enrollment's columns in a joined read (`enrollments e` and its group `g`, both
@@ -46,7 +50,8 @@ const ADMISSION_COLUMNS: &str =
           ELSE e.provisioning_status END AS enrolled_status,
      e.device_id AS enrolled_device_id,
      CASE WHEN e.group_id IS NULL THEN e.iot_hub_host_name ELSE g.iot_hub_host_name END AS enrolled_hub,
-     CASE WHEN e.group_id IS NULL THEN e.extra ELSE g.extra END AS enrolled_extra";
+     CASE WHEN e.group_id IS NULL THEN e.extra ELSE g.extra END AS enrolled_extra,
+     e.etag AS enrolled_etag, g.etag AS enrolled_group_etag";
 
 /// The enrollment of registration id `$N` and its group, joined as [`ADMISSION_COLUMNS`] reads.
 macro_rules! enrollment_join {
@@ -71,23 +76,60 @@ impl Admission {
             device_id: row.try_get("enrolled_device_id")?,
             iot_hub_host_name: row.try_get("enrolled_hub")?,
             extra: row.try_get::<Json<Value>, _>("enrolled_extra")?.0,
+            etag: row.try_get("enrolled_etag")?,
+            group_etag: row.try_get("enrolled_group_etag")?,
         }))
     }
 }
 
+/// The device's current assignment, from a registration's `status`, `assigned_hub`,
+/// `device_id` and `initial_twin` columns (null when it has none).
+fn previous_from(row: &PgRow) -> sqlx::Result<Option<Previous>> {
+    if row.try_get::<Option<Status>, _>("status")? != Some(Status::Assigned) {
+        return Ok(None);
+    }
+    row.try_get::<Option<String>, _>("assigned_hub")?
+        .map(|hub| {
+            Ok(Previous {
+                hub,
+                device_id: row.try_get("device_id")?,
+                initial_twin: row
+                    .try_get::<Option<Json<Value>>, _>("initial_twin")?
+                    .map(|t| t.0),
+            })
+        })
+        .transpose()
+}
+
+/// What a step's decision rested on, as read: the enrollment's and its group's etags and the
+/// registration's (`None`: there was none). A step that decides on a read made earlier (a
+/// challenge this instance remembers, `registration::recent`) has [`assign`] write only if all
+/// three are still so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    pub enrollment_etag: Uuid,
+    pub group_etag: Option<Uuid>,
+    pub registration_etag: Option<Uuid>,
+}
+
 /// The challenge step's statement: the asking address's throttle count, the enrollment of the
-/// registration id, and whether the challenge offered with it was recorded.
+/// registration id and the device's registration, and whether the challenge offered with it was
+/// recorded.
 #[derive(Debug)]
 pub struct ChallengeGate {
     pub counted: Counted,
     pub enrollment: Option<Admission>,
+    /// The device's current assignment, if it has one.
+    pub previous: Option<Previous>,
+    /// The registration's etag, if the device has a registration.
+    pub registration_etag: Option<Uuid>,
     /// The offered challenge was recorded ([`put_challenge`]): the address was within its limit
     /// and the enrollment admits the challenge's EK.
     pub put: bool,
 }
 
-/// Counts one challenge in `bucket` and reads the enrollment of `registration_id`, in one
-/// statement. Every request is counted, admitted or not, so probing for enrolled ids spends the
+/// Counts one challenge in `bucket` and reads the enrollment and the registration of
+/// `registration_id`, in one statement. Every request is counted, admitted or not, so probing for enrolled ids spends the
 /// prober's budget.
 ///
 /// With `offered`, the same statement also records that challenge as [`put_challenge`] does,
@@ -105,7 +147,10 @@ pub async fn challenge_gate(
     offered: Option<&ChallengeRow>,
 ) -> Result<ChallengeGate, StoreError> {
     let gate = format!(
-        "WITH hit AS ({}), gate AS (SELECT hit.count, hit.window_start, {ADMISSION_COLUMNS} FROM hit {})",
+        "WITH hit AS ({}), gate AS (
+             SELECT hit.count, hit.window_start, {ADMISSION_COLUMNS}, r.etag AS registered_etag,
+                    r.status, r.assigned_hub, r.device_id, r.initial_twin
+             FROM hit {} LEFT JOIN registrations r ON r.registration_id = $4)",
         throttle::hit_cte!("SELECT $1, $2::timestamptz, 1", "$3"),
         enrollment_join!("4")
     );
@@ -136,6 +181,8 @@ pub async fn challenge_gate(
     Ok(ChallengeGate {
         counted: Counted::from_row(&row)?,
         enrollment: Admission::from_joined(&row)?,
+        previous: previous_from(&row)?,
+        registration_etag: row.try_get("registered_etag")?,
         put: offered.is_some() && row.try_get("put")?,
     })
 }
@@ -208,6 +255,8 @@ pub struct RegisterView {
     pub enrollment: Option<Admission>,
     /// The device's current assignment, if it has one.
     pub previous: Option<Previous>,
+    /// Set when this view was remembered rather than read just now: what it rested on.
+    pub observed: Option<Observed>,
 }
 
 /// The SAS step's first statement: every key the token may have been signed with, and the
@@ -253,19 +302,8 @@ pub async fn register_view(
             authentication_key: row.try_get("authentication_key")?,
             group_id: row.try_get("group_id")?,
         });
-        if rank == 1 && row.try_get::<Option<Status>, _>("status")? == Some(Status::Assigned) {
-            view.previous = row
-                .try_get::<Option<String>, _>("assigned_hub")?
-                .map(|hub| -> sqlx::Result<_> {
-                    Ok(Previous {
-                        hub,
-                        device_id: row.try_get("device_id")?,
-                        initial_twin: row
-                            .try_get::<Option<Json<Value>>, _>("initial_twin")?
-                            .map(|t| t.0),
-                    })
-                })
-                .transpose()?;
+        if rank == 1 {
+            view.previous = previous_from(row)?;
         }
         if view.enrollment.is_none() {
             view.enrollment = Admission::from_joined(row)?;
@@ -282,22 +320,39 @@ const ADMITTED: &str = "admitted AS (
       AND NOT EXISTS (SELECT 1 FROM enrollment_groups g
                       WHERE g.group_id = enrollments.group_id AND g.provisioning_status = 'disabled'))";
 
+/// With [`Observed`]: the enrollment, its group and the registration are still at the etags
+/// observed ($20, $21, $22).
+const UNCHANGED: &str = ",
+    unchanged AS (
+        SELECT 1 WHERE (SELECT etag FROM enrollments WHERE registration_id = $1) = $20::uuid
+          AND (SELECT g.etag FROM enrollments e JOIN enrollment_groups g ON g.group_id = e.group_id
+               WHERE e.registration_id = $1) IS NOT DISTINCT FROM $21::uuid
+          AND (SELECT etag FROM registrations WHERE registration_id = $1) IS NOT DISTINCT FROM $22::uuid)";
+
 /// The SAS step's second statement: writes the registration state `r` if nothing the read
-/// decided on changed since. With a challenge's key, that challenge is consumed (and the
-/// device's other challenges with it) and the state created or replaced; with the
-/// registration's key, the state is replaced only at the etag it was read at. `None`: something
-/// changed, nothing was written.
+/// decided on changed since. With a challenge's key, that challenge is consumed if it is still
+/// live (and the device's other challenges with it) and the state created or replaced; with the
+/// registration's key, the state is replaced only at the etag it was read at. With `observed`
+/// (a challenge's key, the decision made on a remembered read), only if the enrollment, its
+/// group and the registration are as observed too. `None`: something changed, nothing was
+/// written.
 pub async fn assign(
     conn: &mut PgConnection,
     r: &RegistrationRow,
     proven_by: KeySource,
+    observed: Option<&Observed>,
 ) -> Result<Option<RegistrationRow>, StoreError> {
+    let (unchanged, still) = match observed {
+        Some(_) => (UNCHANGED, " AND EXISTS (SELECT 1 FROM unchanged)"),
+        None => ("", ""),
+    };
     let sql = match proven_by {
         KeySource::Challenge(_) => format!(
-            "WITH {ADMITTED},
+            "WITH {ADMITTED}{unchanged},
              proven AS (
                  DELETE FROM challenges
-                 WHERE challenge_id = $16 AND registration_id = $1 AND EXISTS (SELECT 1 FROM admitted)
+                 WHERE challenge_id = $16 AND registration_id = $1 AND expires_at > $15
+                   AND EXISTS (SELECT 1 FROM admitted){still}
                  RETURNING challenge_id),
              others AS (
                  DELETE FROM challenges
@@ -333,7 +388,7 @@ pub async fn assign(
         KeySource::Challenge(id) => id,
         KeySource::Registration { etag } => etag,
     };
-    sqlx::query_as(&sql)
+    let query = sqlx::query_as(&sql)
         .bind(&r.registration_id)
         .bind(r.operation_id)
         .bind(r.status)
@@ -352,10 +407,15 @@ pub async fn assign(
         .bind(guard)
         .bind(&r.payload)
         .bind(&r.initial_twin)
-        .bind(r.decide_by)
-        .fetch_optional(conn)
-        .await
-        .map_err(device_id_taken)
+        .bind(r.decide_by);
+    let query = match (observed, proven_by) {
+        (Some(o), KeySource::Challenge(_)) => query
+            .bind(o.enrollment_etag)
+            .bind(o.group_etag)
+            .bind(o.registration_etag),
+        _ => query,
+    };
+    query.fetch_optional(conn).await.map_err(device_id_taken)
 }
 
 /// A write that would put two devices on one hub under one device id.

@@ -388,6 +388,68 @@ async fn re_provisioning_follows_the_enrollments_policy(pool: PgPool) {
     assert_eq!(twin_of().await, Some(twin.clone()));
 }
 
+/// Challenges `device` and imports the key; the SAS step is the caller's.
+async fn challenged(app: &TestApp, t: &mut TestTpm, device: &Device) {
+    let blob = app.challenge(device).await;
+    t.tpm
+        .import_authentication_key(&blob)
+        .expect("the TPM imports the service's blob");
+}
+
+/// The SAS step's answer, which must be 200 with the decision: the registration state.
+async fn answered(app: &TestApp, t: &mut TestTpm, device: &Device) -> Value {
+    let (status, body) = app.register_with(device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["registrationState"].clone()
+}
+
+/// An instance remembers the challenges it issued with the enrollment read beside them
+/// (`registration::recent`), so that the SAS step need not read it again; an enrollment changed
+/// while the device works on its challenge decides the registration all the same (the write
+/// checks the enrollment's etag).
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_enrollment_changed_while_the_device_answers_its_challenge_decides(pool: PgPool) {
+    let app = instance(pool, 1000).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    let to = |hub: &str| json!({"allocationPolicy": "static", "iotHubs": [hub]});
+    enroll(&app, &device, to(HUBS[0])).await;
+    challenged(&app, &mut t, &device).await;
+    enroll(&app, &device, to(HUBS[1])).await;
+    assert_eq!(
+        answered(&app, &mut t, &device).await["assignedHub"],
+        HUBS[1]
+    );
+}
+
+/// The same for the device's registration, written meanwhile (here directly, as another
+/// instance would): a device that is never re-provisioned stays where the registration says it
+/// is now, not where it was when the challenge was issued (the write checks the registration's
+/// etag).
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_registration_changed_while_the_device_answers_its_challenge_decides(pool: PgPool) {
+    let app = instance(pool, 1000).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    let fields = json!({"allocationPolicy": "static", "iotHubs": [HUBS[0]],
+                        "reprovisionPolicy": {"updateHubAssignment": false, "migrateDeviceData": true}});
+    enroll(&app, &device, fields).await;
+    assert_eq!(
+        register(&app, &mut t, &device).await["assignedHub"],
+        HUBS[0]
+    );
+    challenged(&app, &mut t, &device).await;
+    sqlx::query("UPDATE registrations SET assigned_hub = $1, etag = gen_random_uuid()")
+        .bind(HUBS[1])
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        answered(&app, &mut t, &device).await["assignedHub"],
+        HUBS[1]
+    );
+}
+
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn allocation_fields_are_checked_when_an_enrollment_is_written(pool: PgPool) {
     let app = instance(pool, 1000).await;

@@ -133,6 +133,31 @@ async fn a_genuine_tpm_joins_its_group_with_nothing_uploaded(pool: PgPool) {
     assert_eq!(g["etag"], written["etag"]);
 }
 
+/// A member's allocation is its group's: a group changed while the device works on its
+/// challenge decides the registration, though the instance remembered the group's allocation
+/// with the challenge (`registration::recent`; the write checks the group's etag).
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_group_changed_while_a_member_answers_its_challenge_decides(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    let device = Device::with_certificate(&mut t.tpm);
+    let to = |hub: &str| {
+        group(
+            "line-7",
+            json!({"tpmModels": ["swtpm"]}),
+            json!({"allocationPolicy": "static", "iotHubs": [hub]}),
+        )
+    };
+    put_group(&app, to(HUBS[0])).await;
+    app.provision(&mut t, &device).await;
+    let blob = app.challenge(&device).await;
+    t.tpm.import_authentication_key(&blob).unwrap();
+    put_group(&app, to(HUBS[1])).await;
+    let (status, body) = app.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["registrationState"]["assignedHub"], HUBS[1]);
+}
+
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn devices_that_do_not_meet_the_group_are_refused(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
