@@ -45,8 +45,8 @@ fn pool_returns(app: &TestApp) -> f64 {
 }
 
 /// Registers `device` (challenge on `challenger`, SAS on `registrar`), then polls; returns the
-/// statements of the registration, of the poll, and the connections `registrar` handed back to
-/// its pool meanwhile.
+/// statements of the registration and of the poll, and the connections `registrar` handed back
+/// to its pool during the registration.
 async fn counted_registration(
     challenger: &TestApp,
     registrar: &TestApp,
@@ -65,14 +65,14 @@ async fn counted_registration(
     let returns = pool_returns(registrar) - returned;
     let registered = statements_so_far(pool).await;
     let operation_id = body["operationId"].as_str().unwrap();
-    let (status, body) = registrar.poll(device, operation_id, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "assigned");
+    let (status, polled) = registrar.poll(device, operation_id, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{polled}");
+    assert_eq!(polled["status"], "assigned");
     let after = statements_so_far(pool).await;
-    let run = statements_between(&before, &registered);
+    let registration = statements_between(&before, &registered);
     let poll = statements_between(&registered, &after);
-    eprintln!("registration: {run:#?}\npoll: {poll:#?}");
-    (run.values().sum(), poll.values().sum(), returns)
+    eprintln!("registration: {registration:#?}\npoll: {poll:#?}");
+    (registration.values().sum(), poll.values().sum(), returns)
 }
 
 async fn counting(pool: PgPool) -> (TestApp, TestTpm, Device) {
