@@ -53,8 +53,8 @@ async fn counted_registration(
     t: &mut TestTpm,
     device: &Device,
 ) -> (i64, i64, f64) {
-    let pool = &challenger.pool;
-    let before = statements_so_far(pool).await;
+    let db = &challenger.pool;
+    let before = statements_so_far(db).await;
     let returned = pool_returns(registrar);
     let blob = challenger.challenge(device).await;
     t.tpm
@@ -63,12 +63,12 @@ async fn counted_registration(
     let (status, body) = registrar.register_with(device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let returns = pool_returns(registrar) - returned;
-    let registered = statements_so_far(pool).await;
+    let registered = statements_so_far(db).await;
     let operation_id = body["operationId"].as_str().unwrap();
     let (status, polled) = registrar.poll(device, operation_id, &mut t.tpm).await;
     assert_eq!(status, StatusCode::OK, "{polled}");
     assert_eq!(polled["status"], "assigned");
-    let after = statements_so_far(pool).await;
+    let after = statements_so_far(db).await;
     let registration = statements_between(&before, &registered);
     let poll = statements_between(&registered, &after);
     eprintln!("registration: {registration:#?}\npoll: {poll:#?}");
