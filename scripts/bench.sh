@@ -14,8 +14,8 @@
 # BENCH_LOG is the services' RUST_LOG (default warn; info adds a line per assignment).
 # BENCH_SERVICE measures another provisioning-service binary (an older build, to compare).
 # BENCH_STATEMENTS=1 prints, after each row, what Postgres spent it on: the top BENCH_TOP
-# (default 6) statements by execution time (pg_stat_statements: calls, mean ms, buffers read per
-# call) and each table's sequential and index scans. BENCH_PG_EXTRA is one more statement to run
+# (default 6) statements by execution time (pg_stat_statements: calls, mean ms, plans and mean
+# planning ms if pg_stat_statements.track_planning is on, buffers read per call) and each table's sequential and index scans. BENCH_PG_EXTRA is one more statement to run
 # before each row, e.g. "ALTER SYSTEM SET pg_stat_statements.track = 'all'" to count the
 # statements inside put_challenge too.
 set -euo pipefail
@@ -31,10 +31,6 @@ cargo build --release --locked -q -p provisioning-service -p loadgen
 service=${BENCH_SERVICE:-$PWD/target/release/provisioning-service} loadgen=$PWD/target/release/dps-loadgen
 pg_start "$work" "$(free_port)"
 postmaster=$(head -1 "$work/pgdata/postmaster.pid")
-if [[ -n ${BENCH_PG_SOCKET:-} ]]; then
-    pgport=${DATABASE_URL##*:}; pgport=${pgport%%/*}
-    export DATABASE_URL="postgres://postgres@localhost/postgres?host=$work/pgdata&port=$pgport"
-fi
 
 # Two instances on one database, sharing secrets (the first creates them). The per-address
 # throttles are lifted: every device here comes from 127.0.0.1.
