@@ -62,6 +62,12 @@ pub struct RequestLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RememberedLabels {
+    /// `used` or `read_again`.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct PoolLabels {
     /// `idle` or `in_use`.
     pub state: &'static str,
@@ -77,6 +83,7 @@ pub struct Metrics {
     pub refusals: Family<RefusalLabels, Counter>,
     pub requests: Family<RequestLabels, Histogram>,
     sealing_failures: Counter,
+    remembered: Family<RememberedLabels, Counter>,
     pub pool_acquire: Histogram,
     pub pool_returns: Counter,
     pool_connections: Family<PoolLabels, Gauge>,
@@ -130,6 +137,13 @@ impl Metrics {
             "Sealed device keys that could not be opened (wrong or missing service key)",
             sealing_failures.clone(),
         );
+        let remembered = Family::<RememberedLabels, Counter>::default();
+        registry.register(
+            "dps_remembered_challenges",
+            "SAS steps that found the device's challenge remembered by this instance: used (no \
+             read) or read_again (something changed, or the token matched no remembered key)",
+            remembered.clone(),
+        );
         let pool_acquire = Histogram::new(seconds_buckets());
         registry.register(
             "dps_db_pool_acquire_duration_seconds",
@@ -163,6 +177,7 @@ impl Metrics {
             refusals,
             requests,
             sealing_failures,
+            remembered,
             pool_acquire,
             pool_returns,
             pool_connections,
@@ -199,6 +214,14 @@ impl Metrics {
     /// A sealed device key that could not be opened.
     pub fn sealing_failure(&self) {
         self.sealing_failures.inc();
+    }
+
+    /// A SAS step that found the device's challenge remembered (`registration::recent`).
+    pub fn remembered(&self, used: bool) {
+        let outcome = if used { "used" } else { "read_again" };
+        self.remembered
+            .get_or_create(&RememberedLabels { outcome })
+            .inc();
     }
 
     pub fn refusal(&self, step: &'static str, reason: &'static str) {

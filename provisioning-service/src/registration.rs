@@ -357,11 +357,15 @@ pub async fn register(
         now,
     };
     let mut answer = match app.recent_challenges().recall(id, now) {
-        Some(view) => match step.attempt(&mut conn, view, rng).await {
-            Ok(written) => written,
-            Err(StepError::Refused(_)) => None,
-            Err(other) => return Err(other),
-        },
+        Some(view) => {
+            let written = match step.attempt(&mut conn, view, rng).await {
+                Ok(written) => written,
+                Err(StepError::Refused(_)) => None,
+                Err(other) => return Err(other),
+            };
+            app.metrics().remembered(written.is_some());
+            written
+        }
         None => None,
     };
     let mut reads = 0;

@@ -420,6 +420,13 @@ async fn an_enrollment_changed_while_the_device_answers_its_challenge_decides(po
         answered(&app, &mut t, &device).await["assignedHub"],
         HUBS[1]
     );
+    let text = app.app.metrics().render(&app.pool);
+    let read_again = r#"dps_remembered_challenges_total{outcome="read_again"}"#;
+    assert_eq!(
+        crate::metrics::sample(&text, read_again),
+        Some(1.0),
+        "{text}"
+    );
 }
 
 /// The same for the device's registration, written meanwhile (here directly, as another

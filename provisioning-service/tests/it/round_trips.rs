@@ -44,6 +44,13 @@ fn pool_returns(app: &TestApp) -> f64 {
     crate::metrics::sample(&text, "dps_db_pool_returns_total").unwrap_or(0.0)
 }
 
+/// SAS steps of `app` that registered with the challenge it remembered, without a read
+/// (`None` before the first).
+fn remembered_and_used(app: &TestApp) -> Option<f64> {
+    let text = app.app.metrics().render(&app.pool);
+    crate::metrics::sample(&text, r#"dps_remembered_challenges_total{outcome="used"}"#)
+}
+
 /// Registers `device` (challenge on `challenger`, SAS on `registrar`), then polls; returns the
 /// statements of the registration and of the poll, and the connections `registrar` handed back
 /// to its pool during the registration.
@@ -105,6 +112,7 @@ async fn a_complete_registration_is_two_statements(pool: PgPool) {
     // Again, as a device that re-provisions: its registration is remembered too.
     let (registration, _, _) = counted_registration(&app, &app, &mut t, &device).await;
     assert_eq!(registration, 2, "statements per re-registration");
+    assert_eq!(remembered_and_used(&app), Some(2.0));
 }
 
 /// A device whose SAS goes to another instance than its challenge (another connection behind
@@ -116,6 +124,10 @@ async fn on_another_instance_a_registration_is_three_statements(pool: PgPool) {
     let (registration, poll, _) = counted_registration(&app, &other, &mut t, &device).await;
     assert_eq!(registration, 3, "statements per complete registration");
     assert_eq!(poll, 1, "statements per poll");
+    assert_eq!(
+        (remembered_and_used(&app), remembered_and_used(&other)),
+        (None, None)
+    );
 }
 
 /// Two SAS registrations of one device at once, with the same key: the write of one finds the
