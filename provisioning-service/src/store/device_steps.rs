@@ -1,13 +1,15 @@
 //! The device steps' statements: each is one round trip, and a step is at most two of them with
 //! the service's own work (RSA, HMAC) before or between them. A complete registration
-//! (challenge, SAS registration answered with its decision) costs Postgres three statements
-//! instead of thirteen in eight transactions (docs/architecture.md, decision 2).
+//! (challenge, SAS registration answered with its decision) costs Postgres two statements on
+//! the instance that issued the challenge and three on another, instead of thirteen in eight
+//! transactions (docs/architecture.md, decision 2).
 //!
 //! A step's read and its write are separate statements, not one transaction held across the
 //! service's work: the write re-checks, in the same statement, everything the read decided on
 //! (the proven challenge still exists, the registration's etag is unchanged, the enrollment
-//! still admits this EK), and writes nothing if any of it changed. The caller then reads again.
-//! Each statement takes its rows in the store's lock order.
+//! still admits this EK; after a remembered read, the etags of everything read), and writes
+//! nothing if any of it changed. The caller then reads again. Each statement takes its rows in
+//! the store's lock order.
 
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -129,8 +131,8 @@ pub struct ChallengeGate {
 }
 
 /// Counts one challenge in `bucket` and reads the enrollment and the registration of
-/// `registration_id`, in one statement. Every request is counted, admitted or not, so probing for enrolled ids spends the
-/// prober's budget.
+/// `registration_id`, in one statement. Every request is counted, admitted or not, so probing
+/// for enrolled ids spends the prober's budget.
 ///
 /// With `offered`, the same statement also records that challenge as [`put_challenge`] does,
 /// when the count is within `limit` and the individual enrollment is enabled with the
