@@ -15,9 +15,10 @@
 # BENCH_SERVICE measures another provisioning-service binary (an older build, to compare).
 # BENCH_STATEMENTS=1 prints, after each row, what Postgres spent it on: the top BENCH_TOP
 # (default 6) statements by execution time (pg_stat_statements: calls, mean ms, plans and mean
-# planning ms if pg_stat_statements.track_planning is on, buffers read per call) and each table's sequential and index scans. BENCH_PG_EXTRA is one more statement to run
-# before each row, e.g. "ALTER SYSTEM SET pg_stat_statements.track = 'all'" to count the
-# statements inside put_challenge too.
+# planning ms if pg_stat_statements.track_planning is on, buffers read per call) and each
+# table's sequential and index scans. BENCH_PG_EXTRA is one more statement to run before each
+# row, e.g. "ALTER SYSTEM SET pg_stat_statements.track = 'all'" to count the statements inside
+# put_challenge too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10} devices=${2:-2000}

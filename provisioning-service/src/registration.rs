@@ -185,42 +185,43 @@ pub async fn challenge(
     } else {
         (None, Some(admit(&mut conn, enrollment, &ek_hash).await?))
     };
-    let row = match offered {
+    // Called once, on whichever path records the challenge.
+    let remember = |row: &ChallengeRow| {
+        if let Some(enrollment) = admitted {
+            app.recent_challenges()
+                .remember(row, enrollment, previous, registration_etag, now);
+        }
+    };
+    let mut row = match offered {
         Some(row) if put => {
             conn.done();
-            row
+            remember(&row);
+            return Ok(row.authentication_key);
         }
-        offered => {
-            let mut row = if let Some(row) = offered {
-                row
+        Some(row) => row,
+        None => {
+            // With a core free now, the step keeps its connection for the write after the
+            // work; otherwise the connection goes to the next request while the work waits
+            // for a core: a burst of challenges must queue for CPU, not hold the connections
+            // registrations and polls need.
+            let (core, kept) = if let Some(core) = app.cpu().core_now() {
+                (core, Some(conn))
             } else {
-                // With a core free now, the step keeps its connection for the write after the
-                // work; otherwise the connection goes to the next request while the work waits
-                // for a core: a burst of challenges must queue for CPU, not hold the
-                // connections registrations and polls need.
-                let (core, kept) = if let Some(core) = app.cpu().core_now() {
-                    (core, Some(conn))
-                } else {
-                    conn.done();
-                    (app.cpu().core().await?, None)
-                };
-                let row = issue(app, tpm, id, &ek_hash, client_address, now, core)?;
-                conn = match kept {
-                    Some(conn) => conn,
-                    None => app.acquire().await?,
-                };
-                row
+                conn.done();
+                (app.cpu().core().await?, None)
             };
-            row.group_id = group_id;
-            device_steps::put_challenge(&mut conn, &row).await?;
-            conn.done();
+            let row = issue(app, tpm, id, &ek_hash, client_address, now, core)?;
+            conn = match kept {
+                Some(conn) => conn,
+                None => app.acquire().await?,
+            };
             row
         }
     };
-    if let Some(enrollment) = admitted {
-        app.recent_challenges()
-            .remember(&row, enrollment, previous, registration_etag, now);
-    }
+    row.group_id = group_id;
+    device_steps::put_challenge(&mut conn, &row).await?;
+    conn.done();
+    remember(&row);
     Ok(row.authentication_key)
 }
 
@@ -356,7 +357,7 @@ pub async fn register(
         presented: presented.as_ref(),
         now,
     };
-    let mut answer = match app.recent_challenges().recall(id, now) {
+    let remembered = match app.recent_challenges().recall(id, now) {
         Some(view) => {
             let written = match step.attempt(&mut conn, view, rng).await {
                 Ok(written) => written,
@@ -368,17 +369,9 @@ pub async fn register(
         }
         None => None,
     };
-    let mut reads = 0;
-    let (row, webhook) = loop {
-        if let Some(written) = answer {
-            break written;
-        }
-        if reads == ASSIGN_ATTEMPTS {
-            return Err(Refusal::Contended.into());
-        }
-        reads += 1;
-        let view = device_steps::register_view(&mut conn, id, now).await?;
-        answer = step.attempt(&mut conn, view, rng).await?;
+    let (row, webhook) = match remembered {
+        Some(written) => written,
+        None => step.read_and_attempt(&mut conn, rng).await?,
     };
     conn.done();
     app.recent_challenges().forget(id);
@@ -419,7 +412,27 @@ struct SasStep<'a> {
     now: OffsetDateTime,
 }
 
+/// A registration as written, and the webhook to ask if the decision is the webhook's.
+type Written = (RegistrationRow, Option<assignment::WebhookJob>);
+
 impl SasStep<'_> {
+    /// Reads the device's state and decides on it, reading again if it changed before the
+    /// write: at most [`ASSIGN_ATTEMPTS`] reads, then 409.
+    async fn read_and_attempt(
+        &self,
+        conn: &mut PgConnection,
+        rng: &mut (impl CryptoRngCore + Send),
+    ) -> Result<Written, StepError> {
+        let id = self.req.registration_id.as_str();
+        for _ in 0..ASSIGN_ATTEMPTS {
+            let view = device_steps::register_view(conn, id, self.now).await?;
+            if let Some(written) = self.attempt(conn, view, rng).await? {
+                return Ok(written);
+            }
+        }
+        Err(Refusal::Contended.into())
+    }
+
     /// One decision on `view` and its write: the registration as written, or `None` if
     /// something the view showed changed before the write (or the device just joined its group)
     /// and the step must read again.
@@ -428,7 +441,7 @@ impl SasStep<'_> {
         conn: &mut PgConnection,
         view: RegisterView,
         rng: &mut (impl CryptoRngCore + Send),
-    ) -> Result<Option<(RegistrationRow, Option<assignment::WebhookJob>)>, StepError> {
+    ) -> Result<Option<Written>, StepError> {
         let (app, id, now) = (self.app, self.req.registration_id.as_str(), self.now);
         let key = proven_key(app, self.token, id, &view.candidates, self.presented, now)?;
         if let (None, Some(group_id)) = (&view.enrollment, &key.group_id) {

@@ -88,20 +88,23 @@ impl RecentChallenges {
                 devices.clear();
             }
         }
-        let device = devices
-            .entry(row.registration_id.clone())
-            .or_insert_with(|| Remembered {
-                challenges: Vec::with_capacity(PER_DEVICE),
-                enrollment: enrollment.clone(),
-                previous: previous.clone(),
+        // The device's earlier challenges stay; the newest read is the one the next write will
+        // be checked against.
+        let mut challenges = devices
+            .remove(&row.registration_id)
+            .map(|d| d.challenges)
+            .unwrap_or_default();
+        challenges.insert(0, (challenge, row.expires_at));
+        challenges.truncate(PER_DEVICE);
+        devices.insert(
+            row.registration_id.clone(),
+            Remembered {
+                challenges,
+                enrollment,
+                previous,
                 observed,
-            });
-        // The newest read is the one the next write will be checked against.
-        device.enrollment = enrollment;
-        device.previous = previous;
-        device.observed = observed;
-        device.challenges.insert(0, (challenge, row.expires_at));
-        device.challenges.truncate(PER_DEVICE);
+            },
+        );
     }
 
     /// The SAS step's view of `registration_id` as remembered: its live challenges, newest

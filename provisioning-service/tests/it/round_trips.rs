@@ -82,6 +82,8 @@ async fn counted_registration(
     (registration.values().sum(), poll.values().sum(), returns)
 }
 
+/// An instance counting statements (`pg_stat_statements` in its database) and an enrolled
+/// device.
 async fn counting(pool: PgPool) -> (TestApp, TestTpm, Device) {
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .execute(&pool)
