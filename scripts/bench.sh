@@ -66,11 +66,12 @@ echo "dps-loadgen, $seconds s per run, $devices devices, $(nproc) cores ($(sed -
 # their indexes fill with dead row versions faster than autovacuum's one-minute nap clears them:
 # each row starts from a vacuumed database, and one and two instances alternate, so that no row
 # pays for the ones before it.
-# The last four rows offer both setups the same steady load, so that their CPU per
-# registration compares like with like.
+# The last four rows offer each instance the same steady load (150 registrations a second on
+# one, 300 on two), so that their CPU per registration shows what two instances on one
+# database cost each other, apart from how busy each is.
 rows=${BENCH_ROWS:-"1:1:fresh 2:1:fresh 1:8:fresh 2:8:fresh 1:32:fresh 2:32:fresh
     1:128:fresh 2:128:fresh 1:256:fresh 2:256:fresh 1:32:keep-alive 2:32:keep-alive
-    1:64:fresh:200 2:64:fresh:200 1:64:keep-alive:200 2:64:keep-alive:200"}
+    1:64:fresh:150 2:128:fresh:300 1:64:keep-alive:150 2:128:keep-alive:300"}
 for row in $rows; do
     IFS=: read -r n c conn rate <<<"$row"
     psql -q "$DATABASE_URL" -c VACUUM
