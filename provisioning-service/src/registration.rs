@@ -492,6 +492,7 @@ impl SasStep<'_> {
         Ok(written.map(|row| (row, webhook)))
     }
 }
+
 /// The registration state of a device that authenticates with the key it registered with: one
 /// statement, which also counts the call against the (registration, client address) budget.
 async fn authenticated_state(

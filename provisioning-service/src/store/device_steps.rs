@@ -344,6 +344,11 @@ pub async fn assign(
     proven_by: KeySource,
     observed: Option<&Observed>,
 ) -> Result<Option<RegistrationRow>, StoreError> {
+    // Only a challenge's write checks observed etags: a remembered view holds challenges only.
+    let observed = match proven_by {
+        KeySource::Challenge(_) => observed,
+        KeySource::Registration { .. } => None,
+    };
     let (unchanged, still) = match observed {
         Some(_) => (UNCHANGED, " AND EXISTS (SELECT 1 FROM unchanged)"),
         None => ("", ""),
@@ -410,12 +415,12 @@ pub async fn assign(
         .bind(&r.payload)
         .bind(&r.initial_twin)
         .bind(r.decide_by);
-    let query = match (observed, proven_by) {
-        (Some(o), KeySource::Challenge(_)) => query
+    let query = match observed {
+        Some(o) => query
             .bind(o.enrollment_etag)
             .bind(o.group_etag)
             .bind(o.registration_etag),
-        _ => query,
+        None => query,
     };
     query.fetch_optional(conn).await.map_err(device_id_taken)
 }
