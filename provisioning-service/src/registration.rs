@@ -387,10 +387,8 @@ pub async fn register(
             "device registered"
         );
     }
-    // Decided at once (no webhook to ask): the answer carries the decision, so the device
-    // needs no poll. DPS's specification allows `200` with the operation status here; the
-    // Azure Node SDK finishes on it, aziot-identityd polls once regardless
-    // (docs/protocol.md §2).
+    // Decided at once (no webhook to ask): the `202` carries the decision, so a device that
+    // reads the body needs no poll; aziot-identityd polls once regardless (docs/protocol.md §2).
     Ok(if row.status == Status::Assigning {
         RegistrationOperationStatus {
             operation_id: row.operation_id.to_string(),

@@ -105,15 +105,14 @@ fn with_retry_after(mut response: Response) -> Response {
 }
 
 /// `PUT /{idScope}/registrations/{registrationId}/register`: without `Authorization`, the TPM
-/// challenge (`401 {authenticationKey}`); with a SAS, the registration (`200` with the decision,
-/// or `202 {operationId}` while a webhook decides).
+/// challenge (`401 {authenticationKey}`); with a SAS, the registration: always `202`, carrying
+/// the decision when it is already made (docs/protocol.md §2, the compatibility table).
 #[tracing::instrument(skip_all, fields(registration_id = %registration_id))]
 #[utoipa::path(put, path = "/{id_scope}/registrations/{registration_id}/register", tag = "device",
     params(("id_scope" = String, Path), ("registration_id" = String, Path), ("api-version" = String, Query)),
     request_body = DeviceRegistration,
     responses(
-        (status = 200, description = "Registered and decided at once: the operation status with the registration state", body = RegistrationOperationStatus),
-        (status = 202, description = "Registered; the operation is assigning (a custom allocation webhook decides)", body = RegistrationOperationStatus),
+        (status = 202, description = "Registered: the operation status, with the registration state when already decided (assigning, with Retry-After, while a custom allocation webhook decides)", body = RegistrationOperationStatus),
         (status = 401, description = "The TPM challenge (no Authorization), or refused", body = TpmChallenge),
         (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn register(
@@ -162,7 +161,7 @@ pub async fn register(
                 Err(StepError::Refused(_)) => app.metrics().attestation(Outcome::failure),
                 Err(_) => {}
             }
-            Ok(operation_response(result?))
+            Ok(registered_response(result?))
         }
     }
 }
@@ -216,15 +215,30 @@ pub async fn operation_status(
     Ok(operation_response(status))
 }
 
-/// An operation's status as the register call and the poll answer it: 202 with Retry-After
-/// while assigning, 200 once decided (the DPS device API specification allows both for either
-/// call; aziot-identityd and the Azure Node SDK accept both, and the Node SDK polls only while
-/// `assigning`).
+/// The poll's answer: 202 with Retry-After while assigning, 200 once decided. aziot-identityd
+/// 1.4–1.6 accepts either on the poll (`identity/aziot-cloud-client-async/src/dps/mod.rs`
+/// line 245 in 1.6.0: `&[hyper::StatusCode::OK, hyper::StatusCode::ACCEPTED]`).
 fn operation_response(status: RegistrationOperationStatus) -> Response {
     if status.status == RegistrationStatus::Assigning {
         with_retry_after((StatusCode::ACCEPTED, Json(status)).into_response())
     } else {
         Json(status).into_response()
+    }
+}
+
+/// The SAS-authenticated register's answer: `202` whatever was decided, as DPS answers it.
+/// aziot-identityd 1.4–1.6 accepts nothing else here (`dps/mod.rs` line 209 in 1.6.0:
+/// `parse::<OperationStatus, ServiceError>(&[hyper::StatusCode::ACCEPTED])`) and then polls.
+/// A decision already made stays in the body: the Azure Node SDK and this project's client
+/// read the body's `status`, not the status code, and finish on `assigned` without a poll.
+/// Retry-After only while `assigning`, when a poll is due.
+fn registered_response(status: RegistrationOperationStatus) -> Response {
+    let polling = status.status == RegistrationStatus::Assigning;
+    let response = (StatusCode::ACCEPTED, Json(status)).into_response();
+    if polling {
+        with_retry_after(response)
+    } else {
+        response
     }
 }
 

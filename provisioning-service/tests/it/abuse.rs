@@ -380,7 +380,7 @@ async fn sas_refusals(pool: PgPool) {
     .await;
     // And the right one still works afterwards.
     let (status, body) = app.register_with(&device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
@@ -493,7 +493,7 @@ async fn a_non_ascii_authorization_is_a_refusal_not_a_new_challenge(pool: PgPool
     );
     // The key the device holds still registers.
     let (status, body) = app.register_with(&device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
 
 /// A stranger who knows the victim's registration id and EK_pub floods challenges in its name,
@@ -545,7 +545,7 @@ async fn a_challenge_flood_in_a_devices_name_does_not_keep_it_from_provisioning(
     // The victim answers its challenge and registers.
     victim.tpm.import_authentication_key(&blob).unwrap();
     let (status, body) = app.register_with(&device, &mut victim.tpm).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     // And a new challenge from the victim's address is not throttled either.
     assert_eq!(
         ask(&device, "192.0.2.10").await.unwrap().status(),
@@ -603,7 +603,7 @@ async fn a_strangers_polls_do_not_spend_the_devices_poll_budget(pool: PgPool) {
     .await;
     let (mut t, device) = provisioned(&app).await;
     let (status, body) = app.register_with(&device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let url = format!(
         "{}/{ID_SCOPE}/registrations/{}?{API}",
         app.base, device.registration_id
@@ -667,5 +667,5 @@ async fn with_every_core_busy_a_refused_challenge_waits_for_none(pool: PgPool) {
     let blob = admitted.await.expect("admitted once a core is free");
     t.tpm.import_authentication_key(&blob).unwrap();
     let (status, body) = app.register_with(&device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }

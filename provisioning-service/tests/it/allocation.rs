@@ -63,6 +63,12 @@ async fn decided(app: &TestApp, t: &mut TestTpm, device: &Device, operation_id: 
             return body["registrationState"].clone();
         }
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        // aziot-identityd reads an `assigning` poll as `registrationState: {registrationId}`
+        // (`dps/schema.rs`, `DeviceRegistration::Assigning`, 1.6.0): without it the poll fails.
+        assert!(
+            body["registrationState"]["registrationId"].is_string(),
+            "{body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("still assigning after 6 s");
@@ -396,10 +402,10 @@ async fn challenged(app: &TestApp, t: &mut TestTpm, device: &Device) {
         .expect("the TPM imports the service's blob");
 }
 
-/// The SAS step's answer, which must be 200 with the decision: the registration state.
+/// The SAS step's answer, which must be 202 with the decision: the registration state.
 async fn answered(app: &TestApp, t: &mut TestTpm, device: &Device) -> Value {
     let (status, body) = app.register_with(device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     body["registrationState"].clone()
 }
 

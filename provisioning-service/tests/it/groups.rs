@@ -154,7 +154,7 @@ async fn a_group_changed_while_a_member_answers_its_challenge_decides(pool: PgPo
     t.tpm.import_authentication_key(&blob).unwrap();
     put_group(&app, to(HUBS[1])).await;
     let (status, body) = app.register_with(&device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["registrationState"]["assignedHub"], HUBS[1]);
 }
 

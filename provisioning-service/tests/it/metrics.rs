@@ -55,7 +55,7 @@ async fn metrics_count_registrations_refusals_and_requests_without_device_ids(po
         (format!(r#"dps_device_assignments_total{{iot_hub="{hub}"}}"#), 1.0),
         (r#"dps_refusals_total{step="challenge",reason="enrolled_under_another_id"}"#.to_owned(), 1.0),
         (
-            r#"dps_http_request_duration_seconds_count{method="PUT",route="/{id_scope}/registrations/{registration_id}/register",status="200"}"#.to_owned(),
+            r#"dps_http_request_duration_seconds_count{method="PUT",route="/{id_scope}/registrations/{registration_id}/register",status="202"}"#.to_owned(),
             1.0,
         ),
         (

@@ -76,7 +76,7 @@ async fn the_unmodified_node_device_sdk_provisions_its_tpm_without_polling(pool:
     };
     assert_eq!(register_calls(401), Some(1.0), "one challenge\n{metrics}");
     assert_eq!(
-        register_calls(200),
+        register_calls(202),
         Some(1.0),
         "one registration\n{metrics}"
     );

@@ -68,7 +68,7 @@ async fn counted_registration(
         .import_authentication_key(&blob)
         .expect("the TPM imports the service's blob");
     let (status, body) = registrar.register_with(device, &mut t.tpm).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let returns = pool_returns(registrar) - returned;
     let registered = statements_so_far(db).await;
     let operation_id = body["operationId"].as_str().unwrap();
@@ -134,7 +134,7 @@ async fn on_another_instance_a_registration_is_three_statements(pool: PgPool) {
 
 /// Two SAS registrations of one device at once, with the same key: the write of one finds the
 /// challenge consumed by the other, reads again and re-registers with the registration's key.
-/// Both are answered 200, and the state is whole.
+/// Both are answered 202 with the decision, and the state is whole.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn concurrent_registrations_of_one_device_both_succeed(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
@@ -142,8 +142,8 @@ async fn concurrent_registrations_of_one_device_both_succeed(pool: PgPool) {
     let body = device.body();
     let register = || app.put_register(&device.registration_id, &body, Some(&token));
     let (a, b) = tokio::join!(register(), register());
-    assert_eq!(a.0, StatusCode::OK, "{}", a.1);
-    assert_eq!(b.0, StatusCode::OK, "{}", b.1);
+    assert_eq!(a.0, StatusCode::ACCEPTED, "{}", a.1);
+    assert_eq!(b.0, StatusCode::ACCEPTED, "{}", b.1);
     let (challenges, registrations): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM challenges), (SELECT count(*) FROM registrations)",
     )
