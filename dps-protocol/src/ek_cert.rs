@@ -15,8 +15,16 @@
 //! one name with different string types, and name issuers by serial numbers that do not exist
 //! (see `../shared/ek-certs/README.md`). So a certificate's issuer is any candidate whose key
 //! verifies its signature: candidates whose name or key identifier matches are tried first,
-//! then the rest, depth first, until a trust anchor signs. Names are never trusted on their
+//! then the rest, breadth first, until a trust anchor signs. Names are never trusted on their
 //! own; an anchor is matched by its exact DER.
+//!
+//! **What a path search may cost.** The candidates come partly from a stranger (the device's
+//! chain), and "any candidate whose key verifies" lets one key sign many certificates that all
+//! verify each other: searched path by path, N of them cost about N⁵ signature checks. So the
+//! search reaches each candidate once (breadth first, shortest path), duplicates are dropped,
+//! a signature is checked at most once per pair of certificates, and a [`PathSearch`] caps the
+//! checks one request may spend over every search it makes ([`MAX_SIGNATURE_CHECKS`]) and
+//! stops when its caller gives up on it.
 //!
 //! **What is not checked, on purpose.** Validity dates: a TPM outlives its EK certificate
 //! (several vendor leaves here expired in 2023–2024 on chips still in service), and the proof
@@ -26,16 +34,32 @@
 //!
 //! Nothing here does I/O; callers pass bytes.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::Oid;
 use x509_parser::prelude::{FromDer, X509Name};
 use x509_parser::public_key::{PublicKey, RSAPublicKey};
 
+use crate::crypto::sha256;
 use crate::tpm::{Public, PublicParameters};
 
 /// The longest path accepted, leaf excluded (the vendor chains here are at most three CAs).
 const MAX_DEPTH: usize = 5;
+
+/// The most CA certificates a device may send beside its EK certificate: the vendor chains
+/// here are at most three CAs; a TPM's NV holds one or two.
+pub const MAX_PRESENTED_CHAIN: usize = 8;
+
+/// Signature checks one request's path searches may spend together. A legitimate search
+/// spends a few per group tried (the vendor chains: two to six; a pair already checked for an
+/// earlier group is not checked again). At ECDSA P-384's cost, the dearest verification here
+/// (0.8 ms on the benchmark machine; `benches/ek_path.rs`), the cap keeps one request's core
+/// for about 0.1 s.
+pub const MAX_SIGNATURE_CHECKS: u32 = 128;
 
 /// TCG attribute OIDs (TCG EK Credential Profile 2.x §3.2.9 and §4): `tcg-at-tpmManufacturer`,
 /// `tcg-at-tpmModel`, `tcg-at-tpmVersion`, and `tcg-kp-EKCertificate`.
@@ -59,6 +83,91 @@ pub enum EkCertError {
     CaAsLeaf,
     #[error("no chain to a trusted CA")]
     Untrusted,
+    #[error("path search stopped after {checks} signature checks")]
+    SearchExhausted { checks: u32 },
+    #[error("path search abandoned by its caller")]
+    SearchAbandoned,
+}
+
+/// The budget of one request's path searches: signature checks left, the verdicts already
+/// reached (per pair of certificates, by their SHA-256), and whether the caller gave up.
+#[derive(Debug)]
+pub struct PathSearch {
+    left: u32,
+    spent: u32,
+    verdicts: HashMap<([u8; 32], [u8; 32]), bool>,
+    abandoned: Option<Arc<AtomicBool>>,
+}
+
+impl Default for PathSearch {
+    fn default() -> Self {
+        Self::new(MAX_SIGNATURE_CHECKS)
+    }
+}
+
+impl PathSearch {
+    #[must_use]
+    pub fn new(max_checks: u32) -> Self {
+        Self {
+            left: max_checks,
+            spent: 0,
+            verdicts: HashMap::new(),
+            abandoned: None,
+        }
+    }
+
+    /// Stops at the next signature check once `flag` is set (the request that wanted the
+    /// answer has gone).
+    #[must_use]
+    pub fn abandoned_when(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.abandoned = Some(flag);
+        self
+    }
+
+    /// Signature checks made so far.
+    #[must_use]
+    pub fn spent(&self) -> u32 {
+        self.spent
+    }
+
+    /// Whether `issuer`'s key verifies `cert`'s signature, each pair checked once.
+    fn verifies(&mut self, cert: &Node<'_>, issuer: &Node<'_>) -> Result<bool, EkCertError> {
+        if self
+            .abandoned
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            return Err(EkCertError::SearchAbandoned);
+        }
+        if let Some(&verdict) = self.verdicts.get(&(cert.id, issuer.id)) {
+            return Ok(verdict);
+        }
+        if self.left == 0 {
+            return Err(EkCertError::SearchExhausted { checks: self.spent });
+        }
+        self.left -= 1;
+        self.spent += 1;
+        let verdict = cert
+            .cert
+            .verify_signature(Some(issuer.cert.public_key()))
+            .is_ok();
+        self.verdicts.insert((cert.id, issuer.id), verdict);
+        Ok(verdict)
+    }
+}
+
+/// A certificate in a path search, known by the SHA-256 of its DER.
+struct Node<'a> {
+    cert: X509Certificate<'a>,
+    id: [u8; 32],
+    anchor: bool,
+}
+
+impl<'a> Node<'a> {
+    fn new(cert: X509Certificate<'a>, anchor: bool) -> Self {
+        let id = sha256(&[cert.as_raw()]);
+        Self { cert, id, anchor }
+    }
 }
 
 /// The OID of `arcs` (constants of this module: always well-formed).
@@ -217,32 +326,83 @@ impl EkCertificate {
 
     /// Builds a path from this certificate to one of `anchors` (DER; trusted as they are,
     /// self-signed or not) through `intermediates` (DER; untrusted: the group's and the
-    /// device's). Every link is a verified signature by a CA certificate. Returns the path's
-    /// certificates above the leaf, anchor last.
+    /// device's), within a fresh [`PathSearch`]. Every link is a verified signature by a CA
+    /// certificate. Returns the path's certificates above the leaf, anchor last.
     pub fn chain_to(
         &self,
         anchors: &[Vec<u8>],
         intermediates: &[Vec<u8>],
     ) -> Result<Vec<Vec<u8>>, EkCertError> {
-        let leaf = parse_der(&self.der)?;
-        // Unparsable candidates cannot sign anything: skip them.
-        let candidates: Vec<(X509Certificate<'_>, bool)> = anchors
+        self.chain_within(anchors, intermediates, &mut PathSearch::default())
+    }
+
+    /// [`Self::chain_to`], spending from `search` (shared by one request's searches).
+    pub fn chain_within(
+        &self,
+        anchors: &[Vec<u8>],
+        intermediates: &[Vec<u8>],
+        search: &mut PathSearch,
+    ) -> Result<Vec<Vec<u8>>, EkCertError> {
+        let leaf = Node::new(parse_der(&self.der)?, false);
+        // Each certificate once (an anchor wins over the same DER as an intermediate);
+        // unparsable candidates and non-CAs cannot sign anything: skip them.
+        let mut seen = HashSet::new();
+        let candidates: Vec<Node<'_>> = anchors
             .iter()
             .map(|d| (d, true))
             .chain(intermediates.iter().map(|d| (d, false)))
-            .filter_map(|(d, anchor)| parse_der(d).ok().map(|c| (c, anchor)))
-            .filter(|(c, _)| c.is_ca())
+            .filter_map(|(d, anchor)| parse_der(d).ok().map(|c| Node::new(c, anchor)))
+            .filter(|n| n.cert.is_ca() && seen.insert(n.id))
             .collect();
-        let mut path = Vec::new();
-        if extend(&leaf, &candidates, &mut path) {
-            Ok(path
-                .iter()
-                .map(|&i| candidates[i].0.as_raw().to_vec())
-                .collect())
-        } else {
-            Err(EkCertError::Untrusted)
-        }
+        let path = shortest_path(&leaf, &candidates, search)?;
+        Ok(path
+            .iter()
+            .map(|&i| candidates[i].cert.as_raw().to_vec())
+            .collect())
     }
+}
+
+/// Breadth first from `leaf`: each candidate is reached at most once, by the first certificate
+/// it signs, so a search costs at most one check per (reached certificate, candidate) pair.
+/// Returns the candidates from the leaf's issuer up to an anchor.
+fn shortest_path(
+    leaf: &Node<'_>,
+    candidates: &[Node<'_>],
+    search: &mut PathSearch,
+) -> Result<Vec<usize>, EkCertError> {
+    // signed[i]: which certificate candidate i was found to sign (None: the leaf).
+    let mut signed: Vec<Option<Option<usize>>> = vec![None; candidates.len()];
+    let mut level: Vec<Option<usize>> = vec![None];
+    for _ in 0..MAX_DEPTH {
+        let mut next = Vec::new();
+        for &at in &level {
+            let cert = at.map_or(leaf, |i| &candidates[i]);
+            let mut order: Vec<usize> = (0..candidates.len())
+                .filter(|&i| signed[i].is_none())
+                .collect();
+            order.sort_by_key(|&i| !likely_issuer(&cert.cert, &candidates[i].cert));
+            for i in order {
+                if !search.verifies(cert, &candidates[i])? {
+                    continue;
+                }
+                signed[i] = Some(at);
+                if candidates[i].anchor {
+                    let mut path = vec![i];
+                    while let Some(Some(below)) = signed[path[path.len() - 1]] {
+                        path.push(below);
+                    }
+                    path.reverse();
+                    return Ok(path);
+                }
+                next.push(Some(i));
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    Err(EkCertError::Untrusted)
 }
 
 /// Whether `issuer` is the likely signer of `cert`: the key identifiers agree, or the names do
@@ -281,33 +441,6 @@ fn likely_issuer(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bo
         attrs
     };
     text(cert.issuer()) == text(issuer.subject())
-}
-
-/// Depth-first: appends to `path` the candidates from `cert` up to an anchor.
-fn extend(
-    cert: &X509Certificate<'_>,
-    candidates: &[(X509Certificate<'_>, bool)],
-    path: &mut Vec<usize>,
-) -> bool {
-    if path.len() >= MAX_DEPTH {
-        return false;
-    }
-    let mut order: Vec<usize> = (0..candidates.len())
-        .filter(|i| !path.contains(i))
-        .collect();
-    order.sort_by_key(|&i| !likely_issuer(cert, &candidates[i].0));
-    for i in order {
-        let (issuer, anchor) = &candidates[i];
-        if cert.verify_signature(Some(issuer.public_key())).is_err() {
-            continue;
-        }
-        path.push(i);
-        if *anchor || extend(issuer, candidates, path) {
-            return true;
-        }
-        path.pop();
-    }
-    false
 }
 
 /// The certificates of a PEM bundle, as DER.

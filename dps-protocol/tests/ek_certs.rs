@@ -192,3 +192,81 @@ fn an_unknown_critical_extension_does_not_refuse_an_ek_certificate() {
     assert!(ek.ek_usage);
     assert!(ek.chain_to(&[ca.der().to_vec()], &[]).is_ok());
 }
+
+/// One key, many self-signed CA certificates (each a distinct DER: another serial): every one
+/// verifies every other, the shape of the path-building bomb (issue 25, item 1). Returns the
+/// attacker's EK certificate (signed by that key, EK usage set) and the CA copies.
+fn one_key_many_cas(copies: u64) -> (EkCertificate, Vec<Vec<u8>>) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SerialNumber,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let cas: Vec<_> = (1..=copies)
+        .map(|serial| {
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.serial_number = Some(SerialNumber::from(serial));
+            ca.self_signed(&ca_key).unwrap()
+        })
+        .collect();
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
+    let leaf = leaf.signed_by(&leaf_key, &cas[0], &ca_key).unwrap();
+    (
+        EkCertificate::parse(leaf.der()).unwrap(),
+        cas.iter().map(|c| c.der().to_vec()).collect(),
+    )
+}
+
+/// The path-building bomb: N mutually-verifying CA certificates from the device cost at most
+/// one signature check per (reached certificate, candidate) pair, not one per path (N⁵ before:
+/// N = 13 took 17.9 s). Each certificate is reached once, duplicates count once.
+#[test]
+fn many_certificates_of_one_key_cost_one_check_per_pair() {
+    use dps_protocol::ek_cert::{PathSearch, MAX_PRESENTED_CHAIN};
+    let (ek, cas) = one_key_many_cas(MAX_PRESENTED_CHAIN as u64);
+    let vendor_root = vendor_roots().remove(0);
+    let mut presented = cas.clone();
+    presented.extend(cas.iter().cloned()); // duplicates count once
+    let mut search = PathSearch::default();
+    assert_eq!(
+        ek.chain_within(std::slice::from_ref(&vendor_root), &presented, &mut search),
+        Err(EkCertError::Untrusted)
+    );
+    let n = u32::try_from(cas.len() + 1).unwrap();
+    assert!(search.spent() <= n * n, "{} checks", search.spent());
+    // Tried again within the same request (another group with the same anchor): no new check.
+    let spent = search.spent();
+    assert_eq!(
+        ek.chain_within(&[vendor_root], &presented, &mut search),
+        Err(EkCertError::Untrusted)
+    );
+    assert_eq!(search.spent(), spent);
+    // And when one of them is trusted, the path is found, shortest first.
+    assert_eq!(
+        ek.chain_to(&[cas[3].clone()], &presented),
+        Ok(vec![cas[3].clone()])
+    );
+}
+
+/// A request's budget of signature checks ends its searches, and so does its caller leaving.
+#[test]
+fn a_path_search_stops_at_its_budget_and_when_abandoned() {
+    use dps_protocol::ek_cert::PathSearch;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let (ek, cas) = one_key_many_cas(4);
+    let mut search = PathSearch::new(3);
+    assert_eq!(
+        ek.chain_within(&[], &cas, &mut search),
+        Err(EkCertError::SearchExhausted { checks: 3 })
+    );
+    let gone = Arc::new(AtomicBool::new(true));
+    let mut search = PathSearch::default().abandoned_when(gone);
+    assert_eq!(
+        ek.chain_within(&[], &cas, &mut search),
+        Err(EkCertError::SearchAbandoned)
+    );
+    assert_eq!(search.spent(), 0);
+}

@@ -89,7 +89,7 @@ async fn timed(
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     app.metrics().request(
-        method.as_str(),
+        &method,
         route.as_str(),
         response.status().as_u16(),
         started.elapsed(),

@@ -54,7 +54,9 @@ pub struct RefusalLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    /// One of the methods the routes answer ([`method_label`]), else `other`: a client can
+    /// send any token as a method, and each new label value would be a series kept forever.
+    pub method: &'static str,
     /// The matched route template (`/{id_scope}/registrations/{registration_id}/register`), or
     /// `unmatched`.
     pub route: String,
@@ -71,6 +73,20 @@ pub struct RememberedLabels {
 pub struct PoolLabels {
     /// `idle` or `in_use`.
     pub state: &'static str,
+}
+
+/// The `method` label: the methods some route answers keep their name, anything else is
+/// `other` (a route answers those 405, and the label set stays this size whatever arrives).
+#[must_use]
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match *method {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::HEAD => "HEAD",
+        _ => "other",
+    }
 }
 
 /// Every metric of one service instance.
@@ -230,10 +246,10 @@ impl Metrics {
             .inc();
     }
 
-    pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+    pub fn request(&self, method: &axum::http::Method, route: &str, status: u16, took: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
+                method: method_label(method),
                 route: route.to_owned(),
                 status,
             })

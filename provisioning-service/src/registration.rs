@@ -15,6 +15,7 @@ use assignment::DeviceContext;
 pub use recent::RecentChallenges;
 pub use refusal::{Refusal, StepError};
 
+use dps_protocol::ek_cert::MAX_PRESENTED_CHAIN;
 use dps_protocol::sas::{self, SasToken, VerifyPolicy, REGISTRATION_KEY_NAME};
 use dps_protocol::tpm::Public;
 use dps_protocol::wire::{
@@ -93,6 +94,10 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
     let tpm = match body.tpm {
         None => None,
         Some(tpm) => {
+            // Refused before any work: each certificate is a candidate of the path search.
+            if tpm.endorsement_key_certificate_chain.len() > MAX_PRESENTED_CHAIN {
+                return Err(Refusal::EkCertificateChainTooLong);
+            }
             let (ek_bytes, srk_bytes) = (tpm.endorsement_key.0, tpm.storage_root_key.0);
             Some(TpmKeys {
                 ek: parse_storage_key("endorsementKey", "EK", &ek_bytes)?,
@@ -234,7 +239,7 @@ fn issue(
     ek_hash: &[u8],
     client_address: &str,
     now: OffsetDateTime,
-    core: Core<'_>,
+    core: Core,
 ) -> Result<ChallengeRow, Refusal> {
     let (blob, sealed_key) = core
         .run_here(|| {

@@ -141,7 +141,8 @@ impl From<Refusal> for ApiError {
             Refusal::InvalidRegistrationId(_)
             | Refusal::RegistrationIdMismatch
             | Refusal::AttestationRequired
-            | Refusal::InvalidKey { .. } => Self::ArgumentInvalid(refusal.to_string()),
+            | Refusal::InvalidKey { .. }
+            | Refusal::EkCertificateChainTooLong => Self::ArgumentInvalid(refusal.to_string()),
             Refusal::NotEnrolled
             | Refusal::EnrolledUnderAnotherId
             | Refusal::EkMismatch

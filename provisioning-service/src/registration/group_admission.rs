@@ -4,7 +4,7 @@
 //! follows proves it holds the certified EK; it joins (gets its individual record) only once it
 //! has proven the challenge's key (`join`).
 
-use dps_protocol::ek_cert::EkCertificate;
+use dps_protocol::ek_cert::{EkCertError, EkCertificate, PathSearch};
 use dps_protocol::RegistrationId;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -40,39 +40,56 @@ pub(super) async fn admit_to_group(
     let candidates = groups::enabled(conn).await?;
     let chain = tpm.ek_certificate_chain.clone();
     let id = registration_id.to_owned();
-    // Path building verifies signatures, as many as the enabled groups hold: a job of unbounded
-    // length, on a blocking thread (`cpu`).
+    // Path building verifies signatures against every enabled group: on a blocking thread
+    // (`cpu`), within one budget of signature checks for the whole request, and stopped when
+    // the request goes away (ek_cert's module doc).
     let admitted = app
         .cpu()
-        .run(move || first_admitting(&candidates, &certificate, &chain, &id))
+        .run(move |abandoned| {
+            let mut search = PathSearch::default().abandoned_when(abandoned.flag());
+            first_admitting(&candidates, &certificate, &chain, &id, &mut search)
+        })
         .await?;
-    admitted.ok_or_else(|| Refusal::NoGroupAdmits.into())
+    admitted
+        .map_err(Refusal::EkCertificate)?
+        .ok_or_else(|| Refusal::NoGroupAdmits.into())
 }
 
-/// The first group, in order, that admits the certificate.
+/// The first group, in order, that admits the certificate; an error once the request's path
+/// search budget is spent (or the request has gone), whatever groups are left.
 fn first_admitting(
     groups: &[EnabledGroup],
     certificate: &EkCertificate,
     device_chain: &[Vec<u8>],
     registration_id: &str,
-) -> Option<String> {
-    groups.iter().find_map(|g| {
-        let attestation: TpmEkCertificateAttestation =
-            serde_json::from_value(g.group.attestation.0.clone()).ok()?;
+    search: &mut PathSearch,
+) -> Result<Option<String>, EkCertError> {
+    for g in groups {
+        let Ok(attestation) =
+            serde_json::from_value::<TpmEkCertificateAttestation>(g.group.attestation.0.clone())
+        else {
+            continue;
+        };
         if attestation
             .max_devices
             .is_some_and(|cap| g.members >= i64::from(cap))
             || !attestation.allows(certificate, registration_id)
         {
-            return None;
+            continue;
         }
-        let mut cas = attestation.certificates().ok()?;
+        let Ok(mut cas) = attestation.certificates() else {
+            continue;
+        };
         cas.intermediates.extend_from_slice(device_chain);
-        certificate
-            .chain_to(&cas.anchors, &cas.intermediates)
-            .ok()
-            .map(|_| g.group.group_id.clone())
-    })
+        match certificate.chain_within(&cas.anchors, &cas.intermediates, search) {
+            Ok(_) => return Ok(Some(g.group.group_id.clone())),
+            Err(e @ (EkCertError::SearchExhausted { .. } | EkCertError::SearchAbandoned)) => {
+                return Err(e)
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Makes the device a member of `group_id` after it proved the key of a challenge that group

@@ -26,6 +26,12 @@ pub enum Refusal {
         #[source]
         source: CryptoError,
     },
+    /// More CA certificates than any TPM carries: each would be a path search candidate.
+    #[error(
+        "endorsementKeyCertificateChain: more than {} certificates",
+        dps_protocol::ek_cert::MAX_PRESENTED_CHAIN
+    )]
+    EkCertificateChainTooLong,
 
     // --- not admitted or not authenticated (401; the reason is logged, never sent) ---
     #[error("no enrollment for this registration id")]
@@ -101,6 +107,7 @@ impl Refusal {
             Self::NotAnEkCertificate => "not_an_ek_certificate",
             Self::EkCertificateMismatch => "ek_certificate_mismatch",
             Self::NoGroupAdmits => "no_group_admits",
+            Self::EkCertificateChainTooLong => "ek_certificate_chain_too_long",
             Self::GroupClosed => "group_closed",
             Self::UnknownOperation => "unknown_operation",
             Self::Contended => "contended",

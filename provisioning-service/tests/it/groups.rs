@@ -437,3 +437,89 @@ async fn groups_in_dps_shapes_on_the_service_api(pool: PgPool) {
 fn uuid_like() -> &'static str {
     "00000000-0000-4000-8000-000000000000"
 }
+
+/// The EK of `ek_tpm2b` as rcgen signs a certificate for it (an RSA EK: PKCS#1 in an
+/// rsaEncryption SubjectPublicKeyInfo).
+struct EkPublicKey(Vec<u8>);
+
+impl rcgen::PublicKeyData for EkPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn algorithm(&self) -> &rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_RSA_SHA256
+    }
+}
+
+/// What a stranger can make with no TPM vendor's help: an EK certificate (EK usage set) for
+/// `ek_tpm2b`, signed by its own CA key, and `copies` self-signed CA certificates of that one
+/// key, each a distinct DER (another serial), so that every one verifies every other.
+fn crafted_chain(ek_tpm2b: &[u8], copies: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SerialNumber,
+    };
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    let ek = dps_protocol::tpm::Public::from_tpm2b(ek_tpm2b).unwrap();
+    let dps_protocol::tpm::PublicParameters::Rsa { modulus, .. } = ek.parameters else {
+        panic!("an RSA EK");
+    };
+    let ek_key = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(&modulus),
+        rsa::BigUint::from(65_537u32),
+    )
+    .unwrap();
+    let ek_key = EkPublicKey(ek_key.to_pkcs1_der().unwrap().into_vec());
+    let ca_key = KeyPair::generate().unwrap();
+    let cas: Vec<_> = (1..=copies)
+        .map(|serial| {
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.serial_number = Some(SerialNumber::from(serial));
+            ca.self_signed(&ca_key).unwrap()
+        })
+        .collect();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
+    let leaf = leaf.signed_by(&ek_key, &cas[0], &ca_key).unwrap();
+    (
+        leaf.der().to_vec(),
+        cas.iter().map(|c| c.der().to_vec()).collect(),
+    )
+}
+
+/// Issue 25, item 1: a stranger's own EK certificate sent with N copies of a CA for its own key
+/// made the path search try every order of them (N⁵ signature checks; 30 copies fit in 12 KB
+/// and took about half an hour). Now a chain longer than any TPM's is refused before any work,
+/// and the longest allowed one, all copies verifying each other, is searched once per pair
+/// within the request's budget: refused as admitted by no group, promptly, changing nothing.
+/// (The timeout only turns the old behaviour's hang into a failure; nothing here is timed.)
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_crafted_ek_certificate_chain_costs_a_bounded_search(pool: PgPool) {
+    use dps_protocol::ek_cert::MAX_PRESENTED_CHAIN;
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    put_group(&app, group("vendor", json!({}), json!({}))).await;
+    let mut device = Device::of(&mut t.tpm);
+    device.registration_id =
+        dps_protocol::RegistrationId::from_endorsement_key(&device.ek).to_string();
+    let (leaf, cas) = crafted_chain(&device.ek, MAX_PRESENTED_CHAIN as u64);
+    device.ek_certificate = Some(leaf);
+    let before = app.snapshot().await;
+    let verdict = |device: Device| {
+        let app = &app;
+        async move {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                challenge_refusal(app, &device),
+            )
+            .await
+            .expect("the search ended")
+        }
+    };
+
+    device.ek_certificate_chain = vec![cas[0].clone(); 30];
+    assert_eq!(verdict(device.clone()).await, "EkCertificateChainTooLong");
+    device.ek_certificate_chain = cas;
+    assert_eq!(verdict(device.clone()).await, "NoGroupAdmits");
+    assert_eq!(app.snapshot().await, before);
+}

@@ -120,3 +120,45 @@ async fn the_grafana_dashboard_uses_only_exported_series(pool: PgPool) {
     }
     assert!(checked >= 9);
 }
+
+/// Issue 25, item 2: any token is a method to HTTP, and each new one sent to a routed path (a
+/// 405) became a series of `dps_http_request_duration_seconds` kept forever (5,000 methods of
+/// 8,000 characters made one scrape 739 MB). Now every method no route answers is `other`.
+/// The other labels take no client value: `route` is the router's template, `status` the
+/// service's own, `iot_hub` a linked hub (a webhook's answer is checked against them), `step`,
+/// `reason` and `outcome` are constants; `metrics_count_registrations_…` checks no device id
+/// or key appears.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn invented_methods_add_no_series(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let url = app.register_url("any-device");
+    let baseline = scrape(&app).await.len();
+    for i in 0..200 {
+        let method = format!("X{i}{}", "M".repeat(2_000));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app.client.request(method, &url).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let text = scrape(&app).await;
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("dps_http_request_duration_seconds_count{"))
+        .filter(|l| !l.contains("/readyz"))
+        .collect();
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert!(series[0].contains(r#"method="other""#), "{series:?}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"dps_http_request_duration_seconds_count{method="other",route="/{id_scope}/registrations/{registration_id}/register",status="405"}"#
+        ),
+        Some(200.0)
+    );
+    // One histogram's lines more than before, whatever the methods were.
+    assert!(
+        text.len() < baseline + 4_096,
+        "{} → {}",
+        baseline,
+        text.len()
+    );
+}
