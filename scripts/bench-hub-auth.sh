@@ -41,7 +41,7 @@ wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 local f = io.open("$work/body.json"); wrk.body = f:read("*a"); f:close()
 LUA
-url=http://127.0.0.1:$hooks_port/$(cat "$work/secrets/hub-auth.secret")/emqx/authn
+url=http://127.0.0.1:$hooks_port/$(cat "$work/secrets/hub-auth.secret")/hubs/localhost/emqx/authn
 curl -sf -XPOST -H 'content-type: application/json' --data @"$work/body.json" "$url" | grep -q '"result":"allow"'
 
 # The service process is run-service.sh's exec.

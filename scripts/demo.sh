@@ -56,7 +56,7 @@ curl -sf --cacert "$DPS_CA_FILE" "$DPS_ENDPOINT/readyz" >/dev/null || { cat "$wo
 echo "== the hub: a RabbitMQ node asking the service about every connect, and a back end watching"
 broker_port=$(free_port)
 mkdir -p "$work/broker"
-(DPS_BROKER_DIR=$work/broker DPS_BROKER_PORT=$broker_port DPS_BROKER_TLS_DIR=$work/secrets \
+(DPS_BROKER_DIR=$work/broker DPS_BROKER_PORT=$broker_port DPS_BROKER_TLS_DIR=$work/secrets DPS_BROKER_HUB=localhost \
     DPS_HUB_AUTH_URL=http://127.0.0.1:$hooks_port DPS_HUB_AUTH_SECRET_FILE=$work/secrets/hub-auth.secret \
     setsid scripts/run-broker.sh >"$work/broker/server.log" 2>&1 & echo $! >"$work/broker/rabbitmq.pid")
 rmq_wait "$work/broker" "$broker_port"

@@ -25,9 +25,16 @@ use crate::enrollment::ProvisioningStatus;
 use crate::sealing::SealError;
 use crate::store::{self, StoreError};
 
-/// What a broker forwards from an MQTT CONNECT.
+/// The longest username considered (an IoT Hub device username is a host name of at most 253
+/// bytes, a device id of at most 128 and the SDKs' query: well under this). Anything longer is
+/// refused before any lookup, cache entry or throttle row.
+pub const MAX_USERNAME_BYTES: usize = 1024;
+
+/// What a broker forwards from an MQTT CONNECT, and the hub that broker serves.
 #[derive(Debug, Clone, Copy)]
 pub struct Credentials<'a> {
+    /// The linked hub whose broker is asking (from its hook URL): a username must name it.
+    pub hub: &'a str,
     pub client_id: Option<&'a str>,
     pub username: &'a str,
     pub password: &'a str,
@@ -67,10 +74,10 @@ impl Principal {
 pub enum HubRefusal {
     #[error("username is not {{hub}}/{{deviceId}}/?api-version=…")]
     MalformedUsername,
+    #[error("the username names hub {claimed}, this broker serves another")]
+    OtherHub { claimed: String },
     #[error("the client id is not the device id")]
     ClientIdMismatch,
-    #[error("{0} is not a linked hub")]
-    UnknownHub(String),
     #[error("password is not a SAS token: {0}")]
     MalformedToken(#[source] SasError),
     #[error("a device token carries no skn")]
@@ -120,13 +127,16 @@ impl HubError {
 /// broker that asks per publish or subscription (VerneMQ, EMQX, go-auth; RabbitMQ per topic)
 /// stops a revoked device's live session there too. Back-end applications hold a policy key
 /// from the configuration and stay admitted.
-pub async fn still_admitted(app: &App, username: &str) -> Result<bool, HubError> {
+/// `broker_hub` is the hub of the broker asking: a username of another hub is not admitted.
+pub async fn still_admitted(app: &App, broker_hub: &str, username: &str) -> Result<bool, HubError> {
+    let Ok(hub) = hub_of(broker_hub, username) else {
+        return Ok(false);
+    };
     match topics::Identity::of_username(username) {
         None => Ok(false),
         Some(topics::Identity::Backend(_)) => Ok(true),
         Some(topics::Identity::Device(device_id)) => {
-            let (hub, _) = split_hub(username)?;
-            match admitted_key(app, &hub.to_ascii_lowercase(), device_id).await {
+            match admitted_key(app, &hub, device_id).await {
                 Ok(_) => Ok(true),
                 Err(HubError::Refused(_)) => Ok(false),
                 Err(fault) => Err(fault),
@@ -156,6 +166,27 @@ async fn admitted_key(
     Ok(key)
 }
 
+/// The username's hub (lowercase), which must be `broker_hub`: devices of one hub are not
+/// admitted on another's broker (device ids are unique only per hub, and topics carry no hub).
+fn hub_of(broker_hub: &str, username: &str) -> Result<String, HubRefusal> {
+    if username.len() > MAX_USERNAME_BYTES {
+        return Err(HubRefusal::MalformedUsername);
+    }
+    let (hub, _) = split_hub(username)?;
+    let hub = hub.to_ascii_lowercase();
+    if hub == broker_hub {
+        Ok(hub)
+    } else {
+        Err(HubRefusal::OtherHub { claimed: hub })
+    }
+}
+
+/// Whether `username` names `broker_hub` (and is not too long to consider).
+#[must_use]
+pub fn serves(broker_hub: &str, username: &str) -> bool {
+    hub_of(broker_hub, username).is_ok()
+}
+
 /// `{hub}/{rest}`: the hub and what follows its slash.
 fn split_hub(username: &str) -> Result<(&str, &str), HubRefusal> {
     username
@@ -171,7 +202,7 @@ fn device_of(rest: &str) -> Result<&str, HubRefusal> {
     let (device_id, suffix) = rest.split_once('/').ok_or(HubRefusal::MalformedUsername)?;
     let suffix_ok =
         suffix.is_empty() || suffix.starts_with('?') || suffix.starts_with("api-version=");
-    if device_id.is_empty() || !suffix_ok {
+    if !crate::enrollment::valid_device_id(device_id) || !suffix_ok {
         return Err(HubRefusal::MalformedUsername);
     }
     Ok(device_id)
@@ -184,20 +215,19 @@ fn unix(t: OffsetDateTime) -> u64 {
 /// Decides who is connecting. Failed attempts are counted in Postgres (every instance sees
 /// them): per client address when the broker reports one, and past the limit that address is
 /// refused without any check until its window ends. A broker that reports no address (RabbitMQ,
-/// mosquitto-go-auth) gets its failures counted per claimed username, but there a good token is
+/// mosquitto-go-auth) gets its failures counted per identity, but there a good token is
 /// still admitted: anyone who can reach the broker could otherwise lock a device out by failing
-/// in its name; over the limit the failures are logged as an attack on that identity.
+/// in its name; over the limit the failures are logged as an attack on that identity. Only an
+/// identity that exists has a row of its own (`failure_bucket`): a flood of invented usernames
+/// shares one, so the throttle table grows with the fleet, not with the flood.
 pub async fn authenticate(
     app: &App,
     credentials: Credentials<'_>,
     now: OffsetDateTime,
 ) -> Result<Principal, HubError> {
     let limit = app.settings().hub_failure_limit;
-    let bucket = match credentials.peer {
-        Some(peer) => format!("hub-fail:addr:{peer}"),
-        None => format!("hub-fail:user:{}", credentials.username),
-    };
     if credentials.peer.is_some() {
+        let bucket = failure_bucket(&credentials, None);
         let mut conn = app.acquire().await?;
         if let Some(retry_after) = store::throttle::peek(&mut conn, &bucket, limit, now).await? {
             return Err(HubRefusal::Throttled { retry_after }.into());
@@ -205,7 +235,8 @@ pub async fn authenticate(
         conn.done();
     }
     let outcome = verify(app, credentials, now).await;
-    if matches!(outcome, Err(HubError::Refused(_))) {
+    if let Err(HubError::Refused(refusal)) = &outcome {
+        let bucket = failure_bucket(&credentials, Some(refusal));
         let mut conn = app.acquire().await?;
         if store::throttle::hit(&mut conn, &bucket, limit, now)
             .await?
@@ -221,14 +252,42 @@ pub async fn authenticate(
     outcome
 }
 
+/// Where a failure is counted: the client's address when the broker reports one; else the
+/// identity the username names when the refusal says it exists (a wrong token for a real
+/// device or policy), else one bucket for every username that names nothing.
+fn failure_bucket(credentials: &Credentials<'_>, refusal: Option<&HubRefusal>) -> String {
+    if let Some(peer) = credentials.peer {
+        return format!("hub-fail:addr:{peer}");
+    }
+    let exists = matches!(
+        refusal,
+        Some(
+            HubRefusal::TokenRejected(_)
+                | HubRefusal::NotEnabled
+                | HubRefusal::ClientIdMismatch
+                | HubRefusal::UnexpectedKeyName
+        )
+    );
+    // Keyed by the identity, not the username, whose query suffix is free text.
+    match topics::Identity::of_username(credentials.username) {
+        Some(topics::Identity::Device(id)) if exists => {
+            format!("hub-fail:device:{}/{id}", credentials.hub)
+        }
+        Some(topics::Identity::Backend(_)) if exists => {
+            format!("hub-fail:backend:{}", credentials.hub)
+        }
+        _ => "hub-fail:unknown".to_owned(),
+    }
+}
+
 async fn verify(
     app: &App,
     credentials: Credentials<'_>,
     now: OffsetDateTime,
 ) -> Result<Principal, HubError> {
     let settings = app.settings();
-    let (hub, rest) = split_hub(credentials.username)?;
-    let hub = hub.to_ascii_lowercase();
+    let hub = hub_of(credentials.hub, credentials.username)?;
+    let (_, rest) = split_hub(credentials.username)?;
     let token = SasToken::parse(credentials.password).map_err(HubRefusal::MalformedToken)?;
     let mut policy = VerifyPolicy {
         resource: "",
@@ -238,9 +297,6 @@ async fn verify(
         max_lifetime: settings.sas_max_lifetime_secs,
     };
     if let Some(name) = token.key_name.as_deref() {
-        if !settings.linked_hubs.contains(&hub) {
-            return Err(HubRefusal::UnknownHub(hub).into());
-        }
         let access = settings
             .access_policies
             .iter()

@@ -7,8 +7,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # rmq_configure DIR LISTEN HOOK_BASE TLS_DIR: writes DIR/rabbitmq.conf and DIR/enabled_plugins
 # for MQTT over TLS on LISTEN (HOST:PORT) with TLS_DIR/{ca.pem,server.pem,server.key}, asking
-# HOOK_BASE (the service's hook listener and secret, http://HOST:PORT/SECRET) about every user,
-# vhost, resource and topic.
+# HOOK_BASE (the service's hook listener, secret and this broker's hub,
+# http://HOST:PORT/SECRET/hubs/HUB) about every user, vhost, resource and topic.
 rmq_configure() {
     local dir=$1 listen=$2 hook=$3 tls=$4
     mkdir -p "$dir/mnesia" "$dir/log" "$dir/home"

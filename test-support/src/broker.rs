@@ -25,7 +25,7 @@ fn lib(function: &str, args: &[&str]) -> std::process::Output {
 
 impl Broker {
     /// A node whose MQTT-over-TLS listener uses `pki`'s server certificate and whose users,
-    /// vhosts, resources and topics are asked of `hook_base` (`http://HOST:PORT/SECRET`).
+    /// vhosts, resources and topics are asked of `hook_base` (`http://HOST:PORT/SECRET/hubs/HUB`).
     pub fn start(pki: &Pki, hook_base: &str) -> Self {
         let dir = tempfile::tempdir().expect("create the broker directory");
         for _ in 0..3 {

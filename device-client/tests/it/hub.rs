@@ -15,7 +15,9 @@ use provisioning_service::allocation::LinkedHubs;
 use rumqttc::{Packet, QoS, SubscribeReasonCode};
 use sqlx::PgPool;
 use test_support::mqtt::Mqtt;
-use test_support::{now, Broker, Pki, Swtpm, TestApp, ID_SCOPE, POLICY, POLICY_KEY};
+use test_support::{
+    now, Broker, Device, Pki, Swtpm, TestApp, TestTpm, ID_SCOPE, POLICY, POLICY_KEY,
+};
 
 /// The hub's host name: the broker listens on loopback, and the test PKI names localhost.
 const HUB: &str = "localhost";
@@ -114,7 +116,10 @@ async fn a_provisioned_device_talks_to_its_hub_and_impostors_cannot(pool: PgPool
     let mut settings = test_support::settings();
     settings.linked_hubs = LinkedHubs::new(vec![HUB.to_owned()]).unwrap();
     let app = TestApp::spawn_with(pool, settings, Arc::new(Pki::new())).await;
-    let (pki_dir, hook_base) = (Arc::clone(&app.pki), app.hook_base.clone());
+    let (pki_dir, hook_base) = (
+        Arc::clone(&app.pki),
+        format!("{}/hubs/{HUB}", app.hook_base),
+    );
     let broker = tokio::task::spawn_blocking(move || Broker::start(&pki_dir, &hook_base))
         .await
         .unwrap();
@@ -272,4 +277,75 @@ async fn a_provisioned_device_talks_to_its_hub_and_impostors_cannot(pool: PgPool
 
     // The broker consulted the service: its log names the device's connects.
     drop(broker);
+}
+
+/// Issue 25, item 4, with two real brokers: devices of two hubs share a device id (ids are unique
+/// per hub only, and topics carry no hub). Each broker's hooks name its hub; the hub-B device,
+/// holding a good token for hub B, is refused by hub A's broker under either hub's name, so it
+/// can take over neither the hub-A device's session nor its messages. Each device still
+/// connects to its own hub's broker.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_device_of_one_hub_is_refused_by_another_hubs_broker(pool: PgPool) {
+    const OTHER_HUB: &str = "hub-b.example.net";
+    const SHARED_ID: &str = "line-7-unit-1";
+    let mut settings = test_support::settings();
+    settings.linked_hubs = LinkedHubs::new(vec![HUB.to_owned(), OTHER_HUB.to_owned()]).unwrap();
+    let app = TestApp::spawn_with(pool, settings, Arc::new(Pki::new())).await;
+    let start = |hub: &'static str| {
+        let (pki, hook_base) = (
+            Arc::clone(&app.pki),
+            format!("{}/hubs/{hub}", app.hook_base),
+        );
+        tokio::task::spawn_blocking(move || Broker::start(&pki, &hook_base))
+    };
+    let (broker_a, broker_b) = tokio::join!(start(HUB), start(OTHER_HUB));
+    let (broker_a, broker_b) = (broker_a.unwrap(), broker_b.unwrap());
+
+    // The victim on hub A and the other device on hub B, both as `SHARED_ID`.
+    let mut devices = Vec::new();
+    for (mut t, hub) in [(TestTpm::recorded(), HUB), (TestTpm::fresh(), OTHER_HUB)] {
+        let device = Device::of(&mut t.tpm);
+        let mut e = test_support::enrollment(&device.registration_id, &device.ek);
+        e.iot_hub_host_name = Some(hub.to_owned());
+        e.device_id = Some(SHARED_ID.to_owned());
+        app.enroll_with(e).await;
+        app.provision(&mut t, &device).await;
+        devices.push(t);
+    }
+    let token = |t: &mut TestTpm, hub: &str| {
+        sas::build_token(
+            &format!("{hub}/devices/{SHARED_ID}"),
+            now() + 60,
+            None,
+            &mut t.tpm,
+        )
+        .unwrap()
+    };
+    let user = |hub: &str| format!("{hub}/{SHARED_ID}/?api-version=2021-04-12");
+    let b_token = token(&mut devices[1], OTHER_HUB);
+    let a_token = token(&mut devices[0], HUB);
+
+    for username in [user(OTHER_HUB), user(HUB)] {
+        let mut intruder = Mqtt::connect(&app.pki, broker_a.port, SHARED_ID, &username, &b_token);
+        assert!(
+            !connected(&mut intruder).await,
+            "hub A's broker admitted hub B's device as {username}"
+        );
+    }
+    let mut own = Mqtt::connect(
+        &app.pki,
+        broker_b.port,
+        SHARED_ID,
+        &user(OTHER_HUB),
+        &b_token,
+    );
+    assert!(
+        connected(&mut own).await,
+        "hub B's device on hub B's broker"
+    );
+    let mut victim = Mqtt::connect(&app.pki, broker_a.port, SHARED_ID, &user(HUB), &a_token);
+    assert!(
+        connected(&mut victim).await,
+        "hub A's device on hub A's broker"
+    );
 }

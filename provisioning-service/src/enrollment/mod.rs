@@ -115,7 +115,7 @@ impl From<sqlx::Error> for EnrollmentError {
 }
 
 /// Device ids as IoT Hub allows them: up to 128 ASCII letters, digits and `-.%_*?!(),:=@$'`.
-fn valid_device_id(id: &str) -> bool {
+pub(crate) fn valid_device_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id

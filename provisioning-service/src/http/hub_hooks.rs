@@ -38,40 +38,70 @@ use crate::app::App;
 use crate::hub::topics::{allowed, topic_of_routing_key, Access, Identity};
 use crate::hub::{self, Credentials, HubError, Principal};
 
-/// The hook router; `secret` is what brokers put in the path.
+/// Each broker format's routes, under a prefix that names the secret (and the hub).
+fn broker_routes() -> Router<App> {
+    Router::new()
+        .route("/rabbitmq/user", post(rabbitmq_user))
+        .route("/rabbitmq/vhost", post(rabbitmq_vhost))
+        .route("/rabbitmq/resource", post(rabbitmq_resource))
+        .route("/rabbitmq/topic", post(rabbitmq_topic))
+        .route("/emqx/authn", post(emqx_authn))
+        .route("/emqx/authz", post(emqx_authz))
+        .route("/vernemq", post(vernemq))
+        .route("/go-auth/user", post(go_auth_user))
+        .route("/go-auth/acl", post(go_auth_acl))
+        .route("/go-auth/superuser", post(go_auth_superuser))
+}
+
+/// The hook router; `secret` is what brokers put in the path, `hub` the linked hub whose
+/// broker it is (`/{secret}/hubs/{hub}/…`). The shorter `/{secret}/…` names no hub and serves
+/// only a service with one linked hub.
 pub fn router(app: App) -> Router {
     Router::new()
-        .route("/{secret}/rabbitmq/user", post(rabbitmq_user))
-        .route("/{secret}/rabbitmq/vhost", post(rabbitmq_vhost))
-        .route("/{secret}/rabbitmq/resource", post(rabbitmq_resource))
-        .route("/{secret}/rabbitmq/topic", post(rabbitmq_topic))
-        .route("/{secret}/emqx/authn", post(emqx_authn))
-        .route("/{secret}/emqx/authz", post(emqx_authz))
-        .route("/{secret}/vernemq", post(vernemq))
-        .route("/{secret}/go-auth/user", post(go_auth_user))
-        .route("/{secret}/go-auth/acl", post(go_auth_acl))
-        .route("/{secret}/go-auth/superuser", post(go_auth_superuser))
+        .nest("/{secret}/hubs/{hub}", broker_routes())
+        .nest("/{secret}", broker_routes())
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(app)
 }
 
-/// A hook call whose path carries the brokers' secret (checked in constant time); anything
-/// else is a bare 404: the route does not exist for a stranger.
-struct Broker(App);
+/// A hook call whose path carries the brokers' secret (checked in constant time) and names a
+/// linked hub (or the only one): the broker of that hub. Anything else is a bare 404: the route
+/// does not exist for a stranger.
+struct Broker {
+    app: App,
+    /// Lowercase, as linked hubs are kept.
+    hub: String,
+}
+
+#[derive(Deserialize)]
+struct BrokerPath {
+    secret: String,
+    hub: Option<String>,
+}
 
 impl FromRequestParts<App> for Broker {
     type Rejection = StatusCode;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, StatusCode> {
-        let Path(secret) = Path::<String>::from_request_parts(parts, app)
+        let Path(path) = Path::<BrokerPath>::from_request_parts(parts, app)
             .await
             .map_err(|_| StatusCode::NOT_FOUND)?;
-        match app.settings().hub_auth_secret.as_deref() {
-            Some(expected) if bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) => {
-                Ok(Self(app.clone()))
-            }
-            _ => Err(StatusCode::NOT_FOUND),
+        let settings = app.settings();
+        match settings.hub_auth_secret.as_deref() {
+            Some(expected) if bool::from(expected.as_bytes().ct_eq(path.secret.as_bytes())) => {}
+            _ => return Err(StatusCode::NOT_FOUND),
         }
+        let linked = settings.linked_hubs.as_slice();
+        let hub = match path.hub {
+            Some(hub) => linked.iter().find(|h| h.eq_ignore_ascii_case(&hub)),
+            None if linked.len() == 1 => linked.first(),
+            None => None,
+        }
+        .ok_or(StatusCode::NOT_FOUND)?;
+        Ok(Self {
+            app: app.clone(),
+            hub: hub.to_ascii_lowercase(),
+        })
     }
 }
 
@@ -101,10 +131,16 @@ async fn authenticate(
 
 /// Whether `username` may `access` `topic`: the topic rules, and the client still admitted
 /// (a revoked device's live session is refused at its next publish or subscription).
-async fn may(app: &App, username: &str, access: Access, topic: &str) -> Result<bool, StatusCode> {
+async fn may(
+    app: &App,
+    hub: &str,
+    username: &str,
+    access: Access,
+    topic: &str,
+) -> Result<bool, StatusCode> {
     let mut ok = Identity::of_username(username).is_some_and(|who| allowed(&who, access, topic));
     if ok {
-        ok = match hub::still_admitted(app, username).await {
+        ok = match hub::still_admitted(app, hub, username).await {
             Ok(admitted) => admitted,
             Err(fault) => {
                 let chain = super::error::error_chain(&fault);
@@ -137,10 +173,11 @@ struct RabbitUser {
 }
 
 async fn rabbitmq_user(
-    Broker(app): Broker,
+    Broker { app, hub }: Broker,
     Form(form): Form<RabbitUser>,
 ) -> Result<&'static str, StatusCode> {
     let credentials = Credentials {
+        hub: &hub,
         client_id: form.client_id.as_deref(),
         username: &form.username,
         password: &form.password,
@@ -154,8 +191,8 @@ struct RabbitVhost {
     username: String,
 }
 
-async fn rabbitmq_vhost(_: Broker, Form(form): Form<RabbitVhost>) -> &'static str {
-    allow_deny(Identity::of_username(&form.username).is_some())
+async fn rabbitmq_vhost(Broker { hub, .. }: Broker, Form(form): Form<RabbitVhost>) -> &'static str {
+    allow_deny(Identity::of_username(&form.username).is_some() && hub::serves(&hub, &form.username))
 }
 
 #[derive(Deserialize)]
@@ -192,7 +229,7 @@ struct RabbitTopic {
 }
 
 async fn rabbitmq_topic(
-    Broker(app): Broker,
+    Broker { app, hub }: Broker,
     Form(form): Form<RabbitTopic>,
 ) -> Result<&'static str, StatusCode> {
     let access = match form.permission.as_str() {
@@ -201,7 +238,9 @@ async fn rabbitmq_topic(
         _ => return Ok("deny"),
     };
     let topic = topic_of_routing_key(&form.routing_key);
-    Ok(allow_deny(may(&app, &form.username, access, &topic).await?))
+    Ok(allow_deny(
+        may(&app, &hub, &form.username, access, &topic).await?,
+    ))
 }
 
 // --- EMQX (and RMQTT) ---
@@ -215,10 +254,11 @@ struct EmqxAuthn {
 }
 
 async fn emqx_authn(
-    Broker(app): Broker,
+    Broker { app, hub }: Broker,
     Json(body): Json<EmqxAuthn>,
 ) -> Result<Json<Value>, StatusCode> {
     let credentials = Credentials {
+        hub: &hub,
         client_id: body.clientid.as_deref(),
         username: &body.username,
         password: &body.password,
@@ -242,7 +282,7 @@ struct EmqxAuthz {
 }
 
 async fn emqx_authz(
-    Broker(app): Broker,
+    Broker { app, hub }: Broker,
     Json(body): Json<EmqxAuthz>,
 ) -> Result<Json<Value>, StatusCode> {
     let access = match body.action.as_str() {
@@ -250,7 +290,7 @@ async fn emqx_authz(
         "subscribe" => Access::Subscribe,
         _ => return Ok(Json(json!({"result": "deny"}))),
     };
-    let ok = may(&app, &body.username, access, &body.topic).await?;
+    let ok = may(&app, &hub, &body.username, access, &body.topic).await?;
     Ok(Json(json!({"result": allow_deny(ok)})))
 }
 
@@ -281,7 +321,7 @@ fn verne(ok: bool) -> Json<Value> {
 }
 
 async fn vernemq(
-    Broker(app): Broker,
+    Broker { app, hub }: Broker,
     headers: HeaderMap,
     Json(body): Json<VerneHook>,
 ) -> Result<Json<Value>, StatusCode> {
@@ -293,6 +333,7 @@ async fn vernemq(
     Ok(verne(match hook {
         "auth_on_register" | "auth_on_register_m5" => {
             let credentials = Credentials {
+                hub: &hub,
                 client_id: body.client_id.as_deref(),
                 username,
                 password: body.password.as_deref().unwrap_or_default(),
@@ -301,13 +342,13 @@ async fn vernemq(
             authenticate(&app, credentials).await?.is_some()
         }
         "auth_on_publish" | "auth_on_publish_m5" => match body.topic.as_deref() {
-            Some(topic) => may(&app, username, Access::Publish, topic).await?,
+            Some(topic) => may(&app, &hub, username, Access::Publish, topic).await?,
             None => false,
         },
         "auth_on_subscribe" | "auth_on_subscribe_m5" => {
             let mut ok = !body.topics.is_empty();
             for t in &body.topics {
-                ok = ok && may(&app, username, Access::Subscribe, &t.topic).await?;
+                ok = ok && may(&app, &hub, username, Access::Subscribe, &t.topic).await?;
             }
             ok
         }
@@ -333,10 +374,11 @@ fn status(ok: bool) -> Response {
 }
 
 async fn go_auth_user(
-    Broker(app): Broker,
+    Broker { app, hub }: Broker,
     Json(body): Json<GoAuthUser>,
 ) -> Result<Response, StatusCode> {
     let credentials = Credentials {
+        hub: &hub,
         client_id: body.clientid.as_deref(),
         username: &body.username,
         password: &body.password,
@@ -353,17 +395,17 @@ struct GoAuthAcl {
 }
 
 async fn go_auth_acl(
-    Broker(app): Broker,
+    Broker { app, hub }: Broker,
     Json(body): Json<GoAuthAcl>,
 ) -> Result<Response, StatusCode> {
     let (user, topic) = (&body.username, &body.topic);
     let ok = match body.acc {
         // Read (receive) and subscribe are both the subscription's question.
-        1 | 4 => may(&app, user, Access::Subscribe, topic).await?,
-        2 => may(&app, user, Access::Publish, topic).await?,
+        1 | 4 => may(&app, &hub, user, Access::Subscribe, topic).await?,
+        2 => may(&app, &hub, user, Access::Publish, topic).await?,
         3 => {
-            may(&app, user, Access::Subscribe, topic).await?
-                && may(&app, user, Access::Publish, topic).await?
+            may(&app, &hub, user, Access::Subscribe, topic).await?
+                && may(&app, &hub, user, Access::Publish, topic).await?
         }
         _ => false,
     };

@@ -137,7 +137,10 @@ pub struct HubIdentityRow {
     pub provisioning_status: Option<crate::enrollment::ProvisioningStatus>,
 }
 
-/// The device assigned to `hub` as `device_id` (one at most: `registrations_hub_device`).
+/// The device assigned to `hub` as `device_id` (one at most: `registrations_hub_device`). Its
+/// enrollment counts only while it names the EK the key was issued to: an owner who replaced
+/// the EK (or deleted and re-created the enrollment with another) has revoked the old TPM, and
+/// it reads as deleted here until the new one registers.
 pub async fn hub_identity(
     conn: &mut PgConnection,
     hub: &str,
@@ -147,7 +150,9 @@ pub async fn hub_identity(
         "SELECT r.registration_id, r.sealed_key, r.key_id,
                 CASE WHEN g.provisioning_status = 'disabled' THEN 'disabled'
                      ELSE e.provisioning_status END AS provisioning_status
-         FROM registrations r LEFT JOIN enrollments e USING (registration_id)
+         FROM registrations r
+              LEFT JOIN enrollments e
+                     ON e.registration_id = r.registration_id AND e.ek_hash = r.ek_hash
               LEFT JOIN enrollment_groups g ON g.group_id = e.group_id
          WHERE lower(r.assigned_hub) = lower($1) AND r.device_id = $2 AND r.status = 'assigned'",
     )

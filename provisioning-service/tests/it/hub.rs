@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::types::time::OffsetDateTime;
 use sqlx::PgPool;
-use test_support::{now, Device, TestApp, TestTpm, HUB_AUTH_SECRET, POLICY, POLICY_KEY};
+use test_support::{now, Device, TestApp, TestTpm, HUBS, HUB_AUTH_SECRET, POLICY, POLICY_KEY};
 
 /// A provisioned device and where it was assigned.
 struct Provisioned {
@@ -52,6 +52,8 @@ impl Provisioned {
     }
 }
 
+/// Asks the hook as the broker of the hub the body's username names (the first linked hub's
+/// for a username that names none).
 async fn hook(
     app: &TestApp,
     path: &str,
@@ -59,9 +61,29 @@ async fn hook(
     form: bool,
     headers: &[(&str, &str)],
 ) -> (StatusCode, String) {
+    let hub = body["username"]
+        .as_str()
+        .and_then(|u| u.split_once('/'))
+        .map(|(hub, _)| hub)
+        .filter(|hub| HUBS.iter().any(|h| h.eq_ignore_ascii_case(hub)))
+        .unwrap_or(HUBS[0])
+        .to_owned();
+    hook_of(app, &hub, path, body, form, headers).await
+}
+
+/// Asks the hook as the broker of `hub` (`/{secret}/hubs/{hub}/…`, each hub's broker its own
+/// URL).
+async fn hook_of(
+    app: &TestApp,
+    hub: &str,
+    path: &str,
+    body: Value,
+    form: bool,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
     let mut request = app
         .client
-        .request(Method::POST, format!("{}{path}", app.hook_base));
+        .request(Method::POST, format!("{}/hubs/{hub}{path}", app.hook_base));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -124,7 +146,13 @@ const NONE: [bool; 4] = [false; 4];
 
 /// The domain's reason for refusing `password` (the hooks only say deny).
 async fn refusal(app: &TestApp, username: &str, password: &str, client_id: &str) -> HubRefusal {
+    let hub = username
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let credentials = Credentials {
+        hub: &hub,
         client_id: Some(client_id),
         username,
         password,
@@ -492,4 +520,177 @@ async fn failed_connects_are_throttled_and_logs_keep_no_secret(pool: PgPool) {
         .next()
         .unwrap();
     assert!(!body.to_string().contains(signature));
+}
+
+/// Rows of the failure throttle for hub connects.
+async fn hub_failure_rows(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM throttle WHERE bucket LIKE 'hub-fail:%'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Issue 25, item 3: a failed connect cached its answer under the username's hub and device id,
+/// bounded by count only (8,000 usernames of 60 KB held 535 MiB), and each new username added a
+/// throttle row. Now a username longer than any IoT Hub one, or naming no device id IoT Hub
+/// allows, is refused before any lookup; unknown but well-formed ids share one throttle row;
+/// the cache is bounded in bytes (`hub::keys::tests::the_cache_is_bounded_in_bytes`).
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_flood_of_invented_usernames_grows_neither_cache_nor_throttle(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut p = provisioned(&app).await;
+    let good = p.token();
+    let rabbit = |username: String| {
+        hook(
+            &app,
+            "/rabbitmq/user",
+            json!({"username": username, "password": good}),
+            true,
+            &[],
+        )
+    };
+    let cached = app.app.device_keys().bytes();
+    for i in 0..50 {
+        let long = format!(
+            "{}/{}{i}/?api-version=2021-04-12",
+            p.hub,
+            "d".repeat(60_000)
+        );
+        assert_eq!(rabbit(long).await.1, "deny");
+        let long_suffix = format!("{}/{}/?{}{i}", p.hub, p.device_id, "q".repeat(60_000));
+        assert_eq!(rabbit(long_suffix).await.1, "deny");
+    }
+    assert_eq!(app.app.device_keys().bytes(), cached, "nothing cached");
+    for i in 0..50 {
+        let unknown = format!("{}/nobody-{i}/?api-version=2021-04-12", p.hub);
+        assert_eq!(rabbit(unknown).await.1, "deny");
+    }
+    assert_eq!(hub_failure_rows(&app).await, 1, "one shared row");
+    assert!(app.app.device_keys().bytes() < cached + 50 * 512);
+    // A wrong token for the real device still counts under its own identity, and its good
+    // token is still admitted.
+    let bad = sas::build_token(
+        &format!("{}/devices/{}", p.hub, p.device_id),
+        now() + 300,
+        None,
+        &mut SoftwareKey(&[7; 32]),
+    )
+    .unwrap();
+    assert_eq!(
+        hook(
+            &app,
+            "/rabbitmq/user",
+            json!({"username": p.username(), "password": bad}),
+            true,
+            &[]
+        )
+        .await
+        .1,
+        "deny"
+    );
+    assert_eq!(hub_failure_rows(&app).await, 2);
+    assert_eq!(rabbit(p.username()).await.1, "allow");
+}
+
+/// Issue 25, item 4: every broker called the hook with the same secret and nothing said which
+/// hub asked, so a device of one hub was admitted on another hub's broker (device ids are unique
+/// only per hub). Now each broker's hook URL names its hub, and a username must name it; the
+/// short URL without a hub serves only a service with one linked hub. (With two real RabbitMQ
+/// brokers: device-client `hub::a_device_of_one_hub_is_refused_by_another_hubs_broker`.)
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn each_broker_admits_only_its_own_hubs_devices(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut p = provisioned(&app).await;
+    let (user, id) = (p.username(), p.device_id.clone());
+    let token = p.token();
+    let other = HUBS
+        .iter()
+        .find(|h| !h.eq_ignore_ascii_case(&p.hub))
+        .unwrap();
+    let ask = |hub: &str, username: &str| {
+        let hub = hub.to_owned();
+        let body = json!({"username": username, "password": token.clone()});
+        let app = &app;
+        async move { hook_of(app, &hub, "/rabbitmq/user", body, true, &[]).await }
+    };
+    assert_eq!(ask(&p.hub, &user).await.1, "allow");
+    // The device's own credentials on the other hub's broker.
+    assert_eq!(ask(other, &user).await.1, "deny");
+    // Claiming the other hub in the username does not help: the token is for its own hub.
+    let as_other = format!("{other}/{id}/?api-version=2021-04-12");
+    assert_eq!(ask(other, &as_other).await.1, "deny");
+    let credentials = Credentials {
+        hub: other,
+        client_id: Some(&id),
+        username: &user,
+        password: &token,
+        peer: None,
+    };
+    assert!(matches!(
+        hub::authenticate(&app.app, credentials, OffsetDateTime::now_utc()).await,
+        Err(hub::HubError::Refused(HubRefusal::OtherHub { .. }))
+    ));
+    // Topic checks are bound too: a live session cannot be carried to another broker.
+    let topic = |hub: &str| {
+        let hub = hub.to_owned();
+        let body = json!({"username": user.clone(), "permission": "write",
+            "routing_key": format!("devices.{id}.messages.events."),
+            "resource": "topic", "name": "amq.topic", "vhost": "/"});
+        let app = &app;
+        async move { hook_of(app, &hub, "/rabbitmq/topic", body, true, &[]).await }
+    };
+    assert_eq!(topic(&p.hub).await.1, "allow");
+    assert_eq!(topic(other).await.1, "deny");
+    // A hub that is not linked, and the short URL with two hubs linked: no such route.
+    assert_eq!(
+        ask("not-linked.example.net", &user).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let response = app
+        .client
+        .post(format!("{}/rabbitmq/user", app.hook_base))
+        .form(&json!({"username": user, "password": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+/// Issue 25, item 5: after the owner put a new EK on the registration id (a replaced device),
+/// the old TPM's hub token still connected until the new one registered. The hub check now
+/// counts the enrollment only while it names the EK the key was issued to.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_replaced_ek_revokes_the_old_tpm_on_the_hub(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut p = provisioned(&app).await;
+    let (user, id) = (p.username(), p.device_id.clone());
+    let token = p.token();
+    assert_eq!(connects(&app, &user, &token, &id).await, ALL);
+    let cache = Duration::from_millis(app.app.settings().hub_key_cache_ms + 100);
+
+    let mut fresh = TestTpm::fresh();
+    let replacement = Device::of(&mut fresh.tpm);
+    app.enroll(&p.device.registration_id, &replacement.ek).await;
+    tokio::time::sleep(cache).await;
+    assert_eq!(connects(&app, &user, &token, &id).await, NONE);
+    assert!(matches!(
+        refusal(&app, &user, &token, &id).await,
+        HubRefusal::NotEnabled
+    ));
+    // Deleted and re-created with the new EK: still refused.
+    let (status, _) = app
+        .admin(
+            Method::DELETE,
+            &format!("/enrollments/{}", p.device.registration_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    app.enroll(&p.device.registration_id, &replacement.ek).await;
+    tokio::time::sleep(cache).await;
+    assert_eq!(connects(&app, &user, &token, &id).await, NONE);
+    // The old EK enrolled again: the old TPM is the enrollment's device again.
+    app.enroll(&p.device.registration_id, &p.device.ek).await;
+    tokio::time::sleep(cache).await;
+    assert_eq!(connects(&app, &user, &token, &id).await, ALL);
 }
