@@ -21,6 +21,7 @@ tpm_port=$(free_port) service_port=$(free_port) hooks_port=$(free_port)
 scripts/run-swtpm.sh "$work/tpm" "$tpm_port" >"$work/swtpm.log" 2>&1 &
 tpm_pid=$!
 pids+=("$tpm_pid")
+export DPS_SERVICE_HOST_NAME=dps.localhost
 RUST_LOG=warn DPS_SECRETS_DIR=$work/secrets DPS_LISTEN=127.0.0.1:$service_port DPS_ID_SCOPE=0ne00BENCH \
     DPS_IOT_HUBS=localhost DPS_HUB_AUTH_LISTEN=127.0.0.1:$hooks_port PROVISIONING_SERVICE=$service \
     scripts/run-service.sh >"$work/service.log" 2>&1 &

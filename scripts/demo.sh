@@ -39,7 +39,10 @@ for attempt in 1 2 3 4 5; do
 done
 pids+=("$tpm_pid")
 service_port=$(free_port) hooks_port=$(free_port)
-# The hub is the broker on this machine, so its host name is localhost.
+# The hub is the broker on this machine, so its host name is localhost; the enrollment API's
+# tokens name the service by another (a hub named like the service is refused: its back ends'
+# tokens would open the enrollment API).
+export DPS_SERVICE_HOST_NAME=dps.localhost
 DPS_SECRETS_DIR=$work/secrets DPS_LISTEN=127.0.0.1:$service_port DPS_ID_SCOPE=0ne00DEMO01 \
     DPS_IOT_HUBS=localhost DPS_HUB_AUTH_LISTEN=127.0.0.1:$hooks_port \
     scripts/run-service.sh >"$work/service.log" 2>&1 &

@@ -149,6 +149,10 @@ pub struct ServeArgs {
     /// Operation and state polls per device per 10 seconds.
     #[arg(long, env = "DPS_POLL_RATE", default_value_t = defaults::POLL_RATE)]
     pub poll_rate: u32,
+    /// Registrations that ask a custom allocation webhook, per device per minute (a device
+    /// registering again while its webhook decides gets that decision's operation, uncounted).
+    #[arg(long, env = "DPS_WEBHOOK_RATE", default_value_t = defaults::WEBHOOK_RATE)]
+    pub webhook_rate: u32,
     /// Largest request body, bytes (1 KiB to 16 MiB).
     #[arg(long, env = "DPS_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -277,6 +281,10 @@ impl ServeArgs {
         settings.poll_limit = Limit {
             count: self.poll_rate,
             window_secs: defaults::POLL_WINDOW_SECS,
+        };
+        settings.webhook_limit = Limit {
+            count: self.webhook_rate,
+            window_secs: defaults::WEBHOOK_WINDOW_SECS,
         };
         settings.max_body_bytes = self.max_body_bytes;
         if let Some(path) = &self.hub_auth_secret_file {

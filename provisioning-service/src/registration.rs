@@ -31,8 +31,9 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::cpu::Core;
-use crate::store::device_steps::{self, ChallengeGate, KeyCandidate, RegisterView};
+use crate::store::device_steps::{self, ChallengeGate, KeyCandidate, KeySource, RegisterView};
 use crate::store::registrations::{ChallengeRow, RegistrationRow, Status, Substatus};
+use crate::store::throttle;
 use crate::timestamp;
 
 /// A parsed, validated register request body.
@@ -374,11 +375,25 @@ pub async fn register(
         }
         None => None,
     };
-    let (row, webhook) = match remembered {
-        Some(written) => written,
+    let stepped = match remembered {
+        Some(stepped) => stepped,
         None => step.read_and_attempt(&mut conn, rng).await?,
     };
     conn.done();
+    let (row, webhook) = match stepped {
+        Stepped::Wrote(row, webhook) => (row, webhook),
+        Stepped::Deciding(operation_id) => {
+            tracing::info!(
+                registration_id = id,
+                "registered again while its webhook decides: the same operation"
+            );
+            return Ok(RegistrationOperationStatus {
+                operation_id: operation_id.to_string(),
+                status: RegistrationStatus::Assigning,
+                registration_state: None,
+            });
+        }
+    };
     app.recent_challenges().forget(id);
     assignment::count(app, &row);
     if let Some(job) = webhook {
@@ -415,8 +430,15 @@ struct SasStep<'a> {
     now: OffsetDateTime,
 }
 
-/// A registration as written, and the webhook to ask if the decision is the webhook's.
-type Written = (RegistrationRow, Option<assignment::WebhookJob>);
+/// What a SAS step did.
+#[allow(clippy::large_enum_variant)] // returned once per step and taken apart at once
+enum Stepped {
+    /// Wrote the registration, and the webhook to ask if the decision is the webhook's.
+    Wrote(RegistrationRow, Option<assignment::WebhookJob>),
+    /// Found a webhook's decision under way for the key the device proved: that operation,
+    /// asked again. Nothing written, nobody asked: one webhook call per registration at a time.
+    Deciding(Uuid),
+}
 
 impl SasStep<'_> {
     /// Reads the device's state and decides on it, reading again if it changed before the
@@ -425,7 +447,7 @@ impl SasStep<'_> {
         &self,
         conn: &mut PgConnection,
         rng: &mut (impl CryptoRngCore + Send),
-    ) -> Result<Written, StepError> {
+    ) -> Result<Stepped, StepError> {
         let id = self.req.registration_id.as_str();
         for _ in 0..ASSIGN_ATTEMPTS {
             let view = device_steps::register_view(conn, id, self.now).await?;
@@ -444,9 +466,12 @@ impl SasStep<'_> {
         conn: &mut PgConnection,
         view: RegisterView,
         rng: &mut (impl CryptoRngCore + Send),
-    ) -> Result<Option<Written>, StepError> {
+    ) -> Result<Option<Stepped>, StepError> {
         let (app, id, now) = (self.app, self.req.registration_id.as_str(), self.now);
         let key = proven_key(app, self.token, id, &view.candidates, self.presented, now)?;
+        if let (KeySource::Registration { .. }, Some(operation_id)) = (key.source, view.deciding) {
+            return Ok(Some(Stepped::Deciding(operation_id)));
+        }
         if let (None, Some(group_id)) = (&view.enrollment, &key.group_id) {
             // Proven: the device joins the group that admitted it, then is read again.
             group_admission::join(conn, id, self.req.tpm.as_ref(), key, group_id, now).await?;
@@ -469,6 +494,14 @@ impl SasStep<'_> {
         };
         let (decided, webhook) =
             assignment::plan(app, id, &enrollment, view.previous.as_ref(), device);
+        if webhook.is_some() {
+            // Each such step is a call to the owner's webhook: at most so many per device.
+            let limit = app.settings().webhook_limit;
+            let bucket = format!("webhook:{id}");
+            if let Some(retry_after) = throttle::hit(conn, &bucket, limit, now).await? {
+                return Err(Refusal::Throttled { retry_after }.into());
+            }
+        }
         let mut row = RegistrationRow {
             registration_id: id.to_owned(),
             operation_id: Uuid::new_v4(),
@@ -492,7 +525,7 @@ impl SasStep<'_> {
         };
         decided.apply(&mut row, now);
         let written = device_steps::assign(conn, &row, key.source, view.observed.as_ref()).await?;
-        Ok(written.map(|row| (row, webhook)))
+        Ok(written.map(|row| Stepped::Wrote(row, webhook)))
     }
 }
 

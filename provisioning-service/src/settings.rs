@@ -18,6 +18,9 @@ pub mod defaults {
     pub const REGISTRATION_WINDOW_SECS: u64 = 60;
     /// Operation and state polls per device per [`POLL_WINDOW_SECS`].
     pub const POLL_RATE: u32 = 5;
+    /// Registrations that call a custom allocation webhook, per device per minute.
+    pub const WEBHOOK_RATE: u32 = 6;
+    pub const WEBHOOK_WINDOW_SECS: u64 = 60;
     pub const POLL_WINDOW_SECS: u64 = 10;
     pub const MAX_BODY_BYTES: usize = 96 * 1024;
     /// Pooled database connections per core this process may use, unless set: a pool larger
@@ -123,6 +126,8 @@ pub enum SettingsError {
     WebhookCa(String),
     #[error("the hub auth secret must be at least {min} URL-safe characters (letters, digits, -, _)", min = limits::MIN_HUB_AUTH_SECRET_LEN)]
     WeakHubAuthSecret,
+    #[error("IoT hub {0:?} has the service host name: a hub back end's token would open the enrollment API (set --service-host-name)")]
+    HubIsServiceHost(String),
 }
 
 /// What the service is configured with (see `config::ServeArgs` for each one's meaning).
@@ -137,6 +142,8 @@ pub struct Settings {
     pub clock_skew_secs: u64,
     pub registration_limit: Limit,
     pub poll_limit: Limit,
+    /// SAS registrations that call a custom allocation webhook, per device.
+    pub webhook_limit: Limit,
     pub max_body_bytes: usize,
     /// The secret brokers put in the hook URLs; `None` when the hook listener is off.
     pub hub_auth_secret: Option<Zeroizing<String>>,
@@ -174,6 +181,10 @@ impl Settings {
                 count: defaults::POLL_RATE,
                 window_secs: defaults::POLL_WINDOW_SECS,
             },
+            webhook_limit: Limit {
+                count: defaults::WEBHOOK_RATE,
+                window_secs: defaults::WEBHOOK_WINDOW_SECS,
+            },
             max_body_bytes: defaults::MAX_BODY_BYTES,
             hub_auth_secret: None,
             hub_failure_limit: Limit {
@@ -195,6 +206,39 @@ impl Settings {
         if self.id_scope.trim().is_empty() {
             return Err(SettingsError::EmptyIdScope);
         }
+        self.validate_ranges()?;
+        // Hub back-end tokens (`sr={hub}`) and enrollment-API tokens (`sr={service host}`) are
+        // signed with the same policy keys: only distinct names keep them apart.
+        if let Some(hub) = self.linked_hubs.find(&self.service_host_name) {
+            return Err(SettingsError::HubIsServiceHost(hub.to_owned()));
+        }
+        if let Some(secret) = &self.hub_auth_secret {
+            let url_safe = secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if secret.len() < limits::MIN_HUB_AUTH_SECRET_LEN || !url_safe {
+                return Err(SettingsError::WeakHubAuthSecret);
+            }
+        }
+        for (i, policy) in self.access_policies.iter().enumerate() {
+            if policy.name == dps_protocol::sas::REGISTRATION_KEY_NAME {
+                return Err(SettingsError::ReservedPolicyName);
+            }
+            if policy.key.len() < limits::MIN_POLICY_KEY_BYTES || limits::is_weak_key(&policy.key) {
+                return Err(SettingsError::WeakPolicyKey(policy.name.clone()));
+            }
+            if self.access_policies[..i]
+                .iter()
+                .any(|p| p.name == policy.name)
+            {
+                return Err(SettingsError::DuplicatePolicy(policy.name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every numeric setting within its bounds.
+    fn validate_ranges(&self) -> Result<(), SettingsError> {
         let range = |name, value: u64, min, max| {
             if (min..=max).contains(&value) {
                 Ok(())
@@ -238,6 +282,12 @@ impl Settings {
             u32::MAX.into(),
         )?;
         range(
+            "webhook rate",
+            self.webhook_limit.count.into(),
+            1,
+            u32::MAX.into(),
+        )?;
+        range(
             "max body bytes",
             self.max_body_bytes as u64,
             1024,
@@ -268,28 +318,6 @@ impl Settings {
             1,
             limits::MAX_WEBHOOK_TIMEOUT_MS,
         )?;
-        if let Some(secret) = &self.hub_auth_secret {
-            let url_safe = secret
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if secret.len() < limits::MIN_HUB_AUTH_SECRET_LEN || !url_safe {
-                return Err(SettingsError::WeakHubAuthSecret);
-            }
-        }
-        for (i, policy) in self.access_policies.iter().enumerate() {
-            if policy.name == dps_protocol::sas::REGISTRATION_KEY_NAME {
-                return Err(SettingsError::ReservedPolicyName);
-            }
-            if policy.key.len() < limits::MIN_POLICY_KEY_BYTES || limits::is_weak_key(&policy.key) {
-                return Err(SettingsError::WeakPolicyKey(policy.name.clone()));
-            }
-            if self.access_policies[..i]
-                .iter()
-                .any(|p| p.name == policy.name)
-            {
-                return Err(SettingsError::DuplicatePolicy(policy.name.clone()));
-            }
-        }
         Ok(())
     }
 
@@ -299,6 +327,7 @@ impl Settings {
         let secs = [
             self.registration_limit.window_secs,
             self.poll_limit.window_secs,
+            self.webhook_limit.window_secs,
             self.hub_failure_limit.window_secs,
         ]
         .into_iter()
@@ -355,11 +384,22 @@ mod tests {
             Err(SettingsError::WeakPolicyKey("factory".to_owned()))
         );
 
-        let mut s = ok;
+        let mut s = ok.clone();
         s.access_policies = vec![AccessPolicy {
             name: "registration".to_owned(),
             key: Zeroizing::new(vec![1; 32]),
         }];
         assert_eq!(s.validate(), Err(SettingsError::ReservedPolicyName));
+
+        // Issue 25, item 6: a hub named like the service (the demo had both `localhost`) made
+        // a hub back end's password an enrollment-API token, and an admin token a broker login.
+        let mut s = ok;
+        s.linked_hubs.as_slice()[0]
+            .to_uppercase()
+            .clone_into(&mut s.service_host_name);
+        assert!(matches!(
+            s.validate(),
+            Err(SettingsError::HubIsServiceHost(_))
+        ));
     }
 }

@@ -287,7 +287,8 @@ async fn a_provisioned_device_talks_to_its_hub_and_impostors_cannot(pool: PgPool
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn a_device_of_one_hub_is_refused_by_another_hubs_broker(pool: PgPool) {
     const OTHER_HUB: &str = "hub-b.example.net";
-    const SHARED_ID: &str = "line-7-unit-1";
+    // With dots (issue 25, item 8): RabbitMQ writes a topic's `/` as `.` and keeps the id's.
+    const SHARED_ID: &str = "line.7.unit-1";
     let mut settings = test_support::settings();
     settings.linked_hubs = LinkedHubs::new(vec![HUB.to_owned(), OTHER_HUB.to_owned()]).unwrap();
     let app = TestApp::spawn_with(pool, settings, Arc::new(Pki::new())).await;
@@ -348,4 +349,43 @@ async fn a_device_of_one_hub_is_refused_by_another_hubs_broker(pool: PgPool) {
         connected(&mut victim).await,
         "hub A's device on hub A's broker"
     );
+
+    // Issue 25, item 8: RabbitMQ 3.10 passed the dotted id's subscription as
+    // `devices.line.7.unit-1.messages.devicebound.#`; read back as `devices/line/7/…` it was
+    // refused and the connection closed. Now the device subscribes, and its back end reaches it.
+    let devicebound = format!("devices/{SHARED_ID}/messages/devicebound/");
+    victim
+        .client
+        .subscribe(format!("{devicebound}#"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        suback(&mut victim).await,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let mut service = backend(&app, &broker_a);
+    assert!(connected(&mut service).await, "the back end connects");
+    let mut heard = None;
+    for _ in 0..20 {
+        service
+            .client
+            .publish(&devicebound, QoS::AtLeastOnce, false, b"hello".to_vec())
+            .await
+            .unwrap();
+        // RabbitMQ delivers it under its routing key read back (`to_mqtt`: every `.` a
+        // level), `devices/line/7/unit-1/messages/devicebound/`: the payload is what counts.
+        heard = victim
+            .next(Duration::from_millis(500), |p| match p {
+                Packet::Publish(m) => Some((m.topic.clone(), m.payload.to_vec())),
+                _ => None,
+            })
+            .await
+            .ok()
+            .flatten();
+        if heard.is_some() {
+            break;
+        }
+    }
+    let (topic, payload) = heard.expect("the device heard its back end");
+    assert_eq!(payload, b"hello", "{topic}");
 }

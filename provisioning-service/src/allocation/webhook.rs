@@ -4,11 +4,13 @@
 //! The webhook URL may carry a key (Azure Functions put theirs in the query), so it is never
 //! logged or reported: only its host is.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use dps_protocol::wire::Base64Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use super::Failure;
 use crate::enrollment::IndividualEnrollment;
@@ -76,7 +78,14 @@ pub struct Decision {
 pub struct WebhookClient {
     http: reqwest::Client,
     timeout: Duration,
+    /// Calls in flight at most, over every enrollment's webhook: devices decide when the
+    /// service calls its owners' webhooks, so the service bounds how many at once.
+    calls: Arc<Semaphore>,
 }
+
+/// Webhook calls one instance makes at once at most; a call that finds none free waits for one
+/// within its timeout.
+pub const MAX_CONCURRENT_CALLS: usize = 32;
 
 /// Why the webhook client cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +118,11 @@ impl WebhookClient {
         let http = builder
             .build()
             .map_err(|e| ClientBuildError(e.to_string()))?;
-        Ok(Self { http, timeout })
+        Ok(Self {
+            http,
+            timeout,
+            calls: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
+        })
     }
 
     /// POSTs `request` to `url` and checks the answer: HTTP 2xx, a JSON allocation response
@@ -121,6 +134,13 @@ impl WebhookClient {
         request: &AllocationRequest,
     ) -> Result<Decision, Failure> {
         let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        // The wait for a free call counts against the timeout: the decision is due by then.
+        let started = tokio::time::Instant::now();
+        let _call = tokio::time::timeout(self.timeout, self.calls.acquire())
+            .await
+            .map_err(|_| Failure::WebhookTimeout(timeout_ms))?
+            .map_err(|_| Failure::WebhookTimeout(timeout_ms))?;
+        let left = self.timeout.saturating_sub(started.elapsed());
         let on_error = |e: reqwest::Error| {
             if e.is_timeout() {
                 Failure::WebhookTimeout(timeout_ms)
@@ -132,6 +152,7 @@ impl WebhookClient {
         let mut response = self
             .http
             .post(url)
+            .timeout(left)
             .json(request)
             .send()
             .await

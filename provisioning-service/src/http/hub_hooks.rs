@@ -237,7 +237,10 @@ async fn rabbitmq_topic(
         "read" => Access::Subscribe,
         _ => return Ok("deny"),
     };
-    let topic = topic_of_routing_key(&form.routing_key);
+    let Some(who) = Identity::of_username(&form.username) else {
+        return Ok("deny");
+    };
+    let topic = topic_of_routing_key(&who, &form.routing_key);
     Ok(allow_deny(
         may(&app, &hub, &form.username, access, &topic).await?,
     ))

@@ -77,19 +77,33 @@ fn no_wildcards(segments: &[&str]) -> bool {
     segments.iter().all(|s| !s.contains(['+', '#']))
 }
 
-/// A RabbitMQ routing key as the MQTT topic it came from: RabbitMQ's MQTT plugin swaps `/` and
-/// `.` and writes MQTT's `+` as AMQP's `*` (rabbitmq-server `rabbit_mqtt_util`).
+/// A RabbitMQ routing key as the MQTT topic `who` published or subscribed to. RabbitMQ's MQTT
+/// plugin writes `/` as `.` and `+` as `*` and leaves a `.` as it is (rabbitmq-server
+/// `deps/rabbitmq_mqtt/src/rabbit_mqtt_util.erl`, `to_amqp`; the same in 3.10, where it is
+/// `mqtt2amqp`), so a device id with dots spans several words of the key. The id is put back
+/// whole: the asking device's own id where it stands, else the words between `devices.` and
+/// `.messages.`; every other `.` is a level separator.
 #[must_use]
-pub fn topic_of_routing_key(routing_key: &str) -> String {
-    routing_key
-        .chars()
-        .map(|c| match c {
-            '.' => '/',
-            '/' => '.',
-            '*' => '+',
-            other => other,
-        })
-        .collect()
+pub fn topic_of_routing_key(who: &Identity<'_>, routing_key: &str) -> String {
+    let levels = |key: &str| key.replace('*', "+").replace('.', "/");
+    let Some(rest) = routing_key.strip_prefix("devices.") else {
+        return levels(routing_key);
+    };
+    if let Identity::Device(me) = who {
+        if let Some(tail) = rest.strip_prefix(me).and_then(|t| t.strip_prefix('.')) {
+            return format!("devices/{me}/{}", levels(tail));
+        }
+    }
+    match rest.find(".messages.") {
+        Some(at) => {
+            let id = match &rest[..at] {
+                "*" => "+",
+                id => id,
+            };
+            format!("devices/{id}/{}", levels(&rest[at + 1..]))
+        }
+        None => levels(routing_key),
+    }
 }
 
 #[cfg(test)]
@@ -152,13 +166,35 @@ mod tests {
 
     #[test]
     fn routing_keys_turn_back_into_topics() {
+        // As RabbitMQ writes them: `/` → `.`, `+` → `*`, a `.` kept.
         assert_eq!(
-            topic_of_routing_key("devices.dev/1.messages.events."),
-            "devices/dev.1/messages/events/"
+            topic_of_routing_key(&ME, "devices.dev-1.messages.events."),
+            "devices/dev-1/messages/events/"
         );
         assert_eq!(
-            topic_of_routing_key("devices.*.messages.events.#"),
+            topic_of_routing_key(&APP, "devices.*.messages.events.#"),
             "devices/+/messages/events/#"
         );
+        let dotted = Identity::Device("rt.dot.x");
+        assert_eq!(
+            topic_of_routing_key(&dotted, "devices.rt.dot.x.messages.devicebound.#"),
+            "devices/rt.dot.x/messages/devicebound/#"
+        );
+        assert!(allowed(
+            &dotted,
+            Access::Subscribe,
+            &topic_of_routing_key(&dotted, "devices.rt.dot.x.messages.devicebound.#")
+        ));
+        assert_eq!(
+            topic_of_routing_key(&APP, "devices.rt.dot.x.messages.devicebound."),
+            "devices/rt.dot.x/messages/devicebound/"
+        );
+        // Another device whose id is a prefix of the dotted one gets no way in.
+        let rt = Identity::Device("rt");
+        assert!(!allowed(
+            &rt,
+            Access::Publish,
+            &topic_of_routing_key(&rt, "devices.rt.dot.x.messages.events.")
+        ));
     }
 }

@@ -123,6 +123,8 @@ impl RecentChallenges {
             enrollment: Some(device.enrollment.clone()),
             previous: device.previous.clone(),
             observed: Some(device.observed),
+            // A remembered view holds challenges only: no registration key's decision.
+            deciding: None,
         })
     }
 

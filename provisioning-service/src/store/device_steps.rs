@@ -259,6 +259,9 @@ pub struct RegisterView {
     pub previous: Option<Previous>,
     /// Set when this view was remembered rather than read just now: what it rested on.
     pub observed: Option<Observed>,
+    /// The operation of an allocation webhook's decision under way for the registration's
+    /// key (`assigning`, not yet overdue).
+    pub deciding: Option<Uuid>,
 }
 
 /// The SAS step's first statement: every key the token may have been signed with, and the
@@ -273,11 +276,12 @@ pub async fn register_view(
              SELECT 0 AS rank, challenge_id AS id, sealed_key, key_id, ek_hash, storage_root_key,
                     authentication_key, NULL::text AS status, NULL::text AS assigned_hub,
                     NULL::text AS device_id, NULL::jsonb AS initial_twin, group_id,
-                    issued_at AS at
+                    issued_at AS at, NULL::uuid AS deciding
              FROM challenges WHERE registration_id = $1 AND expires_at > $2
              UNION ALL
              SELECT 1, etag, sealed_key, key_id, ek_hash, storage_root_key, authentication_key,
-                    status, assigned_hub, device_id, initial_twin, NULL, updated_at
+                    status, assigned_hub, device_id, initial_twin, NULL, updated_at,
+                    CASE WHEN status = 'assigning' AND decide_by > $2 THEN operation_id END
              FROM registrations WHERE registration_id = $1
          ) k {}
          ORDER BY k.rank, k.at DESC, k.id",
@@ -306,6 +310,7 @@ pub async fn register_view(
         });
         if rank == 1 {
             view.previous = previous_from(row)?;
+            view.deciding = row.try_get("deciding")?;
         }
         if view.enrollment.is_none() {
             view.enrollment = Admission::from_joined(row)?;

@@ -522,3 +522,63 @@ async fn allocation_fields_are_checked_when_an_enrollment_is_written(pool: PgPoo
         .unwrap();
     assert_eq!(count, 0);
 }
+
+/// Issue 25, item 7: the SAS step had no rate and each call started a webhook call (300
+/// re-registrations in 1.5 s made 289 concurrent calls to the owner's webhook). Now a device
+/// registering again while its webhook decides gets that decision's operation and starts
+/// nothing; once decided, each new decision counts against a per-device rate; and one instance
+/// makes at most `webhook::MAX_CONCURRENT_CALLS` calls at once.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn one_device_cannot_make_the_service_flood_its_webhook(pool: PgPool) {
+    let app = instance(pool, 3000).await;
+    let answer = json!({"iotHubHostName": HUBS[0]});
+    let webhook = Webhook::start(
+        &app.pki,
+        Reply::Late(Duration::from_millis(500), answer.clone()),
+    )
+    .await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    enroll(
+        &app,
+        &device,
+        json!({"allocationPolicy": "custom",
+               "customAllocationDefinition": {"webhookUrl": webhook.url, "apiVersion": "2021-10-01"}}),
+    )
+    .await;
+    let operation_id = app.provision(&mut t, &device).await;
+
+    // Forty more at once with the device's key, while the webhook decides: one operation.
+    let token = device.sas(&mut t.tpm, test_support::now() + 300);
+    let body = device.body();
+    let again = (0..40).map(|_| app.put_register(&device.registration_id, &body, Some(&token)));
+    for (status, answer) in futures_util::future::join_all(again).await {
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["status"], "assigning", "{answer}");
+        assert_eq!(answer["operationId"], operation_id.as_str(), "{answer}");
+    }
+    let state = decided(&app, &mut t, &device, &operation_id).await;
+    assert_eq!(state["status"], "assigned", "{state}");
+    assert_eq!(webhook.requests().len(), 1, "one call for 41 registrations");
+
+    // Decided: each registration is a new decision, at most `webhook_rate` a minute.
+    webhook.reply_with(Reply::Json(answer));
+    let rate = app.app.settings().webhook_limit.count;
+    let mut refused = 0;
+    for _ in 0..rate + 3 {
+        let (status, answer) = app
+            .put_register(&device.registration_id, &body, Some(&token))
+            .await;
+        match status {
+            StatusCode::ACCEPTED => {
+                let op = answer["operationId"].as_str().unwrap().to_owned();
+                decided(&app, &mut t, &device, &op).await;
+            }
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("{other}: {answer}"),
+        }
+    }
+    // The first registration counted too: `rate` decisions in all, the other four refused.
+    assert_eq!(refused, 4);
+    assert_eq!(webhook.requests().len(), rate as usize);
+}
