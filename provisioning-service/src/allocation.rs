@@ -1,14 +1,14 @@
 //! Hub assignment as DPS does it, per enrollment: the service's linked hubs
 //! ([`LinkedHubs`]), the enrollment's allocation and re-provisioning policy ([`policy`]), and
-//! the custom allocation webhook ([`webhook`]). Why an allocation failed is a [`Failure`], which
-//! a registration records as `failed` with its code and message.
+//! why an allocation failed, a [`Failure`], which a registration records as `failed` with its
+//! code and message. The custom allocation webhook is called from `registration::webhook`.
+//! Decisions on data only: it uses `settings` and `store`'s types, nothing above them.
 
 pub mod policy;
-pub mod webhook;
 
 use sha2::{Digest, Sha256};
 
-use crate::settings::SettingsError;
+pub use crate::settings::LinkedHubs;
 
 /// Why no hub was assigned. The registration is left `failed` with [`Failure::code`] and the
 /// message; nothing else changes. The codes are this service's, in DPS's form (HTTP status ×
@@ -65,68 +65,9 @@ pub fn hashed<'a>(registration_id: &str, hubs: &'a [String]) -> Option<&'a str> 
     hubs.get(index).map(String::as_str)
 }
 
-/// The IoT hubs linked to this service: never empty, so every device gets a hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkedHubs(Vec<String>);
-
-impl LinkedHubs {
-    /// Refuses an empty list and names that are not DNS host names.
-    pub fn new(hubs: Vec<String>) -> Result<Self, SettingsError> {
-        if hubs.is_empty() {
-            return Err(SettingsError::NoLinkedHub);
-        }
-        if let Some(bad) = hubs.iter().find(|h| !is_host_name(h)) {
-            return Err(SettingsError::BadHubName(bad.clone()));
-        }
-        Ok(Self(hubs))
-    }
-
-    #[must_use]
-    pub fn as_slice(&self) -> &[String] {
-        &self.0
-    }
-
-    /// Whether `hub` is one of them (host names compare case-insensitively).
-    #[must_use]
-    pub fn contains(&self, hub: &str) -> bool {
-        self.0.iter().any(|h| h.eq_ignore_ascii_case(hub))
-    }
-
-    /// The linked spelling of `hub`, if it is linked.
-    #[must_use]
-    pub fn find(&self, hub: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|h| h.eq_ignore_ascii_case(hub))
-            .map(String::as_str)
-    }
-}
-
-/// Letters, digits, `-` and dots, 1..=253 bytes, no empty label.
-fn is_host_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn empty_and_malformed_lists_are_refused() {
-        assert_eq!(LinkedHubs::new(vec![]), Err(SettingsError::NoLinkedHub));
-        assert!(matches!(
-            LinkedHubs::new(vec!["hub.example/x".to_owned()]),
-            Err(SettingsError::BadHubName(_))
-        ));
-    }
 
     /// Expected indices computed independently: `sha256sum` of the id, first 8 bytes as a
     /// big-endian integer, modulo 3 (`printf device-1 | sha256sum | cut -c1-16`, then Python's

@@ -1,20 +1,22 @@
-//! The service's shared state: a Postgres pool, the service key and the validated settings.
-//! Nothing here remembers anything between requests (that is Postgres's job) but two caches
-//! that Postgres re-checks or bounds: the hub check's device keys, for at most a second, and
-//! the challenges this instance issued, until answered (`registration::recent`).
+//! The service's wiring: the database, the service key, the validated settings and the
+//! metrics, handed to the two halves that decide, the device steps ([`Registrar`]) and the hub
+//! check ([`Gatekeeper`]). Only the HTTP layer, the server and `main` hold an `App`. Nothing
+//! here remembers anything between requests (that is Postgres's job) but two caches that
+//! Postgres re-checks or bounds: the hub check's device keys, for at most a second, and the
+//! challenges this instance issued, until answered (`registration::recent`).
 
 use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use crate::allocation::webhook::WebhookClient;
-use crate::cpu::CpuPool;
 use crate::hub::keys::DeviceKeys;
+use crate::hub::Gatekeeper;
 use crate::metrics::Metrics;
-use crate::registration::RecentChallenges;
+use crate::registration::webhook::WebhookClient;
+use crate::registration::Registrar;
 use crate::sealing::Sealer;
 use crate::settings::{Settings, SettingsError};
-use crate::store::lease::{Lease, Spares};
+use crate::store::lease::{Db, Lease};
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone, Debug)]
@@ -22,15 +24,11 @@ pub struct App(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
-    pool: PgPool,
-    sealer: Sealer,
-    settings: Settings,
-    device_keys: DeviceKeys,
-    cpu: CpuPool,
-    webhooks: WebhookClient,
-    metrics: Metrics,
-    spares: Arc<Spares>,
-    recent_challenges: RecentChallenges,
+    db: Db,
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    registrar: Registrar,
+    gatekeeper: Gatekeeper,
 }
 
 impl App {
@@ -44,54 +42,43 @@ impl App {
             settings.allow_http_webhooks,
         )
         .map_err(|e| SettingsError::WebhookCa(e.to_string()))?;
-        let device_keys =
-            DeviceKeys::new(std::time::Duration::from_millis(settings.hub_key_cache_ms));
-        let metrics = Metrics::new();
-        let spares = Spares::new(metrics.pool_returns.clone());
-        Ok(Self(Arc::new(Inner {
+        let metrics = Arc::new(Metrics::new());
+        let db = Db::new(
             pool,
-            sealer,
-            settings,
-            device_keys,
-            cpu: CpuPool::new(),
+            metrics.pool_returns.clone(),
+            metrics.pool_acquire.clone(),
+        );
+        let (sealer, settings) = (Arc::new(sealer), Arc::new(settings));
+        let registrar = Registrar::new(
+            db.clone(),
+            Arc::clone(&sealer),
+            Arc::clone(&settings),
+            Arc::clone(&metrics),
             webhooks,
+        );
+        let gatekeeper = Gatekeeper::new(
+            db.clone(),
+            sealer,
+            Arc::clone(&settings),
+            Arc::clone(&metrics),
+        );
+        Ok(Self(Arc::new(Inner {
+            db,
+            settings,
             metrics,
-            spares,
-            recent_challenges: RecentChallenges::default(),
+            registrar,
+            gatekeeper,
         })))
     }
 
     #[must_use]
     pub fn pool(&self) -> &PgPool {
-        &self.0.pool
-    }
-
-    #[must_use]
-    pub fn sealer(&self) -> &Sealer {
-        &self.0.sealer
+        self.0.db.pool()
     }
 
     #[must_use]
     pub fn settings(&self) -> &Settings {
         &self.0.settings
-    }
-
-    /// The hub check's short-lived cache of device keys (`hub::keys`).
-    #[must_use]
-    pub fn device_keys(&self) -> &DeviceKeys {
-        &self.0.device_keys
-    }
-
-    /// The challenges this instance issued, until answered (`registration::recent`).
-    #[must_use]
-    pub fn recent_challenges(&self) -> &RecentChallenges {
-        &self.0.recent_challenges
-    }
-
-    /// The bound on CPU-bound jobs, the challenge's RSA work among them (`cpu`).
-    #[must_use]
-    pub fn cpu(&self) -> &CpuPool {
-        &self.0.cpu
     }
 
     /// This instance's Prometheus metrics (`metrics`).
@@ -100,21 +87,33 @@ impl App {
         &self.0.metrics
     }
 
-    /// A connection for one request: one a device step just finished with cleanly, else one
-    /// from the pool (`store::lease`); the wait measured (`dps_db_pool_acquire_duration_seconds`).
+    /// A connection for one request (`store::lease`), the wait measured
+    /// (`dps_db_pool_acquire_duration_seconds`).
     pub async fn acquire(&self) -> Result<Lease<'_>, sqlx::Error> {
-        let started = std::time::Instant::now();
-        let lease = self.0.spares.acquire(&self.0.pool).await;
-        self.0
-            .metrics
-            .pool_acquire
-            .observe(started.elapsed().as_secs_f64());
-        lease
+        self.0.db.acquire().await
     }
 
-    /// The allocation webhooks' HTTPS client (`allocation::webhook`).
+    /// The device steps' parts (`registration`).
     #[must_use]
-    pub fn webhooks(&self) -> &WebhookClient {
-        &self.0.webhooks
+    pub fn registrar(&self) -> &Registrar {
+        &self.0.registrar
+    }
+
+    /// The hub check's parts (`hub`).
+    #[must_use]
+    pub fn gatekeeper(&self) -> &Gatekeeper {
+        &self.0.gatekeeper
+    }
+
+    /// The hub check's short-lived cache of device keys (`hub::keys`).
+    #[must_use]
+    pub fn device_keys(&self) -> &DeviceKeys {
+        self.0.gatekeeper.device_keys()
+    }
+
+    /// The bound on CPU-bound jobs (`cpu`).
+    #[must_use]
+    pub fn cpu(&self) -> &crate::cpu::CpuPool {
+        self.0.registrar.cpu()
     }
 }

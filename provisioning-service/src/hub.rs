@@ -16,14 +16,71 @@
 pub mod keys;
 pub mod topics;
 
+use std::sync::Arc;
+
 use dps_protocol::sas::{SasToken, VerifyPolicy};
 use dps_protocol::SasError;
 use time::OffsetDateTime;
 
-use crate::app::App;
 use crate::enrollment::ProvisioningStatus;
-use crate::sealing::SealError;
+use crate::metrics::Metrics;
+use crate::sealing::{SealError, Sealer};
+use crate::settings::Settings;
+use crate::store::lease::{Db, Lease};
 use crate::store::{self, StoreError};
+
+/// What the hub check uses: the database, the service key (device keys are sealed), the
+/// settings, the metrics and the short-lived key cache. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Gatekeeper {
+    db: Db,
+    sealer: Arc<Sealer>,
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    keys: Arc<keys::DeviceKeys>,
+}
+
+impl Gatekeeper {
+    #[must_use]
+    pub fn new(
+        db: Db,
+        sealer: Arc<Sealer>,
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let keys =
+            keys::DeviceKeys::new(std::time::Duration::from_millis(settings.hub_key_cache_ms));
+        Self {
+            db,
+            sealer,
+            settings,
+            metrics,
+            keys: Arc::new(keys),
+        }
+    }
+
+    async fn acquire(&self) -> Result<Lease<'_>, sqlx::Error> {
+        self.db.acquire().await
+    }
+
+    fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The short-lived cache of device keys (`keys`).
+    #[must_use]
+    pub fn device_keys(&self) -> &keys::DeviceKeys {
+        &self.keys
+    }
+}
 
 /// The longest username considered (an IoT Hub device username is a host name of at most 253
 /// bytes, a device id of at most 128 and the SDKs' query: well under this). Anything longer is
@@ -128,7 +185,11 @@ impl HubError {
 /// stops a revoked device's live session there too. Back-end applications hold a policy key
 /// from the configuration and stay admitted.
 /// `broker_hub` is the hub of the broker asking: a username of another hub is not admitted.
-pub async fn still_admitted(app: &App, broker_hub: &str, username: &str) -> Result<bool, HubError> {
+pub async fn still_admitted(
+    keeper: &Gatekeeper,
+    broker_hub: &str,
+    username: &str,
+) -> Result<bool, HubError> {
     let Ok(hub) = hub_of(broker_hub, username) else {
         return Ok(false);
     };
@@ -136,7 +197,7 @@ pub async fn still_admitted(app: &App, broker_hub: &str, username: &str) -> Resu
         None => Ok(false),
         Some(topics::Identity::Backend(_)) => Ok(true),
         Some(topics::Identity::Device(device_id)) => {
-            match admitted_key(app, &hub, device_id).await {
+            match admitted_key(keeper, &hub, device_id).await {
                 Ok(_) => Ok(true),
                 Err(HubError::Refused(_)) => Ok(false),
                 Err(fault) => Err(fault),
@@ -148,13 +209,13 @@ pub async fn still_admitted(app: &App, broker_hub: &str, username: &str) -> Resu
 /// The key of the device assigned to `hub` (lowercase) as `device_id`, if its enrollment still
 /// admits it.
 async fn admitted_key(
-    app: &App,
+    keeper: &Gatekeeper,
     hub: &str,
     device_id: &str,
-) -> Result<std::sync::Arc<keys::DeviceKey>, HubError> {
-    let key = app
+) -> Result<Arc<keys::DeviceKey>, HubError> {
+    let key = keeper
         .device_keys()
-        .get(app, hub, device_id)
+        .get(keeper, hub, device_id)
         .await?
         .ok_or_else(|| HubRefusal::NotAssigned {
             hub: hub.to_owned(),
@@ -221,23 +282,23 @@ fn unix(t: OffsetDateTime) -> u64 {
 /// identity that exists has a row of its own (`failure_bucket`): a flood of invented usernames
 /// shares one, so the throttle table grows with the fleet, not with the flood.
 pub async fn authenticate(
-    app: &App,
+    keeper: &Gatekeeper,
     credentials: Credentials<'_>,
     now: OffsetDateTime,
 ) -> Result<Principal, HubError> {
-    let limit = app.settings().hub_failure_limit;
+    let limit = keeper.settings().hub_failure_limit;
     if credentials.peer.is_some() {
         let bucket = failure_bucket(&credentials, None);
-        let mut conn = app.acquire().await?;
+        let mut conn = keeper.acquire().await?;
         if let Some(retry_after) = store::throttle::peek(&mut conn, &bucket, limit, now).await? {
             return Err(HubRefusal::Throttled { retry_after }.into());
         }
         conn.done();
     }
-    let outcome = verify(app, credentials, now).await;
+    let outcome = verify(keeper, credentials, now).await;
     if let Err(HubError::Refused(refusal)) = &outcome {
         let bucket = failure_bucket(&credentials, Some(refusal));
-        let mut conn = app.acquire().await?;
+        let mut conn = keeper.acquire().await?;
         if store::throttle::hit(&mut conn, &bucket, limit, now)
             .await?
             .is_some()
@@ -281,11 +342,11 @@ fn failure_bucket(credentials: &Credentials<'_>, refusal: Option<&HubRefusal>) -
 }
 
 async fn verify(
-    app: &App,
+    keeper: &Gatekeeper,
     credentials: Credentials<'_>,
     now: OffsetDateTime,
 ) -> Result<Principal, HubError> {
-    let settings = app.settings();
+    let settings = keeper.settings();
     let hub = hub_of(credentials.hub, credentials.username)?;
     let (_, rest) = split_hub(credentials.username)?;
     let token = SasToken::parse(credentials.password).map_err(HubRefusal::MalformedToken)?;
@@ -317,7 +378,7 @@ async fn verify(
     if credentials.client_id.is_some_and(|c| c != device_id) {
         return Err(HubRefusal::ClientIdMismatch.into());
     }
-    let key = admitted_key(app, &hub, device_id).await?;
+    let key = admitted_key(keeper, &hub, device_id).await?;
     let resource = format!("{hub}/devices/{device_id}");
     policy.resource = &resource;
     token

@@ -9,11 +9,16 @@ mod assignment;
 mod group_admission;
 mod recent;
 mod refusal;
+pub mod webhook;
 
+pub use crate::store::enrollments::ek_hash;
 pub use admission::admit;
 use assignment::DeviceContext;
 pub use recent::RecentChallenges;
 pub use refusal::{Refusal, StepError};
+use webhook::WebhookClient;
+
+use std::sync::Arc;
 
 use dps_protocol::ek_cert::MAX_PRESENTED_CHAIN;
 use dps_protocol::sas::{self, SasToken, VerifyPolicy, REGISTRATION_KEY_NAME};
@@ -24,17 +29,93 @@ use dps_protocol::wire::{
 };
 use dps_protocol::{AuthenticationKey, RegistrationId};
 use rand_core::CryptoRngCore;
-use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::App;
-use crate::cpu::Core;
+use crate::cpu::{Core, CpuPool};
+use crate::metrics::Metrics;
+use crate::sealing::Sealer;
+use crate::settings::Settings;
 use crate::store::device_steps::{self, ChallengeGate, KeyCandidate, KeySource, RegisterView};
+use crate::store::lease::{Db, Lease};
 use crate::store::registrations::{ChallengeRow, RegistrationRow, Status, Substatus};
 use crate::store::throttle;
 use crate::timestamp;
+
+/// What the device steps use: the database, the service key, the settings, the bound on
+/// CPU-bound jobs, the challenges this instance issued, its metrics and the webhook client.
+/// Cheap to clone: a decision a webhook makes runs on after its request
+/// (`assignment::run_webhook`).
+#[derive(Clone, Debug)]
+pub struct Registrar {
+    db: Db,
+    sealer: Arc<Sealer>,
+    settings: Arc<Settings>,
+    cpu: Arc<CpuPool>,
+    recent: Arc<RecentChallenges>,
+    metrics: Arc<Metrics>,
+    webhooks: WebhookClient,
+}
+
+impl Registrar {
+    #[must_use]
+    pub fn new(
+        db: Db,
+        sealer: Arc<Sealer>,
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+        webhooks: WebhookClient,
+    ) -> Self {
+        Self {
+            db,
+            sealer,
+            settings,
+            cpu: Arc::new(CpuPool::new()),
+            recent: Arc::new(RecentChallenges::default()),
+            metrics,
+            webhooks,
+        }
+    }
+
+    /// A connection for one step (`store::lease`).
+    pub async fn acquire(&self) -> Result<Lease<'_>, sqlx::Error> {
+        self.db.acquire().await
+    }
+
+    #[must_use]
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The bound on CPU-bound jobs, the challenge's RSA work among them (`cpu`).
+    #[must_use]
+    pub fn cpu(&self) -> &CpuPool {
+        &self.cpu
+    }
+
+    /// The challenges this instance issued, until answered (`recent`).
+    #[must_use]
+    pub fn recent_challenges(&self) -> &RecentChallenges {
+        &self.recent
+    }
+
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The allocation webhooks' HTTPS client (`webhook`).
+    #[must_use]
+    pub fn webhooks(&self) -> &WebhookClient {
+        &self.webhooks
+    }
+}
 
 /// A parsed, validated register request body.
 #[derive(Debug)]
@@ -57,12 +138,6 @@ pub struct TpmKeys {
     /// As read from the TPM (parsed only when a group is asked).
     pub ek_certificate: Option<Vec<u8>>,
     pub ek_certificate_chain: Vec<Vec<u8>>,
-}
-
-/// SHA-256 of an EK's `TPM2B_PUBLIC`: how enrollments and throttles know an EK.
-#[must_use]
-pub fn ek_hash(ek_tpm2b: &[u8]) -> Vec<u8> {
-    Sha256::digest(ek_tpm2b).to_vec()
 }
 
 /// Parses a registration id as DPS allows it.
@@ -149,7 +224,7 @@ fn unix(t: OffsetDateTime) -> u64 {
 /// A challenge for an individual enrollment is remembered here with what the gate read
 /// (`recent`), for the SAS step to skip its read if the device comes back to this instance.
 pub async fn challenge(
-    app: &App,
+    registrar: &Registrar,
     req: &RegisterRequest,
     client_address: &str,
     now: OffsetDateTime,
@@ -157,13 +232,13 @@ pub async fn challenge(
     let id = req.registration_id.as_str();
     let tpm = req.tpm.as_ref().ok_or(Refusal::AttestationRequired)?;
     let ek_hash = ek_hash(&tpm.ek_bytes);
-    let offered = app
+    let offered = registrar
         .cpu()
         .core_now()
-        .map(|core| issue(app, tpm, id, &ek_hash, client_address, now, core))
+        .map(|core| issue(registrar, tpm, id, &ek_hash, client_address, now, core))
         .transpose()?;
-    let mut conn = app.acquire().await?;
-    let limit = app.settings().registration_limit;
+    let mut conn = registrar.acquire().await?;
+    let limit = registrar.settings().registration_limit;
     let gate = device_steps::challenge_gate(
         &mut conn,
         id,
@@ -186,7 +261,7 @@ pub async fn challenge(
     // An individual enrollment wins; without one, an EK certificate may get the device into a
     // TPM enrollment group.
     let (group_id, admitted) = if enrollment.is_none() && tpm.ek_certificate.is_some() {
-        let group_id = group_admission::admit_to_group(app, &mut conn, id, tpm).await?;
+        let group_id = group_admission::admit_to_group(registrar, &mut conn, id, tpm).await?;
         (Some(group_id), None)
     } else {
         (None, Some(admit(&mut conn, enrollment, &ek_hash).await?))
@@ -194,8 +269,13 @@ pub async fn challenge(
     // Called once, on whichever path records the challenge.
     let remember = |row: &ChallengeRow| {
         if let Some(enrollment) = admitted {
-            app.recent_challenges()
-                .remember(row, enrollment, previous, registration_etag, now);
+            registrar.recent_challenges().remember(
+                row,
+                enrollment,
+                previous,
+                registration_etag,
+                now,
+            );
         }
     };
     let mut row = match offered {
@@ -210,16 +290,16 @@ pub async fn challenge(
             // work; otherwise the connection goes to the next request while the work waits
             // for a core: a burst of challenges must queue for CPU, not hold the connections
             // registrations and polls need.
-            let (core, kept) = if let Some(core) = app.cpu().core_now() {
+            let (core, kept) = if let Some(core) = registrar.cpu().core_now() {
                 (core, Some(conn))
             } else {
                 conn.done();
-                (app.cpu().core().await?, None)
+                (registrar.cpu().core().await?, None)
             };
-            let row = issue(app, tpm, id, &ek_hash, client_address, now, core)?;
+            let row = issue(registrar, tpm, id, &ek_hash, client_address, now, core)?;
             conn = match kept {
                 Some(conn) => conn,
-                None => app.acquire().await?,
+                None => registrar.acquire().await?,
             };
             row
         }
@@ -234,7 +314,7 @@ pub async fn challenge(
 /// Issues a challenge on `core`: the RSA work (two OAEP encryptions) and the sealing of the
 /// new key, as the row to record (with no group yet).
 fn issue(
-    app: &App,
+    registrar: &Registrar,
     tpm: &TpmKeys,
     id: &str,
     ek_hash: &[u8],
@@ -246,9 +326,10 @@ fn issue(
         .run_here(|| {
             let mut rng = rand::rngs::OsRng;
             AuthenticationKey::issue(&tpm.ek, &tpm.srk, &mut rng).map(|issued| {
-                let sealed = app
-                    .sealer()
-                    .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
+                let sealed =
+                    registrar
+                        .sealer()
+                        .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
                 (issued.blob.to_bytes(), sealed)
             })
         })
@@ -263,28 +344,28 @@ fn issue(
         ek_hash: ek_hash.to_vec(),
         storage_root_key: tpm.srk_bytes.clone(),
         sealed_key,
-        key_id: app.sealer().key_id().to_owned(),
+        key_id: registrar.sealer().key_id().to_owned(),
         authentication_key: blob,
         issued_at: now,
-        expires_at: now + app.settings().challenge_ttl(),
+        expires_at: now + registrar.settings().challenge_ttl(),
         group_id: None,
     })
 }
 
 /// Checks `token` with a sealed key.
 fn verify(
-    app: &App,
+    registrar: &Registrar,
     token: &SasToken,
     id: &str,
     sealed: &[u8],
     key_id: &str,
     now: OffsetDateTime,
 ) -> Result<(), StepError> {
-    let key = app
+    let key = registrar
         .sealer()
         .open(sealed, key_id, id.as_bytes())
-        .inspect_err(|_| app.metrics().sealing_failure())?;
-    let settings = app.settings();
+        .inspect_err(|_| registrar.metrics().sealing_failure())?;
+    let settings = registrar.settings();
     let resource = sas::registration_resource(&settings.id_scope, id);
     let policy = VerifyPolicy {
         resource: &resource,
@@ -303,7 +384,7 @@ fn verify(
 /// exist anywhere. If the body named a TPM (`presented`: EK hash and SRK), the key must have
 /// been issued to that TPM.
 fn proven_key<'c>(
-    app: &App,
+    registrar: &Registrar,
     token: &SasToken,
     id: &str,
     candidates: &'c [KeyCandidate],
@@ -316,7 +397,7 @@ fn proven_key<'c>(
     let mut refusal = Refusal::NoLiveKey;
     for candidate in candidates.iter().filter(issued_here) {
         match verify(
-            app,
+            registrar,
             token,
             id,
             &candidate.sealed_key,
@@ -344,7 +425,7 @@ const ASSIGN_ATTEMPTS: usize = 3;
 /// change on that path is decided again on a fresh read, so a remembered view can only save the
 /// read, never change an answer.
 pub async fn register(
-    app: &App,
+    registrar: &Registrar,
     req: &RegisterRequest,
     token: &SasToken,
     now: OffsetDateTime,
@@ -355,22 +436,22 @@ pub async fn register(
         .tpm
         .as_ref()
         .map(|t| (ek_hash(&t.ek_bytes), t.srk_bytes.as_slice()));
-    let mut conn = app.acquire().await?;
+    let mut conn = registrar.acquire().await?;
     let step = SasStep {
-        app,
+        registrar,
         req,
         token,
         presented: presented.as_ref(),
         now,
     };
-    let remembered = match app.recent_challenges().recall(id, now) {
+    let remembered = match registrar.recent_challenges().recall(id, now) {
         Some(view) => {
             let written = match step.attempt(&mut conn, view, rng).await {
                 Ok(written) => written,
                 Err(StepError::Refused(_)) => None,
                 Err(other) => return Err(other),
             };
-            app.metrics().remembered(written.is_some());
+            registrar.metrics().remembered(written.is_some());
             written
         }
         None => None,
@@ -394,11 +475,11 @@ pub async fn register(
             });
         }
     };
-    app.recent_challenges().forget(id);
-    assignment::count(app, &row);
+    registrar.recent_challenges().forget(id);
+    assignment::count(registrar, &row);
     if let Some(job) = webhook {
         tracing::info!(registration_id = id, "asking the allocation webhook");
-        tokio::spawn(assignment::run_webhook(app.clone(), job, row.clone()));
+        tokio::spawn(assignment::run_webhook(registrar.clone(), job, row.clone()));
     } else {
         tracing::info!(
             registration_id = id,
@@ -422,7 +503,7 @@ pub async fn register(
 
 /// What one SAS step knows besides its connection and view.
 struct SasStep<'a> {
-    app: &'a App,
+    registrar: &'a Registrar,
     req: &'a RegisterRequest,
     token: &'a SasToken,
     /// The EK hash and SRK the body named, if it named a TPM.
@@ -467,8 +548,15 @@ impl SasStep<'_> {
         view: RegisterView,
         rng: &mut (impl CryptoRngCore + Send),
     ) -> Result<Option<Stepped>, StepError> {
-        let (app, id, now) = (self.app, self.req.registration_id.as_str(), self.now);
-        let key = proven_key(app, self.token, id, &view.candidates, self.presented, now)?;
+        let (registrar, id, now) = (self.registrar, self.req.registration_id.as_str(), self.now);
+        let key = proven_key(
+            registrar,
+            self.token,
+            id,
+            &view.candidates,
+            self.presented,
+            now,
+        )?;
         if let (KeySource::Registration { .. }, Some(operation_id)) = (key.source, view.deciding) {
             return Ok(Some(Stepped::Deciding(operation_id)));
         }
@@ -479,7 +567,7 @@ impl SasStep<'_> {
         }
         let enrollment = admit(conn, view.enrollment, &key.ek_hash).await?;
         // A key sealed under a previous service key moves to the current one (sealing.rs).
-        let (sealed_key, key_id) = app
+        let (sealed_key, key_id) = registrar
             .sealer()
             .reseal(
                 key.sealed_key.clone(),
@@ -487,16 +575,16 @@ impl SasStep<'_> {
                 id.as_bytes(),
                 rng,
             )
-            .inspect_err(|_| app.metrics().sealing_failure())?;
+            .inspect_err(|_| registrar.metrics().sealing_failure())?;
         let device = DeviceContext {
             storage_root_key: key.storage_root_key.clone(),
             payload: self.req.payload.clone(),
         };
         let (decided, webhook) =
-            assignment::plan(app, id, &enrollment, view.previous.as_ref(), device);
+            assignment::plan(registrar, id, &enrollment, view.previous.as_ref(), device);
         if webhook.is_some() {
             // Each such step is a call to the owner's webhook: at most so many per device.
-            let limit = app.settings().webhook_limit;
+            let limit = registrar.settings().webhook_limit;
             let bucket = format!("webhook:{id}");
             if let Some(retry_after) = throttle::hit(conn, &bucket, limit, now).await? {
                 return Err(Refusal::Throttled { retry_after }.into());
@@ -521,7 +609,9 @@ impl SasStep<'_> {
             updated_at: now,
             payload: None,
             initial_twin: None,
-            decide_by: webhook.as_ref().map(|_| assignment::decide_by(app, now)),
+            decide_by: webhook
+                .as_ref()
+                .map(|_| assignment::decide_by(registrar, now)),
         };
         decided.apply(&mut row, now);
         let written = device_steps::assign(conn, &row, key.source, view.observed.as_ref()).await?;
@@ -532,37 +622,37 @@ impl SasStep<'_> {
 /// The registration state of a device that authenticates with the key it registered with: one
 /// statement, which also counts the call against the (registration, client address) budget.
 async fn authenticated_state(
-    app: &App,
+    registrar: &Registrar,
     id: &RegistrationId,
     token: &SasToken,
     client_address: &str,
     now: OffsetDateTime,
 ) -> Result<RegistrationRow, StepError> {
     let id = id.as_str();
-    let limit = app.settings().poll_limit;
-    let mut conn = app.acquire().await?;
+    let limit = registrar.settings().poll_limit;
+    let mut conn = registrar.acquire().await?;
     let polled = device_steps::poll(&mut conn, id, client_address, limit, now)
         .await?
         .ok_or(Refusal::NoLiveKey)?;
     conn.done();
     let row = polled.registration;
-    verify(app, token, id, &row.sealed_key, &row.key_id, now)?;
+    verify(registrar, token, id, &row.sealed_key, &row.key_id, now)?;
     if let Some(retry_after) = polled.counted.refusal(limit, now) {
         return Err(Refusal::Throttled { retry_after }.into());
     }
-    Ok(assignment::settle_overdue(app, row, now).await?)
+    Ok(assignment::settle_overdue(registrar, row, now).await?)
 }
 
 /// `GET .../operations/{operationId}`.
 pub async fn operation_status(
-    app: &App,
+    registrar: &Registrar,
     id: &RegistrationId,
     operation_id: &str,
     token: &SasToken,
     client_address: &str,
     now: OffsetDateTime,
 ) -> Result<RegistrationOperationStatus, StepError> {
-    let row = authenticated_state(app, id, token, client_address, now).await?;
+    let row = authenticated_state(registrar, id, token, client_address, now).await?;
     if row.operation_id.to_string() != operation_id.to_ascii_lowercase() {
         return Err(Refusal::UnknownOperation.into());
     }
@@ -581,14 +671,14 @@ fn operation_result(row: &RegistrationRow) -> RegistrationOperationStatus {
 
 /// `POST /{idScope}/registrations/{registrationId}`.
 pub async fn device_state(
-    app: &App,
+    registrar: &Registrar,
     id: &RegistrationId,
     token: &SasToken,
     client_address: &str,
     now: OffsetDateTime,
 ) -> Result<DeviceRegistrationResult, StepError> {
     Ok(registration_result(
-        &authenticated_state(app, id, token, client_address, now).await?,
+        &authenticated_state(registrar, id, token, client_address, now).await?,
     ))
 }
 

@@ -4,8 +4,6 @@
 
 use zeroize::Zeroizing;
 
-use crate::allocation::LinkedHubs;
-
 /// The defaults, shared by the command line (`config`) and [`Settings::new`].
 pub mod defaults {
     pub const LISTEN: &str = "127.0.0.1:8443";
@@ -78,11 +76,56 @@ pub mod limits {
     pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 60_000;
 }
 
-/// A fixed-window rate: at most `count` requests per `window_secs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub count: u32,
-    pub window_secs: u64,
+pub use crate::store::throttle::Limit;
+
+/// The IoT hubs linked to this service: never empty, so every device gets a hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedHubs(Vec<String>);
+
+impl LinkedHubs {
+    /// Refuses an empty list and names that are not DNS host names.
+    pub fn new(hubs: Vec<String>) -> Result<Self, SettingsError> {
+        if hubs.is_empty() {
+            return Err(SettingsError::NoLinkedHub);
+        }
+        if let Some(bad) = hubs.iter().find(|h| !is_host_name(h)) {
+            return Err(SettingsError::BadHubName(bad.clone()));
+        }
+        Ok(Self(hubs))
+    }
+
+    #[must_use]
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Whether `hub` is one of them (host names compare case-insensitively).
+    #[must_use]
+    pub fn contains(&self, hub: &str) -> bool {
+        self.0.iter().any(|h| h.eq_ignore_ascii_case(hub))
+    }
+
+    /// The linked spelling of `hub`, if it is linked.
+    #[must_use]
+    pub fn find(&self, hub: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|h| h.eq_ignore_ascii_case(hub))
+            .map(String::as_str)
+    }
+}
+
+/// Letters, digits, `-` and dots, 1..=253 bytes, no empty label.
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// A named shared access policy of the enrollment API, with its key.
@@ -350,6 +393,15 @@ mod tests {
 
     fn hubs() -> LinkedHubs {
         LinkedHubs::new(vec!["hub.example".to_owned()]).unwrap()
+    }
+
+    #[test]
+    fn empty_and_malformed_lists_are_refused() {
+        assert_eq!(LinkedHubs::new(vec![]), Err(SettingsError::NoLinkedHub));
+        assert!(matches!(
+            LinkedHubs::new(vec!["hub.example/x".to_owned()]),
+            Err(SettingsError::BadHubName(_))
+        ));
     }
 
     #[test]

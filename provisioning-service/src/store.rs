@@ -120,3 +120,25 @@ pub fn pool_options(
 pub async fn ping(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
+
+/// Whether an enrollment (or group) admits its devices: stored as text in `provisioning_status`,
+/// and DPS's `provisioningStatus` on the wire.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "camelCase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum ProvisioningStatus {
+    #[default]
+    Enabled,
+    Disabled,
+}

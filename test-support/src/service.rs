@@ -356,7 +356,13 @@ impl TestApp {
     pub async fn challenge_verdict(&self, device: &Device) -> Result<Vec<u8>, StepError> {
         let body = serde_json::from_value(device.body()).unwrap();
         let request = registration::parse_request(&device.registration_id, body)?;
-        registration::challenge(&self.app, &request, "127.0.0.1", OffsetDateTime::now_utc()).await
+        registration::challenge(
+            self.app.registrar(),
+            &request,
+            "127.0.0.1",
+            OffsetDateTime::now_utc(),
+        )
+        .await
     }
 
     /// What the SAS step decides for `device` presenting `authorization`.
@@ -369,7 +375,7 @@ impl TestApp {
         let request = registration::parse_request(&device.registration_id, body)?;
         let token = registration::parse_sas(authorization)?;
         registration::register(
-            &self.app,
+            self.app.registrar(),
             &request,
             &token,
             OffsetDateTime::now_utc(),

@@ -278,13 +278,7 @@ impl Allocation {
     }
 }
 
-/// A device's assignment before this registration (read by `store::device_steps::register_view`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Previous {
-    pub hub: String,
-    pub device_id: Option<String>,
-    pub initial_twin: Option<Value>,
-}
+pub use crate::store::registrations::Previous;
 
 /// What the SAS step does to assign a device.
 #[derive(Debug, PartialEq)]

@@ -7,17 +7,7 @@ use dps_protocol::wire::Base64Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Whether an enrollment admits its device; stored as text in `enrollments.provisioning_status`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
-)]
-#[serde(rename_all = "camelCase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-pub enum ProvisioningStatus {
-    #[default]
-    Enabled,
-    Disabled,
-}
+pub use crate::store::ProvisioningStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::allocation::policy::{Allocation, InvalidAllocation};
-use crate::registration::ek_hash;
 use crate::settings::Settings;
+use crate::store::enrollments::ek_hash;
 use crate::store::enrollments::{self, BatchOutcome, EnrollmentRow, NewEnrollment};
 use crate::store::StoreError;
 use crate::timestamp;

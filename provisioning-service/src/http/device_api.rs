@@ -139,7 +139,7 @@ pub async fn register(
             let blob = counted(
                 &app,
                 step,
-                registration::challenge(&app, &request, &client, now).await,
+                registration::challenge(app.registrar(), &request, &client, now).await,
             )?;
             let body = TpmChallenge {
                 authentication_key: Base64Bytes(blob),
@@ -153,7 +153,14 @@ pub async fn register(
             let result = counted(
                 &app,
                 step,
-                registration::register(&app, &request, &token, now, &mut rand::rngs::OsRng).await,
+                registration::register(
+                    app.registrar(),
+                    &request,
+                    &token,
+                    now,
+                    &mut rand::rngs::OsRng,
+                )
+                .await,
             );
             // DPS's AttestationAttempts: the SAS step is where a device proves its TPM.
             match &result {
@@ -203,7 +210,7 @@ pub async fn operation_status(
         &app,
         "poll",
         registration::operation_status(
-            &app,
+            app.registrar(),
             &id,
             &operation_id,
             &token,
@@ -259,7 +266,14 @@ pub async fn registration_state(
     let state = counted(
         &app,
         "poll",
-        registration::device_state(&app, &id, &token, &client, OffsetDateTime::now_utc()).await,
+        registration::device_state(
+            app.registrar(),
+            &id,
+            &token,
+            &client,
+            OffsetDateTime::now_utc(),
+        )
+        .await,
     )?;
     Ok(Json(state).into_response())
 }

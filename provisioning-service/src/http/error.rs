@@ -90,18 +90,6 @@ fn database_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// An error and its causes on one line (`outer: cause: root cause`), for the log.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut chain = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    chain
-}
-
 impl ApiError {
     /// A fault of the service: 503 if the database cannot be reached, else 500.
     pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -231,7 +219,7 @@ impl IntoResponse for ApiError {
                 self.to_string()
             }
             Self::Internal(source) => {
-                let chain = error_chain(source.as_ref());
+                let chain = crate::telemetry::error_chain(source.as_ref());
                 tracing::error!(%tracking_id, error = %chain, "internal error");
                 "internal error".to_owned()
             }

@@ -110,7 +110,7 @@ async fn authenticate(
     app: &App,
     credentials: Credentials<'_>,
 ) -> Result<Option<Principal>, StatusCode> {
-    match hub::authenticate(app, credentials, OffsetDateTime::now_utc()).await {
+    match hub::authenticate(app.gatekeeper(), credentials, OffsetDateTime::now_utc()).await {
         Ok(principal) => {
             tracing::info!(username = credentials.username, "hub connect allowed");
             Ok(Some(principal))
@@ -120,7 +120,7 @@ async fn authenticate(
             Ok(None)
         }
         Err(fault) => {
-            let chain = super::error::error_chain(&fault);
+            let chain = crate::telemetry::error_chain(&fault);
             tracing::error!(error = %chain, "hub connect check failed");
             // A broker treats an error as "no answer" (EMQX: ignore; RabbitMQ: refuse): never
             // an allow.
@@ -140,10 +140,10 @@ async fn may(
 ) -> Result<bool, StatusCode> {
     let mut ok = Identity::of_username(username).is_some_and(|who| allowed(&who, access, topic));
     if ok {
-        ok = match hub::still_admitted(app, hub, username).await {
+        ok = match hub::still_admitted(app.gatekeeper(), hub, username).await {
             Ok(admitted) => admitted,
             Err(fault) => {
-                let chain = super::error::error_chain(&fault);
+                let chain = crate::telemetry::error_chain(&fault);
                 tracing::error!(error = %chain, "hub topic check failed");
                 return Err(StatusCode::SERVICE_UNAVAILABLE);
             }

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::HubError;
-use crate::app::App;
+use super::{Gatekeeper, HubError};
 use crate::enrollment::ProvisioningStatus;
 use crate::store::registrations;
 
@@ -80,7 +79,7 @@ impl DeviceKeys {
     /// The key of the device assigned to `hub` (lowercase) as `device_id`, or `None`.
     pub async fn get(
         &self,
-        app: &App,
+        keeper: &Gatekeeper,
         hub: &str,
         device_id: &str,
     ) -> Result<Option<Arc<DeviceKey>>, HubError> {
@@ -88,15 +87,15 @@ impl DeviceKeys {
         if let Cached::Fresh(found) = self.cached(&id) {
             return Ok(found);
         }
-        let mut conn = app.acquire().await?;
+        let mut conn = keeper.acquire().await?;
         let row = registrations::hub_identity(&mut conn, hub, device_id).await?;
         conn.done();
         let key = match row {
             Some(row) => Some(Arc::new(DeviceKey {
-                key: app
+                key: keeper
                     .sealer()
                     .open(&row.sealed_key, &row.key_id, row.registration_id.as_bytes())
-                    .inspect_err(|_| app.metrics().sealing_failure())?,
+                    .inspect_err(|_| keeper.metrics().sealing_failure())?,
                 registration_id: row.registration_id,
                 status: row.provisioning_status,
             })),

@@ -10,11 +10,11 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::Registrar;
 use crate::allocation::policy::{Allocation, Plan, Previous};
-use crate::allocation::webhook::{self, AllocationRequest, DeviceRuntimeContext, TpmContext};
 use crate::allocation::Failure;
-use crate::app::App;
 use crate::enrollment::IndividualEnrollment;
+use crate::registration::webhook::{self, AllocationRequest, DeviceRuntimeContext, TpmContext};
 use crate::store::device_steps::{self, Admission};
 use crate::store::registrations::{RegistrationRow, Status, Substatus};
 use crate::store::{enrollments, StoreError};
@@ -116,7 +116,7 @@ pub(super) struct DeviceContext {
 /// now, or `assigning` and the webhook call to make. An enrollment whose allocation fields no
 /// longer parse (written before they were checked) fails the registration with the reason.
 pub(super) fn plan(
-    app: &App,
+    registrar: &Registrar,
     registration_id: &str,
     enrollment: &Admission,
     previous: Option<&Previous>,
@@ -132,7 +132,7 @@ pub(super) fn plan(
         .device_id
         .clone()
         .unwrap_or_else(|| registration_id.to_owned());
-    let linked = &app.settings().linked_hubs;
+    let linked = &registrar.settings().linked_hubs;
     match allocation.plan(linked, registration_id, previous.as_ref()) {
         Err(failure) => (Decided::failed(failure), None),
         Ok(Plan::Hub(hub)) => {
@@ -159,21 +159,21 @@ pub(super) fn plan(
 
 /// When an `assigning` state written `now` is overdue.
 #[must_use]
-pub(super) fn decide_by(app: &App, now: OffsetDateTime) -> OffsetDateTime {
-    let timeout_ms = i64::try_from(app.settings().webhook_timeout_ms).unwrap_or(i64::MAX);
+pub(super) fn decide_by(registrar: &Registrar, now: OffsetDateTime) -> OffsetDateTime {
+    let timeout_ms = i64::try_from(registrar.settings().webhook_timeout_ms).unwrap_or(i64::MAX);
     now + time::Duration::milliseconds(timeout_ms) + time::Duration::seconds(DECISION_GRACE_SECS)
 }
 
 /// Asks the webhook and writes its decision on `assigning` (the row as written, at its etag).
 /// Runs in the background of the SAS step; every outcome is written or, if the device
 /// registered again meanwhile, dropped.
-pub(super) async fn run_webhook(app: App, job: WebhookJob, assigning: RegistrationRow) {
+pub(super) async fn run_webhook(registrar: Registrar, job: WebhookJob, assigning: RegistrationRow) {
     let id = assigning.registration_id.clone();
     let host = webhook::host_of(&job.url);
-    let decided = match ask(&app, job).await {
+    let decided = match ask(&registrar, job).await {
         Ok(decided) => decided,
         Err(e) => {
-            tracing::error!(registration_id = %id, error = %crate::http::error::error_chain(&e), "allocation: cannot read the enrollment");
+            tracing::error!(registration_id = %id, error = %crate::telemetry::error_chain(&e), "allocation: cannot read the enrollment");
             Decided::failed(Failure::Undecided)
         }
     };
@@ -182,14 +182,14 @@ pub(super) async fn run_webhook(app: App, job: WebhookJob, assigning: Registrati
     } else {
         tracing::info!(registration_id = %id, webhook = %host, hub = decided.hub.as_deref(), "device assigned by the allocation webhook");
     }
-    if let Err(e) = write(&app, decided, assigning).await {
-        tracing::error!(registration_id = %id, error = %crate::http::error::error_chain(&e), "allocation: cannot write the decision");
+    if let Err(e) = write(&registrar, decided, assigning).await {
+        tracing::error!(registration_id = %id, error = %crate::telemetry::error_chain(&e), "allocation: cannot write the decision");
     }
 }
 
 /// The webhook's decision, as the registration's.
-async fn ask(app: &App, job: WebhookJob) -> Result<Decided, StoreError> {
-    let mut conn = app.acquire().await?;
+async fn ask(registrar: &Registrar, job: WebhookJob) -> Result<Decided, StoreError> {
+    let mut conn = registrar.acquire().await?;
     let Some(row) = enrollments::get(&mut conn, &job.registration_id).await? else {
         return Ok(Decided::failed(Failure::Misconfigured(
             "the enrollment was deleted".to_owned(),
@@ -210,20 +210,24 @@ async fn ask(app: &App, job: WebhookJob) -> Result<Decided, StoreError> {
         },
         linked_hubs: job.offered,
     };
-    Ok(match app.webhooks().decide(&job.url, &request).await {
-        Ok(decision) => {
-            let settled =
-                job.allocation
-                    .settle(&decision.hub, job.previous.as_ref(), decision.initial_twin);
-            Decided::assigned(decision.hub, job.device_id, settled, decision.payload)
-        }
-        Err(failure) => Decided::failed(failure),
-    })
+    Ok(
+        match registrar.webhooks().decide(&job.url, &request).await {
+            Ok(decision) => {
+                let settled = job.allocation.settle(
+                    &decision.hub,
+                    job.previous.as_ref(),
+                    decision.initial_twin,
+                );
+                Decided::assigned(decision.hub, job.device_id, settled, decision.payload)
+            }
+            Err(failure) => Decided::failed(failure),
+        },
+    )
 }
 
 /// Counts a written registration state in the metrics (`dps_registration_attempts_total`,
 /// `dps_device_assignments_total`).
-pub(super) fn count(app: &App, row: &RegistrationRow) {
+pub(super) fn count(registrar: &Registrar, row: &RegistrationRow) {
     let status = match row.status {
         Status::Assigned => "assigned",
         Status::Assigning => "assigning",
@@ -231,18 +235,19 @@ pub(super) fn count(app: &App, row: &RegistrationRow) {
         Status::Unassigned => "unassigned",
         Status::Disabled => "disabled",
     };
-    app.metrics()
+    registrar
+        .metrics()
         .registration(row.assigned_hub.as_deref(), status);
 }
 
 /// Writes `decided` on the `assigning` row at its etag; a device id already taken on the hub
 /// fails the registration instead.
 async fn write(
-    app: &App,
+    registrar: &Registrar,
     decided: Decided,
     assigning: RegistrationRow,
 ) -> Result<Option<RegistrationRow>, StoreError> {
-    let mut conn = app.acquire().await?;
+    let mut conn = registrar.acquire().await?;
     let now = OffsetDateTime::now_utc();
     let mut row = assigning.clone();
     decided.apply(&mut row, now);
@@ -255,7 +260,7 @@ async fn write(
         other => other,
     }?;
     if let Some(row) = &written {
-        count(app, row);
+        count(registrar, row);
     }
     Ok(written)
 }
@@ -263,7 +268,7 @@ async fn write(
 /// `row` as a poll should see it: an `assigning` state past its `decide_by` becomes `failed`
 /// (the instance that was deciding stopped), written once by whichever instance sees it first.
 pub(super) async fn settle_overdue(
-    app: &App,
+    registrar: &Registrar,
     row: RegistrationRow,
     now: OffsetDateTime,
 ) -> Result<RegistrationRow, StoreError> {
@@ -272,12 +277,12 @@ pub(super) async fn settle_overdue(
         return Ok(row);
     }
     let id = row.registration_id.clone();
-    if let Some(written) = write(app, Decided::failed(Failure::Undecided), row).await? {
+    if let Some(written) = write(registrar, Decided::failed(Failure::Undecided), row).await? {
         tracing::warn!(registration_id = %id, "allocation overdue: registration failed");
         return Ok(written);
     }
     // Decided meanwhile by someone else: read what they wrote.
-    let mut conn = app.acquire().await?;
+    let mut conn = registrar.acquire().await?;
     crate::store::registrations::get_registration(&mut conn, &id)
         .await?
         .ok_or(StoreError::NotFound)

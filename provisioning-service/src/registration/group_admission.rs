@@ -9,8 +9,7 @@ use dps_protocol::RegistrationId;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
-use super::{ek_hash, Refusal, StepError, TpmKeys};
-use crate::app::App;
+use super::{ek_hash, Refusal, Registrar, StepError, TpmKeys};
 use crate::enrollment::group::TpmEkCertificateAttestation;
 use crate::store::device_steps::KeyCandidate;
 use crate::store::groups::{self, EnabledGroup, Joining};
@@ -19,7 +18,7 @@ use crate::store::StoreError;
 /// Which group admits `registration_id` presenting `tpm` (with its EK certificate). Every
 /// refusal names its reason (logged; the device sees 401).
 pub(super) async fn admit_to_group(
-    app: &App,
+    registrar: &Registrar,
     conn: &mut PgConnection,
     registration_id: &str,
     tpm: &TpmKeys,
@@ -43,7 +42,7 @@ pub(super) async fn admit_to_group(
     // Path building verifies signatures against every enabled group: on a blocking thread
     // (`cpu`), within one budget of signature checks for the whole request, and stopped when
     // the request goes away (ek_cert's module doc).
-    let admitted = app
+    let admitted = registrar
         .cpu()
         .run(move |abandoned| {
             let mut search = PathSearch::default().abandoned_when(abandoned.flag());

@@ -18,14 +18,14 @@ use sqlx::{FromRow, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::registrations::Previous;
 use super::registrations::{
     ChallengeRow, RegistrationRow, Status, CHALLENGES_PER_ADDRESS, CHALLENGES_PER_REGISTRATION,
 };
+use super::throttle::Limit;
 use super::throttle::{self, Counted};
+use super::ProvisioningStatus;
 use super::StoreError;
-use crate::allocation::policy::Previous;
-use crate::enrollment::ProvisioningStatus;
-use crate::settings::Limit;
 
 /// What admission needs of an enrollment, read beside a step's other rows. `SELECT`ed under the
 /// column names of [`ADMISSION_COLUMNS`] from an `enrollments e` that may be missing.

@@ -7,8 +7,8 @@ use sqlx::{PgConnection, Postgres};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::ProvisioningStatus;
 use super::{is_unique_violation, StoreError};
-use crate::enrollment::ProvisioningStatus;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EnrollmentRow {
@@ -314,4 +314,11 @@ pub async fn put_batch(
             }
         })
         .collect())
+}
+
+/// SHA-256 of an EK's `TPM2B_PUBLIC`: how enrollments, registrations and throttles know an EK.
+#[must_use]
+pub fn ek_hash(ek_tpm2b: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(ek_tpm2b).to_vec()
 }

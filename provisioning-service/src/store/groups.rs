@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::enrollments::map_unique;
+use super::ProvisioningStatus;
 use super::StoreError;
-use crate::enrollment::ProvisioningStatus;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GroupRow {

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
 use tokio::sync::oneshot;
@@ -40,6 +41,41 @@ pub const OUT_AT_MOST: Duration = Duration::from_secs(60);
 struct Out {
     conn: PoolConnection<Postgres>,
     since: Instant,
+}
+
+/// The database as every request step uses it: the pool, the connections a step just finished
+/// with cleanly ([`Spares`]), and the time spent waiting for one (observed into `waited`).
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: PgPool,
+    spares: Arc<Spares>,
+    waited: Histogram,
+}
+
+impl Db {
+    /// `returned` counts connections handed back to the pool, `waited` the acquire times.
+    #[must_use]
+    pub fn new(pool: PgPool, returned: Counter, waited: Histogram) -> Self {
+        Self {
+            pool,
+            spares: Spares::new(returned),
+            waited,
+        }
+    }
+
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A connection for one request: a spare, else one from the pool; the wait observed.
+    pub async fn acquire(&self) -> Result<Lease<'_>, sqlx::Error> {
+        let started = Instant::now();
+        let lease = self.spares.acquire(&self.pool).await;
+        self.waited.observe(started.elapsed().as_secs_f64());
+        lease
+    }
 }
 
 /// The clean connections waiting for a request, and the requests waiting for a connection.

@@ -134,7 +134,7 @@ pub struct HubIdentityRow {
     pub sealed_key: Vec<u8>,
     pub key_id: String,
     /// `None` when the enrollment was deleted.
-    pub provisioning_status: Option<crate::enrollment::ProvisioningStatus>,
+    pub provisioning_status: Option<super::ProvisioningStatus>,
 }
 
 /// The device assigned to `hub` as `device_id` (one at most: `registrations_hub_device`). Its
@@ -160,4 +160,13 @@ pub async fn hub_identity(
     .bind(device_id)
     .fetch_optional(conn)
     .await?)
+}
+
+/// A device's assignment before this registration (read by `device_steps::register_view`,
+/// decided on by `allocation::policy`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Previous {
+    pub hub: String,
+    pub device_id: Option<String>,
+    pub initial_twin: Option<Value>,
 }

@@ -32,7 +32,13 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use super::StoreError;
-use crate::settings::Limit;
+
+/// A fixed-window rate: at most `count` requests per `window_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub count: u32,
+    pub window_secs: u64,
+}
 
 /// A bucket's counter after one hit, as [`hit_cte!`] returns it.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]

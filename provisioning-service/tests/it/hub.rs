@@ -158,7 +158,7 @@ async fn refusal(app: &TestApp, username: &str, password: &str, client_id: &str)
         password,
         peer: None,
     };
-    match hub::authenticate(&app.app, credentials, OffsetDateTime::now_utc()).await {
+    match hub::authenticate(app.app.gatekeeper(), credentials, OffsetDateTime::now_utc()).await {
         Err(hub::HubError::Refused(r)) => r,
         other => panic!("not refused: {other:?}"),
     }
@@ -627,7 +627,7 @@ async fn each_broker_admits_only_its_own_hubs_devices(pool: PgPool) {
         peer: None,
     };
     assert!(matches!(
-        hub::authenticate(&app.app, credentials, OffsetDateTime::now_utc()).await,
+        hub::authenticate(app.app.gatekeeper(), credentials, OffsetDateTime::now_utc()).await,
         Err(hub::HubError::Refused(HubRefusal::OtherHub { .. }))
     ));
     // Topic checks are bound too: a live session cannot be carried to another broker.

@@ -17,6 +17,7 @@ mod factory;
 mod groups;
 mod housekeeping;
 mod hub;
+mod layers;
 mod lease;
 mod listener;
 mod metrics;

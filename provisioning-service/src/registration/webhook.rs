@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::Failure;
+use crate::allocation::Failure;
 use crate::enrollment::IndividualEnrollment;
 
 /// The largest webhook answer read; a larger one is refused as invalid.
@@ -146,7 +146,7 @@ impl WebhookClient {
                 Failure::WebhookTimeout(timeout_ms)
             } else {
                 // Without the URL: it may hold the webhook's key.
-                Failure::WebhookUnreachable(crate::http::error::error_chain(&e.without_url()))
+                Failure::WebhookUnreachable(crate::telemetry::error_chain(&e.without_url()))
             }
         };
         let mut response = self
