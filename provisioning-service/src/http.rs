@@ -7,6 +7,7 @@ pub mod error;
 pub mod hub_hooks;
 pub mod openapi;
 pub mod service_api;
+mod service_common;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderName, StatusCode};

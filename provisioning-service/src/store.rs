@@ -80,6 +80,28 @@ async fn delete_if_match(
     })
 }
 
+/// A page of `table`'s rows in `key` order, after `after`, at most `limit` (the service API's
+/// queries page enrollments and groups alike).
+async fn page<R>(
+    conn: &mut sqlx::PgConnection,
+    table: &'static str,
+    key: &'static str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<R>, StoreError>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    // `table` and `key` are this module's constants, never input.
+    Ok(sqlx::query_as(&format!(
+        "SELECT * FROM {table} WHERE ($1::text IS NULL OR {key} > $1) ORDER BY {key} LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Whether `err` is a unique violation of `constraint`.
 pub(crate) fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
     matches!(err, sqlx::Error::Database(db)

@@ -13,10 +13,10 @@ use dps_protocol::wire::{DeviceRegistrationResult, ErrorBody};
 use dps_protocol::RegistrationId;
 use time::OffsetDateTime;
 
-use super::error::{ApiError, AppJson, AppPath};
-use super::service_api::{
-    authorize, connection, if_match, page_request, page_response, query_all,
-    service_registration_state, with_etag,
+use super::error::{ApiError, AppJson};
+use super::service_api::service_registration_state;
+use super::service_common::{
+    authorize, connection, item_error, paged, queried, with_etag, Groups, ItemCall,
 };
 use crate::app::App;
 use crate::enrollment::group::{
@@ -26,20 +26,6 @@ use crate::enrollment::group::{
 use crate::enrollment::{parse_etag, BulkMode, QuerySpecification};
 use crate::store::groups::{self, GroupRow};
 use crate::store::StoreError;
-
-/// A group's id from the path, with the caller authorized.
-fn group_call(app: &App, headers: &HeaderMap, path_id: &str) -> Result<RegistrationId, ApiError> {
-    authorize(app, headers)?;
-    RegistrationId::parse(path_id).map_err(|e| InvalidGroup::Id(e).into())
-}
-
-/// A group store error on the wire: a missing group is named as one.
-fn store_error(err: StoreError) -> ApiError {
-    match err {
-        StoreError::NotFound => ApiError::NotFound("enrollment group"),
-        other => other.into(),
-    }
-}
 
 async fn group(app: &App, id: &RegistrationId) -> Result<GroupRow, ApiError> {
     groups::get(&mut *connection(app).await?, id.as_str())
@@ -55,18 +41,14 @@ async fn group(app: &App, id: &RegistrationId) -> Result<GroupRow, ApiError> {
     responses((status = 200, body = EnrollmentGroup), (status = 400, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub async fn put(
     State(app): State<App>,
-    headers: HeaderMap,
-    AppPath(path_id): AppPath<String>,
+    call: ItemCall<Groups>,
     AppJson(body): AppJson<EnrollmentGroup>,
 ) -> Result<Response, ApiError> {
-    let id = group_call(&app, &headers, &path_id)?;
-    if RegistrationId::parse(&body.enrollment_group_id).is_ok_and(|b| b != id) {
+    let id = &call.id;
+    if RegistrationId::parse(&body.enrollment_group_id).is_ok_and(|b| &b != id) {
         return Err(InvalidGroup::IdMismatch.into());
     }
-    let precondition = match if_match(&headers)? {
-        Some(etag) => Some(etag),
-        None => parse_etag(body.etag.as_deref())?,
-    };
+    let precondition = call.precondition(body.etag.as_deref())?;
     let new = body.to_new(app.settings())?;
     let row = groups::upsert(
         &mut *connection(&app).await?,
@@ -75,7 +57,7 @@ pub async fn put(
         OffsetDateTime::now_utc(),
     )
     .await
-    .map_err(store_error)?;
+    .map_err(ItemCall::<Groups>::store_error)?;
     Ok(with_etag(EnrollmentGroup::from_row(&row), row.etag))
 }
 
@@ -84,13 +66,9 @@ pub async fn put(
 #[utoipa::path(get, path = "/enrollmentGroups/{group_id}", tag = "enrollment groups",
     params(("group_id" = String, Path)),
     responses((status = 200, body = EnrollmentGroup), (status = 404, body = ErrorBody)))]
-pub async fn get(
-    State(app): State<App>,
-    headers: HeaderMap,
-    AppPath(path_id): AppPath<String>,
-) -> Result<Response, ApiError> {
-    let id = group_call(&app, &headers, &path_id)?;
-    let row = group(&app, &id).await?;
+pub async fn get(State(app): State<App>, call: ItemCall<Groups>) -> Result<Response, ApiError> {
+    let id = &call.id;
+    let row = group(&app, id).await?;
     let mut json = EnrollmentGroup::from_row(&row);
     json.device_count = Some(groups::members(&mut *connection(&app).await?, id.as_str()).await?);
     Ok(with_etag(json, row.etag))
@@ -103,17 +81,12 @@ pub async fn get(
     responses((status = 204), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub async fn delete(
     State(app): State<App>,
-    headers: HeaderMap,
-    AppPath(path_id): AppPath<String>,
+    call: ItemCall<Groups>,
 ) -> Result<StatusCode, ApiError> {
-    let id = group_call(&app, &headers, &path_id)?;
-    groups::delete(
-        &mut *connection(&app).await?,
-        id.as_str(),
-        if_match(&headers)?,
-    )
-    .await
-    .map_err(store_error)?;
+    let id = &call.id;
+    groups::delete(&mut *connection(&app).await?, id.as_str(), call.if_match)
+        .await
+        .map_err(ItemCall::<Groups>::store_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -123,11 +96,10 @@ pub async fn delete(
     responses((status = 200, body = GroupAttestation), (status = 404, body = ErrorBody)))]
 pub async fn attestation_mechanism(
     State(app): State<App>,
-    headers: HeaderMap,
-    AppPath(path_id): AppPath<String>,
+    call: ItemCall<Groups>,
 ) -> Result<Response, ApiError> {
-    let id = group_call(&app, &headers, &path_id)?;
-    let row = group(&app, &id).await?;
+    let id = &call.id;
+    let row = group(&app, id).await?;
     Ok(Json(EnrollmentGroup::from_row(&row).attestation).into_response())
 }
 
@@ -141,21 +113,16 @@ pub async fn query(
     headers: HeaderMap,
     AppJson(spec): AppJson<QuerySpecification>,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
-    query_all(&spec, "enrollmentGroups")?;
-    let (page_size, after) = page_request(&headers)?;
-    let rows = groups::page(
-        &mut *connection(&app).await?,
-        after.as_ref().map(RegistrationId::as_str),
-        page_size + 1,
-    )
-    .await?;
-    Ok(page_response(
-        rows,
-        page_size,
+    queried(
+        &app,
+        &headers,
+        &spec,
+        "enrollmentGroups",
+        groups::page,
         |r| &r.group_id,
         EnrollmentGroup::from_row,
-    ))
+    )
+    .await
 }
 
 /// `POST /registrations/{id}/query`: the registration states of the group's devices, paged.
@@ -165,27 +132,25 @@ pub async fn query(
 pub async fn registrations(
     State(app): State<App>,
     headers: HeaderMap,
-    AppPath(path_id): AppPath<String>,
+    call: ItemCall<Groups>,
 ) -> Result<Response, ApiError> {
-    let id = group_call(&app, &headers, &path_id)?;
-    let (page_size, after) = page_request(&headers)?;
-    let mut conn = connection(&app).await?;
-    if groups::get(&mut conn, id.as_str()).await?.is_none() {
+    let id = &call.id;
+    if groups::get(&mut *connection(&app).await?, id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::NotFound("enrollment group"));
     }
-    let rows = groups::registrations_page(
-        &mut conn,
-        id.as_str(),
-        after.as_ref().map(RegistrationId::as_str),
-        page_size + 1,
-    )
-    .await?;
-    Ok(page_response(
-        rows,
-        page_size,
+    paged(
+        &app,
+        &headers,
+        async |conn, after, limit| {
+            groups::registrations_page(conn, id.as_str(), after, limit).await
+        },
         |r| &r.registration_id,
         service_registration_state,
-    ))
+    )
+    .await
 }
 
 /// `POST /enrollmentGroups`: DPS's bulk operation over at most 10 groups, item by item; one
@@ -215,7 +180,7 @@ pub async fn bulk(
                 let etag = parse_etag(group.etag.as_deref())?;
                 return groups::delete(&mut conn, id.as_str(), etag)
                     .await
-                    .map_err(store_error);
+                    .map_err(ItemCall::<Groups>::store_error);
             }
             let new = group.to_new(app.settings())?;
             match body.mode {
@@ -229,17 +194,16 @@ pub async fn bulk(
                         .map(drop)
                 }
             }
-            .map_err(store_error)
+            .map_err(ItemCall::<Groups>::store_error)
         }
         .await;
-        match outcome {
-            Ok(()) => {}
-            Err(e @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => return Err(e),
-            Err(e) => errors.push(BulkEnrollmentGroupOperationError {
+        if let Err(e) = outcome {
+            let (error_code, error_status) = item_error(e)?;
+            errors.push(BulkEnrollmentGroupOperationError {
                 enrollment_group_id: group.enrollment_group_id.clone(),
-                error_code: e.status_and_code().1,
-                error_status: e.to_string(),
-            }),
+                error_code,
+                error_status,
+            });
         }
     }
     Ok(Json(BulkEnrollmentGroupOperationResult {

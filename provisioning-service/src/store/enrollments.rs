@@ -199,14 +199,7 @@ pub async fn page(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<EnrollmentRow>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM enrollments WHERE ($1::text IS NULL OR registration_id > $1)
-         ORDER BY registration_id LIMIT $2",
-    )
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?)
+    super::page(conn, "enrollments", "registration_id", after, limit).await
 }
 
 /// What [`put_batch`] did with one enrollment of the batch.

@@ -157,14 +157,7 @@ pub async fn page(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<GroupRow>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM enrollment_groups WHERE ($1::text IS NULL OR group_id > $1)
-         ORDER BY group_id LIMIT $2",
-    )
-    .bind(after)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+    super::page(conn, "enrollment_groups", "group_id", after, limit).await
 }
 
 /// An enabled group and how many devices have joined it.
