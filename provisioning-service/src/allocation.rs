@@ -3,6 +3,8 @@
 //! why an allocation failed, a [`Failure`], which a registration records as `failed` with its
 //! code and message. The custom allocation webhook is called from `registration::webhook`.
 //! Decisions on data only: it uses `settings` and `store`'s types, nothing above them.
+//!
+//! Uses: `settings`, `store` (the layers table, docs/architecture.md).
 
 pub mod policy;
 

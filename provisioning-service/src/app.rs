@@ -4,6 +4,9 @@
 //! here remembers anything between requests (that is Postgres's job) but two caches that
 //! Postgres re-checks or bounds: the hub check's device keys, for at most a second, and the
 //! challenges this instance issued, until answered (`registration::recent`).
+//!
+//! Uses: `cpu`, `hub`, `metrics`, `registration`, `sealing`, `settings`, `store` (the layers table,
+//! docs/architecture.md).
 
 use std::sync::Arc;
 

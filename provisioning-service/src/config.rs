@@ -1,6 +1,9 @@
 //! The command line: flags with environment fallbacks; the doc comments are `--help`. Defaults
 //! come from `settings::defaults`; [`ServeArgs::settings`] turns the flags into validated
 //! [`Settings`].
+//!
+//! Uses: `allocation`, `cpu`, `enrollment`, `settings`, `store` (the layers table,
+//! docs/architecture.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -11,6 +11,8 @@
 //! ([`Core::run`]), bounded by its own budget, holding its core until it returns: a request
 //! that goes away tells it to stop ([`Abandoned`]) but never frees the core of a job still
 //! running, so the bound on concurrent jobs holds even against clients that hang up.
+//!
+//! Uses: nothing of the crate (the layers table, docs/architecture.md).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! The factory CLI's inputs: an EK as a factory station exports it (TPM2B_PUBLIC, base64, PEM)
 //! and the lines of a bulk file (CSV or JSONL). Writes go through [`crate::enrollment::put`],
 //! like the enrollment API's.
+//!
+//! Uses: `allocation`, `config`, `cpu`, `enrollment`, `settings`, `store` (the layers table,
+//! docs/architecture.md).
 
 use std::path::Path;
 

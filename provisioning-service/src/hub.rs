@@ -12,6 +12,9 @@
 //! subscribe to. Device keys are looked up through [`keys::DeviceKeys`], a cache of at most one
 //! second, so disabling an enrollment or deleting a registration refuses the next connect
 //! within a second on every instance.
+//!
+//! Uses: `enrollment`, `metrics`, `sealing`, `settings`, `store`, `telemetry` (the layers table,
+//! docs/architecture.md).
 
 pub mod keys;
 pub mod topics;

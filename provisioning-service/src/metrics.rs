@@ -5,6 +5,8 @@
 //! `monitor-iot-dps-reference.md`). No label ever carries a registration or device id, a key,
 //! or anything a client chose freely: routes are the matched route templates, hubs are the
 //! service's own linked hubs, reasons and statuses are this service's fixed names.
+//!
+//! Uses: nothing of the crate (the layers table, docs/architecture.md).
 
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! refusal ([`Refusal`]). Each step uses one connection and at most two statements, with the
 //! RSA or HMAC work before or between them and no transaction held across it
 //! (`store::device_steps`).
+//!
+//! Uses: `allocation`, `cpu`, `enrollment`, `metrics`, `sealing`, `settings`, `store`, `telemetry`
+//! (the layers table, docs/architecture.md).
 
 mod admission;
 mod assignment;

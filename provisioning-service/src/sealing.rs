@@ -8,6 +8,8 @@
 //! the restarts). A device's key is re-sealed under the current key at its next registration
 //! (`registration::register`). When `SELECT count(*) FROM registrations WHERE key_id = 'OLD'` and
 //! the same for `challenges` are 0, the old line can go.
+//!
+//! Uses: `settings` (the layers table, docs/architecture.md).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};

@@ -2,6 +2,8 @@
 //! open connections, a deadline for the TLS handshake and for each request's headers (which
 //! also closes an idle keep-alive connection: waiting for the next request is waiting for its
 //! headers), HTTP/1.1 only (`guard`).
+//!
+//! Uses: `app`, `http`, `store` (the layers table, docs/architecture.md).
 
 mod guard;
 

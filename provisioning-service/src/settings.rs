@@ -1,6 +1,8 @@
 //! What a running service is configured with, its defaults (the one place they are written) and
 //! the limits every value must keep, checked once at start-up by [`Settings::validate`] so no
 //! code path has to cap or second-guess a setting where it is used.
+//!
+//! Uses: `store` (the layers table, docs/architecture.md).
 
 use zeroize::Zeroizing;
 

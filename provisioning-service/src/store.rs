@@ -20,6 +20,8 @@
 //!
 //! `enrollments` rows are only read by the device steps (never locked), and enrollment writes
 //! touch no other table. The housekeeping sweep deletes in the same order.
+//!
+//! Uses: nothing of the crate (the layers table, docs/architecture.md).
 
 pub mod device_steps;
 pub mod enrollments;

@@ -1,5 +1,7 @@
 //! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a
 //! terminal (never ANSI codes in `docker logs` or a journal).
+//!
+//! Uses: nothing of the crate (the layers table, docs/architecture.md).
 
 use tracing_subscriber::EnvFilter;
 

@@ -1,4 +1,6 @@
 //! The rustls server configuration, from PEM files.
+//!
+//! Uses: nothing of the crate (the layers table, docs/architecture.md).
 
 use std::path::Path;
 use std::sync::Arc;

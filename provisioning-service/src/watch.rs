@@ -2,6 +2,9 @@
 //! It connects to the broker with an access policy's service token (`sr={hub}`,
 //! `skn={policy}`; the broker asks this service's hooks, like for a device), subscribes to every
 //! device's events and prints one line per message: `{deviceId}\t{payload}`.
+//!
+//! Uses: `allocation`, `config`, `cpu`, `enrollment`, `settings`, `store` (the layers table,
+//! docs/architecture.md).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -2,6 +2,8 @@
 //! module validates what the enrollment API and the factory CLI send, and performs their writes
 //! through `store::enrollments`; `json` holds the DPS service API's shapes, `http::service_api`
 //! the handlers, `factory` the file formats.
+//!
+//! Uses: `allocation`, `settings`, `store` (the layers table, docs/architecture.md).
 
 pub mod group;
 mod json;

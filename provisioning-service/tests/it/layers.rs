@@ -117,6 +117,34 @@ fn imports_follow_the_table() {
     assert!(found.is_empty(), "\n{}", found.join("\n"));
 }
 
+/// Each module's opening comment says what it may use, as its row does (`//! Uses: …`).
+#[test]
+fn each_module_says_what_it_may_use() {
+    let src = src();
+    for (module, allowed) in table() {
+        let file = if src.join(&module).join("mod.rs").exists() {
+            src.join(&module).join("mod.rs")
+        } else {
+            src.join(format!("{module}.rs"))
+        };
+        let text = std::fs::read_to_string(&file).unwrap();
+        let said: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("//! Uses:"))
+            .take_while(|l| l.starts_with("//! "))
+            .collect();
+        assert!(!said.is_empty(), "{}: no `//! Uses:` line", file.display());
+        let named: BTreeSet<String> = said
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        let allowed: BTreeSet<String> = allowed.into_iter().filter(|m| *m != module).collect();
+        assert_eq!(named, allowed, "{}", file.display());
+    }
+}
+
 /// The check itself: an import against the table is named with its file and line.
 #[test]
 fn an_import_against_the_table_is_named() {
