@@ -560,15 +560,16 @@ impl SasStep<'_> {
             self.presented,
             now,
         )?;
-        if let (KeySource::Registration { .. }, Some(operation_id)) = (key.source, view.deciding) {
-            return Ok(Some(Stepped::Deciding(operation_id)));
-        }
         if let (None, Some(group_id)) = (&view.enrollment, &key.group_id) {
             // Proven: the device joins the group that admitted it, then is read again.
             group_admission::join(conn, id, self.req.tpm.as_ref(), key, group_id, now).await?;
             return Ok(None);
         }
         let enrollment = admit(conn, view.enrollment, &key.ek_hash).await?;
+        // Still admitted, and a webhook already decides for this key: that decision's operation.
+        if let (KeySource::Registration { .. }, Some(operation_id)) = (key.source, view.deciding) {
+            return Ok(Some(Stepped::Deciding(operation_id)));
+        }
         // A key sealed under a previous service key moves to the current one (sealing.rs).
         let (sealed_key, key_id) = registrar
             .sealer()
