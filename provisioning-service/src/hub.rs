@@ -323,14 +323,10 @@ fn failure_bucket(credentials: &Credentials<'_>, refusal: Option<&HubRefusal>) -
     if let Some(peer) = credentials.peer {
         return format!("hub-fail:addr:{peer}");
     }
+    // Refusals reached only once the device's key or the policy was found.
     let exists = matches!(
         refusal,
-        Some(
-            HubRefusal::TokenRejected(_)
-                | HubRefusal::NotEnabled
-                | HubRefusal::ClientIdMismatch
-                | HubRefusal::UnexpectedKeyName
-        )
+        Some(HubRefusal::TokenRejected(_) | HubRefusal::NotEnabled)
     );
     // Keyed by the identity, not the username, whose query suffix is free text.
     match topics::Identity::of_username(credentials.username) {
