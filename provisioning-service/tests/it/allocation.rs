@@ -41,6 +41,12 @@ fn assert_dps_fields(file: &str, definition: &str, value: &Value) {
     }
 }
 
+/// The fields of a custom allocation by `webhook`.
+fn custom(webhook: &Webhook) -> Value {
+    json!({"allocationPolicy": "custom",
+           "customAllocationDefinition": {"webhookUrl": webhook.url, "apiVersion": "2021-10-01"}})
+}
+
 /// Enrolls `device` with these extra DPS fields.
 async fn enroll(app: &TestApp, device: &Device, fields: Value) -> Value {
     let mut e = enrollment(&device.registration_id, &device.ek);
@@ -124,13 +130,7 @@ async fn custom_allocation_asks_the_webhook_with_the_device_payload_and_returns_
     let mut t = TestTpm::recorded();
     let mut device = Device::of(&mut t.tpm);
     device.payload = Some(json!({"model": "sensor-2", "firmware": "1.4.0"}));
-    enroll(
-        &app,
-        &device,
-        json!({"allocationPolicy": "custom",
-               "customAllocationDefinition": {"webhookUrl": webhook.url, "apiVersion": "2021-10-01"}}),
-    )
-    .await;
+    enroll(&app, &device, custom(&webhook)).await;
 
     let state = register(&app, &mut t, &device).await;
     assert_eq!(state["status"], "assigned", "{state}");
@@ -287,13 +287,7 @@ async fn assigning_shows_on_another_instance_until_the_webhook_decides(pool: PgP
     .await;
     let mut t = TestTpm::recorded();
     let device = Device::of(&mut t.tpm);
-    enroll(
-        &a,
-        &device,
-        json!({"allocationPolicy": "custom",
-               "customAllocationDefinition": {"webhookUrl": webhook.url, "apiVersion": "2021-10-01"}}),
-    )
-    .await;
+    enroll(&a, &device, custom(&webhook)).await;
     let operation_id = a.provision(&mut t, &device).await;
     let response = b
         .client
@@ -539,13 +533,7 @@ async fn one_device_cannot_make_the_service_flood_its_webhook(pool: PgPool) {
     .await;
     let mut t = TestTpm::recorded();
     let device = Device::of(&mut t.tpm);
-    enroll(
-        &app,
-        &device,
-        json!({"allocationPolicy": "custom",
-               "customAllocationDefinition": {"webhookUrl": webhook.url, "apiVersion": "2021-10-01"}}),
-    )
-    .await;
+    enroll(&app, &device, custom(&webhook)).await;
     let operation_id = app.provision(&mut t, &device).await;
 
     // Forty more at once with the device's key, while the webhook decides: one operation.
