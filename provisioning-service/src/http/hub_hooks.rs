@@ -6,7 +6,8 @@
 //! Every route sits under `/{secret}/…`: brokers are configured with URLs, and not all of them
 //! can send a header, so the shared secret only the brokers hold is a path segment (compared in
 //! constant time; this router logs no paths). A wrong secret is a bare 404, so the hook is no
-//! oracle for anyone else.
+//! oracle for anyone else. Under it, `/hubs/{hub}/…` binds the broker to one linked hub: a
+//! username of another hub is refused there (`hub::Credentials::hub`).
 //!
 //! Contracts, from each broker's own documentation:
 //! - RabbitMQ `rabbitmq_auth_backend_http` (rabbitmq-server `deps/rabbitmq_auth_backend_http/
@@ -191,8 +192,13 @@ struct RabbitVhost {
     username: String,
 }
 
-async fn rabbitmq_vhost(Broker { hub, .. }: Broker, Form(form): Form<RabbitVhost>) -> &'static str {
-    allow_deny(Identity::of_username(&form.username).is_some() && hub::serves(&hub, &form.username))
+async fn rabbitmq_vhost(
+    Broker { hub: served, .. }: Broker,
+    Form(form): Form<RabbitVhost>,
+) -> &'static str {
+    allow_deny(
+        Identity::of_username(&form.username).is_some() && hub::serves(&served, &form.username),
+    )
 }
 
 #[derive(Deserialize)]
