@@ -25,6 +25,7 @@
 //! tests and load generators run both sides without a TPM, and it is checked against the same
 //! vectors as swtpm.
 
+pub mod attest;
 pub mod auth_key;
 pub mod credential;
 pub mod crypto;

@@ -7,6 +7,7 @@
     clippy::unwrap_used
 )]
 
+mod attest;
 mod decode;
 mod handshake;
 mod no_panic;
