@@ -694,3 +694,31 @@ async fn a_replaced_ek_revokes_the_old_tpm_on_the_hub(pool: PgPool) {
     tokio::time::sleep(cache).await;
     assert_eq!(connects(&app, &user, &token, &id).await, ALL);
 }
+
+/// The hook URL without a hub (`/{secret}/…`, as configured before hubs were named) still
+/// serves a service with a single linked hub, bound to that hub.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn the_short_hook_url_serves_a_single_linked_hub(pool: PgPool) {
+    let app = TestApp::spawn_configured(pool, |s| {
+        s.linked_hubs =
+            provisioning_service::settings::LinkedHubs::new(vec![HUBS[0].to_owned()]).unwrap();
+    })
+    .await;
+    let mut p = provisioned(&app).await;
+    assert_eq!(p.hub, HUBS[0]);
+    let token = p.token();
+    let short = |username: String| {
+        app.client
+            .post(format!("{}/rabbitmq/user", app.hook_base))
+            .form(&json!({"username": username, "password": token}))
+            .send()
+    };
+    let answer = short(p.username()).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.text().await.unwrap(), "allow");
+    let elsewhere = format!("{}/{}/?api-version=2021-04-12", HUBS[1], p.device_id);
+    assert_eq!(
+        short(elsewhere).await.unwrap().text().await.unwrap(),
+        "deny"
+    );
+}
