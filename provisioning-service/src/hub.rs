@@ -193,14 +193,14 @@ pub async fn still_admitted(
     broker_hub: &str,
     username: &str,
 ) -> Result<bool, HubError> {
-    let Ok(hub) = hub_of(broker_hub, username) else {
+    if !serves(broker_hub, username) {
         return Ok(false);
-    };
+    }
     match topics::Identity::of_username(username) {
         None => Ok(false),
         Some(topics::Identity::Backend(_)) => Ok(true),
         Some(topics::Identity::Device(device_id)) => {
-            match admitted_key(keeper, &hub, device_id).await {
+            match admitted_key(keeper, broker_hub, device_id).await {
                 Ok(_) => Ok(true),
                 Err(HubError::Refused(_)) => Ok(false),
                 Err(fault) => Err(fault),
@@ -230,25 +230,27 @@ async fn admitted_key(
     Ok(key)
 }
 
-/// The username's hub (lowercase), which must be `broker_hub`: devices of one hub are not
-/// admitted on another's broker (device ids are unique only per hub, and topics carry no hub).
-fn hub_of(broker_hub: &str, username: &str) -> Result<String, HubRefusal> {
+/// What follows the username's hub, which must be `broker_hub` (lowercase): devices of one hub
+/// are not admitted on another's broker (device ids are unique only per hub, and topics carry
+/// no hub).
+fn after_hub<'u>(broker_hub: &str, username: &'u str) -> Result<&'u str, HubRefusal> {
     if username.len() > MAX_USERNAME_BYTES {
         return Err(HubRefusal::MalformedUsername);
     }
-    let (hub, _) = split_hub(username)?;
-    let hub = hub.to_ascii_lowercase();
-    if hub == broker_hub {
-        Ok(hub)
+    let (hub, rest) = split_hub(username)?;
+    if hub.eq_ignore_ascii_case(broker_hub) {
+        Ok(rest)
     } else {
-        Err(HubRefusal::OtherHub { claimed: hub })
+        Err(HubRefusal::OtherHub {
+            claimed: hub.to_ascii_lowercase(),
+        })
     }
 }
 
 /// Whether `username` names `broker_hub` (and is not too long to consider).
 #[must_use]
 pub fn serves(broker_hub: &str, username: &str) -> bool {
-    hub_of(broker_hub, username).is_ok()
+    after_hub(broker_hub, username).is_ok()
 }
 
 /// `{hub}/{rest}`: the hub and what follows its slash.
@@ -346,8 +348,8 @@ async fn verify(
     now: OffsetDateTime,
 ) -> Result<Principal, HubError> {
     let settings = keeper.settings();
-    let hub = hub_of(credentials.hub, credentials.username)?;
-    let (_, rest) = split_hub(credentials.username)?;
+    let hub = credentials.hub;
+    let rest = after_hub(hub, credentials.username)?;
     let token = SasToken::parse(credentials.password).map_err(HubRefusal::MalformedToken)?;
     let mut policy = VerifyPolicy {
         resource: "",
@@ -362,14 +364,14 @@ async fn verify(
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| HubRefusal::UnknownPolicy(name.to_owned()))?;
-        policy.resource = &hub;
+        policy.resource = hub;
         policy.key_name = Some(name);
         token
             .verify(&access.key, &policy)
             .map_err(HubRefusal::TokenRejected)?;
         return Ok(Principal::Backend {
             policy: name.to_owned(),
-            hub,
+            hub: hub.to_owned(),
             expires_at: token.expiry,
         });
     }
@@ -377,14 +379,14 @@ async fn verify(
     if credentials.client_id.is_some_and(|c| c != device_id) {
         return Err(HubRefusal::ClientIdMismatch.into());
     }
-    let key = admitted_key(keeper, &hub, device_id).await?;
+    let key = admitted_key(keeper, hub, device_id).await?;
     let resource = format!("{hub}/devices/{device_id}");
     policy.resource = &resource;
     token
         .verify(&key.key, &policy)
         .map_err(HubRefusal::TokenRejected)?;
     Ok(Principal::Device {
-        hub,
+        hub: hub.to_owned(),
         device_id: device_id.to_owned(),
         expires_at: token.expiry,
     })
