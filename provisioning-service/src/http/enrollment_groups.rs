@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use super::error::{ApiError, AppJson};
 use super::service_api::service_registration_state;
 use super::service_common::{
-    authorize, connection, item_error, paged, queried, with_etag, Groups, ItemCall,
+    authorize, connection, item_error, paged, queried, with_etag, Collection, Groups, ItemCall,
 };
 use crate::app::App;
 use crate::enrollment::group::{
@@ -30,7 +30,7 @@ use crate::store::StoreError;
 async fn group(app: &App, id: &RegistrationId) -> Result<GroupRow, ApiError> {
     groups::get(&mut *connection(app).await?, id.as_str())
         .await?
-        .ok_or(ApiError::NotFound("enrollment group"))
+        .ok_or(ApiError::NotFound(<Groups as Collection>::ITEM))
 }
 
 /// `PUT /enrollmentGroups/{id}`: create or replace (with `If-Match` or a body etag, only that
@@ -135,12 +135,7 @@ pub async fn registrations(
     call: ItemCall<Groups>,
 ) -> Result<Response, ApiError> {
     let id = &call.id;
-    if groups::get(&mut *connection(&app).await?, id.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound("enrollment group"));
-    }
+    group(&app, id).await?;
     paged(
         &app,
         &headers,
