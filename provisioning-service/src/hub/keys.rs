@@ -150,7 +150,8 @@ mod tests {
     use std::time::Duration;
 
     /// Issue 25, item 3: a flood of refused ids (each the longest a username may carry) never
-    /// holds more than the byte bound, and a fresh entry survives while expired ones go.
+    /// holds more than the byte bound, with entries that live long (the first cache) or expire
+    /// at once (the second: the bound is kept by dropping the expired ones).
     #[test]
     fn the_cache_is_bounded_in_bytes() {
         let keys = DeviceKeys::new(Duration::from_secs(60));
