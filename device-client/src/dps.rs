@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dps_protocol::wire::{
-    Base64Bytes, DeviceRegistration, ErrorBody, RegistrationOperationStatus, TpmAttestation,
+    Base64Bytes, DeviceRegistration, ErrorBody, Quote, RegistrationOperationStatus, TpmAttestation,
     TpmChallenge,
 };
 use reqwest::blocking::{Client, Response};
@@ -162,32 +162,23 @@ impl DpsClient {
         }
     }
 
-    fn body(
-        registration_id: &str,
-        ek: &[u8],
-        srk: &[u8],
-        payload: Option<&serde_json::Value>,
-    ) -> DeviceRegistration {
-        Self::body_with_certificate(registration_id, ek, srk, payload, None)
-    }
-
-    fn body_with_certificate(
-        registration_id: &str,
-        ek: &[u8],
-        srk: &[u8],
-        payload: Option<&serde_json::Value>,
-        certificate: Option<&EkCertificateBundle>,
-    ) -> DeviceRegistration {
-        let mut tpm = TpmAttestation::keys(ek.to_vec(), srk.to_vec());
-        if let Some(bundle) = certificate {
-            tpm.endorsement_key_certificate = Some(Base64Bytes(bundle.certificate.clone()));
-            tpm.endorsement_key_certificate_chain =
-                bundle.chain.iter().cloned().map(Base64Bytes).collect();
+    /// The register body `device` sends: on the first call its keys (and EK certificate and
+    /// attestation key, when it has them); on the SAS call `quote` besides.
+    fn body(device: &Presented<'_>, quote: Option<&Quote>) -> DeviceRegistration {
+        let mut tpm = TpmAttestation::keys(device.ek.to_vec(), device.srk.to_vec());
+        if quote.is_none() {
+            if let Some(bundle) = device.certificate {
+                tpm.endorsement_key_certificate = Some(Base64Bytes(bundle.certificate.clone()));
+                tpm.endorsement_key_certificate_chain =
+                    bundle.chain.iter().cloned().map(Base64Bytes).collect();
+            }
+            tpm.attestation_key = device.attestation_key.map(|k| Base64Bytes(k.to_vec()));
         }
+        tpm.quote = quote.cloned();
         DeviceRegistration {
-            registration_id: registration_id.to_owned(),
+            registration_id: device.registration_id.to_owned(),
             tpm: Some(tpm),
-            payload: payload.cloned(),
+            payload: device.payload.cloned(),
         }
     }
 
@@ -215,26 +206,16 @@ impl DpsClient {
         }
     }
 
-    /// The first register call, without SAS: returns the `authenticationKey` blob. With an EK
-    /// certificate, a device that is not enrolled may be admitted by a TPM enrollment group.
-    pub fn challenge(
-        &self,
-        registration_id: &str,
-        ek: &[u8],
-        srk: &[u8],
-        payload: Option<&serde_json::Value>,
-        certificate: Option<&EkCertificateBundle>,
-    ) -> Result<Vec<u8>, ClientError> {
+    /// The first register call, without SAS: returns the challenge (the `authenticationKey`
+    /// blob, and an attestation challenge if the device showed an attestation key and the
+    /// service asks for a quote). With an EK certificate, a device that is not enrolled may be
+    /// admitted by a TPM enrollment group.
+    pub fn challenge(&self, device: &Presented<'_>) -> Result<TpmChallenge, ClientError> {
+        let registration_id = device.registration_id;
         let response = self
             .http
             .put(self.url(registration_id, "/register"))
-            .json(&Self::body_with_certificate(
-                registration_id,
-                ek,
-                srk,
-                payload,
-                certificate,
-            ))
+            .json(&Self::body(device, None))
             .send()
             .map_err(self.transport())?;
         let status = response.status();
@@ -249,28 +230,24 @@ impl DpsClient {
         }
         // A 401 is the challenge if it carries a key; otherwise the device is not accepted.
         let text = response.text().map_err(self.transport())?;
-        match serde_json::from_str::<TpmChallenge>(&text) {
-            Ok(result) => Ok(result.authentication_key.0),
-            Err(_) => Err(ClientError::NotEnrolled {
-                registration_id: registration_id.to_owned(),
-            }),
-        }
+        serde_json::from_str::<TpmChallenge>(&text).map_err(|_| ClientError::NotEnrolled {
+            registration_id: registration_id.to_owned(),
+        })
     }
 
-    /// The second register call, with a SAS token signed by the imported key.
+    /// The second register call, with a SAS token signed by the imported key, and the quote
+    /// answering the attestation challenge if there was one.
     pub fn register(
         &self,
-        registration_id: &str,
-        ek: &[u8],
-        srk: &[u8],
-        payload: Option<&serde_json::Value>,
+        device: &Presented<'_>,
+        quote: Option<&Quote>,
         sas: &str,
     ) -> Result<Polled, ClientError> {
         let response = self
             .http
-            .put(self.url(registration_id, "/register"))
+            .put(self.url(device.registration_id, "/register"))
             .header(reqwest::header::AUTHORIZATION, sas)
-            .json(&Self::body(registration_id, ek, srk, payload))
+            .json(&Self::body(device, quote))
             .send()
             .map_err(self.transport())?;
         Self::operation_response(response)
@@ -312,6 +289,18 @@ impl DpsClient {
             retry_after: after,
         })
     }
+}
+
+/// What a device presents in its register calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub registration_id: &'a str,
+    pub ek: &'a [u8],
+    pub srk: &'a [u8],
+    pub payload: Option<&'a serde_json::Value>,
+    pub certificate: Option<&'a EkCertificateBundle>,
+    /// The attestation key's `TPM2B_PUBLIC` (this service's extension).
+    pub attestation_key: Option<&'a [u8]>,
 }
 
 /// An EK certificate as the device sends it (this service's extension of the register body):

@@ -109,6 +109,7 @@ struct EkArgs {
     json: bool,
 }
 
+#[allow(clippy::struct_excessive_bools)] // each is an on/off command-line flag
 #[derive(Debug, Args)]
 struct RegisterArgs {
     /// The provisioning service, https://HOST[:PORT].
@@ -154,6 +155,11 @@ struct RegisterArgs {
     /// Send no EK certificate (by default the TPM's is sent with the first request).
     #[arg(long)]
     no_ek_cert: bool,
+    /// Show no attestation key and quote nothing. By default the device shows its attestation
+    /// key (made under the EK at persistent handle 0x81010002 if absent) with the first
+    /// request, and quotes the PCRs the service asks for when its enrollment's policy asks.
+    #[arg(long, env = "DPS_NO_ATTEST")]
+    no_attest: bool,
 }
 
 /// An EK certificate file: DER, or PEM (the EK certificate, then its CAs).
@@ -366,6 +372,7 @@ fn main() -> anyhow::Result<()> {
                     (None, true) => EkCertificateSource::Omit,
                     (None, false) => EkCertificateSource::Tpm,
                 },
+                attest: !args.no_attest,
             };
             let outcome = provision::provision(&mut tpm, &client, &options)?;
             if args.json {

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! Unprovisioned ──challenge, import──► KeyImported ──SAS register──► Assigning(op) ──poll──► Assigned
+//!                (and quote, if asked)   (with the quote)
 //!       ▲                                   │                              │
 //!       └──── key refused or operation unknown: start over (once) ◄────────┘
 //! ```
@@ -12,11 +13,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dps_protocol::crypto::sha256;
 use dps_protocol::sas::{self, REGISTRATION_KEY_NAME};
-use dps_protocol::wire::RegistrationStatus;
+use dps_protocol::wire::{AttestationChallenge, Quote, RegistrationStatus};
 use dps_protocol::RegistrationId;
 use serde::{Deserialize, Serialize};
 
-use crate::dps::{ClientError, DpsClient, EkCertificateBundle, Polled};
+use crate::dps::{ClientError, DpsClient, EkCertificateBundle, Polled, Presented};
 use crate::tpm::{Tpm, TpmError};
 
 /// Where a device is in provisioning.
@@ -24,8 +25,12 @@ use crate::tpm::{Tpm, TpmError};
 #[serde(tag = "stage", rename_all = "snake_case")]
 pub enum Stage {
     Unprovisioned,
-    /// The issued key is in the TPM; the service has not seen it used yet.
-    KeyImported,
+    /// The issued key is in the TPM; the service has not seen it used yet. With the quote
+    /// answering the challenge's attestation, when the service asked for one.
+    KeyImported {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quote: Option<Quote>,
+    },
     /// Registered; the service is assigning.
     Assigning {
         operation_id: String,
@@ -94,6 +99,8 @@ pub struct Options {
     pub payload: Option<serde_json::Value>,
     /// Which EK certificate the first register call carries.
     pub ek_certificate: EkCertificateSource,
+    /// Show the attestation key and answer the service's attestation challenge.
+    pub attest: bool,
 }
 
 /// Where the EK certificate sent with the challenge request comes from.
@@ -183,6 +190,21 @@ struct Device {
     resource: String,
     payload: Option<serde_json::Value>,
     ek_certificate: Option<EkCertificateBundle>,
+    /// The attestation key's `TPM2B_PUBLIC`, unless the device does not attest.
+    attestation_key: Option<Vec<u8>>,
+}
+
+impl Device {
+    fn presented(&self) -> Presented<'_> {
+        Presented {
+            registration_id: &self.registration_id,
+            ek: &self.ek,
+            srk: &self.srk,
+            payload: self.payload.as_ref(),
+            certificate: self.ek_certificate.as_ref(),
+            attestation_key: self.attestation_key.as_deref(),
+        }
+    }
 }
 
 /// Where to start: the saved stage if it is for this registration and the key it needs is
@@ -238,21 +260,20 @@ fn step(
     };
     let polled = match stage {
         Stage::Unprovisioned => {
-            let blob = dps.challenge(
-                id,
-                &device.ek,
-                &device.srk,
-                device.payload.as_ref(),
-                device.ek_certificate.as_ref(),
-            )?;
-            tpm.import_authentication_key(&blob)?;
-            *imported = Some(sha256(&[&blob]));
+            let challenge = dps.challenge(&device.presented())?;
+            let blob = &challenge.authentication_key.0;
+            tpm.import_authentication_key(blob)?;
+            *imported = Some(sha256(&[blob]));
             tracing::info!("authentication key imported into the TPM");
-            return Ok((Stage::KeyImported, None));
+            let quote = match &challenge.attestation {
+                Some(attestation) => quote(tpm, attestation)?,
+                None => None,
+            };
+            return Ok((Stage::KeyImported { quote }, None));
         }
-        Stage::KeyImported => {
+        Stage::KeyImported { quote } => {
             let token = sign(tpm)?;
-            dps.register(id, &device.ek, &device.srk, device.payload.as_ref(), &token)?
+            dps.register(&device.presented(), quote.as_ref(), &token)?
         }
         Stage::Assigning { operation_id } => {
             let token = sign(tpm)?;
@@ -284,6 +305,26 @@ fn step(
         }
     }
     Ok(next)
+}
+
+/// The quote answering the service's attestation challenge. A bank this TPM has not allocated
+/// cannot be quoted: the device says so and registers without a quote (the enrollment's policy
+/// decides what that means).
+fn quote(
+    tpm: &mut Tpm,
+    attestation: &AttestationChallenge,
+) -> Result<Option<Quote>, ProvisionError> {
+    match tpm.answer_attestation(attestation) {
+        Ok(quote) => {
+            tracing::info!("attestation challenge answered: PCRs quoted");
+            Ok(Some(quote))
+        }
+        Err(e @ TpmError::BankNotAllocated { .. }) => {
+            tracing::warn!(error = %e, "registering without a quote");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Runs first-boot provisioning to the end (or to an error) against the service `dps` talks to.
@@ -369,6 +410,14 @@ impl<'a> Run<'a> {
             EkCertificateSource::Given(bundle) => Some(bundle.clone()),
             EkCertificateSource::Omit => None,
         };
+        // A TPM that cannot make an attestation key still provisions, as a DPS device does.
+        let attestation_key = if options.attest {
+            tpm.attestation_key(None)
+                .inspect_err(|e| tracing::warn!(error = %e, "no attestation key; not attesting"))
+                .ok()
+        } else {
+            None
+        };
         let device = Device {
             registration_id: id.to_owned(),
             ek,
@@ -376,6 +425,7 @@ impl<'a> Run<'a> {
             resource: sas::registration_resource(dps.id_scope(), id),
             payload: options.payload.clone(),
             ek_certificate,
+            attestation_key,
         };
         Ok(Start::Running(Box::new(Self {
             tpm,
@@ -561,6 +611,7 @@ mod tests {
             max_backoff: Duration::from_secs(2),
             payload: None,
             ek_certificate: EkCertificateSource::Tpm,
+            attest: true,
         };
         let target = Target {
             endpoint: format!("{}/", app.base),
@@ -610,11 +661,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (target, options) = setup(&app, &swtpm, dir.path(), serde_json::json!({})).await;
 
-        let stage = run_until(&target, &options, |s| *s == Stage::KeyImported).await;
-        assert_eq!(stage, Stage::KeyImported);
+        let stage = run_until(&target, &options, |s| {
+            matches!(s, Stage::KeyImported { .. })
+        })
+        .await;
+        assert_eq!(stage, Stage::KeyImported { quote: None });
         assert_eq!(
             load_state(&options.state_file).unwrap().stage,
-            Stage::KeyImported
+            Stage::KeyImported { quote: None }
         );
         // The endpoint is saved as the client uses it, without the trailing slash given.
         assert_eq!(load_state(&options.state_file).unwrap().endpoint, app.base);

@@ -15,7 +15,13 @@
 //! - `pcrDigest` is the signing scheme's hash over the reported PCR values, in selection order.
 //!
 //! Nothing here does I/O; signatures are verified with `ring`, already the verifier of the EK
-//! certificates (`ek_cert`).
+//! certificates (`ek_cert`). Submodules: [`pcrs`] (PCR banks, selections and values as JSON
+//! carries them), [`challenge`] (the nonce bound to the attestation key) and [`policy`] (an
+//! enrollment's attestation policy, and the judgement of one registration's evidence).
+
+pub mod challenge;
+pub mod pcrs;
+pub mod policy;
 
 use crate::crypto::sha256;
 use crate::error::DecodeError;
@@ -413,13 +419,28 @@ pub struct PcrValue {
 
 /// Checks a quote: `ak`'s attributes, the signature over `attest` (the exact bytes the TPM
 /// signed), magic and type, `nonce` in `extraData`, the returned selection against
-/// `requested`, and `pcrDigest` against the scheme's hash of `values` taken in selection order
-/// (banks as listed, indices ascending). Returns the parsed attestation.
+/// `requested`, and `pcrDigest` against the scheme's hash of `values` taken in the quote's
+/// selection order (banks as listed, indices ascending). Returns the parsed attestation.
 pub fn verify_quote(
     ak: &Public,
     attest: &[u8],
     signature: &Signature,
     nonce: &[u8],
+    requested: &[PcrSelection],
+    values: &[PcrValue],
+) -> Result<Attest, AttestError> {
+    // Compared in constant time: a nonce is not secret, but nothing is lost by it.
+    let nonce_matches = |extra: &[u8]| bool::from(subtle::ConstantTimeEq::ct_eq(extra, nonce));
+    verify_quote_by(ak, attest, signature, nonce_matches, requested, values)
+}
+
+/// [`verify_quote`], with the nonce judged by `nonce_matches` (given `extraData`): a verifier
+/// that keeps only the nonce's hash compares hashes.
+pub fn verify_quote_by(
+    ak: &Public,
+    attest: &[u8],
+    signature: &Signature,
+    nonce_matches: impl FnOnce(&[u8]) -> bool,
     requested: &[PcrSelection],
     values: &[PcrValue],
 ) -> Result<Attest, AttestError> {
@@ -439,14 +460,10 @@ pub fn verify_quote(
             got: parsed.kind,
         });
     };
-    // Compared in constant time: a nonce is not secret, but nothing is lost by it.
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        parsed.extra_data.as_slice(),
-        nonce,
-    )) {
+    if !nonce_matches(&parsed.extra_data) {
         return Err(AttestError::NonceMismatch);
     }
-    if pcr_select != requested {
+    if !same_selection(pcr_select, requested) {
         return Err(AttestError::SelectionMismatch);
     }
     let (_, hash, _) = scheme_of(ak)?;
@@ -467,4 +484,20 @@ pub fn verify_quote(
         return Err(AttestError::DigestMismatch);
     }
     Ok(parsed)
+}
+
+/// Whether two selections name the same PCRs of the same banks, in whatever order the banks
+/// are listed. A bank listed twice in the quote is a mismatch; a bank listed with no PCR (what a
+/// TPM returns for a bank it has not allocated) is not the bank's PCRs.
+fn same_selection(quoted: &[PcrSelection], requested: &[PcrSelection]) -> bool {
+    let as_map = |list: &[PcrSelection]| {
+        let mut map = std::collections::BTreeMap::new();
+        for s in list {
+            if map.insert(s.bank, s.pcrs.clone()).is_some() {
+                return None;
+            }
+        }
+        Some(map)
+    };
+    matches!((as_map(quoted), as_map(requested)), (Some(q), Some(r)) if q == r)
 }

@@ -5,6 +5,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::attest::pcrs::{PcrSelect, PcrValues};
+
 /// Bytes carried as standard base64 in JSON.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Base64Bytes(pub Vec<u8>);
@@ -51,6 +53,48 @@ pub struct TpmAttestation {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, format = Byte))]
     pub endorsement_key_certificate_chain: Vec<Base64Bytes>,
+    /// Extension, first call: the attestation key's `TPM2B_PUBLIC`. With it, an enrollment
+    /// whose `attestationPolicy` asks for a quote answers with an [`AttestationChallenge`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
+    pub attestation_key: Option<Base64Bytes>,
+    /// Extension, SAS call: the quote answering that challenge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<Quote>,
+}
+
+/// A `TPM2_Quote` by the attestation key, with the challenge's nonce as qualifying data, and
+/// the PCR values it covers (docs/protocol.md §10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Quote {
+    /// `TPMS_ATTEST`, exactly as the TPM signed it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub attest: Base64Bytes,
+    /// `TPMT_SIGNATURE`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub signature: Base64Bytes,
+    /// The values of the quoted PCRs: `{"sha256": {"0": "hex", …}}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub pcrs: PcrValues,
+}
+
+/// Extension of the `401` challenge, sent only to a device that showed an attestation key:
+/// `MakeCredential` of a fresh nonce to the EK, bound to the key's name, and the PCRs to quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationChallenge {
+    /// `TPM2B_ID_OBJECT`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub credential_blob: Base64Bytes,
+    /// `TPM2B_ENCRYPTED_SECRET`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub encrypted_secret: Base64Bytes,
+    /// `{"sha256": [0, 7]}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub pcr_selection: PcrSelect,
 }
 
 impl TpmAttestation {
@@ -62,6 +106,8 @@ impl TpmAttestation {
             storage_root_key: Base64Bytes(storage_root_key),
             endorsement_key_certificate: None,
             endorsement_key_certificate_chain: Vec::new(),
+            attestation_key: None,
+            quote: None,
         }
     }
 }
@@ -78,6 +124,42 @@ pub struct DeviceRegistration {
     pub payload: Option<serde_json::Value>,
 }
 
+/// The judgement of a registration's attestation evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum AttestationVerdict {
+    /// Every check passed.
+    Verified,
+    /// Every check passed and the values were pinned (first use).
+    Pinned,
+    /// A check failed under a `report` policy: recorded, not refused.
+    Failed,
+}
+
+/// What a registration's attestation proved, as stored with it and shown by the service API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationRecord {
+    pub verdict: AttestationVerdict,
+    /// The failed check (`failed` only), e.g. `PcrMismatch: PCR 7 of sha256 …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The attestation key's name (nameAlg ‖ digest), hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_key_name: Option<String>,
+    /// The quoted PCR values.
+    #[serde(default, skip_serializing_if = "PcrValues::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub pcrs: PcrValues,
+    /// The values pinned on first use, required of every later registration.
+    #[serde(default, skip_serializing_if = "PcrValues::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub pinned_pcrs: PcrValues,
+    pub attested_date_time_utc: String,
+}
+
 /// The `401` body of the first register call: the blob, and the `skn` the device's SAS tokens
 /// must carry. The Azure Node.js client refuses a challenge without `keyName`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +173,10 @@ pub struct TpmChallenge {
     pub key_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Extension: the attestation challenge, when the device showed an attestation key and
+    /// its enrollment's policy asks for a quote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<AttestationChallenge>,
 }
 
 /// `registrationState.tpm`.
@@ -152,6 +238,9 @@ pub struct DeviceRegistrationResult {
     pub tpm: Option<TpmRegistrationResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,
+    /// Extension, service API only: what the device's registration proved of its platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<AttestationRecord>,
 }
 
 /// Body of `202` (register, operation still running) and `200` (operation done).

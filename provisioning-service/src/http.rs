@@ -14,7 +14,7 @@ mod service_common;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderName, StatusCode};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -45,6 +45,7 @@ pub fn router(app: App) -> Router {
             "/registrations/{registration_id}",
             get(service_api::get_registration).delete(service_api::delete_registration),
         )
+        .route("/registrations/{registration_id}/attestationPins", delete(service_api::repin))
         .route("/registrations/{group_id}/query", post(enrollment_groups::registrations))
         .route("/enrollmentGroups", post(enrollment_groups::bulk))
         .route("/enrollmentGroups/query", post(enrollment_groups::query))

@@ -34,6 +34,12 @@ pub struct AttestationLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// `verified`, `pinned`, `failed` (recorded under a `report` policy) or `refused`.
+    pub verdict: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RegistrationLabels {
     /// A linked hub, or empty when none was assigned.
     pub iot_hub: String,
@@ -96,6 +102,7 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
 pub struct Metrics {
     registry: Registry,
     pub attestation_attempts: Family<AttestationLabels, Counter>,
+    attestation_verdicts: Family<VerdictLabels, Counter>,
     pub registration_attempts: Family<RegistrationLabels, Counter>,
     pub device_assignments: Family<HubLabels, Counter>,
     pub refusals: Family<RefusalLabels, Counter>,
@@ -122,6 +129,13 @@ impl Metrics {
             "dps_attestation_attempts",
             "Device attestations (SAS registrations proving a TPM-held key), by outcome",
             attestation_attempts.clone(),
+        );
+        let attestation_verdicts = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "dps_attestation_verdicts",
+            "Platform attestation (AK-signed PCR quotes) judged by the enrollment's policy, by \
+             verdict",
+            attestation_verdicts.clone(),
         );
         let registration_attempts = Family::<RegistrationLabels, Counter>::default();
         registry.register(
@@ -190,6 +204,7 @@ impl Metrics {
         Self {
             registry,
             attestation_attempts,
+            attestation_verdicts,
             registration_attempts,
             device_assignments,
             refusals,
@@ -210,6 +225,13 @@ impl Metrics {
                 status,
                 protocol: "https",
             })
+            .inc();
+    }
+
+    /// One quote judged: `verdict` is one of [`VerdictLabels::verdict`]'s names.
+    pub fn attestation_verdict(&self, verdict: &'static str) {
+        self.attestation_verdicts
+            .get_or_create(&VerdictLabels { verdict })
             .inc();
     }
 

@@ -9,6 +9,7 @@
 
 mod admission;
 mod assignment;
+pub mod attestation;
 mod group_admission;
 mod recent;
 mod refusal;
@@ -27,8 +28,8 @@ use dps_protocol::ek_cert::MAX_PRESENTED_CHAIN;
 use dps_protocol::sas::{self, SasToken, VerifyPolicy, REGISTRATION_KEY_NAME};
 use dps_protocol::tpm::Public;
 use dps_protocol::wire::{
-    Base64Bytes, DeviceRegistration, DeviceRegistrationResult, RegistrationOperationStatus,
-    RegistrationStatus, RegistrationSubstatus, TpmRegistrationResult,
+    AttestationChallenge, Base64Bytes, DeviceRegistration, DeviceRegistrationResult, Quote,
+    RegistrationOperationStatus, RegistrationStatus, RegistrationSubstatus, TpmRegistrationResult,
 };
 use dps_protocol::{AuthenticationKey, RegistrationId};
 use rand_core::CryptoRngCore;
@@ -141,6 +142,10 @@ pub struct TpmKeys {
     /// As read from the TPM (parsed only when a group is asked).
     pub ek_certificate: Option<Vec<u8>>,
     pub ek_certificate_chain: Vec<Vec<u8>>,
+    /// The attestation key shown with the challenge request (this service's extension).
+    pub attestation_key: Option<attestation::ShownKey>,
+    /// The quote sent with the SAS (extension).
+    pub quote: Option<Quote>,
 }
 
 /// Parses a registration id as DPS allows it.
@@ -189,6 +194,11 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
                     .into_iter()
                     .map(|c| c.0)
                     .collect(),
+                attestation_key: tpm
+                    .attestation_key
+                    .map(|k| attestation::parse_key(k.0))
+                    .transpose()?,
+                quote: tpm.quote,
             })
         }
     };
@@ -206,6 +216,20 @@ pub fn parse_sas(header: &str) -> Result<SasToken, Refusal> {
 
 fn unix(t: OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap_or(0)
+}
+
+/// What the challenge step answers: the `authenticationKey` blob, and the attestation
+/// challenge when the device showed an attestation key and its policy asks for a quote.
+#[derive(Debug)]
+pub struct Challenge {
+    pub authentication_key: Vec<u8>,
+    pub attestation: Option<AttestationChallenge>,
+}
+
+/// A challenge issued on a core: the row to record and its attestation half.
+struct NewChallenge {
+    row: ChallengeRow,
+    attestation: Option<attestation::Sealed>,
 }
 
 /// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob.
@@ -231,7 +255,7 @@ pub async fn challenge(
     req: &RegisterRequest,
     client_address: &str,
     now: OffsetDateTime,
-) -> Result<Vec<u8>, StepError> {
+) -> Result<Challenge, StepError> {
     let id = req.registration_id.as_str();
     let tpm = req.tpm.as_ref().ok_or(Refusal::AttestationRequired)?;
     let ek_hash = ek_hash(&tpm.ek_bytes);
@@ -248,7 +272,7 @@ pub async fn challenge(
         &format!("challenge:{client_address}"),
         limit,
         now,
-        offered.as_ref(),
+        offered.as_ref().map(|c| &c.row),
     )
     .await?;
     let ChallengeGate {
@@ -256,6 +280,7 @@ pub async fn challenge(
         enrollment,
         previous,
         registration_etag,
+        attested,
         put,
     } = gate;
     if let Some(retry_after) = counted.refusal(limit, now) {
@@ -263,11 +288,14 @@ pub async fn challenge(
     }
     // An individual enrollment wins; without one, an EK certificate may get the device into a
     // TPM enrollment group.
-    let (group_id, admitted) = if enrollment.is_none() && tpm.ek_certificate.is_some() {
-        let group_id = group_admission::admit_to_group(registrar, &mut conn, id, tpm).await?;
-        (Some(group_id), None)
+    let (group_id, admitted, policy) = if enrollment.is_none() && tpm.ek_certificate.is_some() {
+        let (group_id, extra) =
+            group_admission::admit_to_group(registrar, &mut conn, id, tpm).await?;
+        (Some(group_id), None, attestation::policy_of(&extra)?)
     } else {
-        (None, Some(admit(&mut conn, enrollment, &ek_hash).await?))
+        let admitted = admit(&mut conn, enrollment, &ek_hash).await?;
+        let policy = attestation::policy_of(&admitted.extra)?;
+        (None, Some(admitted), policy)
     };
     // Called once, on whichever path records the challenge.
     let remember = |row: &ChallengeRow| {
@@ -276,18 +304,23 @@ pub async fn challenge(
                 row,
                 enrollment,
                 previous,
+                attested,
                 registration_etag,
                 now,
             );
         }
     };
-    let mut row = match offered {
-        Some(row) if put => {
+    let answer = |issued: NewChallenge| Challenge {
+        authentication_key: issued.row.authentication_key,
+        attestation: attestation::challenge_for(&policy, issued.attestation.as_ref()),
+    };
+    let mut issued = match offered {
+        Some(issued) if put => {
             conn.done();
-            remember(&row);
-            return Ok(row.authentication_key);
+            remember(&issued.row);
+            return Ok(answer(issued));
         }
-        Some(row) => row,
+        Some(issued) => issued,
         None => {
             // With a core free now, the step keeps its connection for the write after the
             // work; otherwise the connection goes to the next request while the work waits
@@ -299,23 +332,23 @@ pub async fn challenge(
                 conn.done();
                 (registrar.cpu().core().await?, None)
             };
-            let row = issue(registrar, tpm, id, &ek_hash, client_address, now, core)?;
+            let issued = issue(registrar, tpm, id, &ek_hash, client_address, now, core)?;
             conn = match kept {
                 Some(conn) => conn,
                 None => registrar.acquire().await?,
             };
-            row
+            issued
         }
     };
-    row.group_id = group_id;
-    device_steps::put_challenge(&mut conn, &row).await?;
+    issued.row.group_id = group_id;
+    device_steps::put_challenge(&mut conn, &issued.row).await?;
     conn.done();
-    remember(&row);
-    Ok(row.authentication_key)
+    remember(&issued.row);
+    Ok(answer(issued))
 }
 
-/// Issues a challenge on `core`: the RSA work (two OAEP encryptions) and the sealing of the
-/// new key, as the row to record (with no group yet).
+/// Issues a challenge on `core`: the RSA work (two OAEP encryptions, a third for an attestation
+/// key) and the sealing of the new key, as the row to record (with no group yet).
 fn issue(
     registrar: &Registrar,
     tpm: &TpmKeys,
@@ -324,23 +357,23 @@ fn issue(
     client_address: &str,
     now: OffsetDateTime,
     core: Core,
-) -> Result<ChallengeRow, Refusal> {
-    let (blob, sealed_key) = core
+) -> Result<NewChallenge, Refusal> {
+    let (blob, sealed_key, attested) = core
         .run_here(|| {
             let mut rng = rand::rngs::OsRng;
-            AuthenticationKey::issue(&tpm.ek, &tpm.srk, &mut rng).map(|issued| {
-                let sealed =
-                    registrar
-                        .sealer()
-                        .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
-                (issued.blob.to_bytes(), sealed)
-            })
+            let issued = AuthenticationKey::issue(&tpm.ek, &tpm.srk, &mut rng)?;
+            let sealed =
+                registrar
+                    .sealer()
+                    .seal(issued.device_key.as_ref(), id.as_bytes(), &mut rng);
+            let attested = attestation::seal(tpm, &mut rng)?;
+            Ok((issued.blob.to_bytes(), sealed, attested))
         })
         .map_err(|source| Refusal::InvalidKey {
             field: "tpm",
             source,
         })?;
-    Ok(ChallengeRow {
+    let row = ChallengeRow {
         challenge_id: Uuid::new_v4(),
         registration_id: id.to_owned(),
         client_address: client_address.to_owned(),
@@ -352,6 +385,12 @@ fn issue(
         issued_at: now,
         expires_at: now + registrar.settings().challenge_ttl(),
         group_id: None,
+        attestation_key: tpm.attestation_key.as_ref().map(|k| k.bytes.clone()),
+        attestation_nonce_hash: attested.as_ref().map(|a| a.nonce_hash.to_vec()),
+    };
+    Ok(NewChallenge {
+        row,
+        attestation: attested,
     })
 }
 
@@ -461,7 +500,14 @@ pub async fn register(
     };
     let stepped = match remembered {
         Some(stepped) => stepped,
-        None => step.read_and_attempt(&mut conn, rng).await?,
+        None => step
+            .read_and_attempt(&mut conn, rng)
+            .await
+            .inspect_err(|e| {
+                if let StepError::Refused(Refusal::Attestation(_)) = e {
+                    registrar.metrics().attestation_verdict("refused");
+                }
+            })?,
     };
     conn.done();
     let (row, webhook) = match stepped {
@@ -480,6 +526,11 @@ pub async fn register(
     };
     registrar.recent_challenges().forget(id);
     assignment::count(registrar, &row);
+    if let Some(record) = &row.attestation {
+        registrar
+            .metrics()
+            .attestation_verdict(attestation::verdict_label(record.verdict));
+    }
     if let Some(job) = webhook {
         tracing::info!(registration_id = id, "asking the allocation webhook");
         tokio::spawn(assignment::run_webhook(registrar.clone(), job, row.clone()));
@@ -570,6 +621,15 @@ impl SasStep<'_> {
         if let (KeySource::Registration { .. }, Some(operation_id)) = (key.source, view.deciding) {
             return Ok(Some(Stepped::Deciding(operation_id)));
         }
+        let quote = self.req.tpm.as_ref().and_then(|t| t.quote.as_ref());
+        let attested = attestation::judge(
+            &attestation::policy_of(&enrollment.extra)?,
+            key,
+            &view.candidates,
+            quote,
+            view.attested.as_ref(),
+            now,
+        )?;
         // A key sealed under a previous service key moves to the current one (sealing.rs).
         let (sealed_key, key_id) = registrar
             .sealer()
@@ -616,6 +676,7 @@ impl SasStep<'_> {
             decide_by: webhook
                 .as_ref()
                 .map(|_| assignment::decide_by(registrar, now)),
+            attestation: attested.map(sqlx::types::Json),
         };
         decided.apply(&mut row, now);
         let written = device_steps::assign(conn, &row, key.source, view.observed.as_ref()).await?;
@@ -729,5 +790,7 @@ pub fn registration_result(row: &RegistrationRow) -> DeviceRegistrationResult {
             authentication_key: Base64Bytes(row.authentication_key.clone()),
         }),
         payload: row.payload.as_ref().map(|p| p.0.clone()),
+        // The service API's alone (`http::service_api`).
+        attestation: None,
     }
 }

@@ -3,7 +3,7 @@
 
 use device_client::tpm::Tpm;
 use dps_protocol::sas::{self, Signer, REGISTRATION_KEY_NAME};
-use dps_protocol::wire::{Base64Bytes, DeviceRegistration, TpmAttestation};
+use dps_protocol::wire::{Base64Bytes, DeviceRegistration, Quote, TpmAttestation};
 use dps_protocol::RegistrationId;
 use provisioning_service::enrollment::{Attestation, IndividualEnrollment, ProvisioningStatus};
 use serde_json::Value;
@@ -38,6 +38,10 @@ pub struct Device {
     /// The EK certificate it sends (for a TPM enrollment group), and CA certificates with it.
     pub ek_certificate: Option<Vec<u8>>,
     pub ek_certificate_chain: Vec<Vec<u8>>,
+    /// The attestation key it shows with its challenge request, and the quote it sends with
+    /// its SAS (remote attestation).
+    pub attestation_key: Option<Vec<u8>>,
+    pub quote: Option<Quote>,
 }
 
 impl Device {
@@ -53,6 +57,8 @@ impl Device {
             payload: None,
             ek_certificate: None,
             ek_certificate_chain: Vec::new(),
+            attestation_key: None,
+            quote: None,
         }
     }
 
@@ -79,6 +85,8 @@ impl Device {
                     .cloned()
                     .map(Base64Bytes)
                     .collect(),
+                attestation_key: self.attestation_key.clone().map(Base64Bytes),
+                quote: self.quote.clone(),
                 ..TpmAttestation::keys(self.ek.clone(), self.srk.clone())
             }),
             payload: self.payload.clone(),

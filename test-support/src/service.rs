@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dps_protocol::sas::{self, Signer, SoftwareKey};
-use dps_protocol::wire::RegistrationOperationStatus;
+use dps_protocol::wire::{RegistrationOperationStatus, TpmChallenge};
 use provisioning_service::allocation::LinkedHubs;
 use provisioning_service::enrollment::IndividualEnrollment;
 use provisioning_service::registration::{self, StepError};
@@ -163,6 +163,11 @@ impl TestApp {
         panic!("service did not become ready");
     }
 
+    /// The metrics in Prometheus' text format, as `/metrics` serves them.
+    pub fn metrics_text(&self) -> String {
+        self.app.metrics().render(&self.pool)
+    }
+
     // --- the enrollment API ---
 
     #[allow(clippy::unused_self)] // reads as a step of this app
@@ -246,6 +251,15 @@ impl TestApp {
         self.client
             .put(self.register_url(&device.registration_id))
             .json(&device.body())
+    }
+
+    /// The first register call: returns the whole challenge (its attestation half too).
+    pub async fn full_challenge(&self, device: &Device) -> TpmChallenge {
+        let (status, body) = self
+            .put_register(&device.registration_id, &device.body(), None)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        serde_json::from_value(body).expect("a TPM challenge")
     }
 
     /// The first register call: returns the authenticationKey blob.
@@ -363,6 +377,7 @@ impl TestApp {
             OffsetDateTime::now_utc(),
         )
         .await
+        .map(|c| c.authentication_key)
     }
 
     /// What the SAS step decides for `device` presenting `authorization`.

@@ -35,6 +35,13 @@ pub enum TpmError {
     /// The data to HMAC is longer than one TPM buffer.
     #[error("{len} bytes to HMAC, at most {max} supported")]
     DataTooLong { len: usize, max: usize },
+    /// The service asked to quote a PCR bank this TPM has not allocated (a TPM would quote it
+    /// empty, and the service would refuse the quote).
+    #[error("the provisioning service asked for PCR bank {bank}, which this TPM has not allocated (allocated: {allocated})")]
+    BankNotAllocated { bank: String, allocated: String },
+    /// No attestation key is persisted at its handle.
+    #[error("no attestation key at persistent handle 0x{handle:08x}")]
+    NoAttestationKey { handle: u32 },
     /// The TPM returned something this protocol cannot use.
     #[error("unexpected TPM output: {what}")]
     Unexpected { what: &'static str },

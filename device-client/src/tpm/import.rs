@@ -2,6 +2,7 @@
 //! `ActivateCredential` (SRK, EK under PolicySecret(endorsement)) → inner wrapping key;
 //! Import under the SRK with it → Load → `EvictControl` to the persistent handle.
 
+use dps_protocol::tpm::{Tpm2bEncryptedSecret, Tpm2bIdObject};
 use dps_protocol::AuthenticationKey;
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{AuthHandle, KeyHandle, ObjectHandle, SessionHandle};
@@ -29,7 +30,7 @@ pub(super) fn import(
     blob: &AuthenticationKey,
     device_key_handle: u32,
 ) -> Result<(), TpmError> {
-    let inner_key = activate_credential(ctx, ek, srk, blob)?;
+    let inner_key = activate_credential(ctx, ek, srk, &blob.credential_blob, &blob.secret)?;
 
     let public = to_esapi_public(&blob.public)?;
     let duplicate =
@@ -62,13 +63,16 @@ pub(super) fn import(
     flushed
 }
 
-/// Recovers the inner wrapping key. The EK's policy is `PolicySecret(TPM_RH_ENDORSEMENT)`, so it
-/// is used through a policy session that satisfies it; the session is flushed whatever happens.
-fn activate_credential(
+/// Recovers a credential sealed to `ek` and bound to the name of `object` (the SRK for the
+/// inner wrapping key; the attestation key for an attestation nonce). The EK's policy is
+/// `PolicySecret(TPM_RH_ENDORSEMENT)`, so it is used through a policy session that satisfies it;
+/// the session is flushed whatever happens.
+pub(super) fn activate_credential(
     ctx: &mut Context,
     ek: KeyHandle,
-    srk: KeyHandle,
-    blob: &AuthenticationKey,
+    object: KeyHandle,
+    credential_blob: &Tpm2bIdObject,
+    secret: &Tpm2bEncryptedSecret,
 ) -> Result<Data, TpmError> {
     let session = ctx
         .start_auth_session(
@@ -86,9 +90,9 @@ fn activate_credential(
 
     let activated = (|| {
         let policy = PolicySession::try_from(session).map_err(library("policy session"))?;
-        let credential_blob = IdObject::try_from(blob.credential_blob.body().to_vec())
+        let credential_blob = IdObject::try_from(credential_blob.body().to_vec())
             .map_err(library("TPM2B_ID_OBJECT"))?;
-        let secret = EncryptedSecret::try_from(blob.secret.body().to_vec())
+        let secret = EncryptedSecret::try_from(secret.body().to_vec())
             .map_err(library("TPM2B_ENCRYPTED_SECRET"))?;
         ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
             ctx.policy_secret(
@@ -102,7 +106,7 @@ fn activate_credential(
         })
         .map_err(command("PolicySecret"))?;
         ctx.execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
-            ctx.activate_credential(srk, ek, credential_blob, secret)
+            ctx.activate_credential(object, ek, credential_blob, secret)
         })
         .map_err(command("ActivateCredential"))
     })();
@@ -112,12 +116,12 @@ fn activate_credential(
         .map_err(command("FlushContext"));
     let inner_key = activated?;
     flushed?;
-    Data::try_from(inner_key.value().to_vec()).map_err(library("inner wrapping key"))
+    Data::try_from(inner_key.value().to_vec()).map_err(library("activated credential"))
 }
 
 /// Makes `loaded` persistent at `handle`, evicting whatever was there first. The new key is
 /// already loaded, so a failure here leaves the old key in place or no key, never a wrong one.
-fn persist(ctx: &mut Context, loaded: KeyHandle, handle: u32) -> Result<(), TpmError> {
+pub(super) fn persist(ctx: &mut Context, loaded: KeyHandle, handle: u32) -> Result<(), TpmError> {
     let target = persistent_handle(handle)?;
     if let Some(old) = persistent(ctx, handle)? {
         ctx.execute_with_session(Some(AuthSession::Password), |ctx| {

@@ -5,7 +5,9 @@
 //! - [`Tpm::import_authentication_key`]: unwrap a DPS `authenticationKey` blob into the device
 //!   key (`ActivateCredential`, Import, Load, `EvictControl`);
 //! - [`Tpm::endorsement_key_certificate`]: the manufacturer's EK certificate from NV;
-//! - [`Tpm::hmac`]: HMAC-SHA-256 with the persisted device key (also the SAS [`Signer`]).
+//! - [`Tpm::hmac`]: HMAC-SHA-256 with the persisted device key (also the SAS [`Signer`]);
+//! - [`Tpm::attestation_key`] / [`Tpm::answer_attestation`]: the attestation key (made under
+//!   the EK and persisted), and the quote that answers the service's attestation challenge.
 //!
 //! Words: the *device key* is the HMAC key the service issued; the *authenticationKey* is the
 //! DPS blob that carries it, which only this TPM can open.
@@ -14,6 +16,7 @@
 //! session this module creates is flushed before the call returns, success or not: a TPM has
 //! only a few slots and swtpm has no resource manager in front of it.
 
+mod attest;
 mod context;
 mod error;
 mod import;
@@ -21,16 +24,20 @@ mod keys;
 mod leftovers;
 mod nv;
 
+use dps_protocol::attest::pcrs::PcrSelect;
 use dps_protocol::sas::Signer;
 use dps_protocol::tpm::constants::{
-    DEVICE_KEY_PERSISTENT_HANDLE, EK_PERSISTENT_HANDLE, SRK_PERSISTENT_HANDLE,
+    AK_PERSISTENT_HANDLE, DEVICE_KEY_PERSISTENT_HANDLE, EK_PERSISTENT_HANDLE, SRK_PERSISTENT_HANDLE,
 };
+use dps_protocol::tpm::{Tpm2bEncryptedSecret, Tpm2bIdObject};
+use dps_protocol::wire::{AttestationChallenge, Base64Bytes, Quote};
 use tss_esapi::handles::KeyHandle;
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::MaxBuffer;
 use tss_esapi::Context;
 
+pub use attest::AkAlgorithm;
 pub use context::{tcti_from_env, DEFAULT_TCTI};
 pub use error::TpmError;
 pub use nv::{EK_CHAIN_INDICES, RSA_EK_CERTIFICATE_INDEX};
@@ -44,6 +51,7 @@ pub struct Handles {
     pub endorsement_key: u32,
     pub storage_root_key: u32,
     pub device_key: u32,
+    pub attestation_key: u32,
 }
 
 impl Default for Handles {
@@ -52,6 +60,7 @@ impl Default for Handles {
             endorsement_key: EK_PERSISTENT_HANDLE,
             storage_root_key: SRK_PERSISTENT_HANDLE,
             device_key: DEVICE_KEY_PERSISTENT_HANDLE,
+            attestation_key: AK_PERSISTENT_HANDLE,
         }
     }
 }
@@ -171,6 +180,89 @@ impl Tpm {
         let digest = digest?;
         <[u8; 32]>::try_from(digest.value()).map_err(|_| TpmError::Unexpected {
             what: "HMAC-SHA-256 digest is not 32 bytes",
+        })
+    }
+
+    /// The attestation key's `TPM2B_PUBLIC`, creating it under the EK and persisting it if
+    /// absent: with `algorithm`, or ECDSA P-256 where the TPM has the curve, else RSA-2048.
+    pub fn attestation_key(&mut self, algorithm: Option<AkAlgorithm>) -> Result<Vec<u8>, TpmError> {
+        let ek = self.ensure_ek()?;
+        let algorithm = match algorithm {
+            Some(a) => a,
+            None => attest::choose_algorithm(&mut self.context)?,
+        };
+        let ak = attest::ensure_attestation_key(
+            &mut self.context,
+            ek,
+            self.handles.attestation_key,
+            algorithm,
+        )?;
+        let public = keys::read_public_tpm2b(&mut self.context, ak);
+        keys::close(&mut self.context, ak.into())?;
+        public
+    }
+
+    /// Answers an attestation challenge: activates its credential with the attestation key
+    /// (which only this TPM, holding the EK and that key, can do), and quotes the requested
+    /// PCRs with the nonce it carried. Refuses, quoting nothing, a bank the TPM has not
+    /// allocated.
+    pub fn answer_attestation(
+        &mut self,
+        challenge: &AttestationChallenge,
+    ) -> Result<Quote, TpmError> {
+        let allocated = attest::allocated_banks(&mut self.context)?;
+        if let Some(bank) = challenge
+            .pcr_selection
+            .keys()
+            .find(|b| !allocated.contains(b))
+        {
+            let names: Vec<&str> = allocated.iter().map(|b| b.name()).collect();
+            return Err(TpmError::BankNotAllocated {
+                bank: bank.name().to_owned(),
+                allocated: names.join(", "),
+            });
+        }
+        let credential_blob = Tpm2bIdObject::from_tpm2b(&challenge.credential_blob.0)?;
+        let secret = Tpm2bEncryptedSecret::from_tpm2b(&challenge.encrypted_secret.0)?;
+        let ek = self.ensure_ek()?;
+        let handle = self.handles.attestation_key;
+        let ak = keys::persistent(&mut self.context, handle)?
+            .map(KeyHandle::from)
+            .ok_or(TpmError::NoAttestationKey { handle })?;
+        let answered = (|| {
+            let nonce =
+                import::activate_credential(&mut self.context, ek, ak, &credential_blob, &secret)?;
+            self.quote_with(ak, nonce.value(), &challenge.pcr_selection)
+        })();
+        keys::close(&mut self.context, ak.into())?;
+        answered
+    }
+
+    /// Quotes `select` with the persisted attestation key and `nonce` as qualifying data (what
+    /// `tpm2_quote` does), with the values read.
+    pub fn quote(&mut self, nonce: &[u8], select: &PcrSelect) -> Result<Quote, TpmError> {
+        let handle = self.handles.attestation_key;
+        let ak = keys::persistent(&mut self.context, handle)?
+            .map(KeyHandle::from)
+            .ok_or(TpmError::NoAttestationKey { handle })?;
+        let quoted = self.quote_with(ak, nonce, select);
+        keys::close(&mut self.context, ak.into())?;
+        quoted
+    }
+
+    /// Quotes `select` with the attestation key at `ak` and `nonce`, with the values read.
+    fn quote_with(
+        &mut self,
+        ak: KeyHandle,
+        nonce: &[u8],
+        select: &PcrSelect,
+    ) -> Result<Quote, TpmError> {
+        let pcrs = attest::read_pcrs(&mut self.context, select)?;
+        let (attest, signature) = attest::quote(&mut self.context, ak, nonce, select)?;
+        Ok(Quote {
+            attest: Base64Bytes(attest),
+            signature: Base64Bytes(signature),
+            pcrs,
         })
     }
 

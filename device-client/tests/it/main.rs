@@ -6,6 +6,7 @@
     clippy::unwrap_used
 )]
 
+mod attestation;
 mod config_reference;
 mod handshake;
 mod hub;

@@ -52,6 +52,10 @@ pub const EK_PERSISTENT_HANDLE: u32 = 0x8101_0001;
 pub const SRK_PERSISTENT_HANDLE: u32 = 0x8100_0001;
 /// Where the Azure clients (aziot-tpmd) persist the device key, the HMAC key DPS issues.
 pub const DEVICE_KEY_PERSISTENT_HANDLE: u32 = 0x8100_0100;
+/// Where this project's device client persists its attestation key: the endorsement
+/// hierarchy's range, beside the EK (the AK is the EK's child); tpm2-software's remote
+/// attestation tutorial uses the same handle.
+pub const AK_PERSISTENT_HANDLE: u32 = 0x8101_0002;
 
 /// `authPolicy` of the TCG default EK templates: `PolicySecret(TPM_RH_ENDORSEMENT)` with SHA-256
 /// (TCG EK Credential Profile 2.0, B.3.3).

@@ -1,28 +1,32 @@
 //! Object names (Part 1, §16: Name = nameAlg || `H_nameAlg(TPMT_PUBLIC)`).
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384};
 
-use super::constants::TPM_ALG_SHA256;
+use super::constants::{TPM_ALG_SHA256, TPM_ALG_SHA384};
 use super::public::Public;
 use crate::error::CryptoError;
 
-/// The Name of a TPM object. Only SHA-256 names are produced: every object of this protocol
-/// (the TCG default EK and SRK, the issued HMAC key) uses SHA-256 as its nameAlg.
+/// The Name of a TPM object. SHA-256 and SHA-384 names are produced: the TCG default EK and
+/// SRK and the issued HMAC key use SHA-256; a P-384 attestation key uses SHA-384.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Name(Vec<u8>);
 
 impl Name {
     /// Computes the name of a public area.
     pub fn of(public: &Public) -> Result<Self, CryptoError> {
-        if public.name_alg != TPM_ALG_SHA256 {
-            return Err(CryptoError::UnsuitableKey {
-                role: "object",
-                reason: "nameAlg is not SHA-256",
-            });
-        }
-        let digest = Sha256::digest(public.to_tpmt());
+        let body = public.to_tpmt();
+        let digest = match public.name_alg {
+            TPM_ALG_SHA256 => Sha256::digest(body).to_vec(),
+            TPM_ALG_SHA384 => Sha384::digest(body).to_vec(),
+            _ => {
+                return Err(CryptoError::UnsuitableKey {
+                    role: "object",
+                    reason: "nameAlg is not SHA-256 or SHA-384",
+                })
+            }
+        };
         let mut name = Vec::with_capacity(2 + digest.len());
-        name.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
+        name.extend_from_slice(&public.name_alg.to_be_bytes());
         name.extend_from_slice(&digest);
         Ok(Self(name))
     }

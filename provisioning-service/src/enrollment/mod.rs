@@ -13,9 +13,11 @@ pub use json::{
     BulkMode, IndividualEnrollment, ProvisioningStatus, QuerySpecification, TpmEnrollment,
 };
 
+use dps_protocol::attest::policy::AttestationPolicy;
 use dps_protocol::tpm::Public;
 use dps_protocol::wire::Base64Bytes;
 use dps_protocol::{CryptoError, RegistrationIdError};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -58,6 +60,8 @@ pub enum InvalidEnrollment {
     TooManyInBulk,
     #[error("{0}")]
     Allocation(#[from] InvalidAllocation),
+    #[error("attestationPolicy: {0}")]
+    AttestationPolicy(String),
     /// Postgres's JSON type cannot hold U+0000; DPS's fields never need it.
     #[error("{0}: a string holds the NUL character (\\u0000)")]
     NulCharacter(&'static str),
@@ -90,6 +94,7 @@ pub(crate) fn check_shared_fields(
         return Err(InvalidEnrollment::NulCharacter("iotHubHostName"));
     }
     let allocation = Allocation::read(extra, iot_hub_host_name)?;
+    attestation_policy(extra)?;
     if let Some(settings) = settings {
         if let Some(hub) = iot_hub_host_name {
             if !settings.linked_hubs.contains(hub) {
@@ -99,6 +104,22 @@ pub(crate) fn check_shared_fields(
         allocation.check(&settings.linked_hubs, settings.allow_http_webhooks)?;
     }
     Ok(())
+}
+
+/// The `attestationPolicy` of an enrollment's or group's other fields (`extra`), checked
+/// (`dps_protocol::attest::policy`); absent or `null` is mode `none`, what DPS does.
+pub fn attestation_policy(
+    extra: &Map<String, Value>,
+) -> Result<AttestationPolicy, InvalidEnrollment> {
+    let policy = match extra.get("attestationPolicy") {
+        None | Some(Value::Null) => return Ok(AttestationPolicy::default()),
+        Some(value) => AttestationPolicy::deserialize(value)
+            .map_err(|e| InvalidEnrollment::AttestationPolicy(e.to_string()))?,
+    };
+    policy
+        .check()
+        .map_err(|e| InvalidEnrollment::AttestationPolicy(e.to_string()))?;
+    Ok(policy)
 }
 
 /// What an enrollment operation fails with.

@@ -136,15 +136,16 @@ pub async fn register(
     match authorization(&headers).map_err(|r| refused(&app, step, r))? {
         None => {
             let client = client_address(&app, peer, &headers);
-            let blob = counted(
+            let challenge = counted(
                 &app,
                 step,
                 registration::challenge(app.registrar(), &request, &client, now).await,
             )?;
             let body = TpmChallenge {
-                authentication_key: Base64Bytes(blob),
+                authentication_key: Base64Bytes(challenge.authentication_key),
                 key_name: REGISTRATION_KEY_NAME.to_owned(),
                 message: Some("Unauthorized".to_owned()),
+                attestation: challenge.attestation,
             };
             Ok((StatusCode::UNAUTHORIZED, Json(body)).into_response())
         }

@@ -145,7 +145,8 @@ impl From<Refusal> for ApiError {
             | Refusal::NotAnEkCertificate
             | Refusal::EkCertificateMismatch
             | Refusal::NoGroupAdmits
-            | Refusal::GroupClosed => Self::Unauthorized(refusal.to_string()),
+            | Refusal::GroupClosed
+            | Refusal::Attestation(_) => Self::Unauthorized(refusal.to_string()),
             Refusal::UnknownOperation => Self::NotFound("operation"),
             Refusal::Contended => Self::Conflict(refusal.to_string()),
             Refusal::Throttled { retry_after } => Self::Throttled { retry_after },
@@ -158,7 +159,9 @@ impl From<StepError> for ApiError {
         match err {
             StepError::Refused(refusal) => refusal.into(),
             StepError::Store(e @ StoreError::DeviceIdTaken) => e.into(),
-            StepError::Store(_) | StepError::Seal(_) | StepError::Cpu(_) => Self::internal(err),
+            StepError::Store(_) | StepError::Seal(_) | StepError::Cpu(_) | StepError::Policy(_) => {
+                Self::internal(err)
+            }
         }
     }
 }

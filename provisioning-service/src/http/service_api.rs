@@ -141,12 +141,14 @@ pub async fn query(
 }
 
 /// A registration row as the service API returns it: DPS's `DeviceRegistrationState` has no
-/// `tpm` (the key blob is the device's; service.json).
+/// `tpm` (the key blob is the device's; service.json); this service adds what the
+/// registration's attestation proved.
 pub(super) fn service_registration_state(
     row: &registrations::RegistrationRow,
 ) -> DeviceRegistrationResult {
     let mut state = registration_result(row);
     state.tpm = None;
+    state.attestation = row.attestation.as_ref().map(|a| a.0.clone());
     state
 }
 
@@ -162,6 +164,27 @@ pub async fn get_registration(
         .await?
         .ok_or(ApiError::NotFound("registration"))?;
     Ok(Json(service_registration_state(&row)).into_response())
+}
+
+/// `DELETE /registrations/{registrationId}/attestationPins` (this service's own): forgets the
+/// PCR values pinned on the device's first attested registration, so that its next verified
+/// quote pins anew (after a firmware update, say). 204 whether or not anything was pinned.
+#[utoipa::path(delete, path = "/registrations/{registration_id}/attestationPins", tag = "registrations",
+    params(("registration_id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn repin(
+    State(app): State<App>,
+    call: ItemCall<Registrations>,
+) -> Result<StatusCode, ApiError> {
+    let found = registrations::forget_pins(&mut *connection(&app).await?, call.id.as_str()).await?;
+    if !found {
+        return Err(ApiError::NotFound("registration"));
+    }
+    tracing::info!(
+        registration_id = call.id.as_str(),
+        "attestation pins forgotten"
+    );
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /enrollments/{registrationId}/attestationmechanism`: the enrollment's attestation

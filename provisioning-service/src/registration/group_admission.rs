@@ -15,14 +15,15 @@ use crate::store::device_steps::KeyCandidate;
 use crate::store::groups::{self, EnabledGroup, Joining};
 use crate::store::StoreError;
 
-/// Which group admits `registration_id` presenting `tpm` (with its EK certificate). Every
-/// refusal names its reason (logged; the device sees 401).
+/// Which group admits `registration_id` presenting `tpm` (with its EK certificate), and the
+/// group's other fields (its policies). Every refusal names its reason (logged; the device
+/// sees 401).
 pub(super) async fn admit_to_group(
     registrar: &Registrar,
     conn: &mut PgConnection,
     registration_id: &str,
     tpm: &TpmKeys,
-) -> Result<String, StepError> {
+) -> Result<(String, serde_json::Value), StepError> {
     let raw = tpm.ek_certificate.as_ref().ok_or(Refusal::NotEnrolled)?;
     // The id is the EK's, so nobody can register in another device's name through a group.
     let derived = RegistrationId::from_endorsement_key(&tpm.ek_bytes);
@@ -62,7 +63,7 @@ fn first_admitting(
     device_chain: &[Vec<u8>],
     registration_id: &str,
     search: &mut PathSearch,
-) -> Result<Option<String>, EkCertError> {
+) -> Result<Option<(String, serde_json::Value)>, EkCertError> {
     for g in groups {
         let Ok(attestation) =
             serde_json::from_value::<TpmEkCertificateAttestation>(g.group.attestation.0.clone())
@@ -81,7 +82,7 @@ fn first_admitting(
         };
         cas.intermediates.extend_from_slice(device_chain);
         match certificate.chain_within(&cas.anchors, &cas.intermediates, search) {
-            Ok(_) => return Ok(Some(g.group.group_id.clone())),
+            Ok(_) => return Ok(Some((g.group.group_id.clone(), g.group.extra.0.clone()))),
             Err(e @ (EkCertError::SearchExhausted { .. } | EkCertError::SearchAbandoned)) => {
                 return Err(e)
             }

@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use crate::allocation::policy::Previous;
 use crate::store::device_steps::{Admission, KeyCandidate, KeySource, Observed, RegisterView};
 use crate::store::registrations::ChallengeRow;
+use dps_protocol::wire::AttestationRecord;
 
 /// Devices at most; past it, expired entries go, and if that is not enough the memory starts
 /// over (a flood of challenges cannot grow it). A device's SAS follows its challenge within
@@ -35,6 +36,7 @@ struct Remembered {
     challenges: Vec<(KeyCandidate, OffsetDateTime)>,
     enrollment: Admission,
     previous: Option<Previous>,
+    attested: Option<AttestationRecord>,
     observed: Observed,
 }
 
@@ -59,6 +61,7 @@ impl RecentChallenges {
         row: &ChallengeRow,
         enrollment: Admission,
         previous: Option<Previous>,
+        attested: Option<AttestationRecord>,
         registration_etag: Option<uuid::Uuid>,
         now: OffsetDateTime,
     ) {
@@ -70,6 +73,8 @@ impl RecentChallenges {
             storage_root_key: row.storage_root_key.clone(),
             authentication_key: row.authentication_key.clone(),
             group_id: None,
+            attestation_key: row.attestation_key.clone(),
+            attestation_nonce_hash: row.attestation_nonce_hash.clone(),
         };
         let observed = Observed {
             enrollment_etag: enrollment.etag,
@@ -102,6 +107,7 @@ impl RecentChallenges {
                 challenges,
                 enrollment,
                 previous,
+                attested,
                 observed,
             },
         );
@@ -122,6 +128,7 @@ impl RecentChallenges {
             candidates,
             enrollment: Some(device.enrollment.clone()),
             previous: device.previous.clone(),
+            attested: device.attested.clone(),
             observed: Some(device.observed),
             // A remembered view holds challenges only: no registration key's decision.
             deciding: None,
@@ -168,6 +175,8 @@ mod tests {
             issued_at,
             expires_at: issued_at + ttl,
             group_id: None,
+            attestation_key: None,
+            attestation_nonce_hash: None,
         }
     }
 
@@ -183,7 +192,7 @@ mod tests {
             .map(|_| challenge("dev", now, Duration::minutes(5)))
             .collect();
         for row in &rows {
-            recent.remember(row, enrollment(), None, None, now);
+            recent.remember(row, enrollment(), None, None, None, now);
         }
         let view = recent.recall("dev", now).unwrap();
         let newest: Vec<_> = rows
@@ -219,15 +228,17 @@ mod tests {
                 enrollment(),
                 None,
                 None,
+                None,
                 now,
             );
         }
         let live = challenge("live", now, Duration::minutes(5));
-        recent.remember(&live, enrollment(), None, None, now);
+        recent.remember(&live, enrollment(), None, None, None, now);
         let later = now + Duration::seconds(2);
         recent.remember(
             &challenge("new", later, short),
             enrollment(),
+            None,
             None,
             None,
             later,
@@ -239,6 +250,7 @@ mod tests {
             recent.remember(
                 &challenge(&format!("e{i}"), later, short),
                 enrollment(),
+                None,
                 None,
                 None,
                 later,

@@ -2,6 +2,7 @@
 //! layer maps each to a DPS status and `errorCode` in one place (`http::error`), and tests
 //! assert the reason rather than the status it shares with others.
 
+use dps_protocol::attest::policy::Failure;
 use dps_protocol::ek_cert::EkCertError;
 use dps_protocol::{CryptoError, RegistrationIdError, SasError};
 
@@ -68,6 +69,10 @@ pub enum Refusal {
     NoGroupAdmits,
     #[error("the enrollment group is disabled, deleted or full")]
     GroupClosed,
+    /// The quote failed the enrollment's `attestationPolicy` (mode `require`); answered as any
+    /// failed attestation, the device learns nothing more.
+    #[error("attestation refused: {0}")]
+    Attestation(#[source] Failure),
 
     // --- unknown (404) ---
     #[error("operation not found")]
@@ -109,6 +114,7 @@ impl Refusal {
             Self::NoGroupAdmits => "no_group_admits",
             Self::EkCertificateChainTooLong => "ek_certificate_chain_too_long",
             Self::GroupClosed => "group_closed",
+            Self::Attestation(_) => "attestation",
             Self::UnknownOperation => "unknown_operation",
             Self::Contended => "contended",
             Self::Throttled { .. } => "throttled",
@@ -128,6 +134,9 @@ pub enum StepError {
     Seal(#[from] SealError),
     #[error("issuing the device key")]
     Cpu(#[from] CpuError),
+    /// Checked when written; unreadable now means the database was edited by hand.
+    #[error("the stored attestationPolicy is unreadable: {0}")]
+    Policy(String),
 }
 
 impl From<sqlx::Error> for StepError {

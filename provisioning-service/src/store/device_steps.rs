@@ -11,6 +11,7 @@
 //! nothing if any of it changed. The caller then reads again. Each statement takes its rows in
 //! the store's lock order.
 
+use dps_protocol::wire::AttestationRecord;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -103,6 +104,13 @@ fn previous_from(row: &PgRow) -> sqlx::Result<Option<Previous>> {
         .transpose()
 }
 
+/// The attestation record in column `column` of a read row (null when none).
+fn attested_from(row: &PgRow, column: &str) -> sqlx::Result<Option<AttestationRecord>> {
+    Ok(row
+        .try_get::<Option<Json<AttestationRecord>>, _>(column)?
+        .map(|r| r.0))
+}
+
 /// What a step's decision rested on, as read: the enrollment's and its group's etags and the
 /// registration's (`None`: there was none). A step that decides on a read made earlier (a
 /// challenge this instance remembers, `registration::recent`) has [`assign`] write only if all
@@ -125,6 +133,8 @@ pub struct ChallengeGate {
     pub previous: Option<Previous>,
     /// The registration's etag, if the device has a registration.
     pub registration_etag: Option<Uuid>,
+    /// What the registration recorded of its attestation.
+    pub attested: Option<AttestationRecord>,
     /// The offered challenge was recorded ([`put_challenge`]): the address was within its limit
     /// and the enrollment admits the challenge's EK.
     pub put: bool,
@@ -151,7 +161,8 @@ pub async fn challenge_gate(
     let gate = format!(
         "WITH hit AS ({}), gate AS (
              SELECT hit.count, hit.window_start, {ADMISSION_COLUMNS}, r.etag AS registered_etag,
-                    r.status, r.assigned_hub, r.device_id, r.initial_twin
+                    r.status, r.assigned_hub, r.device_id, r.initial_twin,
+                    r.attestation AS registered_attestation
              FROM hit {} LEFT JOIN registrations r ON r.registration_id = $4)",
         throttle::hit_cte!("SELECT $1, $2::timestamptz, 1", "$3"),
         enrollment_join!("4")
@@ -163,7 +174,8 @@ pub async fn challenge_gate(
             "{gate} SELECT gate.*,
                  CASE WHEN gate.count <= $5::bigint AND gate.enrolled_ek_hash = $8
                            AND gate.enrolled_status = 'enabled'
-                      THEN put_challenge($6, $4, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                      THEN put_challenge($6, $4, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                                          $18, $19)
                            IS NOT NULL
                       ELSE false END AS put
              FROM gate"
@@ -185,6 +197,7 @@ pub async fn challenge_gate(
         enrollment: Admission::from_joined(&row)?,
         previous: previous_from(&row)?,
         registration_etag: row.try_get("registered_etag")?,
+        attested: attested_from(&row, "registered_attestation")?,
         put: offered.is_some() && row.try_get("put")?,
     })
 }
@@ -208,6 +221,8 @@ fn bind_challenge<'q>(
         .bind(CHALLENGES_PER_ADDRESS)
         .bind(CHALLENGES_PER_REGISTRATION)
         .bind(&c.group_id)
+        .bind(&c.attestation_key)
+        .bind(&c.attestation_nonce_hash)
 }
 
 /// Records a new challenge beside the live ones and drops the oldest beyond
@@ -217,7 +232,9 @@ fn bind_challenge<'q>(
 /// the same moment count one another. For a challenge [`challenge_gate`] did not record.
 pub async fn put_challenge(conn: &mut PgConnection, c: &ChallengeRow) -> Result<(), StoreError> {
     bind_challenge(
-        sqlx::query("SELECT put_challenge($2, $1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+        sqlx::query(
+            "SELECT put_challenge($2, $1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
             .bind(&c.registration_id),
         c,
     )
@@ -246,6 +263,9 @@ pub struct KeyCandidate {
     pub authentication_key: Vec<u8>,
     /// For a challenge: the group that admitted the device (it has no enrollment yet).
     pub group_id: Option<String>,
+    /// For a challenge: the attestation key shown with it and its nonce's hash.
+    pub attestation_key: Option<Vec<u8>>,
+    pub attestation_nonce_hash: Option<Vec<u8>>,
 }
 
 /// The SAS step's read: the device's key candidates, and its enrollment.
@@ -262,6 +282,8 @@ pub struct RegisterView {
     /// The operation of an allocation webhook's decision under way for the registration's
     /// key (`assigning`, not yet overdue).
     pub deciding: Option<Uuid>,
+    /// What the device's registration recorded of its attestation (pinned values among it).
+    pub attested: Option<AttestationRecord>,
 }
 
 /// The SAS step's first statement: every key the token may have been signed with, and the
@@ -276,12 +298,14 @@ pub async fn register_view(
              SELECT 0 AS rank, challenge_id AS id, sealed_key, key_id, ek_hash, storage_root_key,
                     authentication_key, NULL::text AS status, NULL::text AS assigned_hub,
                     NULL::text AS device_id, NULL::jsonb AS initial_twin, group_id,
-                    issued_at AS at, NULL::uuid AS deciding
+                    issued_at AS at, NULL::uuid AS deciding, attestation_key,
+                    attestation_nonce_hash, NULL::jsonb AS attestation
              FROM challenges WHERE registration_id = $1 AND expires_at > $2
              UNION ALL
              SELECT 1, etag, sealed_key, key_id, ek_hash, storage_root_key, authentication_key,
                     status, assigned_hub, device_id, initial_twin, NULL, updated_at,
-                    CASE WHEN status = 'assigning' AND decide_by > $2 THEN operation_id END
+                    CASE WHEN status = 'assigning' AND decide_by > $2 THEN operation_id END,
+                    NULL, NULL, attestation
              FROM registrations WHERE registration_id = $1
          ) k {}
          ORDER BY k.rank, k.at DESC, k.id",
@@ -307,10 +331,13 @@ pub async fn register_view(
             storage_root_key: row.try_get("storage_root_key")?,
             authentication_key: row.try_get("authentication_key")?,
             group_id: row.try_get("group_id")?,
+            attestation_key: row.try_get("attestation_key")?,
+            attestation_nonce_hash: row.try_get("attestation_nonce_hash")?,
         });
         if rank == 1 {
             view.previous = previous_from(row)?;
             view.deciding = row.try_get("deciding")?;
+            view.attested = attested_from(row, "attestation")?;
         }
         if view.enrollment.is_none() {
             view.enrollment = Admission::from_joined(row)?;
@@ -328,13 +355,13 @@ const ADMITTED: &str = "admitted AS (
                       WHERE g.group_id = enrollments.group_id AND g.provisioning_status = 'disabled'))";
 
 /// With [`Observed`]: the enrollment, its group and the registration are still at the etags
-/// observed ($20, $21, $22).
+/// observed ($21, $22, $23).
 const UNCHANGED: &str = ",
     unchanged AS (
-        SELECT 1 WHERE (SELECT etag FROM enrollments WHERE registration_id = $1) = $20::uuid
+        SELECT 1 WHERE (SELECT etag FROM enrollments WHERE registration_id = $1) = $21::uuid
           AND (SELECT g.etag FROM enrollments e JOIN enrollment_groups g ON g.group_id = e.group_id
-               WHERE e.registration_id = $1) IS NOT DISTINCT FROM $21::uuid
-          AND (SELECT etag FROM registrations WHERE registration_id = $1) IS NOT DISTINCT FROM $22::uuid)";
+               WHERE e.registration_id = $1) IS NOT DISTINCT FROM $22::uuid
+          AND (SELECT etag FROM registrations WHERE registration_id = $1) IS NOT DISTINCT FROM $23::uuid)";
 
 /// The SAS step's second statement: writes the registration state `r` if nothing the read
 /// decided on changed since. With a challenge's key, that challenge is consumed if it is still
@@ -372,8 +399,9 @@ pub async fn assign(
              INSERT INTO registrations (registration_id, operation_id, status, substatus, assigned_hub, device_id,
                                         ek_hash, storage_root_key, sealed_key, key_id, authentication_key,
                                         error_code, error_message, etag, created_at, updated_at,
-                                        payload, initial_twin, decide_by)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $17, $18, $19
+                                        payload, initial_twin, decide_by, attestation)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $17, $18, $19,
+                    $20
              WHERE EXISTS (SELECT 1 FROM proven)
              ON CONFLICT (registration_id) DO UPDATE SET
                  operation_id = EXCLUDED.operation_id, status = EXCLUDED.status, substatus = EXCLUDED.substatus,
@@ -382,7 +410,8 @@ pub async fn assign(
                  key_id = EXCLUDED.key_id, authentication_key = EXCLUDED.authentication_key,
                  error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
                  etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at, payload = EXCLUDED.payload,
-                 initial_twin = EXCLUDED.initial_twin, decide_by = EXCLUDED.decide_by
+                 initial_twin = EXCLUDED.initial_twin, decide_by = EXCLUDED.decide_by,
+                 attestation = EXCLUDED.attestation
              RETURNING *"
         ),
         KeySource::Registration { .. } => format!(
@@ -391,7 +420,8 @@ pub async fn assign(
                  operation_id = $2, status = $3, substatus = $4, assigned_hub = $5, device_id = $6,
                  ek_hash = $7, storage_root_key = $8, sealed_key = $9, key_id = $10,
                  authentication_key = $11, error_code = $12, error_message = $13, etag = $14,
-                 updated_at = $15, payload = $17, initial_twin = $18, decide_by = $19
+                 updated_at = $15, payload = $17, initial_twin = $18, decide_by = $19,
+                 attestation = $20
              WHERE registration_id = $1 AND etag = $16 AND EXISTS (SELECT 1 FROM admitted)
              RETURNING *"
         ),
@@ -419,7 +449,8 @@ pub async fn assign(
         .bind(guard)
         .bind(&r.payload)
         .bind(&r.initial_twin)
-        .bind(r.decide_by);
+        .bind(r.decide_by)
+        .bind(&r.attestation);
     let query = match observed {
         Some(o) => query
             .bind(o.enrollment_etag)

@@ -1,5 +1,6 @@
 //! Challenges (issued, not yet proven keys) and registration states.
 
+use dps_protocol::wire::AttestationRecord;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::PgConnection;
@@ -55,6 +56,10 @@ pub struct ChallengeRow {
     /// The TPM enrollment group that admitted the device, when it has no individual
     /// enrollment yet (it joins once it proves this challenge's key).
     pub group_id: Option<String>,
+    /// The attestation key the device showed (`TPM2B_PUBLIC`), and the SHA-256 of the nonce
+    /// sealed to it (`dps_protocol::attest::challenge`).
+    pub attestation_key: Option<Vec<u8>>,
+    pub attestation_nonce_hash: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -81,6 +86,8 @@ pub struct RegistrationRow {
     pub initial_twin: Option<Json<Value>>,
     /// While `assigning`: when the decision is overdue.
     pub decide_by: Option<OffsetDateTime>,
+    /// What the registration's attestation proved, under a policy that asks for it.
+    pub attestation: Option<Json<AttestationRecord>>,
 }
 
 /// Deletes every challenge of a registration (it registered, or it is being deleted).
@@ -93,6 +100,25 @@ pub async fn delete_challenges(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Forgets the PCR values pinned with a registration (a new etag: a SAS step decided on the
+/// old pins writes nothing). `false`: no such registration.
+pub async fn forget_pins(
+    conn: &mut PgConnection,
+    registration_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE registrations
+         SET attestation = attestation - 'pinnedPcrs',
+             etag = CASE WHEN attestation ? 'pinnedPcrs' THEN gen_random_uuid() ELSE etag END
+         WHERE registration_id = $1",
+    )
+    .bind(registration_id)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 pub async fn get_registration(

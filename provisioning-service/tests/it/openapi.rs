@@ -25,6 +25,11 @@ const EXTENSIONS: &[(&str, &str)] = &[
     // One registration-state type for both APIs: the service API never fills `tpm` (a test in
     // allocation.rs holds the served body to DPS's `DeviceRegistrationState`).
     ("DeviceRegistrationResult", "tpm"),
+    // Remote attestation (docs/protocol.md §10): the attestation key with the challenge, the
+    // quote with the SAS, and what the registration proved (service API only).
+    ("TpmAttestation", "attestationKey"),
+    ("TpmAttestation", "quote"),
+    ("DeviceRegistrationResult", "attestation"),
 ];
 
 /// Routes this service serves that DPS does not have.
@@ -35,6 +40,8 @@ const OWN_ROUTES: &[&str] = &[
     "/admin",
     "/admin/app.js",
     "/admin/app.css",
+    // Forget a device's pinned PCR values (remote attestation).
+    "/registrations/{registration_id}/attestationPins",
 ];
 
 /// `/a/{x}/b` → `/a/{}/b`: route templates compare without their parameter names.

@@ -264,6 +264,8 @@ fn challenge(
         issued_at,
         expires_at: issued_at + time::Duration::minutes(5),
         group_id: None,
+        attestation_key: None,
+        attestation_nonce_hash: None,
     }
 }
 

@@ -1,0 +1,344 @@
+//! Remote attestation end to end (docs/protocol.md §10): a real TPM (swtpm) makes the
+//! attestation key, activates the service's credential and quotes; the real service (in
+//! process, real Postgres) judges the quote against the enrollment's `attestationPolicy`. Each
+//! refusal is read as the service's named verdict, and leaves nothing written.
+
+use std::process::Command;
+
+use device_client::provision::{self, Stage};
+use device_client::tpm::Tpm;
+use dps_protocol::attest::pcrs::{Bank, PcrSelect};
+use dps_protocol::attest::policy::Failure;
+use dps_protocol::wire::{AttestationChallenge, Quote, RegistrationStatus};
+use provisioning_service::registration::{Refusal, StepError};
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use test_support::{now, Device, TestApp, TestTpm, ID_SCOPE};
+
+/// Enrolls `device` with `policy` as its `attestationPolicy`.
+async fn enroll(app: &TestApp, device: &Device, policy: Value) {
+    let mut e = test_support::enrollment(&device.registration_id, &device.ek);
+    e.extra.insert("attestationPolicy".to_owned(), policy);
+    app.enroll_with(e).await;
+}
+
+/// What TPM `t` presents as an attesting device: its keys and its attestation key.
+fn attesting(t: &mut TestTpm) -> Device {
+    let mut device = Device::of(&mut t.tpm);
+    device.attestation_key = Some(t.tpm.attestation_key(None).unwrap());
+    device
+}
+
+/// The challenge, imported; the quote `answer` makes of its attestation half set on `device`;
+/// a SAS token signed with the imported key.
+async fn answered(
+    app: &TestApp,
+    t: &mut TestTpm,
+    device: &mut Device,
+    answer: impl FnOnce(&mut Tpm, &AttestationChallenge) -> Option<Quote>,
+) -> String {
+    let challenge = app.full_challenge(device).await;
+    t.tpm
+        .import_authentication_key(&challenge.authentication_key.0)
+        .unwrap();
+    device.quote = challenge
+        .attestation
+        .as_ref()
+        .and_then(|a| answer(&mut t.tpm, a));
+    device.sas(&mut t.tpm, now() + 60)
+}
+
+#[allow(clippy::unnecessary_wraps)] // the shape of every answer here
+fn honest(tpm: &mut Tpm, challenge: &AttestationChallenge) -> Option<Quote> {
+    Some(tpm.answer_attestation(challenge).unwrap())
+}
+
+/// The registration state as the service API shows it.
+async fn registration(app: &TestApp, id: &str) -> Value {
+    let (status, body) = app
+        .admin(Method::GET, &format!("/registrations/{id}"), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    body
+}
+
+/// The refusal's attestation failure.
+fn failure(result: Result<impl std::fmt::Debug, StepError>) -> Failure {
+    match result {
+        Err(StepError::Refused(Refusal::Attestation(f))) => f,
+        other => panic!("expected an attestation refusal, got {other:?}"),
+    }
+}
+
+async fn registrations(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM registrations")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Accepted: the client's own AK (ECDSA P-256 on swtpm) and quote of SHA-256 PCRs 0–7 pass a
+/// `require` policy that pins on first use; the service API shows the verdict, the AK's name
+/// and the pinned values, and the metric counts it.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_attested_registration_is_assigned_and_its_values_pinned(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    let mut device = attesting(&mut t);
+    enroll(
+        &app,
+        &device,
+        json!({"mode": "require", "pinOnFirstRegistration": true}),
+    )
+    .await;
+    let token = answered(&app, &mut t, &mut device, honest).await;
+    let status = app.register_verdict(&device, &token).await.unwrap();
+    assert_eq!(status.status, RegistrationStatus::Assigned);
+
+    let state = registration(&app, &device.registration_id).await;
+    let record = &state["attestation"];
+    assert_eq!(record["verdict"], "pinned", "{state}");
+    assert_eq!(record["pcrs"]["sha256"].as_object().unwrap().len(), 8);
+    assert_eq!(record["pinnedPcrs"], record["pcrs"]);
+    assert!(record["attestationKeyName"]
+        .as_str()
+        .unwrap()
+        .starts_with("000b"));
+    // The device API's registration state carries none of it.
+    assert!(status.registration_state.unwrap().attestation.is_none());
+    let metrics = app.metrics_text();
+    assert!(
+        metrics.contains(r#"dps_attestation_verdicts_total{verdict="pinned"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// Refused: PCR 7 extended after the values were pinned (`tpm2_pcrextend`, an implementation
+/// not ours, on the same swtpm); the refusal names the PCR and writes nothing. Re-pinning
+/// through the service API lets the device in again.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_pcr_extended_after_pinning_is_refused_naming_it(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    let mut device = attesting(&mut t);
+    enroll(
+        &app,
+        &device,
+        json!({"mode": "require", "pinOnFirstRegistration": true}),
+    )
+    .await;
+    let token = answered(&app, &mut t, &mut device, honest).await;
+    app.register_verdict(&device, &token).await.unwrap();
+
+    // swtpm serves one client at a time: the context goes while tpm2-tools extends PCR 7.
+    let tcti = t.swtpm.tcti();
+    let TestTpm { tpm, swtpm } = t;
+    drop(tpm);
+    let out = Command::new("tpm2_pcrextend")
+        .args([
+            "--tcti",
+            &tcti,
+            "7:sha256=0000000000000000000000000000000000000000000000000000000000000007",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut t = TestTpm::on(swtpm);
+
+    let before = app.snapshot().await;
+    let token = answered(&app, &mut t, &mut device, honest).await;
+    let after_challenge = app.snapshot().await;
+    assert_eq!(
+        failure(app.register_verdict(&device, &token).await),
+        Failure::PcrMismatch {
+            bank: Bank::Sha256,
+            index: 7
+        }
+    );
+    assert_eq!(
+        app.snapshot().await,
+        after_challenge,
+        "the refusal wrote nothing"
+    );
+    assert_ne!(before, after_challenge);
+
+    let (status, _) = app
+        .admin(
+            Method::DELETE,
+            &format!("/registrations/{}/attestationPins", device.registration_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
+    let token = answered(&app, &mut t, &mut device, honest).await;
+    app.register_verdict(&device, &token).await.unwrap();
+    let state = registration(&app, &device.registration_id).await;
+    assert_eq!(state["attestation"]["verdict"], "pinned", "{state}");
+}
+
+/// Refused: a quote of other PCRs than asked (SelectionMismatch), one carrying an earlier
+/// challenge's nonce (QuoteStale), one with a nonce no challenge carried (AkNotBound); and a
+/// DPS client that shows no attestation key (QuoteMissing).
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn mis_selected_stale_unbound_and_missing_quotes_are_refused(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let mut t = TestTpm::fresh();
+    let mut device = attesting(&mut t);
+    enroll(&app, &device, json!({"mode": "require"})).await;
+
+    let token = answered(&app, &mut t, &mut device, |tpm, challenge| {
+        let mut other = challenge.clone();
+        other.pcr_selection = PcrSelect::from([(Bank::Sha256, [0, 1].into())]);
+        Some(tpm.answer_attestation(&other).unwrap())
+    })
+    .await;
+    assert_eq!(
+        failure(app.register_verdict(&device, &token).await),
+        Failure::SelectionMismatch
+    );
+
+    // The answer to one challenge, sent with the key of the next.
+    let mut earlier = None;
+    answered(&app, &mut t, &mut device, |tpm, challenge| {
+        earlier = Some(tpm.answer_attestation(challenge).unwrap());
+        None
+    })
+    .await;
+    let token = answered(&app, &mut t, &mut device, |_, _| earlier).await;
+    assert_eq!(
+        failure(app.register_verdict(&device, &token).await),
+        Failure::QuoteStale
+    );
+
+    let token = answered(&app, &mut t, &mut device, |tpm, challenge| {
+        Some(tpm.quote(&[7; 32], &challenge.pcr_selection).unwrap())
+    })
+    .await;
+    assert_eq!(
+        failure(app.register_verdict(&device, &token).await),
+        Failure::AkNotBound
+    );
+
+    let mut dps_client = Device::of(&mut t.tpm);
+    let token = answered(&app, &mut t, &mut dps_client, honest).await;
+    assert_eq!(
+        failure(app.register_verdict(&dps_client, &token).await),
+        Failure::QuoteMissing
+    );
+    assert_eq!(
+        registrations(&pool).await,
+        0,
+        "no refusal wrote a registration"
+    );
+    let metrics = app.metrics_text();
+    assert!(
+        metrics.contains(r#"dps_attestation_verdicts_total{verdict="refused"} 4"#),
+        "{metrics}"
+    );
+}
+
+/// The impostor: TPM A shows the AK of TPM B. Only B holds that key, and only A the EK, so
+/// neither can activate the credential: A's TPM refuses, and B's quote with a guessed nonce is
+/// refused as not bound.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_attestation_key_of_another_tpm_is_not_bound(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut a = TestTpm::fresh();
+    let mut b = TestTpm::fresh();
+    let mut device = Device::of(&mut a.tpm);
+    device.attestation_key = Some(b.tpm.attestation_key(None).unwrap());
+    a.tpm.attestation_key(None).unwrap();
+    enroll(&app, &device, json!({"mode": "require"})).await;
+    let mut selection = None;
+    let token = answered(&app, &mut a, &mut device, |tpm, challenge| {
+        assert!(
+            tpm.answer_attestation(challenge).is_err(),
+            "A activated B's credential"
+        );
+        selection = Some(challenge.pcr_selection.clone());
+        None
+    })
+    .await;
+    device.quote = Some(b.tpm.quote(&[1; 32], &selection.unwrap()).unwrap());
+    assert_eq!(
+        failure(app.register_verdict(&device, &token).await),
+        Failure::AkNotBound
+    );
+}
+
+/// `report` records a failed verdict and assigns; `none` ignores the attestation key and
+/// records nothing.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn report_records_and_none_ignores(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    let mut device = attesting(&mut t);
+    enroll(&app, &device, json!({"mode": "report"})).await;
+    let token = answered(&app, &mut t, &mut device, |_, _| None).await;
+    let status = app.register_verdict(&device, &token).await.unwrap();
+    assert_eq!(status.status, RegistrationStatus::Assigned);
+    let state = registration(&app, &device.registration_id).await;
+    assert_eq!(state["attestation"]["verdict"], "failed", "{state}");
+    assert!(state["attestation"]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("QuoteMissing"));
+
+    enroll(&app, &device, json!({"mode": "none"})).await;
+    let challenge = app.full_challenge(&device).await;
+    assert!(challenge.attestation.is_none());
+}
+
+/// The binary: `device-client register` attests without a flag when the policy asks, and
+/// `--no-attest` is refused under `require`.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn the_client_attests_by_default_and_opts_out_with_no_attest(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let swtpm = test_support::Swtpm::start();
+    let tcti = swtpm.tcti();
+    let device = Device::of(&mut Tpm::open(&tcti).unwrap());
+    enroll(&app, &device, json!({"mode": "require"})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let args = |extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "--tcti",
+            &tcti,
+            "register",
+            "--endpoint",
+            &app.base,
+            "--id-scope",
+            ID_SCOPE,
+            "--ca-file",
+            &app.pki.ca_file().display().to_string(),
+            "--state-file",
+            &state.display().to_string(),
+            "--timeout",
+            "30",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_device-client"))
+                .args(&args)
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(args(&["--no-attest"])).await.unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let out = run(args(&["--force"])).await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(matches!(
+        provision::load_state(&state).unwrap().stage,
+        Stage::Assigned { .. }
+    ));
+    let record = registration(&app, &device.registration_id).await;
+    assert_eq!(record["attestation"]["verdict"], "verified", "{record}");
+}
