@@ -1,11 +1,16 @@
 //! What one registration costs the service in CPU: building an `authenticationKey` blob, next to
-//! its unavoidable floor, two RSA-2048 OAEP encryptions (one to the EK, one to the SRK).
+//! its unavoidable floor, two RSA-2048 OAEP encryptions (one to the EK, one to the SRK); and
+//! what remote attestation adds: the nonce's `MakeCredential` to the EK bound to the AK, and the
+//! judgement of a real swtpm quote (signature, digest, policy).
 //!
 //! `cargo bench -p dps-protocol --bench crypto`
 
 #![allow(clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use dps_protocol::attest::challenge;
+use dps_protocol::attest::pcrs::PcrValues;
+use dps_protocol::attest::policy::{judge, AttestationPolicy, Evidence, Issued};
 use dps_protocol::crypto::{oaep_encrypt, LABEL_DUPLICATE, LABEL_IDENTITY};
 use dps_protocol::sas::{self, SasToken, SoftwareKey, VerifyPolicy};
 use dps_protocol::tpm::Public;
@@ -68,6 +73,46 @@ fn bench(c: &mut Criterion) {
                 .expect("parse")
                 .verify(&[1; 32], &policy)
                 .expect("verify");
+        });
+    });
+    group.finish();
+    attestation(c, &ek, &mut rng);
+}
+
+/// The service's added work for an attested registration, on the swtpm quote vector (ECDSA
+/// P-256 AK, SHA-256 PCRs 0 and 7).
+fn attestation(c: &mut Criterion, ek: &Public, rng: &mut ChaCha20Rng) {
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../tests/vectors/swtpm_quote.json")).expect("json");
+    let field = |k: &str| hex::decode(v[k].as_str().expect(k)).expect(k);
+    let (ak_bytes, attest, signature, nonce) = (
+        field("ak_public"),
+        field("attest"),
+        field("signature"),
+        field("nonce"),
+    );
+    let ak = Public::from_tpm2b(&ak_bytes).expect("AK");
+    let pcrs: PcrValues = serde_json::from_value(v["pcrs"].clone()).expect("pcrs");
+    let policy: AttestationPolicy =
+        serde_json::from_value(serde_json::json!({"mode": "require", "quote": v["selection"]}))
+            .expect("policy");
+    let nonce_hash = challenge::nonce_hash(&nonce);
+    let mut group = c.benchmark_group("attestation");
+    group.bench_function("nonce_make_credential", |b| {
+        b.iter(|| challenge::bind(ek, &ak, &nonce, rng).expect("bind"));
+    });
+    group.bench_function("judge_quote", |b| {
+        b.iter(|| {
+            let issued = Issued {
+                attestation_key: &ak_bytes,
+                nonce_hash: &nonce_hash,
+            };
+            let evidence = Evidence {
+                attest: &attest,
+                signature: &signature,
+                pcrs: &pcrs,
+            };
+            judge(&policy, Some(issued), Some(evidence), &[], None).expect("verified")
         });
     });
     group.finish();

@@ -30,6 +30,15 @@ async function token() {
   return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(bytesToB64(sig))}&se=${se}&skn=${encodeURIComponent(state.policy)}`;
 }
 
+// What the registration's quote proved: the verdict, the failed check, the PCRs quoted.
+function attestationSummary(a) {
+  if (!a) return 'not attested';
+  const quoted = Object.entries(a.pcrs || {})
+    .map(([bank, values]) => `${bank}: ${Object.keys(values).join(',')}`).join('; ');
+  const pinned = Object.keys(a.pinnedPcrs || {}).length ? ', values pinned' : '';
+  return `${a.verdict}${a.reason ? ` (${a.reason})` : ''}${quoted ? `, quoted ${quoted}` : ''}${pinned}`;
+}
+
 // One service API call; resolves to {status, body, headers}, throws on a network error.
 async function api(method, path, body, extraHeaders = {}) {
   const headers = { Authorization: await token(), ...extraHeaders };
@@ -134,6 +143,7 @@ async function showDetails(id, note) {
       ['Device id', r.deviceId],
       ['Last error', r.errorCode ? `${r.errorCode}: ${r.errorMessage || ''}` : ''],
       ['Updated', r.lastUpdatedDateTimeUtc],
+      ['Attestation', attestationSummary(r.attestation)],
     ]);
   } else {
     fields($('registration-fields'), [['Status', 'not registered yet']]);

@@ -342,3 +342,152 @@ async fn the_client_attests_by_default_and_opts_out_with_no_attest(pool: PgPool)
     let record = registration(&app, &device.registration_id).await;
     assert_eq!(record["attestation"]["verdict"], "verified", "{record}");
 }
+
+/// Runs a tpm2-tools command against `tcti`, returning its stdout.
+fn tpm2(tcti: &str, program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(["--tcti", tcti])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The SHA-256 values `tpm2_pcrread` prints (`  7 : 0x3D45…`).
+fn pcrread(tcti: &str, indices: &[u8]) -> dps_protocol::attest::pcrs::PcrValues {
+    let list: Vec<String> = indices.iter().map(u8::to_string).collect();
+    let text = tpm2(
+        tcti,
+        "tpm2_pcrread",
+        &[&format!("sha256:{}", list.join(","))],
+    );
+    let values = text
+        .lines()
+        .filter_map(|line| {
+            let (index, value) = line.trim().split_once(" : 0x")?;
+            Some((
+                index.trim().parse().ok()?,
+                dps_protocol::attest::pcrs::PcrDigest(hex::decode(value.trim()).ok()?),
+            ))
+        })
+        .collect();
+    [(Bank::Sha256, values)].into()
+}
+
+/// Accepted: an AK made, activated and quoted by **tpm2-tools** (`tpm2_createak`,
+/// `tpm2_activatecredential` under `PolicySecret(endorsement)`, `tpm2_quote`), an
+/// implementation not ours; the service's credential and its judgement agree with it.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_ak_and_quote_made_with_tpm2_tools_are_accepted(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let t = TestTpm::fresh();
+    let tcti = t.swtpm.tcti();
+    let TestTpm { mut tpm, swtpm } = t;
+    let mut device = Device::of(&mut tpm);
+    drop(tpm);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    tpm2(
+        &tcti,
+        "tpm2_createak",
+        &[
+            "-C",
+            "0x81010001",
+            "-c",
+            &file("ak.ctx"),
+            "-G",
+            "ecc",
+            "-g",
+            "sha256",
+            "-s",
+            "ecdsa",
+            "-u",
+            &file("ak.pub"),
+        ],
+    );
+    tpm2(
+        &tcti,
+        "tpm2_evictcontrol",
+        &["-C", "o", "-c", &file("ak.ctx"), "0x81010002"],
+    );
+    // swtpm has no resource manager: what tpm2_createak left loaded would fill its slots.
+    tpm2(&tcti, "tpm2_flushcontext", &["-t"]);
+    device.attestation_key = Some(std::fs::read(file("ak.pub")).unwrap());
+    enroll(
+        &app,
+        &device,
+        json!({"mode": "require", "quote": {"sha256": [0, 7]}}),
+    )
+    .await;
+
+    let challenge = app.full_challenge(&device).await;
+    let attestation = challenge.attestation.expect("an attestation challenge");
+    // tpm2-tools' credential file: magic, version, TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET.
+    let mut credential = vec![0xBA, 0xDC, 0xC0, 0xDE, 0, 0, 0, 1];
+    credential.extend_from_slice(&attestation.credential_blob.0);
+    credential.extend_from_slice(&attestation.encrypted_secret.0);
+    std::fs::write(file("cred.blob"), credential).unwrap();
+    tpm2(
+        &tcti,
+        "tpm2_startauthsession",
+        &["--policy-session", "-S", &file("session.ctx")],
+    );
+    tpm2(
+        &tcti,
+        "tpm2_policysecret",
+        &["-S", &file("session.ctx"), "-c", "e"],
+    );
+    tpm2(
+        &tcti,
+        "tpm2_activatecredential",
+        &[
+            "-c",
+            "0x81010002",
+            "-C",
+            "0x81010001",
+            "-i",
+            &file("cred.blob"),
+            "-o",
+            &file("nonce"),
+            "-P",
+            &format!("session:{}", file("session.ctx")),
+        ],
+    );
+    tpm2(&tcti, "tpm2_flushcontext", &[&file("session.ctx")]);
+    let nonce = std::fs::read(file("nonce")).unwrap();
+    tpm2(
+        &tcti,
+        "tpm2_quote",
+        &[
+            "-c",
+            "0x81010002",
+            "-l",
+            "sha256:0,7",
+            "-q",
+            &hex::encode(&nonce),
+            "-m",
+            &file("quote.msg"),
+            "-s",
+            &file("quote.sig"),
+            "-g",
+            "sha256",
+        ],
+    );
+    device.quote = Some(Quote {
+        attest: dps_protocol::wire::Base64Bytes(std::fs::read(file("quote.msg")).unwrap()),
+        signature: dps_protocol::wire::Base64Bytes(std::fs::read(file("quote.sig")).unwrap()),
+        pcrs: pcrread(&tcti, &[0, 7]),
+    });
+
+    // The DPS leg with our client's TPM code, as a device that attests with tpm2-tools would.
+    let mut t = TestTpm::on(swtpm);
+    t.tpm
+        .import_authentication_key(&challenge.authentication_key.0)
+        .unwrap();
+    let token = device.sas(&mut t.tpm, now() + 60);
+    let status = app.register_verdict(&device, &token).await.unwrap();
+    assert_eq!(status.status, RegistrationStatus::Assigned);
+    let state = registration(&app, &device.registration_id).await;
+    assert_eq!(state["attestation"]["verdict"], "verified", "{state}");
+}
