@@ -491,3 +491,154 @@ async fn an_ak_and_quote_made_with_tpm2_tools_are_accepted(pool: PgPool) {
     let state = registration(&app, &device.registration_id).await;
     assert_eq!(state["attestation"]["verdict"], "verified", "{state}");
 }
+
+/// The forgery the restricted attribute exists to stop: a key in the enrolled TPM, bound to the
+/// EK by activation like an AK but **unrestricted**, signs a hand-made `TPMS_ATTEST` (the right
+/// nonce, a digest of the "golden" PCR 7 the policy expects) with `tpm2_sign`. The signature
+/// verifies and the digest matches the claimed values; only the AK's attributes refuse it.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_hand_made_attestation_signed_by_an_unrestricted_key_is_refused(pool: PgPool) {
+    use dps_protocol::attest::pcrs::PcrDigest;
+    let app = TestApp::spawn(pool).await;
+    let t = TestTpm::fresh();
+    let tcti = t.swtpm.tcti();
+    let TestTpm { mut tpm, swtpm } = t;
+    let mut device = Device::of(&mut tpm);
+    drop(tpm);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    tpm2(
+        &tcti,
+        "tpm2_create",
+        &[
+            "-C",
+            "0x81000001",
+            "-G",
+            "ecc256:ecdsa-sha256",
+            "-a",
+            "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign",
+            "-u",
+            &file("key.pub"),
+            "-r",
+            &file("key.priv"),
+        ],
+    );
+    tpm2(
+        &tcti,
+        "tpm2_load",
+        &[
+            "-C",
+            "0x81000001",
+            "-u",
+            &file("key.pub"),
+            "-r",
+            &file("key.priv"),
+            "-c",
+            &file("key.ctx"),
+        ],
+    );
+    tpm2(
+        &tcti,
+        "tpm2_evictcontrol",
+        &["-C", "o", "-c", &file("key.ctx"), "0x81010002"],
+    );
+    tpm2(&tcti, "tpm2_flushcontext", &["-t"]);
+    let golden = PcrDigest(vec![0x60; 32]);
+    device.attestation_key = Some(std::fs::read(file("key.pub")).unwrap());
+    enroll(
+        &app,
+        &device,
+        json!({
+            "mode": "require", "quote": {"sha256": [0, 7]},
+            "pcrs": {"sha256": {"7": hex::encode(&golden.0)}},
+        }),
+    )
+    .await;
+
+    // The key activates the credential (it is in the TPM, its name is bound) and quotes.
+    let mut t = TestTpm::on(swtpm);
+    let mut genuine = None;
+    let token = answered(&app, &mut t, &mut device, |tpm, challenge| {
+        genuine = Some(tpm.answer_attestation(challenge).unwrap());
+        None
+    })
+    .await;
+    let genuine = genuine.unwrap();
+    // The same attestation, claiming the golden PCR 7: the digest is the last 32 bytes.
+    let mut claimed = genuine.pcrs.clone();
+    claimed.get_mut(&Bank::Sha256).unwrap().insert(7, golden);
+    let concatenated: Vec<u8> = claimed[&Bank::Sha256]
+        .values()
+        .flat_map(|v| v.0.clone())
+        .collect();
+    let mut forged = genuine.attest.0.clone();
+    let at = forged.len() - 32;
+    forged[at..].copy_from_slice(&dps_protocol::crypto::sha256(&[&concatenated]));
+    let TestTpm { tpm, swtpm } = t;
+    drop(tpm);
+    std::fs::write(file("forged"), &forged).unwrap();
+    tpm2(
+        &tcti,
+        "tpm2_sign",
+        &[
+            "-c",
+            "0x81010002",
+            "-g",
+            "sha256",
+            "-s",
+            "ecdsa",
+            "-o",
+            &file("forged.sig"),
+            &file("forged"),
+        ],
+    );
+    let signature = std::fs::read(file("forged.sig")).unwrap();
+    let key =
+        dps_protocol::tpm::Public::from_tpm2b(device.attestation_key.as_ref().unwrap()).unwrap();
+    dps_protocol::attest::verify_signature(
+        &key,
+        &forged,
+        &dps_protocol::attest::Signature::parse(&signature).unwrap(),
+    )
+    .expect("the forgery is validly signed");
+    device.quote = Some(Quote {
+        attest: dps_protocol::wire::Base64Bytes(forged),
+        signature: dps_protocol::wire::Base64Bytes(signature),
+        pcrs: claimed,
+    });
+    assert_eq!(
+        failure(app.register_verdict(&device, &token).await),
+        Failure::AkAttributes("not restricted")
+    );
+    drop(swtpm);
+}
+
+/// AK attributes wrong: the client's real AK shown with fixedTPM cleared, or decrypt set (a key
+/// that could leave its TPM, or decrypt what it should only sign), is refused by name before
+/// anything it signed is read.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_attestation_key_with_wrong_attributes_is_refused(pool: PgPool) {
+    use dps_protocol::tpm::constants::{TPMA_OBJECT_DECRYPT, TPMA_OBJECT_FIXED_TPM};
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    let mut device = attesting(&mut t);
+    enroll(&app, &device, json!({"mode": "require"})).await;
+    let real =
+        dps_protocol::tpm::Public::from_tpm2b(device.attestation_key.as_ref().unwrap()).unwrap();
+    for (flip, reason) in [
+        (TPMA_OBJECT_FIXED_TPM, "not fixedTPM"),
+        (TPMA_OBJECT_DECRYPT, "a decryption key"),
+    ] {
+        let mut shown = real.clone();
+        shown.object_attributes ^= flip;
+        device.attestation_key = Some(shown.to_tpm2b());
+        let token = answered(&app, &mut t, &mut device, |tpm, challenge| {
+            Some(tpm.quote(&[3; 32], &challenge.pcr_selection).unwrap())
+        })
+        .await;
+        assert_eq!(
+            failure(app.register_verdict(&device, &token).await),
+            Failure::AkAttributes(reason)
+        );
+    }
+}
