@@ -24,7 +24,9 @@ grep -q '^== the back end received: .*hello from the TPM-held key' "$demo_log"
 rm -f "$demo_log"
 
 work=$(mktemp -d)
+bus_pid=
 cleanup() {
+    [[ -z $bus_pid ]] || kill "$bus_pid" 2>/dev/null || true
     pg_stop "$work"
     rm -rf "$work"
 }
@@ -36,6 +38,16 @@ cargo_log=$work/cargo-test.log
 cargo test --workspace --locked 2>&1 | tee "$cargo_log"
 # One closing line for the whole workspace (cargo ends on the last crate's doc-tests).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$cargo_log"
+
+echo "== the device client's TPM tests again, through tpm2-abrmd (the user-space resource manager)"
+# A private session bus for this run; each test's swtpm gets its own tpm2-abrmd on it
+# (test-support/src/swtpm.rs).
+{ read -r bus_address; read -r bus_pid; } < <(dbus-daemon --session --fork --print-address=1 --print-pid=1)
+tabrmd_log=$work/tabrmd-test.log
+DBUS_SESSION_BUS_ADDRESS=$bus_address DPS_TEST_TABRMD=1 cargo test -p device-client --locked 2>&1 | tee "$tabrmd_log"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "through tpm2-abrmd: %d passed, %d failed\n", p, f }' "$tabrmd_log"
+kill "$bus_pid"
+bus_pid=
 
 echo "== fuzz smoke: every parser of outside input, 20 s each from the seed corpora"
 FUZZ_DEV=1 scripts/fuzz.sh 20

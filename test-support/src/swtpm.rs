@@ -1,5 +1,10 @@
 //! A fresh swtpm per test: manufactured with `swtpm_setup` (EK, EK certificate from swtpm's local
 //! CA), served on free loopback ports, polled until ready, killed in `Drop`.
+//!
+//! With `DPS_TEST_TABRMD` set, each swtpm is reached through its own `tpm2-abrmd`, the
+//! user-space resource manager, on the D-Bus session bus of `DBUS_SESSION_BUS_ADDRESS`
+//! (scripts/test.sh starts one and runs the device client's tests so a second time): every
+//! TCTI handed out is then `tabrmd:…`, for tss-esapi and tpm2-tools alike.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -31,9 +36,65 @@ pub fn local_ca() -> (Vec<u8>, Vec<u8>) {
 
 /// A running swtpm. Drop it after any TPM context that talks to it.
 pub struct Swtpm {
+    /// The resource manager in front of it, if the tests run through one (dropped first).
+    broker: Option<Broker>,
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+}
+
+/// A `tpm2-abrmd` serving one swtpm under its own bus name.
+struct Broker {
+    child: Child,
+    bus_name: String,
+}
+
+impl Broker {
+    fn tcti(&self) -> String {
+        format!("tabrmd:bus_name={},bus_type=session", self.bus_name)
+    }
+
+    /// Starts one for the swtpm on `port` when the tests run through tabrmd, and waits until it
+    /// answers a command.
+    fn start_if_asked(port: u16) -> Option<Self> {
+        std::env::var_os("DPS_TEST_TABRMD")?;
+        let bus_name = format!("com.dpstpm.Tabrmd.p{}x{port}", std::process::id());
+        let child = Command::new("tpm2-abrmd")
+            .args(["--session", "--allow-root", "--flush-all"])
+            .arg(format!("--dbus-name={bus_name}"))
+            .arg(format!("--tcti=swtpm:host=127.0.0.1,port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tpm2-abrmd (scripts/install-deps.sh installs it)");
+        let mut broker = Self { child, bus_name };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            assert!(
+                matches!(broker.child.try_wait(), Ok(None)),
+                "tpm2-abrmd exited (is DBUS_SESSION_BUS_ADDRESS a running session bus?)"
+            );
+            let answered = Command::new("tpm2_getrandom")
+                .args(["--tcti", &broker.tcti(), "4"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if answered {
+                return Some(broker);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = broker.child.kill();
+        panic!("tpm2-abrmd did not answer on {}", broker.bus_name);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Swtpm {
@@ -59,9 +120,13 @@ impl Swtpm {
         Self::serve(dir)
     }
 
-    /// The TCTI string for tss-esapi 7 (which cannot parse `swtpm:path=`).
+    /// The TCTI string for tss-esapi 7 (which cannot parse `swtpm:path=`), or the resource
+    /// manager's in front of this swtpm.
     pub fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
+        match &self.broker {
+            Some(broker) => broker.tcti(),
+            None => format!("swtpm:host=127.0.0.1,port={}", self.port),
+        }
     }
 
     /// The directory holding the TPM state.
@@ -88,7 +153,12 @@ impl Swtpm {
                 .spawn()
                 .expect("spawn swtpm (is swtpm installed? scripts/install-deps.sh)");
             if wait_ready(&mut child, port + 1) {
-                return Self { child, port, dir };
+                return Self {
+                    broker: Broker::start_if_asked(port),
+                    child,
+                    port,
+                    dir,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -99,6 +169,7 @@ impl Swtpm {
 
 impl Drop for Swtpm {
     fn drop(&mut self) {
+        self.broker = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
