@@ -25,7 +25,7 @@ pub mod policy;
 
 use crate::crypto::sha256;
 use crate::error::DecodeError;
-use crate::marshal::Reader;
+use crate::marshal::{put_tpm2b, put_u16, put_u32, Reader};
 use crate::tpm::constants::{
     MAX_DIGEST_SIZE, MAX_ECC_KEY_BYTES, MAX_RSA_KEY_BYTES, TPMA_OBJECT_DECRYPT,
     TPMA_OBJECT_FIXED_PARENT, TPMA_OBJECT_FIXED_TPM, TPMA_OBJECT_RESTRICTED,
@@ -126,6 +126,10 @@ pub struct Attest {
     pub attested: Attested,
 }
 
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
 fn u8_at(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     Ok(r.take(1, TPMS_ATTEST)?[0])
 }
@@ -167,6 +171,51 @@ fn read_selection(r: &mut Reader<'_>) -> Result<Vec<PcrSelection>, DecodeError> 
 }
 
 impl Attest {
+    /// Marshals a `TPMS_ATTEST` as a TPM does (what a software device signs; the parser's
+    /// inverse, held to the swtpm vector).
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160);
+        put_u32(&mut out, self.magic);
+        put_u16(&mut out, self.kind);
+        put_tpm2b(&mut out, &self.qualified_signer);
+        put_tpm2b(&mut out, &self.extra_data);
+        put_u64(&mut out, self.clock_info.clock);
+        put_u32(&mut out, self.clock_info.reset_count);
+        put_u32(&mut out, self.clock_info.restart_count);
+        out.push(u8::from(self.clock_info.safe));
+        put_u64(&mut out, self.firmware_version);
+        match &self.attested {
+            Attested::Quote {
+                pcr_select,
+                pcr_digest,
+            } => {
+                put_u32(&mut out, u32::try_from(pcr_select.len()).unwrap_or(0));
+                for selection in pcr_select {
+                    put_u16(&mut out, selection.bank);
+                    // Three bytes hold PCRs 0–23, as every PC Client TPM selects them.
+                    let mut bitmap = [0u8; 3];
+                    for &i in &selection.pcrs {
+                        if let Some(byte) = bitmap.get_mut(usize::from(i / 8)) {
+                            *byte |= 1 << (i % 8);
+                        }
+                    }
+                    out.push(3);
+                    out.extend_from_slice(&bitmap);
+                }
+                put_tpm2b(&mut out, pcr_digest);
+            }
+            Attested::Certify {
+                name,
+                qualified_name,
+            } => {
+                put_tpm2b(&mut out, name);
+                put_tpm2b(&mut out, qualified_name);
+            }
+        }
+        out
+    }
+
     /// Parses the exact bytes a TPM signed; refuses trailing bytes and attestation kinds other
     /// than quote and certify.
     pub fn parse(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -220,6 +269,26 @@ pub enum Signature {
 }
 
 impl Signature {
+    /// Marshals a `TPMT_SIGNATURE`.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Self::Ecdsa { hash, r, s } => {
+                put_u16(&mut out, TPM_ALG_ECDSA);
+                put_u16(&mut out, *hash);
+                put_tpm2b(&mut out, r);
+                put_tpm2b(&mut out, s);
+            }
+            Self::Rsassa { hash, sig } => {
+                put_u16(&mut out, TPM_ALG_RSASSA);
+                put_u16(&mut out, *hash);
+                put_tpm2b(&mut out, sig);
+            }
+        }
+        out
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let scheme = r.u16(TPMT_SIGNATURE)?;

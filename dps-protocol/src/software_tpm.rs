@@ -80,11 +80,21 @@ impl SoftwareTpm {
         id_object: &Tpm2bIdObject,
         secret: &Tpm2bEncryptedSecret,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.activate_credential_for(&Name::of(&self.srk)?, id_object, secret)
+    }
+
+    /// `TPM2_ActivateCredential` with the object named `object` (an attestation key) activated.
+    pub fn activate_credential_for(
+        &self,
+        object: &Name,
+        id_object: &Tpm2bIdObject,
+        secret: &Tpm2bEncryptedSecret,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let sym_key_bits = self.ek.storage_key("EK")?;
         let seed = oaep_decrypt(&self.ek_key, LABEL_IDENTITY, secret.body())?;
         let plaintext = outer_unwrap(
             &seed,
-            Name::of(&self.srk)?.as_bytes(),
+            object.as_bytes(),
             sym_key_bits,
             id_object.body(),
             Tpm2bIdObject::STRUCTURE,

@@ -3,10 +3,22 @@
 use super::constants::{
     EK_POLICY_SECRET_ENDORSEMENT, TPMA_OBJECT_ADMIN_WITH_POLICY, TPMA_OBJECT_DECRYPT,
     TPMA_OBJECT_FIXED_PARENT, TPMA_OBJECT_FIXED_TPM, TPMA_OBJECT_NO_DA, TPMA_OBJECT_RESTRICTED,
-    TPMA_OBJECT_SENSITIVE_DATA_ORIGIN, TPMA_OBJECT_SIGN, TPMA_OBJECT_USER_WITH_AUTH,
+    TPMA_OBJECT_SENSITIVE_DATA_ORIGIN, TPMA_OBJECT_SIGN, TPMA_OBJECT_USER_WITH_AUTH, TPM_ALG_ECDSA,
     TPM_ALG_SHA256,
 };
 use super::public::{Public, PublicParameters, Scheme, SymDefObject};
+
+/// Attributes of an attestation key (TCG's AK template, as tss-esapi's `abstraction::ak` and
+/// `tpm2_createak` make it): a restricted signing key that never leaves its TPM.
+pub const AK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
+    | TPMA_OBJECT_FIXED_PARENT
+    | TPMA_OBJECT_SENSITIVE_DATA_ORIGIN
+    | TPMA_OBJECT_USER_WITH_AUTH
+    | TPMA_OBJECT_RESTRICTED
+    | TPMA_OBJECT_SIGN;
+
+/// `TPM_ECC_NIST_P256`.
+const NIST_P256: u16 = 0x0003;
 
 /// Attributes of the TCG default EK (EK Credential Profile 2.0, template L-1).
 pub const EK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
@@ -74,6 +86,27 @@ pub fn hmac_sha256_key(unique: Vec<u8>) -> Public {
         parameters: PublicParameters::KeyedHash {
             scheme: Scheme::hmac(TPM_ALG_SHA256),
             unique,
+        },
+    }
+}
+
+/// An ECDSA P-256/SHA-256 attestation key with public point (`x`, `y`) (32 bytes each).
+#[must_use]
+pub fn ak_ecdsa_p256(x: Vec<u8>, y: Vec<u8>) -> Public {
+    Public {
+        name_alg: TPM_ALG_SHA256,
+        object_attributes: AK_ATTRIBUTES,
+        auth_policy: Vec::new(),
+        parameters: PublicParameters::Ecc {
+            symmetric: None,
+            scheme: Scheme {
+                scheme: TPM_ALG_ECDSA,
+                details: vec![TPM_ALG_SHA256],
+            },
+            curve_id: NIST_P256,
+            kdf: Scheme::null(),
+            x,
+            y,
         },
     }
 }
