@@ -133,9 +133,12 @@ pub async fn register(
         "{}/{}/registrations/{id}/register?api-version={API_VERSION}",
         target.base, target.id_scope
     );
-    let body = DeviceRegistration {
+    let mut body = DeviceRegistration {
         registration_id: id.clone(),
-        tpm: Some(TpmAttestation::keys(device.ek.clone(), device.srk.clone())),
+        tpm: Some(TpmAttestation {
+            attestation_key: device.ak.as_ref().map(|ak| Base64Bytes(ak.public.clone())),
+            ..TpmAttestation::keys(device.ek.clone(), device.srk.clone())
+        }),
         payload: None,
     };
     let (challenge, _): (TpmChallenge, _) = call(
@@ -168,6 +171,12 @@ pub async fn register(
         )
         .unwrap_or_else(|never| match never {})
     };
+    if let (Some(ak), Some(attestation), Some(tpm)) =
+        (&device.ak, &challenge.attestation, body.tpm.as_mut())
+    {
+        tpm.attestation_key = None;
+        tpm.quote = Some(ak.answer(&device.tpm, attestation).map_err(unusable)?);
+    }
     let token = sign(unix_now() + 300);
     let (mut status, mut retry_after): (RegistrationOperationStatus, _) = call(
         Leg::Register,
@@ -221,7 +230,8 @@ pub async fn register(
     })
 }
 
-/// Enrolls `devices` through the enrollment API's bulk operation (`mode: update`, so a re-run
+/// Enrolls `devices` through the enrollment API's bulk operation (with an attestation policy
+/// that requires a quote, for devices that have an attestation key) (`mode: update`, so a re-run
 /// changes nothing), authenticated with an access policy's service SAS.
 pub async fn enroll(
     client: &Client,
@@ -243,11 +253,16 @@ pub async fn enroll(
         let enrollments: Vec<_> = chunk
             .iter()
             .map(|d| {
-                serde_json::json!({
+                let mut enrollment = serde_json::json!({
                     "registrationId": d.registration_id,
                     "attestation": {"type": "tpm", "tpm": {"endorsementKey": Base64Bytes(d.ek.clone())}},
                     "provisioningStatus": "enabled",
-                })
+                });
+                // An attesting fleet is held to a quote of SHA-256 PCRs 0–7.
+                if d.ak.is_some() {
+                    enrollment["attestationPolicy"] = serde_json::json!({"mode": "require"});
+                }
+                enrollment
             })
             .collect();
         let response = client

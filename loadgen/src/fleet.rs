@@ -11,6 +11,8 @@ use anyhow::Context as _;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use dps_protocol::software_tpm::SoftwareTpm;
+
+use crate::attest::SoftAk;
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use rsa::RsaPrivateKey;
 
@@ -24,6 +26,8 @@ pub struct SoftDevice {
     /// The EK's and SRK's `TPM2B_PUBLIC`, as sent.
     pub ek: Vec<u8>,
     pub srk: Vec<u8>,
+    /// Its attestation key, when the fleet attests ([`Fleet::attesting`]).
+    pub ak: Option<SoftAk>,
 }
 
 /// The devices of a run; device `i` is `{prefix}-{i:07}`.
@@ -115,9 +119,20 @@ impl Fleet {
                     ek: tpm.ek_public().to_tpm2b(),
                     srk: tpm.srk_public().to_tpm2b(),
                     tpm,
+                    ak: None,
                 }
             })
             .collect();
         Ok(Self { devices })
+    }
+
+    /// Gives every device an attestation key (ECDSA P-256: made in microseconds, so made per
+    /// run rather than kept).
+    pub fn attesting(mut self) -> anyhow::Result<Self> {
+        let rng = ring::rand::SystemRandom::new();
+        for device in &mut self.devices {
+            device.ak = Some(SoftAk::generate(&rng)?);
+        }
+        Ok(self)
     }
 }

@@ -4,6 +4,7 @@
 //! per registration read from `/proc`. Not part of the service; `scripts/bench.sh` runs the
 //! standard set.
 
+pub mod attest;
 pub mod cpu;
 pub mod device;
 pub mod fleet;

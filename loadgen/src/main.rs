@@ -68,6 +68,10 @@ struct Args {
     /// Only the challenge (the service's RSA work), no registration.
     #[arg(long)]
     challenge_only: bool,
+    /// The devices attest: each shows an attestation key and answers the service's quote
+    /// challenge (software ECDSA P-256); enrolled with `attestationPolicy: {"mode": "require"}`.
+    #[arg(long)]
+    attest: bool,
     /// Start registrations at this steady rate per second (open loop; --concurrency must
     /// cover rate × latency) instead of as fast as they finish.
     #[arg(long, value_parser = positive_rate)]
@@ -118,7 +122,11 @@ async fn main() -> anyhow::Result<()> {
     let ca = std::fs::read(&args.ca_file)
         .with_context(|| format!("reading {}", args.ca_file.display()))?;
     let tls = loadgen::tls_config(&ca)?;
-    let fleet = Arc::new(Fleet::load(&args.keys_file, args.devices, &args.prefix)?);
+    let mut fleet = Fleet::load(&args.keys_file, args.devices, &args.prefix)?;
+    if args.attest {
+        fleet = fleet.attesting()?;
+    }
+    let fleet = Arc::new(fleet);
     let targets: Vec<Target> = args
         .urls
         .iter()

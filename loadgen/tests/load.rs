@@ -13,9 +13,10 @@ use test_support::{TestApp, ID_SCOPE, POLICY, POLICY_KEY};
 
 const DEVICES: usize = 256;
 
-/// The fleet's keys, generated on the first run (~30 s on two cores) and kept with the build.
-fn keys_file() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("loadgen-test-devices.keys")
+/// A fleet's keys, generated on the first run (~30 s on two cores for 256 devices) and kept
+/// with the build; one file per test, as tests run at once.
+fn keys_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("loadgen-test-{name}.keys"))
 }
 
 /// The issue this closes: at concurrency 128 a register held a transaction and waited for a
@@ -30,7 +31,7 @@ async fn two_hundred_fifty_six_devices_at_once_all_assigned_without_a_5xx(pool: 
     })
     .await;
     let second = first.second_instance().await;
-    let fleet = Arc::new(Fleet::load(&keys_file(), DEVICES, "load-test").unwrap());
+    let fleet = Arc::new(Fleet::load(&keys_file("devices"), DEVICES, "load-test").unwrap());
     let tls = loadgen::tls_config(&first.pki.ca_pem).unwrap();
     let client = reqwest::Client::builder()
         .use_preconfigured_tls((*tls).clone())
@@ -70,4 +71,59 @@ async fn two_hundred_fifty_six_devices_at_once_all_assigned_without_a_5xx(pool: 
             .await
             .unwrap();
     assert_eq!(assigned, i64::try_from(DEVICES).unwrap());
+}
+
+/// The attesting mode: every software device shows an attestation key, answers the quote
+/// challenge, and is assigned under a `require` policy; each verdict is `verified`. (The
+/// software model's marshalling is held to swtpm's quote in dps-protocol's tests; this shows the
+/// service accepts what it makes.)
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_attesting_fleet_is_verified_and_assigned(pool: PgPool) {
+    const ATTESTING: usize = 32;
+    let app = TestApp::spawn_configured(pool, |s| {
+        s.registration_limit.count = 1_000_000;
+        s.poll_limit.count = 1_000_000;
+    })
+    .await;
+    let fleet = Fleet::load(&keys_file("attesting"), ATTESTING, "attest-test")
+        .unwrap()
+        .attesting()
+        .unwrap();
+    let fleet = Arc::new(fleet);
+    let tls = loadgen::tls_config(&app.pki.ca_pem).unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        .build()
+        .unwrap();
+    loadgen::device::enroll(
+        &client,
+        &app.base,
+        "dps.test",
+        (POLICY, POLICY_KEY),
+        &fleet.devices,
+    )
+    .await
+    .unwrap();
+    let plan = Plan {
+        targets: vec![Target {
+            base: app.base.clone(),
+            id_scope: ID_SCOPE.to_owned(),
+        }],
+        concurrency: 8,
+        count: Some(ATTESTING),
+        duration: None,
+        connections: Connections::KeepAlive,
+        challenge_only: false,
+        rate: None,
+    };
+    let report = run::run(&plan, fleet, tls).await.unwrap();
+    assert_eq!(report.completed, ATTESTING, "{report:#?}");
+    let verified: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM registrations
+         WHERE status = 'assigned' AND attestation->>'verdict' = 'verified'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(verified, i64::try_from(ATTESTING).unwrap());
 }
