@@ -13,6 +13,8 @@
 #   BENCH_ROWS="1:64:fresh:200 1:64:keep-alive:200" scripts/bench.sh 20
 # BENCH_LOG is the services' RUST_LOG (default warn; info adds a line per assignment).
 # BENCH_SERVICE measures another provisioning-service binary (an older build, to compare).
+# BENCH_ATTEST=1 makes the fleet attest (dps-loadgen --attest: an attestation key per device, a
+# quote per registration, enrollments with attestationPolicy require).
 # BENCH_STATEMENTS=1 prints, after each row, what Postgres spent it on: the top BENCH_TOP
 # (default 6) statements by execution time (pg_stat_statements: calls, mean ms, plans and mean
 # planning ms if pg_stat_statements.track_planning is on, buffers read per call) and each
@@ -47,6 +49,7 @@ for i in 1 2; do
 done
 
 common=(--id-scope 0ne00BENCH --ca-file "$work/secrets/ca.pem" --devices "$devices")
+[[ -n ${BENCH_ATTEST:-} ]] && common+=(--attest)
 "$loadgen" "${common[@]}" --url "${urls[0]}" --enroll-with-policy-file "$work/secrets/policies" \
     --concurrency 8 --count 1 >/dev/null
 # A warm-up, so that every instance has its pool and caches filled.

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use device_client::dps::{self, DpsClient, EkCertificateBundle};
 use device_client::hub::{self, Assignment, HubOptions, Session};
 use device_client::provision::{self, EkCertificateSource, Options};
-use device_client::tpm::{tcti_from_env, Handles, Tpm};
+use device_client::tpm::{tcti_from_env, AkAlgorithm, Handles, Tpm};
 use dps_protocol::sas;
 use dps_protocol::RegistrationId;
 
@@ -109,6 +109,24 @@ struct EkArgs {
     json: bool,
 }
 
+/// `--attestation-key`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AkChoice {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa2048,
+}
+
+impl From<AkChoice> for AkAlgorithm {
+    fn from(choice: AkChoice) -> Self {
+        match choice {
+            AkChoice::EcdsaP256 => Self::EcdsaP256,
+            AkChoice::EcdsaP384 => Self::EcdsaP384,
+            AkChoice::Rsa2048 => Self::Rsa2048,
+        }
+    }
+}
+
 #[allow(clippy::struct_excessive_bools)] // each is an on/off command-line flag
 #[derive(Debug, Args)]
 struct RegisterArgs {
@@ -158,8 +176,12 @@ struct RegisterArgs {
     /// Show no attestation key and quote nothing. By default the device shows its attestation
     /// key (made under the EK at persistent handle 0x81010002 if absent) with the first
     /// request, and quotes the PCRs the service asks for when its enrollment's policy asks.
-    #[arg(long, env = "DPS_NO_ATTEST")]
+    #[arg(long, env = "DPS_NO_ATTEST", conflicts_with = "attestation_key")]
     no_attest: bool,
+    /// The algorithm of the attestation key, when it is made (an existing key is kept). By
+    /// default ECDSA P-256 where the TPM lists the curve, else RSA-2048.
+    #[arg(long, env = "DPS_ATTESTATION_KEY", value_enum)]
+    attestation_key: Option<AkChoice>,
 }
 
 /// An EK certificate file: DER, or PEM (the EK certificate, then its CAs).
@@ -373,6 +395,7 @@ fn main() -> anyhow::Result<()> {
                     (None, false) => EkCertificateSource::Tpm,
                 },
                 attest: !args.no_attest,
+                attestation_key: args.attestation_key.map(AkAlgorithm::from),
             };
             let outcome = provision::provision(&mut tpm, &client, &options)?;
             if args.json {

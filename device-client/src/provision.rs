@@ -18,7 +18,7 @@ use dps_protocol::RegistrationId;
 use serde::{Deserialize, Serialize};
 
 use crate::dps::{ClientError, DpsClient, EkCertificateBundle, Polled, Presented};
-use crate::tpm::{Tpm, TpmError};
+use crate::tpm::{AkAlgorithm, Tpm, TpmError};
 
 /// Where a device is in provisioning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +101,8 @@ pub struct Options {
     pub ek_certificate: EkCertificateSource,
     /// Show the attestation key and answer the service's attestation challenge.
     pub attest: bool,
+    /// The attestation key's algorithm when it is made (`None`: the TPM's best default).
+    pub attestation_key: Option<AkAlgorithm>,
 }
 
 /// Where the EK certificate sent with the challenge request comes from.
@@ -412,7 +414,7 @@ impl<'a> Run<'a> {
         };
         // A TPM that cannot make an attestation key still provisions, as a DPS device does.
         let attestation_key = if options.attest {
-            tpm.attestation_key(None)
+            tpm.attestation_key(options.attestation_key)
                 .inspect_err(|e| tracing::warn!(error = %e, "no attestation key; not attesting"))
                 .ok()
         } else {
@@ -612,6 +614,7 @@ mod tests {
             payload: None,
             ek_certificate: EkCertificateSource::Tpm,
             attest: true,
+            attestation_key: None,
         };
         let target = Target {
             endpoint: format!("{}/", app.base),

@@ -157,11 +157,21 @@ fn selection_list(select: &PcrSelect) -> Result<PcrSelectionList, TpmError> {
     builder.build().map_err(library("PCR selection"))
 }
 
-/// The values of the PCRs in `select`.
+/// The values of the PCRs in `select`, for the banks the TPM has allocated (`PCR_Read` answers
+/// nothing for another bank, and tss-esapi's `read_all` would ask again forever).
 pub(super) fn read_pcrs(ctx: &mut Context, select: &PcrSelect) -> Result<PcrValues, TpmError> {
-    let data = pcr::read_all(ctx, selection_list(select)?).map_err(command("PCR_Read"))?;
+    let allocated = allocated_banks(ctx)?;
+    let select: PcrSelect = select
+        .iter()
+        .filter(|(bank, _)| allocated.contains(bank))
+        .map(|(bank, indices)| (*bank, indices.clone()))
+        .collect();
     let mut values = PcrValues::new();
-    for (bank, indices) in select {
+    if select.is_empty() {
+        return Ok(values);
+    }
+    let data = pcr::read_all(ctx, selection_list(&select)?).map_err(command("PCR_Read"))?;
+    for (bank, indices) in &select {
         let of_bank = data
             .pcr_bank(hashing_algorithm(*bank))
             .ok_or(TpmError::Unexpected {

@@ -239,7 +239,8 @@ impl Tpm {
     }
 
     /// Quotes `select` with the persisted attestation key and `nonce` as qualifying data (what
-    /// `tpm2_quote` does), with the values read.
+    /// `tpm2_quote` does), with the values read. Unlike [`Tpm::answer_attestation`] it quotes
+    /// a bank the TPM has not allocated as the TPM does: empty, with no values.
     pub fn quote(&mut self, nonce: &[u8], select: &PcrSelect) -> Result<Quote, TpmError> {
         let handle = self.handles.attestation_key;
         let ak = keys::persistent(&mut self.context, handle)?

@@ -642,3 +642,98 @@ async fn an_attestation_key_with_wrong_attributes_is_refused(pool: PgPool) {
         );
     }
 }
+
+/// A bank the TPM has not allocated (swtpm allocates SHA-256 only): the client says so and
+/// registers without a quote (refused under `require` as QuoteMissing); a TPM made to quote it
+/// anyway returns the bank empty, refused as SelectionMismatch.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_bank_the_tpm_has_not_allocated_is_never_accepted(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    let mut device = attesting(&mut t);
+    enroll(
+        &app,
+        &device,
+        json!({"mode": "require", "quote": {"sha384": [0, 1, 2, 3, 4, 5, 6, 7]}}),
+    )
+    .await;
+    let mut refused = None;
+    let token = answered(&app, &mut t, &mut device, |tpm, challenge| {
+        refused = Some(tpm.answer_attestation(challenge).unwrap_err().to_string());
+        None
+    })
+    .await;
+    let refused = refused.unwrap();
+    assert!(
+        refused.contains("PCR bank sha384, which this TPM has not allocated (allocated: sha256)"),
+        "{refused}"
+    );
+    assert_eq!(
+        failure(app.register_verdict(&device, &token).await),
+        Failure::QuoteMissing
+    );
+
+    let token = answered(&app, &mut t, &mut device, |tpm, challenge| {
+        // The nonce, from a quote of an allocated bank; then the asked bank, quoted as is.
+        let mut allocated = challenge.clone();
+        allocated.pcr_selection = PcrSelect::from([(Bank::Sha256, [0].into())]);
+        let quote = tpm.answer_attestation(&allocated).unwrap();
+        let nonce = dps_protocol::attest::Attest::parse(&quote.attest.0)
+            .unwrap()
+            .extra_data;
+        let empty = tpm.quote(&nonce, &challenge.pcr_selection).unwrap();
+        assert!(empty.pcrs.is_empty());
+        Some(empty)
+    })
+    .await;
+    assert_eq!(
+        failure(app.register_verdict(&device, &token).await),
+        Failure::SelectionMismatch
+    );
+}
+
+/// `--attestation-key ecdsa-p384`: a P-384 AK (SHA-384 name, SHA-384 quote digest over the
+/// SHA-256 bank) is activated, quoted and verified end to end.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_p384_attestation_key_is_verified(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let swtpm = test_support::Swtpm::start();
+    let tcti = swtpm.tcti();
+    let device = Device::of(&mut Tpm::open(&tcti).unwrap());
+    enroll(&app, &device, json!({"mode": "require"})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let args: Vec<String> = [
+        "--tcti",
+        &tcti,
+        "register",
+        "--endpoint",
+        &app.base,
+        "--id-scope",
+        ID_SCOPE,
+        "--ca-file",
+        &app.pki.ca_file().display().to_string(),
+        "--state-file",
+        &state.display().to_string(),
+        "--attestation-key",
+        "ecdsa-p384",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_device-client"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let record = registration(&app, &device.registration_id).await;
+    assert_eq!(record["attestation"]["verdict"], "verified", "{record}");
+    let name = record["attestation"]["attestationKeyName"]
+        .as_str()
+        .unwrap();
+    assert!(name.starts_with("000c") && name.len() == 2 * 50, "{name}");
+}
