@@ -692,48 +692,50 @@ async fn a_bank_the_tpm_has_not_allocated_is_never_accepted(pool: PgPool) {
     );
 }
 
-/// `--attestation-key ecdsa-p384`: a P-384 AK (SHA-384 name, SHA-384 quote digest over the
-/// SHA-256 bank) is activated, quoted and verified end to end.
+/// `--attestation-key`: a P-384 AK (SHA-384 name, SHA-384 quote digest over the SHA-256 bank)
+/// and an RSASSA-2048 AK are each activated, quoted and verified end to end.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
-async fn a_p384_attestation_key_is_verified(pool: PgPool) {
+async fn p384_and_rsa_attestation_keys_are_verified(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let swtpm = test_support::Swtpm::start();
-    let tcti = swtpm.tcti();
-    let device = Device::of(&mut Tpm::open(&tcti).unwrap());
-    enroll(&app, &device, json!({"mode": "require"})).await;
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.json");
-    let args: Vec<String> = [
-        "--tcti",
-        &tcti,
-        "register",
-        "--endpoint",
-        &app.base,
-        "--id-scope",
-        ID_SCOPE,
-        "--ca-file",
-        &app.pki.ca_file().display().to_string(),
-        "--state-file",
-        &state.display().to_string(),
-        "--attestation-key",
-        "ecdsa-p384",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_device-client"))
-            .args(&args)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let record = registration(&app, &device.registration_id).await;
-    assert_eq!(record["attestation"]["verdict"], "verified", "{record}");
-    let name = record["attestation"]["attestationKeyName"]
-        .as_str()
+    for (algorithm, name_alg) in [("ecdsa-p384", "000c"), ("rsa2048", "000b")] {
+        let swtpm = test_support::Swtpm::start();
+        let tcti = swtpm.tcti();
+        let device = Device::of(&mut Tpm::open(&tcti).unwrap());
+        enroll(&app, &device, json!({"mode": "require"})).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let args: Vec<String> = [
+            "--tcti",
+            &tcti,
+            "register",
+            "--endpoint",
+            &app.base,
+            "--id-scope",
+            ID_SCOPE,
+            "--ca-file",
+            &app.pki.ca_file().display().to_string(),
+            "--state-file",
+            &state.display().to_string(),
+            "--attestation-key",
+            algorithm,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_device-client"))
+                .args(&args)
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap()
+        })
+        .await
         .unwrap();
-    assert!(name.starts_with("000c") && name.len() == 2 * 50, "{name}");
+        assert!(out.status.success(), "{algorithm}: {out:?}");
+        let record = registration(&app, &device.registration_id).await;
+        assert_eq!(record["attestation"]["verdict"], "verified", "{record}");
+        let name = record["attestation"]["attestationKeyName"]
+            .as_str()
+            .unwrap();
+        assert!(name.starts_with(name_alg), "{algorithm}: {name}");
+    }
 }
