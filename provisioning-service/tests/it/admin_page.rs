@@ -174,6 +174,8 @@ async fn the_admin_page_works_in_a_real_browser(pool: PgPool) {
         registration.contains(test_support::HUBS[1]),
         "{registration}"
     );
+    // No attestation policy: the page says so (an attested one shows its verdict and PCRs).
+    assert!(registration.contains("not attested"), "{registration}");
 
     // Disable: the page shows it at once, and the API agrees.
     click(&c, "toggle").await;
