@@ -36,8 +36,9 @@ pub enum ClientError {
     /// 401 on the first call: unknown registration id, another EK enrolled, or disabled.
     #[error("the provisioning service does not accept this device (registration id {registration_id}): check that its EK is enrolled under this registration id and the enrollment is enabled")]
     NotEnrolled { registration_id: String },
-    /// 401 with a SAS: the key in the TPM is not the one the service issued (or it expired).
-    #[error("the provisioning service refused the device's signature: the key in the TPM is not the one it issued, or it expired")]
+    /// 401 with a SAS: the key in the TPM is not the one the service issued (or it expired), or
+    /// the device's attestation failed its enrollment's policy (the service does not say which).
+    #[error("the provisioning service refused the registration: the key in the TPM is not the one it issued (or it expired), or the device's attestation did not satisfy its enrollment's policy")]
     SignatureRefused,
     #[error("throttled by the provisioning service; retry after {retry_after} s")]
     Throttled { retry_after: u64 },
