@@ -232,7 +232,9 @@ struct NewChallenge {
     attestation: Option<attestation::Sealed>,
 }
 
-/// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob.
+/// Step 1, no SAS: issue a fresh HMAC key wrapped for this one TPM; returns the blob, and the
+/// attestation challenge when the device showed an attestation key and its enrollment's policy
+/// asks for a quote (`attestation`).
 ///
 /// With a core free on arrival, the key is issued first (the RSA work, 70 µs) and offered to
 /// the step's one statement (`store::device_steps::challenge_gate`), which counts the request
