@@ -81,6 +81,10 @@ pub enum AttestError {
     MissingPcr { bank: u16, index: u8 },
     #[error("the reported PCR values do not hash to the quoted digest")]
     DigestMismatch,
+    #[error("the certified key could leave its TPM or is not a plain signing key: {0}")]
+    CertifiedKeyAttributes(&'static str),
+    #[error("the certification names another object than the public area given")]
+    NameMismatch,
 }
 
 /// `TPMS_CLOCK_INFO`.
@@ -552,6 +556,65 @@ pub fn verify_quote_by(
     if digest(hash, &concatenated) != *pcr_digest {
         return Err(AttestError::DigestMismatch);
     }
+    Ok(parsed)
+}
+
+/// The attributes of a key a certificate may be issued for: a signing key the TPM generated
+/// and can never let go of — fixedTPM, fixedParent, sensitiveDataOrigin, sign — and neither
+/// restricted (it signs what TLS gives it) nor a decryption key.
+pub fn check_resident_key(key: &Public) -> Result<(), AttestError> {
+    let required = [
+        (TPMA_OBJECT_FIXED_TPM, "not fixedTPM"),
+        (TPMA_OBJECT_FIXED_PARENT, "not fixedParent"),
+        (TPMA_OBJECT_SENSITIVE_DATA_ORIGIN, "not sensitiveDataOrigin"),
+        (TPMA_OBJECT_SIGN, "not a signing key"),
+    ];
+    for (bit, what) in required {
+        if key.object_attributes & bit == 0 {
+            return Err(AttestError::CertifiedKeyAttributes(what));
+        }
+    }
+    if key.object_attributes & TPMA_OBJECT_RESTRICTED != 0 {
+        return Err(AttestError::CertifiedKeyAttributes("restricted"));
+    }
+    if key.object_attributes & TPMA_OBJECT_DECRYPT != 0 {
+        return Err(AttestError::CertifiedKeyAttributes("a decryption key"));
+    }
+    Ok(())
+}
+
+/// Checks a `TPM2_Certify` of `certified` by `ak` (`attested-identity.md` §8 step 3): the AK's
+/// attributes and signature, magic, type certify, the nonce in `extraData` (judged by
+/// `nonce_matches`), `attested.name` = Name(`certified`), and `certified` a key that never
+/// leaves its TPM ([`check_resident_key`]). Returns the parsed attestation.
+pub fn verify_certify(
+    ak: &Public,
+    attest: &[u8],
+    signature: &Signature,
+    nonce_matches: impl FnOnce(&[u8]) -> bool,
+    certified: &Public,
+) -> Result<Attest, AttestError> {
+    check_attestation_key(ak)?;
+    verify_signature(ak, attest, signature)?;
+    let parsed = Attest::parse(attest)?;
+    if parsed.magic != TPM_GENERATED_VALUE {
+        return Err(AttestError::NotTpmGenerated(parsed.magic));
+    }
+    let Attested::Certify { name, .. } = &parsed.attested else {
+        return Err(AttestError::WrongType {
+            expected: TPM_ST_ATTEST_CERTIFY,
+            got: parsed.kind,
+        });
+    };
+    if !nonce_matches(&parsed.extra_data) {
+        return Err(AttestError::NonceMismatch);
+    }
+    let expected = crate::tpm::Name::of(certified)
+        .map_err(|_| AttestError::AkUnsupported("the certified key's nameAlg"))?;
+    if name.as_slice() != expected.as_bytes() {
+        return Err(AttestError::NameMismatch);
+    }
+    check_resident_key(certified)?;
     Ok(parsed)
 }
 

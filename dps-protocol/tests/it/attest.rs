@@ -20,7 +20,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair};
 
 /// TCG's attestation key attributes.
-const AK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
+pub(crate) const AK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
     | TPMA_OBJECT_FIXED_PARENT
     | TPMA_OBJECT_SENSITIVE_DATA_ORIGIN
     | TPMA_OBJECT_USER_WITH_AUTH
@@ -28,14 +28,14 @@ const AK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
     | TPMA_OBJECT_SIGN;
 
 /// An ECDSA key in software standing in for a TPM's AK: its public area and its signer.
-struct Ak {
-    public: Public,
+pub(crate) struct Ak {
+    pub(crate) public: Public,
     pair: EcdsaKeyPair,
     hash: u16,
 }
 
 impl Ak {
-    fn new(p384: bool, attributes: u32) -> Self {
+    pub(crate) fn new(p384: bool, attributes: u32) -> Self {
         let rng = SystemRandom::new();
         let (alg, curve, hash, size) = if p384 {
             (
@@ -75,7 +75,7 @@ impl Ak {
     }
 
     /// The `TPMT_SIGNATURE` a TPM would return over `message`.
-    fn sign(&self, message: &[u8]) -> Signature {
+    pub(crate) fn sign(&self, message: &[u8]) -> Signature {
         let raw = self.pair.sign(&SystemRandom::new(), message).unwrap();
         let (r, s) = raw.as_ref().split_at(raw.as_ref().len() / 2);
         Signature::Ecdsa {

@@ -8,6 +8,7 @@
 )]
 
 mod attest;
+mod attest_certify;
 mod attest_policy;
 mod decode;
 mod handshake;
