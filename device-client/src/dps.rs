@@ -179,6 +179,7 @@ impl DpsClient {
         DeviceRegistration {
             registration_id: device.registration_id.to_owned(),
             tpm: Some(tpm),
+            csr: None,
             payload: device.payload.cloned(),
         }
     }

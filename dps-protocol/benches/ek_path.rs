@@ -12,15 +12,19 @@ use dps_protocol::ek_cert::{
     EkCertError, EkCertificate, PathSearch, MAX_PRESENTED_CHAIN, MAX_SIGNATURE_CHECKS,
 };
 use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SerialNumber,
-    PKCS_ECDSA_P384_SHA384,
+    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    SerialNumber, PKCS_ECDSA_P384_SHA384,
 };
 
-fn ca(key: &KeyPair, serial: u64) -> rcgen::Certificate {
+fn ca_params(serial: u64) -> CertificateParams {
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.serial_number = Some(SerialNumber::from(serial));
-    ca.self_signed(key).unwrap()
+    ca
+}
+
+fn ca(key: &KeyPair, serial: u64) -> rcgen::Certificate {
+    ca_params(serial).self_signed(key).unwrap()
 }
 
 fn bench(c: &mut Criterion) {
@@ -31,7 +35,9 @@ fn bench(c: &mut Criterion) {
         .collect();
     let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
-    let leaf = leaf.signed_by(&p384(), &copies[0], &key).unwrap();
+    let leaf = leaf
+        .signed_by(&p384(), &Issuer::new(ca_params(1), &key))
+        .unwrap();
     let ek = EkCertificate::parse(leaf.der()).unwrap();
     let presented: Vec<Vec<u8>> = copies.iter().map(|c| c.der().to_vec()).collect();
     let anchors: Vec<Vec<u8>> = (0..32).map(|s| ca(&p384(), s).der().to_vec()).collect();

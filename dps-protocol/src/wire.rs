@@ -120,6 +120,11 @@ pub struct DeviceRegistration {
     pub registration_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<TpmAttestation>,
+    /// DPS 2026-04-01: a PKCS#10 certificate signing request (DER, base64, no PEM armour)
+    /// whose CN is the registration id; the answer carries `issuedCertificateChain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
+    pub csr: Option<Base64Bytes>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,
 }
@@ -238,6 +243,11 @@ pub struct DeviceRegistrationResult {
     pub tpm: Option<TpmRegistrationResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,
+    /// DPS 2026-04-01: the certificate issued for the registration's CSR, leaf first, then
+    /// each issuer up to the root (DER, base64). Not in a status lookup's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>, format = Byte))]
+    pub issued_certificate_chain: Option<Vec<Base64Bytes>>,
     /// Extension, service API only: what the device's registration proved of its platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<AttestationRecord>,

@@ -174,19 +174,21 @@ fn the_negative_cases_are_refused() {
 fn an_unknown_critical_extension_does_not_refuse_an_ek_certificate() {
     use rcgen::{
         BasicConstraints, CertificateParams, CustomExtension, ExtendedKeyUsagePurpose, IsCa,
-        KeyPair,
+        Issuer, KeyPair,
     };
     let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
     let mut unknown = CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![5, 0]);
     unknown.set_criticality(true);
     leaf.custom_extensions = vec![unknown];
-    let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let leaf = leaf
+        .signed_by(&leaf_key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
 
     let ek = EkCertificate::parse(leaf.der()).unwrap();
     assert!(ek.ek_usage);
@@ -198,21 +200,25 @@ fn an_unknown_critical_extension_does_not_refuse_an_ek_certificate() {
 /// attacker's EK certificate (signed by that key, EK usage set) and the CA copies.
 fn one_key_many_cas(copies: u64) -> (EkCertificate, Vec<Vec<u8>>) {
     use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SerialNumber,
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        SerialNumber,
     };
     let ca_key = KeyPair::generate().unwrap();
+    let ca_params = |serial: u64| {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.serial_number = Some(SerialNumber::from(serial));
+        ca
+    };
     let cas: Vec<_> = (1..=copies)
-        .map(|serial| {
-            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            ca.serial_number = Some(SerialNumber::from(serial));
-            ca.self_signed(&ca_key).unwrap()
-        })
+        .map(|serial| ca_params(serial).self_signed(&ca_key).unwrap())
         .collect();
     let leaf_key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
-    let leaf = leaf.signed_by(&leaf_key, &cas[0], &ca_key).unwrap();
+    let leaf = leaf
+        .signed_by(&leaf_key, &Issuer::new(ca_params(1), &ca_key))
+        .unwrap();
     (
         EkCertificate::parse(leaf.der()).unwrap(),
         cas.iter().map(|c| c.der().to_vec()).collect(),

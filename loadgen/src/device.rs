@@ -139,6 +139,7 @@ pub async fn register(
             attestation_key: device.ak.as_ref().map(|ak| Base64Bytes(ak.public.clone())),
             ..TpmAttestation::keys(device.ek.clone(), device.srk.clone())
         }),
+        csr: None,
         payload: None,
     };
     let (challenge, _): (TpmChallenge, _) = call(

@@ -42,7 +42,7 @@ fn bench(c: &mut Criterion) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a cert");
     let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_file, cert.cert.pem()).expect("write");
-    std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("write");
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).expect("write");
     let service = provisioning_service::tls::server_config(&cert_file, &key_file).expect("TLS");
     let mut clients_order = (*service).clone();
     clients_order.ignore_client_order = false;

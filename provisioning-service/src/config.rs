@@ -2,7 +2,7 @@
 //! come from `settings::defaults`; [`ServeArgs::settings`] turns the flags into validated
 //! [`Settings`].
 //!
-//! Uses: `allocation`, `cpu`, `enrollment`, `settings`, `store` (the layers table,
+//! Uses: `allocation`, `cpu`, `enrollment`, `issuance`, `settings`, `store` (the layers table,
 //! docs/architecture.md).
 
 use std::net::SocketAddr;
@@ -201,6 +201,12 @@ pub struct ServeArgs {
     /// network: the request carries the device's enrollment).
     #[arg(long, env = "DPS_ALLOW_HTTP_WEBHOOKS")]
     pub allow_http_webhooks: bool,
+    /// Credential policies for certificate issuance (DPS 2026-04-01 `csr`): a JSON list of
+    /// `{"name", "issuingCertificate", "issuingKey", "chainCertificates", "validityDays",
+    /// "keyTypes", "requireTpmResidentKey"}`, paths relative to the file (docs/protocol.md §11).
+    /// Enrollments and groups name one in `credentialPolicyName`. Checked at start-up.
+    #[arg(long, env = "DPS_CREDENTIAL_POLICY_FILE")]
+    pub credential_policy_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +267,8 @@ pub enum ConfigError {
     BadPolicy(usize),
     #[error(transparent)]
     Invalid(#[from] SettingsError),
+    #[error(transparent)]
+    CredentialPolicies(#[from] crate::issuance::PolicyFileError),
 }
 
 impl ServeArgs {
@@ -313,6 +321,9 @@ impl ServeArgs {
             );
         }
         settings.allow_http_webhooks = self.allow_http_webhooks;
+        if let Some(path) = &self.credential_policy_file {
+            settings.credential_policies = crate::issuance::CredentialPolicies::load(path)?;
+        }
         settings.validate()?;
         Ok(settings)
     }

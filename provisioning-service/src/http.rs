@@ -1,7 +1,7 @@
 //! The HTTP surface: one router for the device API and the enrollment API.
 //!
-//! Uses: `app`, `enrollment`, `hub`, `metrics`, `registration`, `store`, `telemetry` (the layers
-//! table, docs/architecture.md).
+//! Uses: `app`, `enrollment`, `hub`, `issuance`, `metrics`, `registration`, `store`, `telemetry`
+//! (the layers table, docs/architecture.md).
 
 pub mod admin;
 pub mod device_api;

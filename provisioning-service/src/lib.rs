@@ -30,6 +30,7 @@ pub mod enrollment;
 pub mod factory;
 pub mod http;
 pub mod hub;
+pub mod issuance;
 pub mod metrics;
 pub mod registration;
 pub mod sealing;

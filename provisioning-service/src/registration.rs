@@ -4,12 +4,13 @@
 //! RSA or HMAC work before or between them and no transaction held across it
 //! (`store::device_steps`).
 //!
-//! Uses: `allocation`, `cpu`, `enrollment`, `metrics`, `sealing`, `settings`, `store`, `telemetry`
-//! (the layers table, docs/architecture.md).
+//! Uses: `allocation`, `cpu`, `enrollment`, `issuance`, `metrics`, `sealing`, `settings`, `store`,
+//! `telemetry` (the layers table, docs/architecture.md).
 
 mod admission;
 mod assignment;
 pub mod attestation;
+mod certificate;
 mod group_admission;
 mod recent;
 mod refusal;
@@ -130,6 +131,8 @@ pub struct RegisterRequest {
     pub tpm: Option<TpmKeys>,
     /// The device's `payload`, for a custom allocation webhook.
     pub payload: Option<serde_json::Value>,
+    /// DPS 2026-04-01: a PKCS#10 request (DER) for a certificate.
+    pub csr: Option<Vec<u8>>,
 }
 
 /// The EK and SRK a device presents, as sent and parsed, and its EK certificate if it sent one.
@@ -206,6 +209,7 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
         registration_id,
         tpm,
         payload: body.payload,
+        csr: body.csr.map(|c| c.0),
     })
 }
 
@@ -623,6 +627,12 @@ impl SasStep<'_> {
         if let (KeySource::Registration { .. }, Some(operation_id)) = (key.source, view.deciding) {
             return Ok(Some(Stepped::Deciding(operation_id)));
         }
+        let requested = certificate::requested(
+            registrar.settings(),
+            id,
+            self.req.csr.as_deref(),
+            &enrollment.extra,
+        )?;
         let quote = self.req.tpm.as_ref().and_then(|t| t.quote.as_ref());
         let attested = attestation::judge(
             &attestation::policy_of(&enrollment.extra)?,
@@ -648,6 +658,9 @@ impl SasStep<'_> {
         };
         let (decided, webhook) =
             assignment::plan(registrar, id, &enrollment, view.previous.as_ref(), device);
+        if webhook.is_some() && requested.is_some() {
+            return Err(Refusal::Csr(crate::issuance::CsrRefusal::CustomAllocation).into());
+        }
         if webhook.is_some() {
             // Each such step is a call to the owner's webhook: at most so many per device.
             let limit = registrar.settings().webhook_limit;
@@ -679,9 +692,18 @@ impl SasStep<'_> {
                 .as_ref()
                 .map(|_| assignment::decide_by(registrar, now)),
             attestation: attested.map(sqlx::types::Json),
+            certificate_chain: None,
         };
         decided.apply(&mut row, now);
-        let written = device_steps::assign(conn, &row, key.source, view.observed.as_ref()).await?;
+        let issued = certificate::issue(requested.as_ref(), &mut row, rng)?;
+        let written = device_steps::assign(
+            conn,
+            &row,
+            key.source,
+            view.observed.as_ref(),
+            issued.as_ref(),
+        )
+        .await?;
         Ok(written.map(|row| Stepped::Wrote(row, webhook)))
     }
 }
@@ -726,9 +748,14 @@ pub async fn operation_status(
     Ok(operation_result(&row))
 }
 
-/// A registration row as an operation's status, with its registration state.
+/// A registration row as an operation's status, with its registration state and the
+/// certificate issued for it (which a status lookup does not return, as in DPS).
 fn operation_result(row: &RegistrationRow) -> RegistrationOperationStatus {
-    let state = registration_result(row);
+    let mut state = registration_result(row);
+    state.issued_certificate_chain = row
+        .certificate_chain
+        .as_ref()
+        .map(|chain| chain.iter().cloned().map(Base64Bytes).collect());
     RegistrationOperationStatus {
         operation_id: row.operation_id.to_string(),
         status: state.status,
@@ -792,6 +819,7 @@ pub fn registration_result(row: &RegistrationRow) -> DeviceRegistrationResult {
             authentication_key: Base64Bytes(row.authentication_key.clone()),
         }),
         payload: row.payload.as_ref().map(|p| p.0.clone()),
+        issued_certificate_chain: None,
         // The service API's alone (`http::service_api`).
         attestation: None,
     }

@@ -2,7 +2,7 @@
 //! the limits every value must keep, checked once at start-up by [`Settings::validate`] so no
 //! code path has to cap or second-guess a setting where it is used.
 //!
-//! Uses: `store` (the layers table, docs/architecture.md).
+//! Uses: `issuance`, `store` (the layers table, docs/architecture.md).
 
 use zeroize::Zeroizing;
 
@@ -204,6 +204,9 @@ pub struct Settings {
     pub webhook_ca_pem: Option<Vec<u8>>,
     /// Allow `http://` webhook URLs (tests, a webhook on the same host).
     pub allow_http_webhooks: bool,
+    /// The credential policies enrollments name in `credentialPolicyName` (certificate
+    /// issuance; empty: no certificates are issued).
+    pub credential_policies: crate::issuance::CredentialPolicies,
 }
 
 impl Settings {
@@ -243,6 +246,7 @@ impl Settings {
             webhook_timeout_ms: defaults::WEBHOOK_TIMEOUT_MS,
             webhook_ca_pem: None,
             allow_http_webhooks: false,
+            credential_policies: crate::issuance::CredentialPolicies::default(),
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Device {
     /// its SAS (remote attestation).
     pub attestation_key: Option<Vec<u8>>,
     pub quote: Option<Quote>,
+    /// The PKCS#10 request (DER) it sends for a certificate (DPS 2026-04-01 `csr`).
+    pub csr: Option<Vec<u8>>,
 }
 
 impl Device {
@@ -59,6 +61,7 @@ impl Device {
             ek_certificate_chain: Vec::new(),
             attestation_key: None,
             quote: None,
+            csr: None,
         }
     }
 
@@ -89,6 +92,7 @@ impl Device {
                 quote: self.quote.clone(),
                 ..TpmAttestation::keys(self.ek.clone(), self.srk.clone())
             }),
+            csr: self.csr.clone().map(Base64Bytes),
             payload: self.payload.clone(),
         })
         .unwrap()

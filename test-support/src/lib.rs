@@ -27,7 +27,7 @@ pub mod webhook;
 
 pub use broker::Broker;
 pub use device::{enrollment, Device};
-pub use pki::Pki;
+pub use pki::{IssuingPki, Pki};
 pub use service::{settings, TestApp, API, HUBS, HUB_AUTH_SECRET, ID_SCOPE, POLICY, POLICY_KEY};
 pub use swtpm::Swtpm;
 pub use tpm::TestTpm;

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+};
 
 pub struct Pki {
     pub dir: tempfile::TempDir,
@@ -29,7 +31,9 @@ impl Pki {
         let mut leaf_params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         leaf_params.distinguished_name = named("localhost");
-        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &Issuer::from_params(&ca_params, &ca_key))
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.path().join("server.pem"), leaf.pem()).unwrap();
@@ -90,5 +94,80 @@ impl Pki {
 impl Default for Pki {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// An operator's issuing PKI for certificate issuance: an ECDSA P-384 root and an issuing CA
+/// under it (PEM files), and a credential policy file naming them (`issuance`).
+pub struct IssuingPki {
+    pub dir: tempfile::TempDir,
+    pub root_pem: String,
+    pub issuing_pem: String,
+}
+
+impl IssuingPki {
+    /// Credential policy `name`, with these extra JSON fields (e.g. `keyTypes`).
+    #[must_use]
+    pub fn new(policies: &[(&str, serde_json::Value)]) -> Self {
+        use rcgen::PKCS_ECDSA_P384_SHA384;
+        let ca = |cn: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name = named(cn);
+            params.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyCertSign,
+                rcgen::KeyUsagePurpose::CrlSign,
+            ];
+            params
+        };
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let root_params = ca("dps-tpm test device root");
+        let root = root_params.self_signed(&root_key).unwrap();
+        let issuing_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let issuing = ca("dps-tpm test device issuing CA")
+            .signed_by(&issuing_key, &Issuer::from_params(&root_params, &root_key))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("root.pem"), root.pem()).unwrap();
+        std::fs::write(dir.path().join("issuing.pem"), issuing.pem()).unwrap();
+        std::fs::write(dir.path().join("issuing.key"), issuing_key.serialize_pem()).unwrap();
+        let entries: Vec<serde_json::Value> = policies
+            .iter()
+            .map(|(name, extra)| {
+                let mut entry = serde_json::json!({
+                    "name": name,
+                    "issuingCertificate": "issuing.pem",
+                    "issuingKey": "issuing.key",
+                    "chainCertificates": ["root.pem"],
+                });
+                if let Some(fields) = extra.as_object() {
+                    for (k, v) in fields {
+                        entry[k] = v.clone();
+                    }
+                }
+                entry
+            })
+            .collect();
+        std::fs::write(
+            dir.path().join("policies.json"),
+            serde_json::to_vec(&entries).unwrap(),
+        )
+        .unwrap();
+        Self {
+            dir,
+            root_pem: root.pem(),
+            issuing_pem: issuing.pem(),
+        }
+    }
+
+    #[must_use]
+    pub fn policy_file(&self) -> PathBuf {
+        self.dir.path().join("policies.json")
+    }
+
+    /// The policies, as the service loads them.
+    #[must_use]
+    pub fn policies(&self) -> provisioning_service::issuance::CredentialPolicies {
+        provisioning_service::issuance::CredentialPolicies::load(&self.policy_file()).unwrap()
     }
 }

@@ -62,6 +62,8 @@ pub enum InvalidEnrollment {
     Allocation(#[from] InvalidAllocation),
     #[error("attestationPolicy: {0}")]
     AttestationPolicy(String),
+    #[error("credentialPolicyName: {0}")]
+    CredentialPolicy(String),
     /// Postgres's JSON type cannot hold U+0000; DPS's fields never need it.
     #[error("{0}: a string holds the NUL character (\\u0000)")]
     NulCharacter(&'static str),
@@ -95,7 +97,15 @@ pub(crate) fn check_shared_fields(
     }
     let allocation = Allocation::read(extra, iot_hub_host_name)?;
     attestation_policy(extra)?;
+    let credential_policy = credential_policy_name(extra)?;
     if let Some(settings) = settings {
+        if let Some(name) = credential_policy {
+            if settings.credential_policies.get(name).is_none() {
+                return Err(InvalidEnrollment::CredentialPolicy(format!(
+                    "{name} is not a credential policy of this service"
+                )));
+            }
+        }
         if let Some(hub) = iot_hub_host_name {
             if !settings.linked_hubs.contains(hub) {
                 return Err(InvalidEnrollment::HubNotLinked(hub.to_owned()));
@@ -120,6 +130,20 @@ pub fn attestation_policy(
         .check()
         .map_err(|e| InvalidEnrollment::AttestationPolicy(e.to_string()))?;
     Ok(policy)
+}
+
+/// The `credentialPolicyName` of an enrollment's or group's other fields (DPS 2026-04-01: the
+/// policy that issues its devices' certificates); absent or `null`: none.
+pub fn credential_policy_name(
+    extra: &Map<String, Value>,
+) -> Result<Option<&str>, InvalidEnrollment> {
+    match extra.get("credentialPolicyName") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name)) => Ok(Some(name)),
+        Some(_) => Err(InvalidEnrollment::CredentialPolicy(
+            "not a string".to_owned(),
+        )),
+    }
 }
 
 /// What an enrollment operation fails with.

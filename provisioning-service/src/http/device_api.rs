@@ -261,8 +261,20 @@ pub async fn registration_state(
     AppPath((id_scope, registration_id)): AppPath<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let (id, token) = sas_request(&app, &uri, &headers, &id_scope, &registration_id)?;
+    // The body (a DeviceRegistration, optional) is not needed, but a `csr` in it is refused,
+    // as DPS's 2026-04-01 `csr` description says.
+    if serde_json::from_slice::<serde_json::Value>(&body)
+        .is_ok_and(|b| b.get("csr").is_some_and(|c| !c.is_null()))
+    {
+        return Err(refused(
+            &app,
+            "poll",
+            Refusal::Csr(crate::issuance::CsrRefusal::OnStatusLookup),
+        ));
+    }
     let client = client_address(&app, peer, &headers);
     let state = counted(
         &app,

@@ -129,6 +129,7 @@ impl From<Refusal> for ApiError {
             Refusal::InvalidRegistrationId(_)
             | Refusal::RegistrationIdMismatch
             | Refusal::AttestationRequired
+            | Refusal::Csr(_)
             | Refusal::InvalidKey { .. }
             | Refusal::EkCertificateChainTooLong => Self::ArgumentInvalid(refusal.to_string()),
             Refusal::NotEnrolled
@@ -159,9 +160,11 @@ impl From<StepError> for ApiError {
         match err {
             StepError::Refused(refusal) => refusal.into(),
             StepError::Store(e @ StoreError::DeviceIdTaken) => e.into(),
-            StepError::Store(_) | StepError::Seal(_) | StepError::Cpu(_) | StepError::Policy(_) => {
-                Self::internal(err)
-            }
+            StepError::Store(_)
+            | StepError::Seal(_)
+            | StepError::Cpu(_)
+            | StepError::Policy(_)
+            | StepError::Issue(_) => Self::internal(err),
         }
     }
 }

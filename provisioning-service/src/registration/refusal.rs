@@ -7,6 +7,7 @@ use dps_protocol::ek_cert::EkCertError;
 use dps_protocol::{CryptoError, RegistrationIdError, SasError};
 
 use crate::cpu::CpuError;
+use crate::issuance::CsrRefusal;
 use crate::sealing::SealError;
 use crate::store::StoreError;
 
@@ -20,6 +21,9 @@ pub enum Refusal {
     RegistrationIdMismatch,
     #[error("tpm attestation is required")]
     AttestationRequired,
+    /// A CSR the enrollment's credential policy refuses, or one sent to a status lookup.
+    #[error("csr: {0}")]
+    Csr(#[source] CsrRefusal),
     /// The EK or SRK does not parse, or is not a key this service can seal to.
     #[error("{field}: {source}")]
     InvalidKey {
@@ -97,6 +101,7 @@ impl Refusal {
             Self::InvalidRegistrationId(_) => "invalid_registration_id",
             Self::RegistrationIdMismatch => "registration_id_mismatch",
             Self::AttestationRequired => "attestation_required",
+            Self::Csr(_) => "csr",
             Self::InvalidKey { .. } => "invalid_key",
             Self::NotEnrolled => "not_enrolled",
             Self::EnrolledUnderAnotherId => "enrolled_under_another_id",
@@ -134,6 +139,8 @@ pub enum StepError {
     Seal(#[from] SealError),
     #[error("issuing the device key")]
     Cpu(#[from] CpuError),
+    #[error(transparent)]
+    Issue(#[from] crate::issuance::IssueError),
     /// Checked when written; unreadable now means the database was edited by hand.
     #[error("the stored attestationPolicy is unreadable: {0}")]
     Policy(String),

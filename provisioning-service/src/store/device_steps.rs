@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use super::registrations::Previous;
 use super::registrations::{
-    ChallengeRow, RegistrationRow, Status, CHALLENGES_PER_ADDRESS, CHALLENGES_PER_REGISTRATION,
+    ChallengeRow, IssuedRecord, RegistrationRow, Status, CHALLENGES_PER_ADDRESS,
+    CHALLENGES_PER_REGISTRATION,
 };
 use super::throttle::Limit;
 use super::throttle::{self, Counted};
@@ -355,13 +356,32 @@ const ADMITTED: &str = "admitted AS (
                       WHERE g.group_id = enrollments.group_id AND g.provisioning_status = 'disabled'))";
 
 /// With [`Observed`]: the enrollment, its group and the registration are still at the etags
-/// observed ($21, $22, $23).
+/// observed ($23, $24, $25).
 const UNCHANGED: &str = ",
     unchanged AS (
-        SELECT 1 WHERE (SELECT etag FROM enrollments WHERE registration_id = $1) = $21::uuid
+        SELECT 1 WHERE (SELECT etag FROM enrollments WHERE registration_id = $1) = $23::uuid
           AND (SELECT g.etag FROM enrollments e JOIN enrollment_groups g ON g.group_id = e.group_id
-               WHERE e.registration_id = $1) IS NOT DISTINCT FROM $22::uuid
-          AND (SELECT etag FROM registrations WHERE registration_id = $1) IS NOT DISTINCT FROM $23::uuid)";
+               WHERE e.registration_id = $1) IS NOT DISTINCT FROM $24::uuid
+          AND (SELECT etag FROM registrations WHERE registration_id = $1) IS NOT DISTINCT FROM $25::uuid)";
+
+/// With an issued certificate ($22, an [`IssuedRecord`] as JSON): recorded, and the
+/// registration's earlier live certificates revoked, if `$written` wrote the registration.
+fn issued_cte(written: &str) -> String {
+    format!(
+        ",
+     issued AS (
+         INSERT INTO issued_certificates (serial, registration_id, credential_policy, fingerprint,
+                                          not_before, not_after, issued_at)
+         SELECT decode($22->>'serial', 'hex'), $1, $22->>'credential_policy',
+                decode($22->>'fingerprint', 'hex'), ($22->>'not_before')::timestamptz,
+                ($22->>'not_after')::timestamptz, $15
+         WHERE $22::jsonb IS NOT NULL AND EXISTS (SELECT 1 FROM {written})),
+     superseded AS (
+         UPDATE issued_certificates SET revoked_at = $15
+         WHERE registration_id = $1 AND revoked_at IS NULL AND $22::jsonb IS NOT NULL
+           AND serial <> decode($22->>'serial', 'hex') AND EXISTS (SELECT 1 FROM {written}))"
+    )
+}
 
 /// The SAS step's second statement: writes the registration state `r` if nothing the read
 /// decided on changed since. With a challenge's key, that challenge is consumed if it is still
@@ -375,6 +395,7 @@ pub async fn assign(
     r: &RegistrationRow,
     proven_by: KeySource,
     observed: Option<&Observed>,
+    issued: Option<&IssuedRecord>,
 ) -> Result<Option<RegistrationRow>, StoreError> {
     // Only a challenge's write checks observed etags: a remembered view holds challenges only.
     let observed = match proven_by {
@@ -395,13 +416,13 @@ pub async fn assign(
                  RETURNING challenge_id),
              others AS (
                  DELETE FROM challenges
-                 WHERE registration_id = $1 AND challenge_id <> $16 AND EXISTS (SELECT 1 FROM proven))
+                 WHERE registration_id = $1 AND challenge_id <> $16 AND EXISTS (SELECT 1 FROM proven)){issued}
              INSERT INTO registrations (registration_id, operation_id, status, substatus, assigned_hub, device_id,
                                         ek_hash, storage_root_key, sealed_key, key_id, authentication_key,
                                         error_code, error_message, etag, created_at, updated_at,
-                                        payload, initial_twin, decide_by, attestation)
+                                        payload, initial_twin, decide_by, attestation, certificate_chain)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $17, $18, $19,
-                    $20
+                    $20, $21
              WHERE EXISTS (SELECT 1 FROM proven)
              ON CONFLICT (registration_id) DO UPDATE SET
                  operation_id = EXCLUDED.operation_id, status = EXCLUDED.status, substatus = EXCLUDED.substatus,
@@ -411,19 +432,26 @@ pub async fn assign(
                  error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
                  etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at, payload = EXCLUDED.payload,
                  initial_twin = EXCLUDED.initial_twin, decide_by = EXCLUDED.decide_by,
-                 attestation = EXCLUDED.attestation
-             RETURNING *"
+                 attestation = EXCLUDED.attestation, certificate_chain = EXCLUDED.certificate_chain
+             RETURNING *",
+            issued = issued_cte("proven")
         ),
+        // The registration is read back as it is written; the certificate CTEs ask whether the
+        // guarded row exists (a data-modifying CTE cannot see another's rows).
         KeySource::Registration { .. } => format!(
-            "WITH {ADMITTED}
+            "WITH {ADMITTED},
+             current AS (
+                 SELECT 1 FROM registrations
+                 WHERE registration_id = $1 AND etag = $16 AND EXISTS (SELECT 1 FROM admitted)){issued}
              UPDATE registrations SET
                  operation_id = $2, status = $3, substatus = $4, assigned_hub = $5, device_id = $6,
                  ek_hash = $7, storage_root_key = $8, sealed_key = $9, key_id = $10,
                  authentication_key = $11, error_code = $12, error_message = $13, etag = $14,
                  updated_at = $15, payload = $17, initial_twin = $18, decide_by = $19,
-                 attestation = $20
+                 attestation = $20, certificate_chain = $21
              WHERE registration_id = $1 AND etag = $16 AND EXISTS (SELECT 1 FROM admitted)
-             RETURNING *"
+             RETURNING *",
+            issued = issued_cte("current")
         ),
     };
     let guard = match proven_by {
@@ -450,7 +478,9 @@ pub async fn assign(
         .bind(&r.payload)
         .bind(&r.initial_twin)
         .bind(r.decide_by)
-        .bind(&r.attestation);
+        .bind(&r.attestation)
+        .bind(&r.certificate_chain)
+        .bind(issued.map(Json));
     let query = match observed {
         Some(o) => query
             .bind(o.enrollment_etag)

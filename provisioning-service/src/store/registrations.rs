@@ -88,6 +88,22 @@ pub struct RegistrationRow {
     pub decide_by: Option<OffsetDateTime>,
     /// What the registration's attestation proved, under a policy that asks for it.
     pub attestation: Option<Json<AttestationRecord>>,
+    /// The certificate issued for the registration's CSR, leaf first (DER).
+    pub certificate_chain: Option<Vec<Vec<u8>>>,
+}
+
+/// What is recorded of an issued certificate (`issued_certificates`), written with the
+/// registration that returns it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuedRecord {
+    /// Hex.
+    pub serial: String,
+    pub credential_policy: String,
+    /// SHA-256 of the leaf's DER, hex.
+    pub fingerprint: String,
+    /// RFC 3339.
+    pub not_before: String,
+    pub not_after: String,
 }
 
 /// Deletes every challenge of a registration (it registered, or it is being deleted).

@@ -446,7 +446,7 @@ impl rcgen::PublicKeyData for EkPublicKey {
     fn der_bytes(&self) -> &[u8] {
         &self.0
     }
-    fn algorithm(&self) -> &rcgen::SignatureAlgorithm {
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
         &rcgen::PKCS_RSA_SHA256
     }
 }
@@ -456,7 +456,8 @@ impl rcgen::PublicKeyData for EkPublicKey {
 /// key, each a distinct DER (another serial), so that every one verifies every other.
 fn crafted_chain(ek_tpm2b: &[u8], copies: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
     use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SerialNumber,
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        SerialNumber,
     };
     use rsa::pkcs1::EncodeRsaPublicKey;
     let ek = dps_protocol::tpm::Public::from_tpm2b(ek_tpm2b).unwrap();
@@ -470,17 +471,20 @@ fn crafted_chain(ek_tpm2b: &[u8], copies: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
     .unwrap();
     let ek_key = EkPublicKey(ek_key.to_pkcs1_der().unwrap().into_vec());
     let ca_key = KeyPair::generate().unwrap();
+    let ca_params = |serial: u64| {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.serial_number = Some(SerialNumber::from(serial));
+        ca
+    };
     let cas: Vec<_> = (1..=copies)
-        .map(|serial| {
-            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            ca.serial_number = Some(SerialNumber::from(serial));
-            ca.self_signed(&ca_key).unwrap()
-        })
+        .map(|serial| ca_params(serial).self_signed(&ca_key).unwrap())
         .collect();
     let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
-    let leaf = leaf.signed_by(&ek_key, &cas[0], &ca_key).unwrap();
+    let leaf = leaf
+        .signed_by(&ek_key, &Issuer::new(ca_params(1), &ca_key))
+        .unwrap();
     (
         leaf.der().to_vec(),
         cas.iter().map(|c| c.der().to_vec()).collect(),

@@ -11,6 +11,7 @@
 mod abuse;
 mod admin_page;
 mod allocation;
+mod certificates;
 mod config_reference;
 mod enrollments;
 mod factory;

@@ -1,9 +1,9 @@
 //! `/openapi.json`: served, well-formed (every operation answers, every `$ref` resolves),
 //! describing every route the
 //! router serves and no other, and holding to Microsoft's published DPS specification
-//! (`../shared/dps-rest-spec`, 2021-10-01) for the operations both have: same paths and
-//! methods, and no request or response field DPS does not define, but for the intentional
-//! differences listed here.
+//! (`../shared/dps-rest-spec`, 2026-04-01, a superset of 2021-10-01) for the operations both
+//! have: same paths and methods, and no request or response field DPS does not define, but for
+//! the intentional differences listed here.
 
 use std::collections::BTreeSet;
 
@@ -25,6 +25,8 @@ const EXTENSIONS: &[(&str, &str)] = &[
     // One registration-state type for both APIs: the service API never fills `tpm` (a test in
     // allocation.rs holds the served body to DPS's `DeviceRegistrationState`).
     ("DeviceRegistrationResult", "tpm"),
+    // Likewise the chain DPS 2026-04-01 returns to the device: never on the service API.
+    ("DeviceRegistrationResult", "issuedCertificateChain"),
     // Remote attestation (docs/protocol.md §10): the attestation key with the challenge, the
     // quote with the SAS, and what the registration proved (service API only).
     ("TpmAttestation", "attestationKey"),
@@ -176,7 +178,9 @@ async fn the_openapi_document_matches_the_router_and_dps(pool: PgPool) {
     // Every route served is described, and nothing else.
     assert_eq!(operations(&doc), router_routes());
 
-    let spec_dir = test_support::workspace_root().join("../shared/dps-rest-spec/stable/2021-10-01");
+    // The newest stable version: 2021-10-01's fields and operations and 2026-04-01's `csr`,
+    // `issuedCertificateChain` and `credentialPolicyName`.
+    let spec_dir = test_support::workspace_root().join("../shared/dps-rest-spec/stable/2026-04-01");
     let mut compared = 0;
     let mut dps_operations = BTreeSet::new();
     for file in ["service.json", "device.json"] {

@@ -1,0 +1,295 @@
+//! Certificate issuance (DPS 2026-04-01 `csr` → `issuedCertificateChain`, docs/protocol.md §11):
+//! a device on swtpm registers with a CSR and gets a chain OpenSSL verifies to the operator's
+//! root, in this service's profile whatever the CSR asked; each refused CSR is named and writes
+//! nothing. The CSRs are made in software here (rcgen); the TPM-resident key is the device
+//! client's part.
+
+use std::process::Command;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use provisioning_service::issuance::CsrRefusal;
+use provisioning_service::registration::{Refusal, StepError};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use test_support::{enrollment, now, Device, IssuingPki, TestApp, TestTpm, API, ID_SCOPE};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+/// A CSR for `common_name` signed by `key`, with `more` applied to its parameters.
+fn csr(common_name: &str, key: &KeyPair, more: impl FnOnce(&mut CertificateParams)) -> Vec<u8> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    params.distinguished_name = name;
+    more(&mut params);
+    params.serialize_request(key).unwrap().der().to_vec()
+}
+
+fn p384() -> KeyPair {
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap()
+}
+
+/// The service with credential policy `devices` (P-384 only, the default) and `lenient` (P-256
+/// too), a TPM and its device enrolled under `policy`, the device's key imported.
+async fn setup(pool: PgPool, policy: Option<&str>) -> (TestApp, IssuingPki, TestTpm, Device) {
+    let pki = IssuingPki::new(&[
+        ("devices", json!({})),
+        (
+            "lenient",
+            json!({"keyTypes": ["ecdsa-p384", "ecdsa-p256"], "validityDays": 7}),
+        ),
+    ]);
+    let policies = pki.policies();
+    let app = TestApp::spawn_configured(pool, |s| s.credential_policies = policies).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    let mut e = enrollment(&device.registration_id, &device.ek);
+    if let Some(name) = policy {
+        e.extra
+            .insert("credentialPolicyName".to_owned(), json!(name));
+    }
+    app.enroll_with(e).await;
+    let blob = app.challenge(&device).await;
+    t.tpm.import_authentication_key(&blob).unwrap();
+    (app, pki, t, device)
+}
+
+fn chain_of(body: &Value) -> Vec<Vec<u8>> {
+    body["registrationState"]["issuedCertificateChain"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no issuedCertificateChain: {body}"))
+        .iter()
+        .map(|c| STANDARD.decode(c.as_str().unwrap()).unwrap())
+        .collect()
+}
+
+fn pem(der: &[u8]) -> String {
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        STANDARD.encode(der)
+    )
+}
+
+/// A device with a CSR is assigned with a chain (leaf, issuing CA, root) that `openssl verify`
+/// accepts for TLS client authentication under the operator's root; the leaf holds the CSR's
+/// key, CN = registration id, CA:false, clientAuth only, the device's URI and the policy's
+/// lifetime. The poll returns the chain too; a status lookup does not (as in DPS); the
+/// certificate is recorded.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_csr_gets_a_chain_openssl_verifies(pool: PgPool) {
+    let (app, pki, mut t, mut device) = setup(pool, Some("devices")).await;
+    let key = p384();
+    device.csr = Some(csr(&device.registration_id.to_uppercase(), &key, |_| {}));
+    let (status, body) = app.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "assigned", "{body}");
+    let chain = chain_of(&body);
+    assert_eq!(chain.len(), 3);
+    let unwrapped = |text: &str| text.split_whitespace().collect::<String>();
+    assert_eq!(unwrapped(&pem(&chain[2])), unwrapped(&pki.root_pem));
+
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let root = write("root.pem", &pki.root_pem);
+    let issuing = write("issuing.pem", &pem(&chain[1]));
+    let leaf_file = write("leaf.pem", &pem(&chain[0]));
+    let out = Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&issuing)
+        .arg(&leaf_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    let cn = leaf.subject().iter_common_name().next().unwrap();
+    assert_eq!(cn.as_str().unwrap(), device.registration_id);
+    assert_eq!(
+        leaf.public_key().subject_public_key.data.as_ref(),
+        key.public_key_raw()
+    );
+    let constraints = leaf.basic_constraints().unwrap().unwrap().value;
+    assert!(!constraints.ca);
+    let eku = leaf.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth && !eku.any);
+    let san = leaf.subject_alternative_name().unwrap().unwrap().value;
+    let hub = body["registrationState"]["assignedHub"].as_str().unwrap();
+    assert_eq!(
+        san.general_names,
+        [GeneralName::URI(&format!(
+            "https://{hub}/devices/{}",
+            device.registration_id
+        ))]
+    );
+    let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+    assert_eq!(lifetime, 30 * 86_400 + 300);
+
+    let operation = body["operationId"].as_str().unwrap();
+    let (_, polled) = app.poll(&device, operation, &mut t.tpm).await;
+    assert_eq!(chain_of(&polled), chain);
+    let (_, state) = app.device_state(&device, &mut t.tpm).await;
+    assert!(state.get("issuedCertificateChain").is_none(), "{state}");
+    let recorded: (String, Option<time::OffsetDateTime>) = sqlx::query_as(
+        "SELECT credential_policy, revoked_at FROM issued_certificates WHERE registration_id = $1",
+    )
+    .bind(&device.registration_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, ("devices".to_owned(), None));
+}
+
+/// Whatever the CSR asks for beyond its key — CA:true, other names, server authentication — the
+/// certificate has none of it.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_csr_asking_for_a_ca_and_other_names_gets_neither(pool: PgPool) {
+    let (app, _pki, mut t, mut device) = setup(pool, Some("devices")).await;
+    device.csr = Some(csr(&device.registration_id, &p384(), |p| {
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.subject_alt_names = vec![SanType::DnsName("dps.example.com".try_into().unwrap())];
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    }));
+    let (status, body) = app.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let chain = chain_of(&body);
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    assert!(!leaf.basic_constraints().unwrap().unwrap().value.ca);
+    let san = leaf.subject_alternative_name().unwrap().unwrap().value;
+    assert!(
+        matches!(san.general_names[..], [GeneralName::URI(_)]),
+        "{san:?}"
+    );
+    let eku = leaf.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth);
+}
+
+/// An RSA-2048 CSR for `common_name`, made by OpenSSL (ring cannot make RSA keys).
+fn openssl_rsa_csr(common_name: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-outform", "DER", "-subj",
+        ])
+        .arg(format!("/CN={common_name}"))
+        .arg("-keyout")
+        .arg(dir.path().join("key.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out.stdout
+}
+
+/// Refused by name, nothing issued, nothing written: a CN that is not the registration id, a
+/// broken self-signature, a P-256 key under a P-384-only policy, an RSA key, an enrollment that
+/// names no policy; and `csr` on a status lookup (DPS: "will result in a bad request").
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn refused_csrs_are_named_and_change_nothing(pool: PgPool) {
+    let (app, _pki, mut t, mut device) = setup(pool, Some("devices")).await;
+    let token = device.sas(&mut t.tpm, now() + 60);
+    let id = device.registration_id.clone();
+    let mut broken = csr(&id, &p384(), |_| {});
+    let last = broken.len() - 1;
+    broken[last] ^= 1;
+    let p256 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cases = vec![
+        (
+            csr("another-device", &p384(), |_| {}),
+            CsrRefusal::CommonNameMismatch,
+        ),
+        (broken, CsrRefusal::BadSignature),
+        (
+            csr(&id, &p256, |_| {}),
+            CsrRefusal::KeyType("ecdsa-p256".to_owned(), "ecdsa-p384".to_owned()),
+        ),
+        (b"not a CSR".to_vec(), CsrRefusal::Malformed),
+        (
+            openssl_rsa_csr(&id),
+            CsrRefusal::KeyType("1.2.840.113549.1.1.1".to_owned(), "ecdsa-p384".to_owned()),
+        ),
+    ];
+    let before = app.snapshot().await;
+    for (request, expected) in cases {
+        device.csr = Some(request);
+        let refused = app.register_verdict(&device, &token).await;
+        assert!(
+            matches!(&refused, Err(StepError::Refused(Refusal::Csr(r))) if *r == expected),
+            "{expected:?}: {refused:?}"
+        );
+        let (status, body) = app.register_with(&device, &mut t.tpm).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "a refused CSR wrote something"
+    );
+    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM issued_certificates")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(issued, 0);
+
+    // A status lookup with a csr in its body.
+    device.csr = None;
+    let (status, _) = app.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let response = app
+        .client
+        .post(format!("{}/{ID_SCOPE}/registrations/{id}?{API}", app.base))
+        .header("authorization", device.sas(&mut t.tpm, now() + 60))
+        .json(&json!({"registrationId": id, "csr": STANDARD.encode(csr(&id, &p384(), |_| {}))}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+/// An enrollment that names no credential policy: its device's CSR is refused by name.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_csr_without_a_credential_policy_is_refused(pool: PgPool) {
+    let (app, _pki, mut t, mut device) = setup(pool, None).await;
+    device.csr = Some(csr(&device.registration_id, &p384(), |_| {}));
+    let token = device.sas(&mut t.tpm, now() + 60);
+    assert!(matches!(
+        app.register_verdict(&device, &token).await,
+        Err(StepError::Refused(Refusal::Csr(
+            CsrRefusal::NoCredentialPolicy
+        )))
+    ));
+}
+
+/// Registering again with a new CSR issues a new certificate and revokes the old one; a
+/// P-256 key is accepted where the policy allows it, with the policy's lifetime.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_new_csr_revokes_the_previous_certificate(pool: PgPool) {
+    let (app, _pki, mut t, mut device) = setup(pool, Some("lenient")).await;
+    let p256 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    for _ in 0..2 {
+        device.csr = Some(csr(&device.registration_id, &p256, |_| {}));
+        let (status, body) = app.register_with(&device, &mut t.tpm).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let chain = chain_of(&body);
+        let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+        let v = leaf.validity();
+        assert_eq!(
+            v.not_after.timestamp() - v.not_before.timestamp(),
+            7 * 86_400 + 300
+        );
+    }
+    let (live, revoked): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE revoked_at IS NULL), count(*) FILTER (WHERE revoked_at IS NOT NULL)
+         FROM issued_certificates",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((live, revoked), (1, 1));
+}
