@@ -5,8 +5,8 @@
 //! Postgres re-checks or bounds: the hub check's device keys, for at most a second, and the
 //! challenges this instance issued, until answered (`registration::recent`).
 //!
-//! Uses: `cpu`, `hub`, `metrics`, `registration`, `sealing`, `settings`, `store` (the layers table,
-//! docs/architecture.md).
+//! Uses: `cpu`, `hub`, `issuance`, `metrics`, `registration`, `sealing`, `settings`, `store` (the
+//! layers table, docs/architecture.md).
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use sqlx::PgPool;
 
 use crate::hub::keys::DeviceKeys;
 use crate::hub::Gatekeeper;
+use crate::issuance::CrlCache;
 use crate::metrics::Metrics;
 use crate::registration::webhook::WebhookClient;
 use crate::registration::Registrar;
@@ -32,6 +33,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     registrar: Registrar,
     gatekeeper: Gatekeeper,
+    crls: CrlCache,
 }
 
 impl App {
@@ -71,6 +73,7 @@ impl App {
             metrics,
             registrar,
             gatekeeper,
+            crls: CrlCache::default(),
         })))
     }
 
@@ -100,6 +103,12 @@ impl App {
     #[must_use]
     pub fn registrar(&self) -> &Registrar {
         &self.0.registrar
+    }
+
+    /// The credential policies' CRLs as last signed (`issuance::CrlCache`).
+    #[must_use]
+    pub fn crls(&self) -> &CrlCache {
+        &self.0.crls
     }
 
     /// The hub check's parts (`hub`).

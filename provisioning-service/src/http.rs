@@ -4,6 +4,7 @@
 //! (the layers table, docs/architecture.md).
 
 pub mod admin;
+pub mod certificates;
 pub mod device_api;
 pub mod enrollment_groups;
 pub mod error;
@@ -46,6 +47,7 @@ pub fn router(app: App) -> Router {
             get(service_api::get_registration).delete(service_api::delete_registration),
         )
         .route("/registrations/{registration_id}/attestationPins", delete(service_api::repin))
+        .route("/credentialPolicies/{name}/crl", get(certificates::crl))
         .route("/registrations/{group_id}/query", post(enrollment_groups::registrations))
         .route("/enrollmentGroups", post(enrollment_groups::bulk))
         .route("/enrollmentGroups/query", post(enrollment_groups::query))

@@ -25,14 +25,16 @@
 //!
 //! Uses: nothing of the crate (the layers table, docs/architecture.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rand::RngCore;
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
+    RevokedCertParams, SanType, SerialNumber, SignatureAlgorithm,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -243,6 +245,68 @@ impl CredentialPolicy {
             not_before,
             not_after,
         })
+    }
+}
+
+impl CredentialPolicy {
+    /// The policy's CRL (DER), signed by its issuing CA: `revoked` (serial, revocation time),
+    /// valid for a day, numbered by the time it was made (monotonic per issuer).
+    pub fn crl(
+        &self,
+        revoked: &[(Vec<u8>, OffsetDateTime)],
+        now: OffsetDateTime,
+    ) -> Result<Vec<u8>, IssueError> {
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + Duration::days(1),
+            crl_number: SerialNumber::from(u64::try_from(now.unix_timestamp()).unwrap_or(0)),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|(serial, at)| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: *at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer)
+            .map(|crl| crl.der().to_vec())
+            .map_err(|_| IssueError("signing the CRL"))
+    }
+}
+
+/// Each policy's CRL as last signed, kept for a second: a CRL is signed at most once a second
+/// per instance whatever asks for it, and shows a revocation within a second on every
+/// instance (the revocations themselves are in Postgres). One entry per policy at most.
+#[derive(Debug, Default)]
+pub struct CrlCache {
+    signed: Mutex<HashMap<String, SignedCrl>>,
+}
+
+/// A CRL and when it was made.
+type SignedCrl = (Instant, Arc<Vec<u8>>);
+
+/// How long a signed CRL is served before it is made again.
+pub const CRL_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl CrlCache {
+    /// The CRL of `policy` signed less than [`CRL_CACHE`] ago.
+    #[must_use]
+    pub fn fresh(&self, policy: &str) -> Option<Arc<Vec<u8>>> {
+        let signed = self.signed.lock().ok()?;
+        let (at, der) = signed.get(policy)?;
+        (at.elapsed() < CRL_CACHE).then(|| Arc::clone(der))
+    }
+
+    /// Keeps `der` as `policy`'s CRL, made at `at` (before its revocations were read).
+    pub fn keep(&self, policy: &str, at: Instant, der: Arc<Vec<u8>>) {
+        if let Ok(mut signed) = self.signed.lock() {
+            signed.insert(policy.to_owned(), (at, der));
+        }
     }
 }
 

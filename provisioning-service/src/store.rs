@@ -23,6 +23,7 @@
 //!
 //! Uses: nothing of the crate (the layers table, docs/architecture.md).
 
+pub mod certificates;
 pub mod device_steps;
 pub mod enrollments;
 pub mod groups;

@@ -34,6 +34,7 @@ use super::{device_api, enrollment_groups, service_api};
         service_api::get_registration,
         service_api::delete_registration,
         service_api::repin,
+        super::certificates::crl,
         enrollment_groups::put,
         enrollment_groups::get,
         enrollment_groups::delete,

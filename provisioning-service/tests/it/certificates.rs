@@ -293,3 +293,74 @@ async fn a_new_csr_revokes_the_previous_certificate(pool: PgPool) {
     .unwrap();
     assert_eq!((live, revoked), (1, 1));
 }
+
+/// The serials a CRL served by `app` lists for `policy`, after checking its signature with
+/// OpenSSL against the issuing CA (`issuing_pem`).
+async fn crl_serials(app: &TestApp, policy: &str, issuing_pem: &str) -> Vec<Vec<u8>> {
+    let response = app
+        .client
+        .get(format!("{}/credentialPolicies/{policy}/crl", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/pkix-crl");
+    let der = response.bytes().await.unwrap().to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("crl.der"), &der).unwrap();
+    std::fs::write(dir.path().join("issuing.pem"), issuing_pem).unwrap();
+    let out = Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-in"])
+        .arg(dir.path().join("crl.der"))
+        .arg("-CAfile")
+        .arg(dir.path().join("issuing.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).contains("verify OK"),
+        "{out:?}"
+    );
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| r.raw_serial().to_vec())
+        .collect()
+}
+
+/// Disabling the enrollment revokes the device's certificate: its serial is in the CRL that
+/// either of two instances serves once a CRL made before the revocation has aged out (at most
+/// `CRL_CACHE`, a second); an unknown policy's CRL is a 404.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn disabling_the_enrollment_puts_the_serial_in_the_crl_on_every_instance(pool: PgPool) {
+    let (app, pki, mut t, mut device) = setup(pool, Some("devices")).await;
+    let second = app.second_instance().await;
+    device.csr = Some(csr(&device.registration_id, &p384(), |_| {}));
+    let (_, body) = app.register_with(&device, &mut t.tpm).await;
+    let chain = chain_of(&body);
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    let serial = leaf.raw_serial().to_vec();
+    for instance in [&app, &second] {
+        assert!(crl_serials(instance, "devices", &pki.issuing_pem)
+            .await
+            .is_empty());
+    }
+
+    let mut e = enrollment(&device.registration_id, &device.ek);
+    e.extra
+        .insert("credentialPolicyName".to_owned(), json!("devices"));
+    e.provisioning_status = provisioning_service::enrollment::ProvisioningStatus::Disabled;
+    app.enroll_with(e).await;
+    tokio::time::sleep(provisioning_service::issuance::CRL_CACHE).await;
+    for instance in [&app, &second] {
+        assert_eq!(
+            crl_serials(instance, "devices", &pki.issuing_pem).await,
+            std::slice::from_ref(&serial)
+        );
+    }
+    let response = app
+        .client
+        .get(format!("{}/credentialPolicies/nonesuch/crl", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

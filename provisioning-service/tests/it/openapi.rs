@@ -44,6 +44,8 @@ const OWN_ROUTES: &[&str] = &[
     "/admin/app.css",
     // Forget a device's pinned PCR values (remote attestation).
     "/registrations/{registration_id}/attestationPins",
+    // A credential policy's CRL (certificate issuance).
+    "/credentialPolicies/{name}/crl",
 ];
 
 /// `/a/{x}/b` → `/a/{}/b`: route templates compare without their parameter names.
