@@ -13,6 +13,9 @@
 #   BENCH_ROWS="1:64:fresh:200 1:64:keep-alive:200" scripts/bench.sh 20
 # BENCH_LOG is the services' RUST_LOG (default warn; info adds a line per assignment).
 # BENCH_SERVICE measures another provisioning-service binary (an older build, to compare).
+# BENCH_CSR=1 makes every registration issue a certificate: an issuing PKI made with OpenSSL
+# (ECDSA P-384 root and issuing CA), a credential policy naming it, and a CSR per device
+# (dps-loadgen --csr-policy).
 # BENCH_ATTEST=1 makes the fleet attest (dps-loadgen --attest: an attestation key per device, a
 # quote per registration, enrollments with attestationPolicy require).
 # BENCH_STATEMENTS=1 prints, after each row, what Postgres spent it on: the top BENCH_TOP
@@ -35,6 +38,22 @@ service=${BENCH_SERVICE:-$PWD/target/release/provisioning-service} loadgen=$PWD/
 pg_start "$work" "$(free_port)"
 postmaster=$(head -1 "$work/pgdata/postmaster.pid")
 
+if [[ -n ${BENCH_CSR:-} ]]; then
+    ca=$work/issuing
+    mkdir -p "$ca"
+    p384() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out "$1" 2>/dev/null; }
+    p384 "$ca/root.key"
+    p384 "$ca/issuing.key"
+    openssl req -x509 -new -key "$ca/root.key" -subj "/CN=bench device root" -days 30 -out "$ca/root.pem" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl req -new -key "$ca/issuing.key" -subj "/CN=bench issuing CA" |
+        openssl x509 -req -CA "$ca/root.pem" -CAkey "$ca/root.key" -days 30 -out "$ca/issuing.pem" 2>/dev/null \
+            -extfile <(printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n')
+    printf '[{"name": "devices", "issuingCertificate": "issuing.pem", "issuingKey": "issuing.key", "chainCertificates": ["root.pem"]}]\n' \
+        >"$ca/policies.json"
+    export DPS_CREDENTIAL_POLICY_FILE=$ca/policies.json
+fi
+
 # Two instances on one database, sharing secrets (the first creates them). The per-address
 # throttles are lifted: every device here comes from 127.0.0.1.
 urls=() service_pids=()
@@ -50,6 +69,7 @@ done
 
 common=(--id-scope 0ne00BENCH --ca-file "$work/secrets/ca.pem" --devices "$devices")
 [[ -n ${BENCH_ATTEST:-} ]] && common+=(--attest)
+[[ -n ${BENCH_CSR:-} ]] && common+=(--csr-policy devices)
 "$loadgen" "${common[@]}" --url "${urls[0]}" --enroll-with-policy-file "$work/secrets/policies" \
     --concurrency 8 --count 1 >/dev/null
 # A warm-up, so that every instance has its pool and caches filled.

@@ -178,6 +178,7 @@ pub async fn register(
         tpm.attestation_key = None;
         tpm.quote = Some(ak.answer(&device.tpm, attestation).map_err(unusable)?);
     }
+    body.csr = device.csr.as_ref().map(|(csr, _)| Base64Bytes(csr.clone()));
     let token = sign(unix_now() + 300);
     let (mut status, mut retry_after): (RegistrationOperationStatus, _) = call(
         Leg::Register,
@@ -232,7 +233,8 @@ pub async fn register(
 }
 
 /// Enrolls `devices` through the enrollment API's bulk operation (with an attestation policy
-/// that requires a quote, for devices that have an attestation key) (`mode: update`, so a re-run
+/// that requires a quote, for devices that have an attestation key, and the credential policy
+/// of devices that send a CSR) (`mode: update`, so a re-run
 /// changes nothing), authenticated with an access policy's service SAS.
 pub async fn enroll(
     client: &Client,
@@ -262,6 +264,9 @@ pub async fn enroll(
                 // An attesting fleet is held to a quote of SHA-256 PCRs 0–7.
                 if d.ak.is_some() {
                     enrollment["attestationPolicy"] = serde_json::json!({"mode": "require"});
+                }
+                if let Some((_, policy)) = &d.csr {
+                    enrollment["credentialPolicyName"] = serde_json::json!(policy);
                 }
                 enrollment
             })

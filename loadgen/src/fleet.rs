@@ -28,6 +28,9 @@ pub struct SoftDevice {
     pub srk: Vec<u8>,
     /// Its attestation key, when the fleet attests ([`Fleet::attesting`]).
     pub ak: Option<SoftAk>,
+    /// The CSR it sends, and the credential policy its enrollment names, when the fleet asks
+    /// for certificates ([`Fleet::requesting_certificates`]).
+    pub csr: Option<(Vec<u8>, String)>,
 }
 
 /// The devices of a run; device `i` is `{prefix}-{i:07}`.
@@ -120,6 +123,7 @@ impl Fleet {
                     srk: tpm.srk_public().to_tpm2b(),
                     tpm,
                     ak: None,
+                    csr: None,
                 }
             })
             .collect();
@@ -132,6 +136,21 @@ impl Fleet {
         let rng = ring::rand::SystemRandom::new();
         for device in &mut self.devices {
             device.ak = Some(SoftAk::generate(&rng)?);
+        }
+        Ok(self)
+    }
+
+    /// Gives every device a CSR for a fresh ECDSA P-384 key (the key DPS issues for), to be
+    /// issued under credential policy `policy`.
+    pub fn requesting_certificates(mut self, policy: &str) -> anyhow::Result<Self> {
+        for device in &mut self.devices {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, device.registration_id.as_str());
+            let csr = params.serialize_request(&key)?.der().to_vec();
+            device.csr = Some((csr, policy.to_owned()));
         }
         Ok(self)
     }

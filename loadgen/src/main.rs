@@ -72,6 +72,10 @@ struct Args {
     /// challenge (software ECDSA P-256); enrolled with `attestationPolicy: {"mode": "require"}`.
     #[arg(long)]
     attest: bool,
+    /// The devices send a CSR (a fresh ECDSA P-384 key each) and are enrolled with this
+    /// `credentialPolicyName`: every registration issues a certificate.
+    #[arg(long)]
+    csr_policy: Option<String>,
     /// Start registrations at this steady rate per second (open loop; --concurrency must
     /// cover rate × latency) instead of as fast as they finish.
     #[arg(long, value_parser = positive_rate)]
@@ -125,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
     let mut fleet = Fleet::load(&args.keys_file, args.devices, &args.prefix)?;
     if args.attest {
         fleet = fleet.attesting()?;
+    }
+    if let Some(policy) = &args.csr_policy {
+        fleet = fleet.requesting_certificates(policy)?;
     }
     let fleet = Arc::new(fleet);
     let targets: Vec<Target> = args

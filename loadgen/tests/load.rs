@@ -127,3 +127,59 @@ async fn an_attesting_fleet_is_verified_and_assigned(pool: PgPool) {
     .unwrap();
     assert_eq!(verified, i64::try_from(ATTESTING).unwrap());
 }
+
+/// The certificate mode: every software device sends a CSR and is assigned with a chain; each
+/// certificate is recorded.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_fleet_with_csrs_is_issued_certificates(pool: PgPool) {
+    const REQUESTING: usize = 16;
+    let pki = test_support::IssuingPki::new(&[("devices", serde_json::json!({}))]);
+    let policies = pki.policies();
+    let app = TestApp::spawn_configured(pool, |s| {
+        s.registration_limit.count = 1_000_000;
+        s.poll_limit.count = 1_000_000;
+        s.credential_policies = policies;
+    })
+    .await;
+    let fleet = Fleet::load(&keys_file("requesting"), REQUESTING, "csr-test")
+        .unwrap()
+        .requesting_certificates("devices")
+        .unwrap();
+    let fleet = Arc::new(fleet);
+    let tls = loadgen::tls_config(&app.pki.ca_pem).unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        .build()
+        .unwrap();
+    loadgen::device::enroll(
+        &client,
+        &app.base,
+        "dps.test",
+        (POLICY, POLICY_KEY),
+        &fleet.devices,
+    )
+    .await
+    .unwrap();
+    let plan = Plan {
+        targets: vec![Target {
+            base: app.base.clone(),
+            id_scope: ID_SCOPE.to_owned(),
+        }],
+        concurrency: 4,
+        count: Some(REQUESTING),
+        duration: None,
+        connections: Connections::KeepAlive,
+        challenge_only: false,
+        rate: None,
+    };
+    let report = run::run(&plan, fleet, tls).await.unwrap();
+    assert_eq!(report.completed, REQUESTING, "{report:#?}");
+    let issued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM registrations r JOIN issued_certificates c USING (registration_id)
+         WHERE cardinality(r.certificate_chain) = 3",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(issued, i64::try_from(REQUESTING).unwrap());
+}
