@@ -116,6 +116,23 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Turns the challenge's body into the SAS step's: the quote answering the attestation
+/// challenge instead of the attestation key, and the CSR.
+fn for_the_sas_step(
+    body: &mut DeviceRegistration,
+    device: &SoftDevice,
+    challenge: &TpmChallenge,
+) -> Result<(), &'static str> {
+    if let (Some(ak), Some(attestation), Some(tpm)) =
+        (&device.ak, &challenge.attestation, body.tpm.as_mut())
+    {
+        tpm.attestation_key = None;
+        tpm.quote = Some(ak.answer(&device.tpm, attestation)?);
+    }
+    body.csr = device.csr.as_ref().map(|(csr, _)| Base64Bytes(csr.clone()));
+    Ok(())
+}
+
 /// Polls an operation until it is decided: at most this many times.
 const MAX_POLLS: usize = 10;
 
@@ -172,13 +189,7 @@ pub async fn register(
         )
         .unwrap_or_else(|never| match never {})
     };
-    if let (Some(ak), Some(attestation), Some(tpm)) =
-        (&device.ak, &challenge.attestation, body.tpm.as_mut())
-    {
-        tpm.attestation_key = None;
-        tpm.quote = Some(ak.answer(&device.tpm, attestation).map_err(unusable)?);
-    }
-    body.csr = device.csr.as_ref().map(|(csr, _)| Base64Bytes(csr.clone()));
+    for_the_sas_step(&mut body, device, &challenge).map_err(unusable)?;
     let token = sign(unix_now() + 300);
     let (mut status, mut retry_after): (RegistrationOperationStatus, _) = call(
         Leg::Register,
