@@ -14,6 +14,7 @@
 //! service it cannot authenticate (TLS with the web PKI roots plus an optional CA file).
 //! Everything protocol-level comes from `dps-protocol`.
 
+pub mod certificate;
 pub mod dps;
 pub mod hub;
 pub mod provision;

@@ -293,6 +293,20 @@ impl Signature {
         out
     }
 
+    /// An ECDSA signature as X.509 and TLS carry it (`ECDSA-Sig-Value ::= SEQUENCE { r
+    /// INTEGER, s INTEGER }`, DER); `None` for RSASSA, whose bytes are already that form.
+    #[must_use]
+    pub fn ecdsa_der(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::Ecdsa { r, s, .. } => {
+                let mut body = der_integer(r);
+                body.extend(der_integer(s));
+                Some(der_tagged(0x30, &body))
+            }
+            Self::Rsassa { .. } => None,
+        }
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let scheme = r.u16(TPMT_SIGNATURE)?;
@@ -415,37 +429,40 @@ fn left_pad(bytes: &[u8], size: usize) -> Result<Vec<u8>, AttestError> {
     Ok(out)
 }
 
-/// DER `RSAPublicKey { modulus, publicExponent }`, as `ring` reads an RSA key. Written here
-/// because it is two INTEGERs in a SEQUENCE; a DER crate for that would be the only one.
-fn rsa_public_key_der(modulus: &[u8], exponent: u32) -> Vec<u8> {
-    fn integer(bytes: &[u8]) -> Vec<u8> {
-        let bytes = &bytes[bytes.iter().take_while(|b| **b == 0).count()..];
-        let mut value = Vec::with_capacity(bytes.len() + 1);
-        if bytes.first().is_none_or(|b| b & 0x80 != 0) {
-            value.push(0);
-        }
-        value.extend_from_slice(bytes);
-        let mut out = vec![0x02];
-        out.extend(length(value.len()));
-        out.extend(value);
-        out
+/// A DER INTEGER of the unsigned big-endian `bytes` (leading zeros dropped, a zero added
+/// where the top bit is set). The DER written here is this small; a DER crate would be the
+/// only one for it.
+fn der_integer(bytes: &[u8]) -> Vec<u8> {
+    let bytes = &bytes[bytes.iter().take_while(|b| **b == 0).count()..];
+    let mut value = Vec::with_capacity(bytes.len() + 1);
+    if bytes.first().is_none_or(|b| b & 0x80 != 0) {
+        value.push(0);
     }
-    fn length(len: usize) -> Vec<u8> {
-        match len {
-            0..=0x7f => vec![u8::try_from(len).unwrap_or(0)],
-            0x80..=0xff => vec![0x81, u8::try_from(len).unwrap_or(0)],
-            _ => {
-                let [high, low] = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes();
-                vec![0x82, high, low]
-            }
+    value.extend_from_slice(bytes);
+    der_tagged(0x02, &value)
+}
+
+/// A DER element: `tag`, the definite length of `value`, `value`.
+fn der_tagged(tag: u8, value: &[u8]) -> Vec<u8> {
+    let len = value.len();
+    let mut out = vec![tag];
+    match len {
+        0..=0x7f => out.push(u8::try_from(len).unwrap_or(0)),
+        0x80..=0xff => out.extend([0x81, u8::try_from(len).unwrap_or(0)]),
+        _ => {
+            let [high, low] = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes();
+            out.extend([0x82, high, low]);
         }
     }
-    let mut body = integer(modulus);
-    body.extend(integer(&exponent.to_be_bytes()));
-    let mut out = vec![0x30];
-    out.extend(length(body.len()));
-    out.extend(body);
+    out.extend_from_slice(value);
     out
+}
+
+/// DER `RSAPublicKey { modulus, publicExponent }`, as `ring` reads an RSA key.
+fn rsa_public_key_der(modulus: &[u8], exponent: u32) -> Vec<u8> {
+    let mut body = der_integer(modulus);
+    body.extend(der_integer(&exponent.to_be_bytes()));
+    der_tagged(0x30, &body)
 }
 
 /// Verifies `signature` over `message` (the `TPMS_ATTEST` bytes) with `ak`, in `ak`'s scheme.

@@ -61,6 +61,26 @@ pub struct TpmAttestation {
     /// Extension, SAS call: the quote answering that challenge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quote: Option<Quote>,
+    /// Extension, SAS call with a `csr`: the proof that the CSR's key lives in this TPM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certify: Option<KeyCertification>,
+}
+
+/// A `TPM2_Certify` of a key by the attestation key, with the attestation challenge's nonce as
+/// qualifying data (docs/protocol.md §11): the key's public area and what the TPM signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeyCertification {
+    /// The certified key's `TPM2B_PUBLIC`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub public: Base64Bytes,
+    /// `TPMS_ATTEST` (type certify), exactly as the TPM signed it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub attest: Base64Bytes,
+    /// `TPMT_SIGNATURE` by the attestation key.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
+    pub signature: Base64Bytes,
 }
 
 /// A `TPM2_Quote` by the attestation key, with the challenge's nonce as qualifying data, and
@@ -108,6 +128,7 @@ impl TpmAttestation {
             endorsement_key_certificate_chain: Vec::new(),
             attestation_key: None,
             quote: None,
+            certify: None,
         }
     }
 }

@@ -409,9 +409,16 @@ pub enum CsrRefusal {
     NoCredentialPolicy,
     #[error("the enrollment's credential policy {0} does not exist on this service")]
     UnknownCredentialPolicy(String),
-    /// The policy requires a key proven to live in the TPM, and no proof came with the CSR.
+    /// The policy requires a key proven to live in the TPM, and no proof came with the CSR (or
+    /// the key the device registered with was not a challenge's, which carries the nonce).
     #[error("the credential policy requires a key proven to live in the TPM; no proof was sent")]
     ResidencyUnproven,
+    /// The certification does not hold (`dps_protocol::attest::verify_certify`'s reason).
+    #[error("the proof that the key lives in the TPM fails: {0}")]
+    Residency(String),
+    /// The certified key is not the CSR's.
+    #[error("the key certified by the TPM is not the CSR's key")]
+    NotTheCsrKey,
     /// DPS: "Including this field in the RuntimeRegistration_DeviceRegistrationStatusLookup
     /// operation will result in a bad request."
     #[error("csr is not accepted on a registration status lookup")]

@@ -29,8 +29,9 @@ use dps_protocol::ek_cert::MAX_PRESENTED_CHAIN;
 use dps_protocol::sas::{self, SasToken, VerifyPolicy, REGISTRATION_KEY_NAME};
 use dps_protocol::tpm::Public;
 use dps_protocol::wire::{
-    AttestationChallenge, Base64Bytes, DeviceRegistration, DeviceRegistrationResult, Quote,
-    RegistrationOperationStatus, RegistrationStatus, RegistrationSubstatus, TpmRegistrationResult,
+    AttestationChallenge, Base64Bytes, DeviceRegistration, DeviceRegistrationResult,
+    KeyCertification, Quote, RegistrationOperationStatus, RegistrationStatus,
+    RegistrationSubstatus, TpmRegistrationResult,
 };
 use dps_protocol::{AuthenticationKey, RegistrationId};
 use rand_core::CryptoRngCore;
@@ -149,6 +150,8 @@ pub struct TpmKeys {
     pub attestation_key: Option<attestation::ShownKey>,
     /// The quote sent with the SAS (extension).
     pub quote: Option<Quote>,
+    /// The certification of the CSR's key sent with the SAS (extension).
+    pub certify: Option<KeyCertification>,
 }
 
 /// Parses a registration id as DPS allows it.
@@ -202,6 +205,7 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
                     .map(|k| attestation::parse_key(k.0))
                     .transpose()?,
                 quote: tpm.quote,
+                certify: tpm.certify,
             })
         }
     };
@@ -294,15 +298,17 @@ pub async fn challenge(
     }
     // An individual enrollment wins; without one, an EK certificate may get the device into a
     // TPM enrollment group.
-    let (group_id, admitted, policy) = if enrollment.is_none() && tpm.ek_certificate.is_some() {
+    let (group_id, admitted, extra) = if enrollment.is_none() && tpm.ek_certificate.is_some() {
         let (group_id, extra) =
             group_admission::admit_to_group(registrar, &mut conn, id, tpm).await?;
-        (Some(group_id), None, attestation::policy_of(&extra)?)
+        (Some(group_id), None, extra)
     } else {
         let admitted = admit(&mut conn, enrollment, &ek_hash).await?;
-        let policy = attestation::policy_of(&admitted.extra)?;
-        (None, Some(admitted), policy)
+        let extra = admitted.extra.clone();
+        (None, Some(admitted), extra)
     };
+    let policy = attestation::policy_of(&extra)?;
+    let certify = certificate::wants_residency_proof(registrar.settings(), &extra);
     // Called once, on whichever path records the challenge.
     let remember = |row: &ChallengeRow| {
         if let Some(enrollment) = admitted {
@@ -318,7 +324,7 @@ pub async fn challenge(
     };
     let answer = |issued: NewChallenge| Challenge {
         authentication_key: issued.row.authentication_key,
-        attestation: attestation::challenge_for(&policy, issued.attestation.as_ref()),
+        attestation: attestation::challenge_for(&policy, certify, issued.attestation.as_ref()),
     };
     let mut issued = match offered {
         Some(issued) if put => {
@@ -627,12 +633,8 @@ impl SasStep<'_> {
         if let (KeySource::Registration { .. }, Some(operation_id)) = (key.source, view.deciding) {
             return Ok(Some(Stepped::Deciding(operation_id)));
         }
-        let requested = certificate::requested(
-            registrar.settings(),
-            id,
-            self.req.csr.as_deref(),
-            &enrollment.extra,
-        )?;
+        let requested =
+            certificate::requested(registrar.settings(), self.req, key, &enrollment.extra)?;
         let quote = self.req.tpm.as_ref().and_then(|t| t.quote.as_ref());
         let attested = attestation::judge(
             &attestation::policy_of(&enrollment.extra)?,

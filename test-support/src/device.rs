@@ -3,7 +3,9 @@
 
 use device_client::tpm::Tpm;
 use dps_protocol::sas::{self, Signer, REGISTRATION_KEY_NAME};
-use dps_protocol::wire::{Base64Bytes, DeviceRegistration, Quote, TpmAttestation};
+use dps_protocol::wire::{
+    Base64Bytes, DeviceRegistration, KeyCertification, Quote, TpmAttestation,
+};
 use dps_protocol::RegistrationId;
 use provisioning_service::enrollment::{Attestation, IndividualEnrollment, ProvisioningStatus};
 use serde_json::Value;
@@ -42,6 +44,8 @@ pub struct Device {
     /// its SAS (remote attestation).
     pub attestation_key: Option<Vec<u8>>,
     pub quote: Option<Quote>,
+    /// The certification of its CSR's key by its attestation key, sent with its SAS.
+    pub certify: Option<KeyCertification>,
     /// The PKCS#10 request (DER) it sends for a certificate (DPS 2026-04-01 `csr`).
     pub csr: Option<Vec<u8>>,
 }
@@ -61,6 +65,7 @@ impl Device {
             ek_certificate_chain: Vec::new(),
             attestation_key: None,
             quote: None,
+            certify: None,
             csr: None,
         }
     }
@@ -90,6 +95,7 @@ impl Device {
                     .collect(),
                 attestation_key: self.attestation_key.clone().map(Base64Bytes),
                 quote: self.quote.clone(),
+                certify: self.certify.clone(),
                 ..TpmAttestation::keys(self.ek.clone(), self.srk.clone())
             }),
             csr: self.csr.clone().map(Base64Bytes),

@@ -19,12 +19,8 @@ use tss_esapi::structures::{
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
 
-use super::keys::{library, persistent};
+use super::keys::{command, library, persistent};
 use super::TpmError;
-
-fn command(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
-    move |source| TpmError::Command { command, source }
-}
 
 /// The attestation key's algorithm. ECDSA P-256/SHA-256 where the TPM has the curve (most do),
 /// else RSASSA-2048/SHA-256, which every TPM 2.0 has.
@@ -72,6 +68,11 @@ fn ecc_curves(ctx: &mut Context) -> Result<Vec<EccCurveIdentifier>, TpmError> {
         CapabilityData::EccCurves(list) => list.into_inner(),
         _ => Vec::new(),
     })
+}
+
+/// Whether the TPM implements NIST P-384.
+pub(super) fn has_p384(ctx: &mut Context) -> Result<bool, TpmError> {
+    Ok(ecc_curves(ctx)?.contains(&EccCurveIdentifier::NistP384))
 }
 
 /// The algorithm to make an AK with on this TPM.

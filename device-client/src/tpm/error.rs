@@ -39,6 +39,9 @@ pub enum TpmError {
     /// empty, and the service would refuse the quote).
     #[error("the provisioning service asked for PCR bank {bank}, which this TPM has not allocated (allocated: {allocated})")]
     BankNotAllocated { bank: String, allocated: String },
+    /// No certificate key is persisted at its handle.
+    #[error("no certificate key at persistent handle 0x{handle:08x}")]
+    NoCertificateKey { handle: u32 },
     /// No attestation key is persisted at its handle.
     #[error("no attestation key at persistent handle 0x{handle:08x}")]
     NoAttestationKey { handle: u32 },

@@ -16,12 +16,8 @@ use tss_esapi::structures::{
 };
 use tss_esapi::Context;
 
-use super::keys::{library, persistent, persistent_handle, to_esapi_public};
+use super::keys::{command, library, persistent, persistent_handle, to_esapi_public};
 use super::TpmError;
-
-fn command(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
-    move |source| TpmError::Command { command, source }
-}
 
 pub(super) fn import(
     ctx: &mut Context,

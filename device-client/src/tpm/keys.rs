@@ -18,6 +18,11 @@ pub(super) fn library(operation: &'static str) -> impl FnOnce(tss_esapi::Error) 
     move |source| TpmError::Library { operation, source }
 }
 
+/// A TPM command's failure, named by the command.
+pub(super) fn command(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+    move |source| TpmError::Command { command, source }
+}
+
 pub(super) fn persistent_handle(handle: u32) -> Result<PersistentTpmHandle, TpmError> {
     PersistentTpmHandle::new(handle).map_err(library("persistent handle"))
 }

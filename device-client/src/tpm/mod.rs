@@ -17,6 +17,7 @@
 //! only a few slots and swtpm has no resource manager in front of it.
 
 mod attest;
+mod certificate_key;
 mod context;
 mod error;
 mod import;
@@ -27,10 +28,11 @@ mod nv;
 use dps_protocol::attest::pcrs::PcrSelect;
 use dps_protocol::sas::Signer;
 use dps_protocol::tpm::constants::{
-    AK_PERSISTENT_HANDLE, DEVICE_KEY_PERSISTENT_HANDLE, EK_PERSISTENT_HANDLE, SRK_PERSISTENT_HANDLE,
+    AK_PERSISTENT_HANDLE, CERTIFICATE_KEY_PERSISTENT_HANDLE, DEVICE_KEY_PERSISTENT_HANDLE,
+    EK_PERSISTENT_HANDLE, SRK_PERSISTENT_HANDLE,
 };
 use dps_protocol::tpm::{Tpm2bEncryptedSecret, Tpm2bIdObject};
-use dps_protocol::wire::{AttestationChallenge, Base64Bytes, Quote};
+use dps_protocol::wire::{AttestationChallenge, Base64Bytes, KeyCertification, Quote};
 use tss_esapi::handles::KeyHandle;
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::session_handles::AuthSession;
@@ -52,6 +54,7 @@ pub struct Handles {
     pub storage_root_key: u32,
     pub device_key: u32,
     pub attestation_key: u32,
+    pub certificate_key: u32,
 }
 
 impl Default for Handles {
@@ -61,6 +64,7 @@ impl Default for Handles {
             storage_root_key: SRK_PERSISTENT_HANDLE,
             device_key: DEVICE_KEY_PERSISTENT_HANDLE,
             attestation_key: AK_PERSISTENT_HANDLE,
+            certificate_key: CERTIFICATE_KEY_PERSISTENT_HANDLE,
         }
     }
 }
@@ -210,6 +214,47 @@ impl Tpm {
         &mut self,
         challenge: &AttestationChallenge,
     ) -> Result<Quote, TpmError> {
+        self.check_banks(challenge)?;
+        self.with_nonce(challenge, |tpm, ak, nonce| {
+            tpm.quote_with(ak, nonce, &challenge.pcr_selection)
+        })
+    }
+
+    /// Answers an attestation challenge for a certificate: as [`Tpm::answer_attestation`]
+    /// (no quote when the challenge selects no PCR), and the certification of the certificate
+    /// key by the attestation key over the same nonce.
+    pub fn answer_with_certification(
+        &mut self,
+        challenge: &AttestationChallenge,
+    ) -> Result<(Option<Quote>, KeyCertification), TpmError> {
+        self.check_banks(challenge)?;
+        let handle = self.handles.certificate_key;
+        let key = keys::persistent(&mut self.context, handle)?
+            .map(KeyHandle::from)
+            .ok_or(TpmError::NoCertificateKey { handle })?;
+        let answered = self.with_nonce(challenge, |tpm, ak, nonce| {
+            let quote = if challenge.pcr_selection.is_empty() {
+                None
+            } else {
+                Some(tpm.quote_with(ak, nonce, &challenge.pcr_selection)?)
+            };
+            let (attest, signature) = certificate_key::certify(&mut tpm.context, key, ak, nonce)?;
+            let public = keys::read_public_tpm2b(&mut tpm.context, key)?;
+            Ok((
+                quote,
+                KeyCertification {
+                    public: Base64Bytes(public),
+                    attest: Base64Bytes(attest),
+                    signature: Base64Bytes(signature),
+                },
+            ))
+        });
+        keys::close(&mut self.context, key.into())?;
+        answered
+    }
+
+    /// Refuses a challenge that selects a bank the TPM has not allocated.
+    fn check_banks(&mut self, challenge: &AttestationChallenge) -> Result<(), TpmError> {
         let allocated = attest::allocated_banks(&mut self.context)?;
         if let Some(bank) = challenge
             .pcr_selection
@@ -222,6 +267,16 @@ impl Tpm {
                 allocated: names.join(", "),
             });
         }
+        Ok(())
+    }
+
+    /// Activates `challenge`'s credential with the attestation key and runs `then` with the
+    /// key and the nonce it carried.
+    fn with_nonce<T>(
+        &mut self,
+        challenge: &AttestationChallenge,
+        then: impl FnOnce(&mut Self, KeyHandle, &[u8]) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
         let credential_blob = Tpm2bIdObject::from_tpm2b(&challenge.credential_blob.0)?;
         let secret = Tpm2bEncryptedSecret::from_tpm2b(&challenge.encrypted_secret.0)?;
         let ek = self.ensure_ek()?;
@@ -232,10 +287,38 @@ impl Tpm {
         let answered = (|| {
             let nonce =
                 import::activate_credential(&mut self.context, ek, ak, &credential_blob, &secret)?;
-            self.quote_with(ak, nonce.value(), &challenge.pcr_selection)
+            then(self, ak, nonce.value())
         })();
         keys::close(&mut self.context, ak.into())?;
         answered
+    }
+
+    /// The certificate key's `TPM2B_PUBLIC`, creating it under the SRK and persisting it if
+    /// absent: ECDSA P-384 where the TPM lists the curve (the key DPS issues for), else P-256.
+    pub fn certificate_key(&mut self) -> Result<Vec<u8>, TpmError> {
+        let srk = self.ensure_srk()?;
+        let p384 = attest::has_p384(&mut self.context)?;
+        let key = certificate_key::ensure_certificate_key(
+            &mut self.context,
+            srk,
+            self.handles.certificate_key,
+            p384,
+        )?;
+        let public = keys::read_public_tpm2b(&mut self.context, key);
+        keys::close(&mut self.context, key.into())?;
+        public
+    }
+
+    /// The certificate key's signature over `digest` (the hash of its scheme: SHA-384 for a
+    /// P-384 key, SHA-256 for P-256), as `TPMT_SIGNATURE` bytes.
+    pub fn sign_with_certificate_key(&mut self, digest: &[u8]) -> Result<Vec<u8>, TpmError> {
+        let handle = self.handles.certificate_key;
+        let key = keys::persistent(&mut self.context, handle)?
+            .map(KeyHandle::from)
+            .ok_or(TpmError::NoCertificateKey { handle })?;
+        let signed = certificate_key::sign(&mut self.context, key, digest);
+        keys::close(&mut self.context, key.into())?;
+        signed
     }
 
     /// Quotes `select` with the persisted attestation key and `nonce` as qualifying data (what

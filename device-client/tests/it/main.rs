@@ -7,6 +7,7 @@
 )]
 
 mod attestation;
+mod certificates;
 mod config_reference;
 mod handshake;
 mod hub;

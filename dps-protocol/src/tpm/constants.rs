@@ -56,6 +56,9 @@ pub const DEVICE_KEY_PERSISTENT_HANDLE: u32 = 0x8100_0100;
 /// hierarchy's range, beside the EK (the AK is the EK's child); tpm2-software's remote
 /// attestation tutorial uses the same handle.
 pub const AK_PERSISTENT_HANDLE: u32 = 0x8101_0002;
+/// Where this project's device client persists the key its certificate is issued for: the
+/// owner hierarchy's range, under the SRK, next to the device key.
+pub const CERTIFICATE_KEY_PERSISTENT_HANDLE: u32 = 0x8100_0102;
 
 /// `authPolicy` of the TCG default EK templates: `PolicySecret(TPM_RH_ENDORSEMENT)` with SHA-256
 /// (TCG EK Credential Profile 2.0, B.3.3).

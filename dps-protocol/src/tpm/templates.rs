@@ -17,8 +17,18 @@ pub const AK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
     | TPMA_OBJECT_RESTRICTED
     | TPMA_OBJECT_SIGN;
 
-/// `TPM_ECC_NIST_P256`.
+/// `TPM_ECC_NIST_P256` and `TPM_ECC_NIST_P384`.
 const NIST_P256: u16 = 0x0003;
+const NIST_P384: u16 = 0x0004;
+
+/// Attributes of a key a certificate is issued for: a signing key the TPM made and never lets
+/// go of (fixedTPM, fixedParent, sensitiveDataOrigin), usable with its (empty) password, and
+/// not restricted: it signs what TLS hands it.
+pub const CERTIFICATE_KEY_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
+    | TPMA_OBJECT_FIXED_PARENT
+    | TPMA_OBJECT_SENSITIVE_DATA_ORIGIN
+    | TPMA_OBJECT_USER_WITH_AUTH
+    | TPMA_OBJECT_SIGN;
 
 /// Attributes of the TCG default EK (EK Credential Profile 2.0, template L-1).
 pub const EK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
@@ -107,6 +117,33 @@ pub fn ak_ecdsa_p256(x: Vec<u8>, y: Vec<u8>) -> Public {
             kdf: Scheme::null(),
             x,
             y,
+        },
+    }
+}
+
+/// The template of a certificate key: ECDSA on P-384 with SHA-384 (`p384`), else P-256 with
+/// SHA-256; the TPM fills in the point.
+#[must_use]
+pub fn certificate_key_ecdsa(p384: bool) -> Public {
+    let (curve_id, hash) = if p384 {
+        (NIST_P384, super::constants::TPM_ALG_SHA384)
+    } else {
+        (NIST_P256, TPM_ALG_SHA256)
+    };
+    Public {
+        name_alg: TPM_ALG_SHA256,
+        object_attributes: CERTIFICATE_KEY_ATTRIBUTES,
+        auth_policy: Vec::new(),
+        parameters: PublicParameters::Ecc {
+            symmetric: None,
+            scheme: Scheme {
+                scheme: TPM_ALG_ECDSA,
+                details: vec![hash],
+            },
+            curve_id,
+            kdf: Scheme::null(),
+            x: Vec::new(),
+            y: Vec::new(),
         },
     }
 }

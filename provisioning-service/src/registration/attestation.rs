@@ -6,7 +6,7 @@
 //! mode `none` (the default) nothing here runs for them.
 
 use dps_protocol::attest::challenge;
-use dps_protocol::attest::pcrs::PcrValues;
+use dps_protocol::attest::pcrs::{PcrSelect, PcrValues};
 use dps_protocol::attest::policy::{self, AttestationPolicy, Evidence, Issued, Mode};
 use dps_protocol::tpm::{Name, Public};
 use dps_protocol::wire::{
@@ -71,20 +71,26 @@ pub fn policy_of(extra: &Value) -> Result<AttestationPolicy, StepError> {
         .map_err(|e| StepError::Policy(e.to_string()))
 }
 
-/// The `401`'s attestation challenge, when the policy asks for a quote and the device showed a
-/// key.
+/// The `401`'s attestation challenge, when the device showed a key and the policy asks for a
+/// quote or the enrollment's credential policy for the proof of a TPM-resident key (`certify`,
+/// which carries the same nonce). Without a quote to make, the selection is empty.
 #[must_use]
 pub fn challenge_for(
     policy: &AttestationPolicy,
+    certify: bool,
     sealed: Option<&Sealed>,
 ) -> Option<AttestationChallenge> {
-    if policy.mode == Mode::None {
+    if policy.mode == Mode::None && !certify {
         return None;
     }
     sealed.map(|s| AttestationChallenge {
         credential_blob: Base64Bytes(s.credential_blob.clone()),
         encrypted_secret: Base64Bytes(s.encrypted_secret.clone()),
-        pcr_selection: policy.selection(),
+        pcr_selection: if policy.mode == Mode::None {
+            PcrSelect::new()
+        } else {
+            policy.selection()
+        },
     })
 }
 

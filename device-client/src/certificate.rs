@@ -1,0 +1,103 @@
+//! The certificate signing request (DPS 2026-04-01 `csr`, docs/protocol.md §11) for the TPM's
+//! certificate key: built by rcgen (CN = the registration id, nothing else asked for), its
+//! self-signature made inside the TPM — the private key never leaves it.
+
+use std::cell::RefCell;
+
+use dps_protocol::attest::Signature;
+use dps_protocol::tpm::{Public, PublicParameters};
+use rcgen::{CertificateParams, DnType, PublicKeyData, SignatureAlgorithm, SigningKey};
+use sha2::{Digest, Sha256, Sha384};
+
+use crate::tpm::{Tpm, TpmError};
+
+/// `TPM_ECC_NIST_P384`.
+const NIST_P384: u16 = 0x0004;
+
+/// The TPM's certificate key, as rcgen signs with it.
+struct TpmKey<'t> {
+    tpm: RefCell<&'t mut Tpm>,
+    /// `0x04 ‖ x ‖ y`.
+    point: Vec<u8>,
+    p384: bool,
+    /// The TPM's failure, if signing failed (rcgen's error has no room for it).
+    failed: RefCell<Option<TpmError>>,
+}
+
+impl PublicKeyData for TpmKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        &self.point
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        if self.p384 {
+            &rcgen::PKCS_ECDSA_P384_SHA384
+        } else {
+            &rcgen::PKCS_ECDSA_P256_SHA256
+        }
+    }
+}
+
+impl SigningKey for TpmKey<'_> {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let digest = if self.p384 {
+            Sha384::digest(message).to_vec()
+        } else {
+            Sha256::digest(message).to_vec()
+        };
+        let signed = self.tpm.borrow_mut().sign_with_certificate_key(&digest);
+        let der = signed.and_then(|bytes| {
+            Signature::parse(&bytes)
+                .ok()
+                .and_then(|s| s.ecdsa_der())
+                .ok_or(TpmError::Unexpected {
+                    what: "the certificate key's signature is not ECDSA",
+                })
+        });
+        der.map_err(|e| {
+            *self.failed.borrow_mut() = Some(e);
+            rcgen::Error::RemoteKeyError
+        })
+    }
+}
+
+/// The certificate key's public area as the point rcgen writes, and whether it is P-384.
+fn point_of(public: &[u8]) -> Result<(Vec<u8>, bool), TpmError> {
+    let unexpected = TpmError::Unexpected {
+        what: "the certificate key is not an ECC key",
+    };
+    let public = Public::from_tpm2b(public)?;
+    let PublicParameters::Ecc { curve_id, x, y, .. } = &public.parameters else {
+        return Err(unexpected);
+    };
+    let p384 = *curve_id == NIST_P384;
+    let size = if p384 { 48 } else { 32 };
+    let pad = |c: &[u8]| {
+        let mut out = vec![0; size - c.len().min(size)];
+        out.extend_from_slice(c);
+        out
+    };
+    Ok(([&[0x04][..], &pad(x), &pad(y)].concat(), p384))
+}
+
+/// A DER PKCS#10 request for the TPM's certificate key (made and persisted if absent), with
+/// CN = `registration_id`, signed by that key in the TPM.
+pub fn certificate_request(tpm: &mut Tpm, registration_id: &str) -> Result<Vec<u8>, TpmError> {
+    let (point, p384) = point_of(&tpm.certificate_key()?)?;
+    let key = TpmKey {
+        tpm: RefCell::new(tpm),
+        point,
+        p384,
+        failed: RefCell::new(None),
+    };
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, registration_id);
+    match params.serialize_request(&key) {
+        Ok(csr) => Ok(csr.der().to_vec()),
+        Err(_) => Err(key.failed.take().unwrap_or(TpmError::Unexpected {
+            what: "the CSR could not be built",
+        })),
+    }
+}

@@ -1,0 +1,149 @@
+//! A certificate for a key that lives in the TPM (docs/protocol.md §11): swtpm makes the
+//! certificate key, signs the CSR inside the TPM and certifies the key with the attestation key
+//! over the challenge's nonce; the service (in process, real Postgres) issues only under that
+//! proof (`requireTpmResidentKey`). Each refusal is the service's named reason.
+
+use device_client::certificate::certificate_request;
+use dps_protocol::wire::{AttestationChallenge, RegistrationStatus};
+use provisioning_service::issuance::CsrRefusal;
+use provisioning_service::registration::{Refusal, StepError};
+use serde_json::json;
+use sqlx::PgPool;
+use test_support::{now, Device, IssuingPki, TestApp, TestTpm};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The service with credential policy `tpm` (TPM-resident keys only, P-384 or P-256).
+async fn service(pool: PgPool) -> (TestApp, IssuingPki) {
+    let pki = IssuingPki::new(&[(
+        "tpm",
+        json!({"requireTpmResidentKey": true, "keyTypes": ["ecdsa-p384", "ecdsa-p256"]}),
+    )]);
+    let policies = pki.policies();
+    let app = TestApp::spawn_configured(pool, |s| s.credential_policies = policies).await;
+    (app, pki)
+}
+
+/// TPM `t` as a device with its attestation key and a CSR for its certificate key, enrolled
+/// under the `tpm` policy (no attestation policy: the challenge selects no PCR).
+async fn device(app: &TestApp, t: &mut TestTpm) -> Device {
+    let mut device = Device::of(&mut t.tpm);
+    device.attestation_key = Some(t.tpm.attestation_key(None).unwrap());
+    device.csr = Some(certificate_request(&mut t.tpm, &device.registration_id).unwrap());
+    let mut e = test_support::enrollment(&device.registration_id, &device.ek);
+    e.extra
+        .insert("credentialPolicyName".to_owned(), json!("tpm"));
+    app.enroll_with(e).await;
+    device
+}
+
+/// The challenge, imported; the attestation challenge returned for the caller to answer.
+async fn challenged(app: &TestApp, t: &mut TestTpm, device: &Device) -> AttestationChallenge {
+    let challenge = app.full_challenge(device).await;
+    t.tpm
+        .import_authentication_key(&challenge.authentication_key.0)
+        .unwrap();
+    let attestation = challenge
+        .attestation
+        .expect("an attestation challenge for the certification");
+    assert!(attestation.pcr_selection.is_empty());
+    attestation
+}
+
+fn refusal(result: Result<impl std::fmt::Debug, StepError>) -> CsrRefusal {
+    match result {
+        Err(StepError::Refused(Refusal::Csr(r))) => r,
+        other => panic!("expected a CSR refusal, got {other:?}"),
+    }
+}
+
+/// Accepted: the key in the TPM, certified over the nonce, gets a certificate for exactly that
+/// key (the leaf's public key is the TPM key's point), CN = registration id.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_key_proven_to_live_in_the_tpm_gets_a_certificate(pool: PgPool) {
+    let (app, _pki) = service(pool).await;
+    let mut t = TestTpm::fresh();
+    let mut device = device(&app, &mut t).await;
+    let attestation = challenged(&app, &mut t, &device).await;
+    let (quote, certification) = t.tpm.answer_with_certification(&attestation).unwrap();
+    assert!(quote.is_none());
+    device.certify = Some(certification.clone());
+    let token = device.sas(&mut t.tpm, now() + 60);
+    let status = app.register_verdict(&device, &token).await.unwrap();
+    assert_eq!(status.status, RegistrationStatus::Assigned);
+    let chain = status
+        .registration_state
+        .unwrap()
+        .issued_certificate_chain
+        .unwrap();
+    let (_, leaf) = X509Certificate::from_der(&chain[0].0).unwrap();
+    let key = dps_protocol::tpm::Public::from_tpm2b(&certification.public.0).unwrap();
+    let dps_protocol::tpm::PublicParameters::Ecc { x, y, .. } = key.parameters else {
+        panic!("an ECC key")
+    };
+    assert_eq!(
+        leaf.public_key().subject_public_key.data.as_ref(),
+        [&[0x04][..], &x, &y].concat()
+    );
+}
+
+/// Refused by name: no proof; the proof of another key than the CSR's; a certification over an
+/// earlier challenge's nonce; a certification by another TPM's attestation key.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn unproven_foreign_stale_and_mismatched_certifications_are_refused(pool: PgPool) {
+    let (app, _pki) = service(pool).await;
+    let mut t = TestTpm::fresh();
+    let mut device = device(&app, &mut t).await;
+
+    challenged(&app, &mut t, &device).await;
+    let token = device.sas(&mut t.tpm, now() + 60);
+    assert_eq!(
+        refusal(app.register_verdict(&device, &token).await),
+        CsrRefusal::ResidencyUnproven
+    );
+
+    // The TPM key proven, but a CSR for a software key.
+    let attestation = challenged(&app, &mut t, &device).await;
+    device.certify = Some(t.tpm.answer_with_certification(&attestation).unwrap().1);
+    let genuine_csr = device.csr.replace({
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, device.registration_id.as_str());
+        params.serialize_request(&key).unwrap().der().to_vec()
+    });
+    let token = device.sas(&mut t.tpm, now() + 60);
+    assert_eq!(
+        refusal(app.register_verdict(&device, &token).await),
+        CsrRefusal::NotTheCsrKey
+    );
+    device.csr = genuine_csr;
+
+    // The certification of the previous challenge, sent with the next one's key.
+    let token = {
+        challenged(&app, &mut t, &device).await;
+        device.sas(&mut t.tpm, now() + 60)
+    };
+    assert!(matches!(
+        refusal(app.register_verdict(&device, &token).await),
+        CsrRefusal::Residency(reason) if reason.contains("nonce")
+    ));
+
+    // Another TPM's certification of its own key by its own AK (over its own nonce).
+    let mut other = TestTpm::fresh();
+    let mut stranger = self::device(&app, &mut other).await;
+    let theirs = challenged(&app, &mut other, &stranger).await;
+    stranger.certify = Some(other.tpm.answer_with_certification(&theirs).unwrap().1);
+    challenged(&app, &mut t, &device).await;
+    device.certify.clone_from(&stranger.certify);
+    let token = device.sas(&mut t.tpm, now() + 60);
+    assert!(matches!(
+        refusal(app.register_verdict(&device, &token).await),
+        CsrRefusal::Residency(reason) if reason.contains("signature")
+    ));
+    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM issued_certificates")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(issued, 0);
+}
