@@ -6,8 +6,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dps_protocol::wire::{
-    Base64Bytes, DeviceRegistration, ErrorBody, Quote, RegistrationOperationStatus, TpmAttestation,
-    TpmChallenge,
+    Base64Bytes, DeviceRegistration, ErrorBody, KeyCertification, Quote,
+    RegistrationOperationStatus, TpmAttestation, TpmChallenge,
 };
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
@@ -164,22 +164,29 @@ impl DpsClient {
     }
 
     /// The register body `device` sends: on the first call its keys (and EK certificate and
-    /// attestation key, when it has them); on the SAS call `quote` besides.
-    fn body(device: &Presented<'_>, quote: Option<&Quote>) -> DeviceRegistration {
+    /// attestation key, when it has them); on the SAS call its keys and `answers`.
+    fn body(device: &Presented<'_>, answers: Option<&Answers<'_>>) -> DeviceRegistration {
         let mut tpm = TpmAttestation::keys(device.ek.to_vec(), device.srk.to_vec());
-        if quote.is_none() {
+        let Some(answers) = answers else {
             if let Some(bundle) = device.certificate {
                 tpm.endorsement_key_certificate = Some(Base64Bytes(bundle.certificate.clone()));
                 tpm.endorsement_key_certificate_chain =
                     bundle.chain.iter().cloned().map(Base64Bytes).collect();
             }
             tpm.attestation_key = device.attestation_key.map(|k| Base64Bytes(k.to_vec()));
-        }
-        tpm.quote = quote.cloned();
+            return DeviceRegistration {
+                registration_id: device.registration_id.to_owned(),
+                tpm: Some(tpm),
+                csr: None,
+                payload: device.payload.cloned(),
+            };
+        };
+        tpm.quote = answers.quote.cloned();
+        tpm.certify = answers.certify.cloned();
         DeviceRegistration {
             registration_id: device.registration_id.to_owned(),
             tpm: Some(tpm),
-            csr: None,
+            csr: answers.csr.map(|c| Base64Bytes(c.to_vec())),
             payload: device.payload.cloned(),
         }
     }
@@ -237,19 +244,19 @@ impl DpsClient {
         })
     }
 
-    /// The second register call, with a SAS token signed by the imported key, and the quote
-    /// answering the attestation challenge if there was one.
+    /// The second register call, with a SAS token signed by the imported key, and what answers
+    /// the attestation challenge and asks for a certificate (`answers`).
     pub fn register(
         &self,
         device: &Presented<'_>,
-        quote: Option<&Quote>,
+        answers: &Answers<'_>,
         sas: &str,
     ) -> Result<Polled, ClientError> {
         let response = self
             .http
             .put(self.url(device.registration_id, "/register"))
             .header(reqwest::header::AUTHORIZATION, sas)
-            .json(&Self::body(device, quote))
+            .json(&Self::body(device, Some(answers)))
             .send()
             .map_err(self.transport())?;
         Self::operation_response(response)
@@ -291,6 +298,16 @@ impl DpsClient {
             retry_after: after,
         })
     }
+}
+
+/// What the SAS call adds to the register body: the quote answering the attestation
+/// challenge, the certification of the CSR's key, and the CSR (each this service's extension
+/// but `csr`, DPS 2026-04-01's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Answers<'a> {
+    pub quote: Option<&'a Quote>,
+    pub certify: Option<&'a KeyCertification>,
+    pub csr: Option<&'a [u8]>,
 }
 
 /// What a device presents in its register calls.

@@ -312,7 +312,10 @@ mod tests {
             registration_id: "dev-1".to_owned(),
             endpoint: "https://dps.example".to_owned(),
             id_scope: "0ne1".to_owned(),
-            stage: Stage::KeyImported { quote: None },
+            stage: Stage::KeyImported {
+                quote: None,
+                certify: None,
+            },
             updated_unix: 0,
         };
         assert!(matches!(

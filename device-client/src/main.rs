@@ -182,6 +182,11 @@ struct RegisterArgs {
     /// default ECDSA P-256 where the TPM lists the curve, else RSA-2048.
     #[arg(long, env = "DPS_ATTESTATION_KEY", value_enum)]
     attestation_key: Option<AkChoice>,
+    /// Ask for a certificate (DPS 2026-04-01 `csr`) for a key made in the TPM (ECDSA P-384
+    /// where the TPM has the curve, else P-256; persisted at 0x81000102), with the proof that it
+    /// lives there; the chain is written to certificate.pem beside the state file.
+    #[arg(long, env = "DPS_CERTIFICATE", conflicts_with = "no_attest")]
+    certificate: bool,
 }
 
 /// An EK certificate file: DER, or PEM (the EK certificate, then its CAs).
@@ -396,6 +401,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 attest: !args.no_attest,
                 attestation_key: args.attestation_key.map(AkAlgorithm::from),
+                certificate: args.certificate,
             };
             let outcome = provision::provision(&mut tpm, &client, &options)?;
             if args.json {

@@ -11,13 +11,17 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use dps_protocol::crypto::sha256;
 use dps_protocol::sas::{self, REGISTRATION_KEY_NAME};
-use dps_protocol::wire::{AttestationChallenge, Quote, RegistrationStatus};
+use dps_protocol::wire::{
+    AttestationChallenge, Base64Bytes, KeyCertification, Quote, RegistrationStatus,
+};
 use dps_protocol::RegistrationId;
 use serde::{Deserialize, Serialize};
 
-use crate::dps::{ClientError, DpsClient, EkCertificateBundle, Polled, Presented};
+use crate::dps::{Answers, ClientError, DpsClient, EkCertificateBundle, Polled, Presented};
 use crate::tpm::{AkAlgorithm, Tpm, TpmError};
 
 /// Where a device is in provisioning.
@@ -26,10 +30,13 @@ use crate::tpm::{AkAlgorithm, Tpm, TpmError};
 pub enum Stage {
     Unprovisioned,
     /// The issued key is in the TPM; the service has not seen it used yet. With the quote
-    /// answering the challenge's attestation, when the service asked for one.
+    /// answering the challenge's attestation, when the service asked for one, and the
+    /// certification of the certificate key, when the device asks for a certificate.
     KeyImported {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         quote: Option<Quote>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certify: Option<KeyCertification>,
     },
     /// Registered; the service is assigning.
     Assigning {
@@ -103,6 +110,16 @@ pub struct Options {
     pub attest: bool,
     /// The attestation key's algorithm when it is made (`None`: the TPM's best default).
     pub attestation_key: Option<AkAlgorithm>,
+    /// Ask for a certificate for a key made in the TPM (`csr`), proven to live there; the chain
+    /// is written to [`chain_file`].
+    pub certificate: bool,
+}
+
+/// Where the issued certificate chain is kept (PEM, leaf first): `certificate.pem` beside the
+/// state file.
+#[must_use]
+pub fn chain_file(state_file: &Path) -> PathBuf {
+    state_file.with_file_name("certificate.pem")
 }
 
 /// Where the EK certificate sent with the challenge request comes from.
@@ -194,6 +211,10 @@ struct Device {
     ek_certificate: Option<EkCertificateBundle>,
     /// The attestation key's `TPM2B_PUBLIC`, unless the device does not attest.
     attestation_key: Option<Vec<u8>>,
+    /// The CSR for the TPM's certificate key, when the device asks for a certificate.
+    csr: Option<Vec<u8>>,
+    /// Where the chain issued for it goes.
+    chain_file: PathBuf,
 }
 
 impl Device {
@@ -267,15 +288,20 @@ fn step(
             tpm.import_authentication_key(blob)?;
             *imported = Some(sha256(&[blob]));
             tracing::info!("authentication key imported into the TPM");
-            let quote = match &challenge.attestation {
-                Some(attestation) => quote(tpm, attestation)?,
-                None => None,
+            let (quote, certify) = match &challenge.attestation {
+                Some(attestation) => answer(tpm, attestation, device.csr.is_some())?,
+                None => (None, None),
             };
-            return Ok((Stage::KeyImported { quote }, None));
+            return Ok((Stage::KeyImported { quote, certify }, None));
         }
-        Stage::KeyImported { quote } => {
+        Stage::KeyImported { quote, certify } => {
             let token = sign(tpm)?;
-            dps.register(&device.presented(), quote.as_ref(), &token)?
+            let answers = Answers {
+                quote: quote.as_ref(),
+                certify: certify.as_ref(),
+                csr: device.csr.as_deref(),
+            };
+            dps.register(&device.presented(), &answers, &token)?
         }
         Stage::Assigning { operation_id } => {
             let token = sign(tpm)?;
@@ -288,6 +314,16 @@ fn step(
         _ => None,
     };
     let next = next_stage(&polled, operation_id)?;
+    if let (Stage::Assigned { .. }, Some(chain)) = (
+        &next.0,
+        polled
+            .status
+            .registration_state
+            .as_ref()
+            .and_then(|s| s.issued_certificate_chain.as_ref()),
+    ) {
+        save_chain(&device.chain_file, chain)?;
+    }
     // On assignment DPS hands the device's key over once more (`registrationState.tpm`), and
     // the Azure clients import it: it is the key for the hub. Import it unless it is the blob
     // already imported in this run.
@@ -309,24 +345,62 @@ fn step(
     Ok(next)
 }
 
-/// The quote answering the service's attestation challenge. A bank this TPM has not allocated
-/// cannot be quoted: the device says so and registers without a quote (the enrollment's policy
-/// decides what that means).
-fn quote(
+/// What answers the service's attestation challenge: the quote of the PCRs it asks for, and
+/// with `certify` the certification of the certificate key over the same nonce. A bank this
+/// TPM has not allocated cannot be quoted: the device says so and registers without a quote
+/// (the enrollment's policy decides what that means).
+fn answer(
     tpm: &mut Tpm,
     attestation: &AttestationChallenge,
-) -> Result<Option<Quote>, ProvisionError> {
-    match tpm.answer_attestation(attestation) {
-        Ok(quote) => {
-            tracing::info!("attestation challenge answered: PCRs quoted");
-            Ok(Some(quote))
+    certify: bool,
+) -> Result<(Option<Quote>, Option<KeyCertification>), ProvisionError> {
+    let answered = if certify {
+        tpm.answer_with_certification(attestation)
+            .map(|(quote, certification)| (quote, Some(certification)))
+    } else {
+        tpm.answer_attestation(attestation).map(|q| (Some(q), None))
+    };
+    match answered {
+        Ok(answer) => {
+            tracing::info!(
+                quoted = answer.0.is_some(),
+                certified = answer.1.is_some(),
+                "attestation challenge answered"
+            );
+            Ok(answer)
         }
         Err(e @ TpmError::BankNotAllocated { .. }) => {
             tracing::warn!(error = %e, "registering without a quote");
-            Ok(None)
+            let mut unquoted = attestation.clone();
+            unquoted.pcr_selection.clear();
+            if certify {
+                let (_, certification) = tpm.answer_with_certification(&unquoted)?;
+                Ok((None, Some(certification)))
+            } else {
+                Ok((None, None))
+            }
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Writes the issued chain as PEM, leaf first.
+fn save_chain(path: &Path, chain: &[Base64Bytes]) -> Result<(), ProvisionError> {
+    let mut pem = String::new();
+    for certificate in chain {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in STANDARD.encode(&certificate.0).as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    std::fs::write(path, pem).map_err(|source| ProvisionError::StateFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    tracing::info!(path = %path.display(), "certificate chain saved");
+    Ok(())
 }
 
 /// Runs first-boot provisioning to the end (or to an error) against the service `dps` talks to.
@@ -420,6 +494,15 @@ impl<'a> Run<'a> {
         } else {
             None
         };
+        // The proof that the certificate key lives in the TPM needs the attestation key.
+        let csr = match (&attestation_key, options.certificate) {
+            (Some(_), true) => Some(crate::certificate::certificate_request(tpm, id)?),
+            (None, true) => {
+                tracing::warn!("no attestation key: asking for no certificate");
+                None
+            }
+            (_, false) => None,
+        };
         let device = Device {
             registration_id: id.to_owned(),
             ek,
@@ -428,6 +511,8 @@ impl<'a> Run<'a> {
             payload: options.payload.clone(),
             ek_certificate,
             attestation_key,
+            csr,
+            chain_file: chain_file(&options.state_file),
         };
         Ok(Start::Running(Box::new(Self {
             tpm,
@@ -615,6 +700,7 @@ mod tests {
             ek_certificate: EkCertificateSource::Tpm,
             attest: true,
             attestation_key: None,
+            certificate: false,
         };
         let target = Target {
             endpoint: format!("{}/", app.base),
@@ -668,10 +754,19 @@ mod tests {
             matches!(s, Stage::KeyImported { .. })
         })
         .await;
-        assert_eq!(stage, Stage::KeyImported { quote: None });
+        assert_eq!(
+            stage,
+            Stage::KeyImported {
+                quote: None,
+                certify: None
+            }
+        );
         assert_eq!(
             load_state(&options.state_file).unwrap().stage,
-            Stage::KeyImported { quote: None }
+            Stage::KeyImported {
+                quote: None,
+                certify: None
+            }
         );
         // The endpoint is saved as the client uses it, without the trailing slash given.
         assert_eq!(load_state(&options.state_file).unwrap().endpoint, app.base);

@@ -147,3 +147,59 @@ async fn unproven_foreign_stale_and_mismatched_certifications_are_refused(pool: 
         .unwrap();
     assert_eq!(issued, 0);
 }
+
+/// The binary: `device-client register --certificate` makes the key in the TPM, proves it, and
+/// writes the issued chain beside its state; OpenSSL verifies it for client authentication under
+/// the operator's root.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn register_with_certificate_writes_a_chain_openssl_verifies(pool: PgPool) {
+    let (app, pki) = service(pool).await;
+    let swtpm = test_support::Swtpm::start();
+    let tcti = swtpm.tcti();
+    let device = Device::of(&mut device_client::tpm::Tpm::open(&tcti).unwrap());
+    let mut e = test_support::enrollment(&device.registration_id, &device.ek);
+    e.extra
+        .insert("credentialPolicyName".to_owned(), json!("tpm"));
+    app.enroll_with(e).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let args: Vec<String> = [
+        "--tcti",
+        &tcti,
+        "register",
+        "--endpoint",
+        &app.base,
+        "--id-scope",
+        test_support::ID_SCOPE,
+        "--ca-file",
+        &app.pki.ca_file().display().to_string(),
+        "--state-file",
+        &state.display().to_string(),
+        "--certificate",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_device-client"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let chain = device_client::provision::chain_file(&state);
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, &pki.root_pem).unwrap();
+    // The leaf first, the issuing CA and the root after it (as untrusted intermediates).
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&chain)
+        .arg(&chain)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
