@@ -166,8 +166,8 @@ impl CredentialPolicy {
         if entry.key_types.is_empty() {
             return Err("keyTypes is empty".to_owned());
         }
+        // The issuing CA first; any certificates after it in its file, then the listed ones.
         let mut chain = pem_certificates(&dir.join(&entry.issuing_certificate))?;
-        chain.truncate(1);
         for path in &entry.chain_certificates {
             chain.extend(pem_certificates(&dir.join(path))?);
         }

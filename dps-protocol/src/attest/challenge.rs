@@ -32,6 +32,16 @@ pub fn nonce_hash(nonce: &[u8]) -> [u8; 32] {
     sha256(&[nonce])
 }
 
+/// Whether `extra_data` (a quote's or certification's qualifying data) is the nonce of
+/// `nonce_hash`, compared in constant time.
+#[must_use]
+pub fn nonce_matches(extra_data: &[u8], nonce_hash: &[u8]) -> bool {
+    bool::from(subtle::ConstantTimeEq::ct_eq(
+        &self::nonce_hash(extra_data)[..],
+        nonce_hash,
+    ))
+}
+
 /// Seals `nonce` to `ek`, bound to the name of `attestation_key`.
 pub fn bind(
     ek: &Public,

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::challenge::nonce_matches;
 use super::pcrs::{self, Bank, InvalidPcrs, PcrSelect, PcrValues};
 use super::{check_attestation_key, verify_quote_by, AttestError, ClockInfo, PcrValue, Signature};
 use crate::error::DecodeError;
@@ -208,17 +209,11 @@ pub fn judge(
             })
         })
         .collect();
-    let matches_hash = |extra: &[u8], hash: &[u8]| {
-        bool::from(subtle::ConstantTimeEq::ct_eq(
-            &super::challenge::nonce_hash(extra)[..],
-            hash,
-        ))
-    };
     let quote = verify_quote_by(
         &ak,
         evidence.attest,
         &signature,
-        |extra| matches_hash(extra, issued.nonce_hash),
+        |extra| nonce_matches(extra, issued.nonce_hash),
         &pcrs::to_selection(&selection),
         &reported,
     )
@@ -227,7 +222,7 @@ pub fn judge(
             let extra = super::Attest::parse(evidence.attest)
                 .map(|a| a.extra_data)
                 .unwrap_or_default();
-            if earlier.iter().any(|hash| matches_hash(&extra, hash)) {
+            if earlier.iter().any(|hash| nonce_matches(&extra, hash)) {
                 Failure::QuoteStale
             } else {
                 Failure::AkNotBound

@@ -102,12 +102,7 @@ fn prove_residency(
     let ak = Public::from_tpm2b(ak).map_err(|e| fails(&e))?;
     let certified = Public::from_tpm2b(&certification.public.0).map_err(|e| fails(&e))?;
     let signature = Signature::parse(&certification.signature.0).map_err(|e| fails(&e))?;
-    let nonce_matches = |extra: &[u8]| {
-        bool::from(subtle::ConstantTimeEq::ct_eq(
-            &challenge::nonce_hash(extra)[..],
-            nonce_hash,
-        ))
-    };
+    let nonce_matches = |extra: &[u8]| challenge::nonce_matches(extra, nonce_hash);
     verify_certify(
         &ak,
         &certification.attest.0,
