@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # chromium and chromium-driver: the admin page is tested in a real browser. tpm2-abrmd and
-# dbus-daemon: the device client is also tested behind the user-space resource manager.
-packages=(swtpm swtpm-tools libtss2-dev tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon pkg-config xxd postgresql rabbitmq-server openssl curl docker-compose chromium chromium-driver)
+# dbus-daemon: the device client is also tested behind the user-space resource manager;
+# tpm2-openssl: OpenSSL uses the issued identity with the key in the TPM.
+packages=(swtpm swtpm-tools libtss2-dev tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon tpm2-openssl pkg-config xxd postgresql rabbitmq-server openssl curl docker-compose chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

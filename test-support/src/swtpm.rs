@@ -43,28 +43,78 @@ pub struct Swtpm {
     dir: tempfile::TempDir,
 }
 
+/// A private D-Bus session bus (`dbus-daemon --session`), for a `tpm2-abrmd` of a test's own;
+/// killed in `Drop`.
+pub struct SessionBus {
+    child: Child,
+    pub address: String,
+}
+
+impl SessionBus {
+    #[must_use]
+    pub fn start() -> Self {
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dbus-daemon (scripts/install-deps.sh installs it)");
+        let mut address = String::new();
+        let stdout = child.stdout.take().expect("dbus-daemon's stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut address)
+            .expect("dbus-daemon prints its address");
+        Self {
+            child,
+            address: address.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A `tpm2-abrmd` serving one swtpm under its own bus name.
-struct Broker {
+pub struct Broker {
     child: Child,
     bus_name: String,
 }
 
 impl Broker {
-    fn tcti(&self) -> String {
+    #[must_use]
+    pub fn tcti(&self) -> String {
         format!("tabrmd:bus_name={},bus_type=session", self.bus_name)
     }
 
-    /// Starts one for the swtpm on `port` when the tests run through tabrmd, and waits until it
-    /// answers a command.
+    /// Starts one for the swtpm on `port` when the tests run through tabrmd.
     fn start_if_asked(port: u16) -> Option<Self> {
         std::env::var_os("DPS_TEST_TABRMD")?;
+        Some(Self::start(port, None))
+    }
+
+    /// Starts one for the swtpm on `port`, on the session bus at `bus` (`None`: the one in
+    /// `DBUS_SESSION_BUS_ADDRESS`), and waits until it answers a command. The swtpm must have
+    /// no other client: the broker keeps its one connection.
+    #[must_use]
+    pub fn start(port: u16, bus: Option<&str>) -> Self {
         let bus_name = format!("com.dpstpm.Tabrmd.p{}x{port}", std::process::id());
-        let child = Command::new("tpm2-abrmd")
+        let on_bus = |command: &mut Command| {
+            if let Some(address) = bus {
+                command.env("DBUS_SESSION_BUS_ADDRESS", address);
+            }
+        };
+        let mut command = Command::new("tpm2-abrmd");
+        command
             .args(["--session", "--allow-root", "--flush-all"])
             .arg(format!("--dbus-name={bus_name}"))
             .arg(format!("--tcti=swtpm:host=127.0.0.1,port={port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        on_bus(&mut command);
+        let child = command
             .spawn()
             .expect("spawn tpm2-abrmd (scripts/install-deps.sh installs it)");
         let mut broker = Self { child, bus_name };
@@ -74,14 +124,14 @@ impl Broker {
                 matches!(broker.child.try_wait(), Ok(None)),
                 "tpm2-abrmd exited (is DBUS_SESSION_BUS_ADDRESS a running session bus?)"
             );
-            let answered = Command::new("tpm2_getrandom")
+            let mut probe = Command::new("tpm2_getrandom");
+            probe
                 .args(["--tcti", &broker.tcti(), "4"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if answered {
-                return Some(broker);
+                .stderr(Stdio::null());
+            on_bus(&mut probe);
+            if probe.status().is_ok_and(|s| s.success()) {
+                return broker;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -127,6 +177,18 @@ impl Swtpm {
             Some(broker) => broker.tcti(),
             None => format!("swtpm:host=127.0.0.1,port={}", self.port),
         }
+    }
+
+    /// The TCP port of its TPM interface.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether it is reached through a resource manager (`DPS_TEST_TABRMD`).
+    #[must_use]
+    pub fn brokered(&self) -> bool {
+        self.broker.is_some()
     }
 
     /// The directory holding the TPM state.
