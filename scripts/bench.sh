@@ -15,7 +15,7 @@
 # BENCH_SERVICE measures another provisioning-service binary (an older build, to compare).
 # BENCH_CSR=1 makes every registration issue a certificate: an issuing PKI made with OpenSSL
 # (ECDSA P-384 root and issuing CA), a credential policy naming it, and a CSR per device
-# (dps-loadgen --csr-policy).
+# (dps-loadgen --csr-policy); BENCH_CSR=P-256 does the same with P-256 CAs and device keys.
 # BENCH_ATTEST=1 makes the fleet attest (dps-loadgen --attest: an attestation key per device, a
 # quote per registration, enrollments with attestationPolicy require).
 # BENCH_STATEMENTS=1 prints, after each row, what Postgres spent it on: the top BENCH_TOP
@@ -41,16 +41,18 @@ postmaster=$(head -1 "$work/pgdata/postmaster.pid")
 if [[ -n ${BENCH_CSR:-} ]]; then
     ca=$work/issuing
     mkdir -p "$ca"
-    p384() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out "$1" 2>/dev/null; }
-    p384 "$ca/root.key"
-    p384 "$ca/issuing.key"
+    curve=P-384 key_types='["ecdsa-p384"]'
+    [[ $BENCH_CSR == P-256 ]] && curve=P-256 key_types='["ecdsa-p256"]'
+    ec_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:$curve -out "$1" 2>/dev/null; }
+    ec_key "$ca/root.key"
+    ec_key "$ca/issuing.key"
     openssl req -x509 -new -key "$ca/root.key" -subj "/CN=bench device root" -days 30 -out "$ca/root.pem" \
         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
     openssl req -new -key "$ca/issuing.key" -subj "/CN=bench issuing CA" |
         openssl x509 -req -CA "$ca/root.pem" -CAkey "$ca/root.key" -days 30 -out "$ca/issuing.pem" 2>/dev/null \
             -extfile <(printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n')
-    printf '[{"name": "devices", "issuingCertificate": "issuing.pem", "issuingKey": "issuing.key", "chainCertificates": ["root.pem"]}]\n' \
-        >"$ca/policies.json"
+    printf '[{"name": "devices", "issuingCertificate": "issuing.pem", "issuingKey": "issuing.key", "chainCertificates": ["root.pem"], "keyTypes": %s}]\n' \
+        "$key_types" >"$ca/policies.json"
     export DPS_CREDENTIAL_POLICY_FILE=$ca/policies.json
 fi
 
@@ -70,6 +72,7 @@ done
 common=(--id-scope 0ne00BENCH --ca-file "$work/secrets/ca.pem" --devices "$devices")
 [[ -n ${BENCH_ATTEST:-} ]] && common+=(--attest)
 [[ -n ${BENCH_CSR:-} ]] && common+=(--csr-policy devices)
+[[ ${BENCH_CSR:-} == P-256 ]] && common+=(--csr-p256)
 "$loadgen" "${common[@]}" --url "${urls[0]}" --enroll-with-policy-file "$work/secrets/policies" \
     --concurrency 8 --count 1 >/dev/null
 # A warm-up, so that every instance has its pool and caches filled.

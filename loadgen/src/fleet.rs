@@ -140,11 +140,16 @@ impl Fleet {
         Ok(self)
     }
 
-    /// Gives every device a CSR for a fresh ECDSA P-384 key (the key DPS issues for), to be
-    /// issued under credential policy `policy`.
-    pub fn requesting_certificates(mut self, policy: &str) -> anyhow::Result<Self> {
+    /// Gives every device a CSR for a fresh ECDSA key — P-384 (the key DPS issues for), or
+    /// P-256 with `p256` — to be issued under credential policy `policy`.
+    pub fn requesting_certificates(mut self, policy: &str, p256: bool) -> anyhow::Result<Self> {
+        let algorithm = if p256 {
+            &rcgen::PKCS_ECDSA_P256_SHA256
+        } else {
+            &rcgen::PKCS_ECDSA_P384_SHA384
+        };
         for device in &mut self.devices {
-            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+            let key = rcgen::KeyPair::generate_for(algorithm)?;
             let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
             params
                 .distinguished_name

@@ -76,6 +76,9 @@ struct Args {
     /// `credentialPolicyName`: every registration issues a certificate.
     #[arg(long)]
     csr_policy: Option<String>,
+    /// With --csr-policy: the devices' keys are ECDSA P-256 instead of P-384.
+    #[arg(long, requires = "csr_policy")]
+    csr_p256: bool,
     /// Start registrations at this steady rate per second (open loop; --concurrency must
     /// cover rate × latency) instead of as fast as they finish.
     #[arg(long, value_parser = positive_rate)]
@@ -131,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
         fleet = fleet.attesting()?;
     }
     if let Some(policy) = &args.csr_policy {
-        fleet = fleet.requesting_certificates(policy)?;
+        fleet = fleet.requesting_certificates(policy, args.csr_p256)?;
     }
     let fleet = Arc::new(fleet);
     let targets: Vec<Target> = args

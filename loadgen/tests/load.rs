@@ -143,7 +143,7 @@ async fn a_fleet_with_csrs_is_issued_certificates(pool: PgPool) {
     .await;
     let fleet = Fleet::load(&keys_file("requesting"), REQUESTING, "csr-test")
         .unwrap()
-        .requesting_certificates("devices")
+        .requesting_certificates("devices", false)
         .unwrap();
     let fleet = Arc::new(fleet);
     let tls = loadgen::tls_config(&app.pki.ca_pem).unwrap();
