@@ -23,6 +23,7 @@ enum Output {
     Row,
 }
 
+#[allow(clippy::struct_excessive_bools)] // each is an on/off command-line flag
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
