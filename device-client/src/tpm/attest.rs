@@ -19,7 +19,7 @@ use tss_esapi::structures::{
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
 
-use super::keys::{command, library, persistent};
+use super::keys::{command, ensure_persisted, library};
 use super::TpmError;
 
 /// The attestation key's algorithm. ECDSA P-256/SHA-256 where the TPM has the curve (most do),
@@ -93,30 +93,17 @@ pub(super) fn ensure_attestation_key(
     handle: u32,
     algorithm: AkAlgorithm,
 ) -> Result<KeyHandle, TpmError> {
-    if let Some(object) = persistent(ctx, handle)? {
-        return Ok(KeyHandle::from(object));
-    }
-    tracing::info!(
-        handle = format_args!("0x{handle:08x}"),
-        ?algorithm,
-        "creating the attestation key"
-    );
-    let (hash, key, scheme) = algorithm.parameters();
-    let created =
-        ak::create_ak_2(ctx, ek, hash, key, scheme, None, None).map_err(command("Create"))?;
-    let loaded = ak::load_ak(ctx, ek, None, created.out_private, created.out_public)
-        .map_err(command("Load"))?;
-    let persisted = super::import::persist(ctx, loaded, handle);
-    let flushed = ctx
-        .flush_context(loaded.into())
-        .map_err(command("FlushContext"));
-    persisted?;
-    flushed?;
-    persistent(ctx, handle)?
-        .map(KeyHandle::from)
-        .ok_or(TpmError::Unexpected {
-            what: "the attestation key is not at its handle after EvictControl",
-        })
+    ensure_persisted(ctx, handle, |ctx| {
+        tracing::info!(
+            handle = format_args!("0x{handle:08x}"),
+            ?algorithm,
+            "creating the attestation key"
+        );
+        let (hash, key, scheme) = algorithm.parameters();
+        let created =
+            ak::create_ak_2(ctx, ek, hash, key, scheme, None, None).map_err(command("Create"))?;
+        ak::load_ak(ctx, ek, None, created.out_private, created.out_public).map_err(command("Load"))
+    })
 }
 
 /// The PCR banks the TPM has allocated (`TPM2_GetCapability(TPM_CAP_PCRS)`): a bank listed

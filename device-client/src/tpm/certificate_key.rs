@@ -13,7 +13,7 @@ use tss_esapi::traits::Marshall;
 use tss_esapi::tss2_esys::{TPM2B_DIGEST, TPMT_TK_HASHCHECK};
 use tss_esapi::Context;
 
-use super::keys::{command, library, persistent, to_esapi_public};
+use super::keys::{command, ensure_persisted, library, to_esapi_public};
 use super::TpmError;
 
 /// The certificate key at `handle`, creating it under `srk` (ECDSA P-384 if `p384`, else P-256)
@@ -24,36 +24,23 @@ pub(super) fn ensure_certificate_key(
     handle: u32,
     p384: bool,
 ) -> Result<KeyHandle, TpmError> {
-    if let Some(object) = persistent(ctx, handle)? {
-        return Ok(KeyHandle::from(object));
-    }
-    tracing::info!(
-        handle = format_args!("0x{handle:08x}"),
-        curve = if p384 { "P-384" } else { "P-256" },
-        "creating the certificate key"
-    );
-    let template = to_esapi_public(&certificate_key_ecdsa(p384))?;
-    let created = ctx
-        .execute_with_session(Some(AuthSession::Password), |ctx| {
-            ctx.create(srk, template, None, None, None, None)
-        })
-        .map_err(command("Create"))?;
-    let loaded = ctx
-        .execute_with_session(Some(AuthSession::Password), |ctx| {
+    ensure_persisted(ctx, handle, |ctx| {
+        tracing::info!(
+            handle = format_args!("0x{handle:08x}"),
+            curve = if p384 { "P-384" } else { "P-256" },
+            "creating the certificate key"
+        );
+        let template = to_esapi_public(&certificate_key_ecdsa(p384))?;
+        let created = ctx
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.create(srk, template, None, None, None, None)
+            })
+            .map_err(command("Create"))?;
+        ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
             ctx.load(srk, created.out_private, created.out_public)
         })
-        .map_err(command("Load"))?;
-    let persisted = super::import::persist(ctx, loaded, handle);
-    let flushed = ctx
-        .flush_context(loaded.into())
-        .map_err(command("FlushContext"));
-    persisted?;
-    flushed?;
-    persistent(ctx, handle)?
-        .map(KeyHandle::from)
-        .ok_or(TpmError::Unexpected {
-            what: "the certificate key is not at its handle after EvictControl",
-        })
+        .map_err(command("Load"))
+    })
 }
 
 /// `TPM2_Certify` of `key` by `ak` with `nonce` as qualifying data: the `TPMS_ATTEST` and

@@ -51,12 +51,7 @@ pub(super) fn import(
         })
         .map_err(command("Load"))?;
 
-    let persisted = persist(ctx, loaded, device_key_handle);
-    let flushed = ctx
-        .flush_context(loaded.into())
-        .map_err(command("FlushContext"));
-    persisted?;
-    flushed
+    persist_loaded(ctx, loaded, device_key_handle)
 }
 
 /// Recovers a credential sealed to `ek` and bound to the name of `object` (the SRK for the
@@ -115,9 +110,24 @@ pub(super) fn activate_credential(
     Data::try_from(inner_key.value().to_vec()).map_err(library("activated credential"))
 }
 
+/// Makes the transient `loaded` persistent at `handle` ([`persist`]), then flushes the transient
+/// copy whatever happened.
+pub(super) fn persist_loaded(
+    ctx: &mut Context,
+    loaded: KeyHandle,
+    handle: u32,
+) -> Result<(), TpmError> {
+    let persisted = persist(ctx, loaded, handle);
+    let flushed = ctx
+        .flush_context(loaded.into())
+        .map_err(command("FlushContext"));
+    persisted?;
+    flushed
+}
+
 /// Makes `loaded` persistent at `handle`, evicting whatever was there first. The new key is
 /// already loaded, so a failure here leaves the old key in place or no key, never a wrong one.
-pub(super) fn persist(ctx: &mut Context, loaded: KeyHandle, handle: u32) -> Result<(), TpmError> {
+fn persist(ctx: &mut Context, loaded: KeyHandle, handle: u32) -> Result<(), TpmError> {
     let target = persistent_handle(handle)?;
     if let Some(old) = persistent(ctx, handle)? {
         ctx.execute_with_session(Some(AuthSession::Password), |ctx| {

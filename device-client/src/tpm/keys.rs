@@ -50,6 +50,26 @@ pub(super) fn persistent(ctx: &mut Context, handle: u32) -> Result<Option<Object
         })
 }
 
+/// The key persisted at `handle`; if none is, `create` makes and loads one (a transient key),
+/// which is persisted there and flushed. For keys made with `Create` under a parent (the
+/// attestation key, the certificate key).
+pub(super) fn ensure_persisted(
+    ctx: &mut Context,
+    handle: u32,
+    create: impl FnOnce(&mut Context) -> Result<KeyHandle, TpmError>,
+) -> Result<KeyHandle, TpmError> {
+    if let Some(object) = persistent(ctx, handle)? {
+        return Ok(KeyHandle::from(object));
+    }
+    let loaded = create(ctx)?;
+    super::import::persist_loaded(ctx, loaded, handle)?;
+    persistent(ctx, handle)?
+        .map(KeyHandle::from)
+        .ok_or(TpmError::Unexpected {
+            what: "a key just persisted is not at its handle",
+        })
+}
+
 /// Closes an ESYS object made by [`persistent`] (the TPM object itself stays).
 pub(super) fn close(ctx: &mut Context, mut object: ObjectHandle) -> Result<(), TpmError> {
     ctx.tr_close(&mut object).map_err(library("TR_Close"))
