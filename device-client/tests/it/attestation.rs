@@ -14,7 +14,9 @@ use provisioning_service::registration::{Refusal, StepError};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use test_support::{now, Device, TestApp, TestTpm, ID_SCOPE};
+use test_support::{now, Device, TestApp, TestTpm};
+
+use super::provision::{device_client, register_args};
 
 /// Enrolls `device` with `policy` as its `attestationPolicy`.
 async fn enroll(app: &TestApp, device: &Device, policy: Value) {
@@ -301,39 +303,14 @@ async fn the_client_attests_by_default_and_opts_out_with_no_attest(pool: PgPool)
     enroll(&app, &device, json!({"mode": "require"})).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let args = |extra: &[&str]| {
-        let mut args: Vec<String> = [
-            "--tcti",
-            &tcti,
-            "register",
-            "--endpoint",
-            &app.base,
-            "--id-scope",
-            ID_SCOPE,
-            "--ca-file",
-            &app.pki.ca_file().display().to_string(),
-            "--state-file",
-            &state.display().to_string(),
-            "--timeout",
-            "30",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let args = |extra: &str| {
+        let mut args = register_args(&app, &tcti, &state);
+        args.push(extra.to_owned());
         args
     };
-    let run = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_device-client"))
-                .args(&args)
-                .env_remove("RUST_LOG")
-                .output()
-                .unwrap()
-        })
-    };
-    let out = run(args(&["--no-attest"])).await.unwrap();
+    let out = device_client(args("--no-attest")).await;
     assert!(!out.status.success(), "{out:?}");
-    let out = run(args(&["--force"])).await.unwrap();
+    let out = device_client(args("--force")).await;
     assert!(out.status.success(), "{out:?}");
     assert!(matches!(
         provision::load_state(&state).unwrap().stage,
@@ -704,32 +681,9 @@ async fn p384_and_rsa_attestation_keys_are_verified(pool: PgPool) {
         enroll(&app, &device, json!({"mode": "require"})).await;
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.json");
-        let args: Vec<String> = [
-            "--tcti",
-            &tcti,
-            "register",
-            "--endpoint",
-            &app.base,
-            "--id-scope",
-            ID_SCOPE,
-            "--ca-file",
-            &app.pki.ca_file().display().to_string(),
-            "--state-file",
-            &state.display().to_string(),
-            "--attestation-key",
-            algorithm,
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_device-client"))
-                .args(&args)
-                .env_remove("RUST_LOG")
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
+        let mut args = register_args(&app, &tcti, &state);
+        args.extend(["--attestation-key".to_owned(), algorithm.to_owned()]);
+        let out = device_client(args).await;
         assert!(out.status.success(), "{algorithm}: {out:?}");
         let record = registration(&app, &device.registration_id).await;
         assert_eq!(record["attestation"]["verdict"], "verified", "{record}");

@@ -12,6 +12,8 @@ use sqlx::PgPool;
 use test_support::{now, Device, IssuingPki, TestApp, TestTpm};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::provision::{device_client, register_args};
+
 /// The service with credential policy `tpm` (TPM-resident keys only, P-384 or P-256).
 async fn service(pool: PgPool) -> (TestApp, IssuingPki) {
     let pki = IssuingPki::new(&[(
@@ -163,31 +165,9 @@ async fn register_with_certificate_writes_a_chain_openssl_verifies(pool: PgPool)
     app.enroll_with(e).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let args: Vec<String> = [
-        "--tcti",
-        &tcti,
-        "register",
-        "--endpoint",
-        &app.base,
-        "--id-scope",
-        test_support::ID_SCOPE,
-        "--ca-file",
-        &app.pki.ca_file().display().to_string(),
-        "--state-file",
-        &state.display().to_string(),
-        "--certificate",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_device-client"))
-            .args(&args)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut args = register_args(&app, &tcti, &state);
+    args.push("--certificate".to_owned());
+    let out = device_client(args).await;
     assert!(out.status.success(), "{out:?}");
     let chain = device_client::provision::chain_file(&state);
     let root = dir.path().join("root.pem");

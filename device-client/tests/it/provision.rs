@@ -17,7 +17,7 @@ fn read_ek(tcti: &str) -> Vec<u8> {
 }
 
 /// Runs the binary off the async runtime (the service runs on it).
-async fn device_client(args: Vec<String>) -> std::process::Output {
+pub(crate) async fn device_client(args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_device-client"))
             .args(&args)
@@ -29,7 +29,7 @@ async fn device_client(args: Vec<String>) -> std::process::Output {
     .unwrap()
 }
 
-fn register_args(service: &TestApp, tcti: &str, state: &Path) -> Vec<String> {
+pub(crate) fn register_args(service: &TestApp, tcti: &str, state: &Path) -> Vec<String> {
     [
         "--tcti",
         tcti,
