@@ -73,22 +73,9 @@ async fn two_hundred_fifty_six_devices_at_once_all_assigned_without_a_5xx(pool: 
     assert_eq!(assigned, i64::try_from(DEVICES).unwrap());
 }
 
-/// The attesting mode: every software device shows an attestation key, answers the quote
-/// challenge, and is assigned under a `require` policy; each verdict is `verified`. (The
-/// software model's marshalling is held to swtpm's quote in dps-protocol's tests; this shows the
-/// service accepts what it makes.)
-#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
-async fn an_attesting_fleet_is_verified_and_assigned(pool: PgPool) {
-    const ATTESTING: usize = 32;
-    let app = TestApp::spawn_configured(pool, |s| {
-        s.registration_limit.count = 1_000_000;
-        s.poll_limit.count = 1_000_000;
-    })
-    .await;
-    let fleet = Fleet::load(&keys_file("attesting"), ATTESTING, "attest-test")
-        .unwrap()
-        .attesting()
-        .unwrap();
+/// Enrolls `fleet` on `app` and registers each device once, `concurrency` at a time, over
+/// kept-alive connections.
+async fn enroll_and_run(app: &TestApp, fleet: Fleet, concurrency: usize) -> run::Report {
     let fleet = Arc::new(fleet);
     let tls = loadgen::tls_config(&app.pki.ca_pem).unwrap();
     let client = reqwest::Client::builder()
@@ -109,14 +96,33 @@ async fn an_attesting_fleet_is_verified_and_assigned(pool: PgPool) {
             base: app.base.clone(),
             id_scope: ID_SCOPE.to_owned(),
         }],
-        concurrency: 8,
-        count: Some(ATTESTING),
+        concurrency,
+        count: Some(fleet.devices.len()),
         duration: None,
         connections: Connections::KeepAlive,
         challenge_only: false,
         rate: None,
     };
-    let report = run::run(&plan, fleet, tls).await.unwrap();
+    run::run(&plan, fleet, tls).await.unwrap()
+}
+
+/// The attesting mode: every software device shows an attestation key, answers the quote
+/// challenge, and is assigned under a `require` policy; each verdict is `verified`. (The
+/// software model's marshalling is held to swtpm's quote in dps-protocol's tests; this shows the
+/// service accepts what it makes.)
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_attesting_fleet_is_verified_and_assigned(pool: PgPool) {
+    const ATTESTING: usize = 32;
+    let app = TestApp::spawn_configured(pool, |s| {
+        s.registration_limit.count = 1_000_000;
+        s.poll_limit.count = 1_000_000;
+    })
+    .await;
+    let fleet = Fleet::load(&keys_file("attesting"), ATTESTING, "attest-test")
+        .unwrap()
+        .attesting()
+        .unwrap();
+    let report = enroll_and_run(&app, fleet, 8).await;
     assert_eq!(report.completed, ATTESTING, "{report:#?}");
     let verified: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM registrations
@@ -145,34 +151,7 @@ async fn a_fleet_with_csrs_is_issued_certificates(pool: PgPool) {
         .unwrap()
         .requesting_certificates("devices", false)
         .unwrap();
-    let fleet = Arc::new(fleet);
-    let tls = loadgen::tls_config(&app.pki.ca_pem).unwrap();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls((*tls).clone())
-        .build()
-        .unwrap();
-    loadgen::device::enroll(
-        &client,
-        &app.base,
-        "dps.test",
-        (POLICY, POLICY_KEY),
-        &fleet.devices,
-    )
-    .await
-    .unwrap();
-    let plan = Plan {
-        targets: vec![Target {
-            base: app.base.clone(),
-            id_scope: ID_SCOPE.to_owned(),
-        }],
-        concurrency: 4,
-        count: Some(REQUESTING),
-        duration: None,
-        connections: Connections::KeepAlive,
-        challenge_only: false,
-        rate: None,
-    };
-    let report = run::run(&plan, fleet, tls).await.unwrap();
+    let report = enroll_and_run(&app, fleet, 4).await;
     assert_eq!(report.completed, REQUESTING, "{report:#?}");
     let issued: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM registrations r JOIN issued_certificates c USING (registration_id)
