@@ -1,8 +1,10 @@
 //! The certificate signing request (DPS 2026-04-01 `csr`, docs/protocol.md §11) for the TPM's
 //! certificate key: built by rcgen (CN = the registration id, nothing else asked for), its
-//! self-signature made inside the TPM — the private key never leaves it.
+//! self-signature made inside the TPM — the private key never leaves it. And the issued
+//! certificate's lifetime: when `register` renews it, and what a connect says when it expired.
 
 use std::cell::RefCell;
+use std::path::Path;
 
 use dps_protocol::attest::Signature;
 use dps_protocol::tpm::{Public, PublicParameters};
@@ -100,4 +102,41 @@ pub fn certificate_request(tpm: &mut Tpm, registration_id: &str) -> Result<Vec<u
             what: "the CSR could not be built",
         })),
     }
+}
+
+/// The lifetime of the leaf of a chain file (PEM, leaf first): notBefore and notAfter, Unix
+/// seconds. `None` when the file is absent or holds no certificate.
+#[must_use]
+pub fn leaf_validity(chain_file: &Path) -> Option<(i64, i64)> {
+    let text = std::fs::read(chain_file).ok()?;
+    let der = rustls_pemfile::certs(&mut &*text).next()?.ok()?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let validity = leaf.validity();
+    Some((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
+}
+
+/// Why `register` should ask for a certificate again, or `None`: it renews when the device holds
+/// none, or when less than a third of the certificate's lifetime is left (a 30-day certificate
+/// is renewed from its 20th day, leaving ten days of retries before it expires).
+#[must_use]
+pub fn renewal_reason(chain_file: &Path, now_unix: i64) -> Option<String> {
+    let Some((not_before, not_after)) = leaf_validity(chain_file) else {
+        return Some(format!("no certificate in {}", chain_file.display()));
+    };
+    let left = not_after - now_unix;
+    (left * 3 < not_after - not_before).then(|| {
+        format!(
+            "{} of its {} days left",
+            if left > 0 {
+                let tenths = left * 10 / 86_400;
+                format!("{}.{} days", tenths / 10, tenths % 10)
+            } else {
+                "none".to_owned()
+            },
+            (not_after - not_before + 43_200) / 86_400
+        )
+    })
 }

@@ -243,6 +243,15 @@ fn resume(tpm: &mut Tpm, options: &Options, fresh: State) -> Result<State, Provi
             state.stage = saved.stage;
         }
     }
+    if options.certificate && matches!(state.stage, Stage::Assigned { .. }) {
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        if let Some(reason) =
+            crate::certificate::renewal_reason(&chain_file(&options.state_file), now)
+        {
+            tracing::info!(%reason, "renewing the certificate: registering again");
+            state.stage = Stage::Unprovisioned;
+        }
+    }
     if state.stage != Stage::Unprovisioned && !tpm.has_device_key()? {
         tracing::warn!("the state file is ahead of the TPM (no key persisted); starting over");
         state.stage = Stage::Unprovisioned;

@@ -1,6 +1,6 @@
 //! The dearest EK certificate path search a stranger can cause (issue 25, item 1): eight
 //! mutually-verifying ECDSA P-384 CA certificates of one key (the longest chain accepted; P-384
-//! is the dearest signature ring verifies here) against a group of 32 unrelated P-384 anchors,
+//! is the dearest signature verified here) against a group of 32 unrelated P-384 anchors,
 //! so that the search spends its whole budget. What it takes is the longest one first register
 //! request can keep a core.
 //!

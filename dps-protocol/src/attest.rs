@@ -14,7 +14,7 @@
 //!   allocated and quotes an empty selection);
 //! - `pcrDigest` is the signing scheme's hash over the reported PCR values, in selection order.
 //!
-//! Nothing here does I/O; signatures are verified with `ring`, already the verifier of the EK
+//! Nothing here does I/O; signatures are verified with `aws-lc-rs`, already the verifier of the EK
 //! certificates (`ek_cert`). Submodules: [`pcrs`] (PCR banks, selections and values as JSON
 //! carries them), [`challenge`] (the nonce bound to the attestation key) and [`policy`] (an
 //! enrollment's attestation policy, and the judgement of one registration's evidence).
@@ -370,12 +370,12 @@ fn wrong_attribute(
         .map(|(_, what)| *what)
 }
 
-/// How `ak` signs: the `ring` algorithm, the TPM hash, and the key bytes `ring` takes.
+/// How `ak` signs: the `aws-lc-rs` algorithm, the TPM hash, and the key bytes it takes.
 fn scheme_of(
     ak: &Public,
 ) -> Result<
     (
-        &'static dyn ring::signature::VerificationAlgorithm,
+        &'static dyn aws_lc_rs::signature::VerificationAlgorithm,
         u16,
         Vec<u8>,
     ),
@@ -390,17 +390,17 @@ fn scheme_of(
             ..
         } if scheme.scheme == TPM_ALG_ECDSA => {
             let (algorithm, hash, size): (
-                &'static dyn ring::signature::VerificationAlgorithm,
+                &'static dyn aws_lc_rs::signature::VerificationAlgorithm,
                 _,
                 _,
             ) = match (*curve_id, scheme.details.first().copied()) {
                 (TPM_ECC_NIST_P256, Some(TPM_ALG_SHA256)) => (
-                    &ring::signature::ECDSA_P256_SHA256_FIXED,
+                    &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
                     TPM_ALG_SHA256,
                     32,
                 ),
                 (TPM_ECC_NIST_P384, Some(TPM_ALG_SHA384)) => (
-                    &ring::signature::ECDSA_P384_SHA384_FIXED,
+                    &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED,
                     TPM_ALG_SHA384,
                     48,
                 ),
@@ -420,7 +420,7 @@ fn scheme_of(
         } if scheme.scheme == TPM_ALG_RSASSA && scheme.details.first() == Some(&TPM_ALG_SHA256) => {
             let exponent = if *exponent == 0 { 65_537 } else { *exponent };
             Ok((
-                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
                 TPM_ALG_SHA256,
                 rsa_public_key_der(modulus, exponent),
             ))
@@ -471,7 +471,7 @@ fn der_tagged(tag: u8, value: &[u8]) -> Vec<u8> {
     out
 }
 
-/// DER `RSAPublicKey { modulus, publicExponent }`, as `ring` reads an RSA key.
+/// DER `RSAPublicKey { modulus, publicExponent }`, as `aws-lc-rs` reads an RSA key.
 fn rsa_public_key_der(modulus: &[u8], exponent: u32) -> Vec<u8> {
     let mut body = der_integer(modulus);
     body.extend(der_integer(&exponent.to_be_bytes()));
@@ -497,7 +497,7 @@ pub fn verify_signature(
         }
         _ => return Err(AttestError::SchemeMismatch),
     };
-    ring::signature::UnparsedPublicKey::new(algorithm, key)
+    aws_lc_rs::signature::UnparsedPublicKey::new(algorithm, key)
         .verify(message, &raw)
         .map_err(|_| AttestError::BadSignature)
 }
@@ -505,7 +505,7 @@ pub fn verify_signature(
 /// The scheme's hash of `data`.
 fn digest(hash: u16, data: &[u8]) -> Vec<u8> {
     match hash {
-        TPM_ALG_SHA384 => ring::digest::digest(&ring::digest::SHA384, data)
+        TPM_ALG_SHA384 => aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, data)
             .as_ref()
             .to_vec(),
         _ => sha256(&[data]).to_vec(),

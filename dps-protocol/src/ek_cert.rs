@@ -8,7 +8,7 @@
 //! `id-RSAES-OAEP` key, the SAN is critical and holds a directoryName, the subject is empty.
 //! The RustCrypto `x509-cert`/`der` stack refuses unsorted SET OF by design, and `webpki`
 //! refuses critical extensions it does not know and any key but the web's; `x509-parser`
-//! (Rusticata, maintained) decodes BER leniently and verifies signatures with `ring`
+//! (Rusticata, maintained) decodes BER leniently and verifies signatures with `aws-lc-rs`
 //! (RSA PKCS#1 v1.5 incl. SHA-1 for these legacy chains, RSA-PSS, ECDSA P-256/P-384).
 //!
 //! **How a path is built.** Vendors reissue CAs under the same name with the same key, spell

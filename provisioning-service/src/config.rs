@@ -39,6 +39,35 @@ pub enum Command {
     /// Watch every device's messages on a hub, as a back-end application (an access policy's
     /// token, checked by this service's hooks like a device's).
     HubWatch(WatchArgs),
+    /// Keep a broker's CRL file current: fetch a credential policy's CRL from this service, check
+    /// the policy's issuing CA signed it, write it (PEM) when it changes and signal the broker
+    /// (Mosquitto re-reads its `crlfile` on SIGHUP).
+    CrlSync(CrlSyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CrlSyncArgs {
+    /// The CRL's URL on the service: `https://{host}/credentialPolicies/{name}/crl`.
+    #[arg(long, env = "DPS_CRL_URL")]
+    pub url: String,
+    /// PEM CA certificate(s) of the service's TLS certificate (default: the system's roots).
+    #[arg(long, env = "DPS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The policy's issuing CA certificate (PEM): a CRL it did not sign is never written.
+    #[arg(long, env = "DPS_CRL_ISSUER_FILE")]
+    pub issuer_file: PathBuf,
+    /// The CRL file to keep (PEM), replaced by a rename so a broker never reads half of it.
+    #[arg(long, env = "DPS_CRL_FILE")]
+    pub out: PathBuf,
+    /// A pid file (the broker's): the process gets SIGHUP after each change.
+    #[arg(long, env = "DPS_CRL_RELOAD_PIDFILE")]
+    pub reload_pidfile: Option<PathBuf>,
+    /// Milliseconds between fetches (at least 100).
+    #[arg(long, env = "DPS_CRL_INTERVAL_MS", default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Fetch once, write if changed, and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]

@@ -26,6 +26,7 @@ pub mod allocation;
 pub mod app;
 pub mod config;
 pub mod cpu;
+pub mod crl_sync;
 pub mod enrollment;
 pub mod factory;
 pub mod http;

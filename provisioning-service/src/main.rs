@@ -1,5 +1,5 @@
-//! `provisioning-service`: serve, enroll, bulk-enroll, migrate. The thin edge: parse the
-//! command line, set up logging and the database, hand over to the library.
+//! `provisioning-service`: serve, enroll, bulk-enroll, migrate, hub-watch, crl-sync. The thin
+//! edge: parse the command line, set up logging and the database, hand over to the library.
 
 use anyhow::Context;
 use clap::Parser;
@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
             let policies = provisioning_service::config::read_policies(&args.access_policy_file)?;
             provisioning_service::watch::watch(&args, &policies).await?;
         }
+        Command::CrlSync(args) => provisioning_service::crl_sync::run(&args).await?,
         Command::Migrate(db) => {
             connect(&db).await?;
             println!("migrations applied");

@@ -31,11 +31,24 @@ async fn device(app: &TestApp, t: &mut TestTpm) -> Device {
     let mut device = Device::of(&mut t.tpm);
     device.attestation_key = Some(t.tpm.attestation_key(None).unwrap());
     device.csr = Some(certificate_request(&mut t.tpm, &device.registration_id).unwrap());
+    enroll_under_tpm_policy(app, &device).await;
+    device
+}
+
+async fn enroll_under_tpm_policy(app: &TestApp, device: &Device) {
     let mut e = test_support::enrollment(&device.registration_id, &device.ek);
     e.extra
         .insert("credentialPolicyName".to_owned(), json!("tpm"));
     app.enroll_with(e).await;
-    device
+}
+
+/// An swtpm whose device is enrolled under the `tpm` policy, and its TCTI, for the binary.
+async fn enrolled_swtpm(app: &TestApp) -> (test_support::Swtpm, String) {
+    let swtpm = test_support::Swtpm::start();
+    let tcti = swtpm.tcti();
+    let device = Device::of(&mut device_client::tpm::Tpm::open(&tcti).unwrap());
+    enroll_under_tpm_policy(app, &device).await;
+    (swtpm, tcti)
 }
 
 /// The challenge, imported; the attestation challenge returned for the caller to answer.
@@ -156,13 +169,7 @@ async fn unproven_foreign_stale_and_mismatched_certifications_are_refused(pool: 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn register_with_certificate_writes_a_chain_openssl_verifies(pool: PgPool) {
     let (app, pki) = service(pool).await;
-    let swtpm = test_support::Swtpm::start();
-    let tcti = swtpm.tcti();
-    let device = Device::of(&mut device_client::tpm::Tpm::open(&tcti).unwrap());
-    let mut e = test_support::enrollment(&device.registration_id, &device.ek);
-    e.extra
-        .insert("credentialPolicyName".to_owned(), json!("tpm"));
-    app.enroll_with(e).await;
+    let (swtpm, tcti) = enrolled_swtpm(&app).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
     let mut args = register_args(&app, &tcti, &state);
@@ -263,4 +270,73 @@ async fn register_with_certificate_writes_a_chain_openssl_verifies(pool: PgPool)
         String::from_utf8_lossy(&server.stdout).contains("1 server accepts that finished"),
         "{said}"
     );
+}
+
+/// A leaf of the given lifetime (Unix seconds), written as a chain file.
+fn chain_with_lifetime(path: &std::path::Path, not_before: i64, not_after: i64) {
+    let mut params = rcgen::CertificateParams::default();
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(path, params.self_signed(&key).unwrap().pem()).unwrap();
+}
+
+/// Renewal: `register --certificate` on a provisioned device does nothing while more than a
+/// third of the certificate's lifetime is left, and registers again (a new certificate, the old
+/// one revoked) once less is, or when the chain file is gone.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn register_renews_the_certificate_with_a_third_of_its_lifetime_left(pool: PgPool) {
+    use device_client::certificate::renewal_reason;
+    let day = 86_400;
+    let now = i64::try_from(now()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leaf.pem");
+    assert!(renewal_reason(&file, now).is_some_and(|r| r.contains("no certificate")));
+    chain_with_lifetime(&file, now - 19 * day, now + 11 * day);
+    assert_eq!(renewal_reason(&file, now), None);
+    chain_with_lifetime(&file, now - 21 * day, now + 9 * day);
+    assert_eq!(
+        renewal_reason(&file, now).as_deref(),
+        Some("9.0 days of its 30 days left")
+    );
+    chain_with_lifetime(&file, now - 31 * day, now - day);
+    assert_eq!(
+        renewal_reason(&file, now).as_deref(),
+        Some("none of its 30 days left")
+    );
+
+    let (app, _pki) = service(pool).await;
+    let (_swtpm, tcti) = enrolled_swtpm(&app).await;
+    let state = dir.path().join("state.json");
+    let mut args = register_args(&app, &tcti, &state);
+    args.push("--certificate".to_owned());
+    let register = || async {
+        let out = device_client(args.clone()).await;
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let serials = || async {
+        sqlx::query_as::<_, (Vec<u8>, bool)>(
+            "SELECT serial, revoked_at IS NOT NULL FROM issued_certificates ORDER BY not_before, serial",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert!(register().await.starts_with("assigned"));
+    assert!(register().await.starts_with("already provisioned"));
+    assert_eq!(serials().await.len(), 1);
+
+    let chain = device_client::provision::chain_file(&state);
+    chain_with_lifetime(&chain, now - 21 * day, now + 9 * day);
+    assert!(register().await.starts_with("assigned"));
+    let issued = serials().await;
+    assert_eq!(issued.len(), 2);
+    assert_eq!(issued.iter().filter(|(_, revoked)| *revoked).count(), 1);
+    let (_, not_after) = device_client::certificate::leaf_validity(&chain).unwrap();
+    assert!(not_after > now + 6 * day);
+
+    std::fs::remove_file(&chain).unwrap();
+    assert!(register().await.starts_with("assigned"));
+    assert_eq!(serials().await.len(), 3);
 }

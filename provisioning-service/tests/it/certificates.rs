@@ -294,24 +294,14 @@ async fn a_new_csr_revokes_the_previous_certificate(pool: PgPool) {
     assert_eq!((live, revoked), (1, 1));
 }
 
-/// The serials a CRL served by `app` lists for `policy`, after checking its signature with
-/// OpenSSL against the issuing CA (`issuing_pem`).
-async fn crl_serials(app: &TestApp, policy: &str, issuing_pem: &str) -> Vec<Vec<u8>> {
-    let response = app
-        .client
-        .get(format!("{}/credentialPolicies/{policy}/crl", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["content-type"], "application/pkix-crl");
-    let der = response.bytes().await.unwrap().to_vec();
+/// The serials (lowercase hex) the CRL file `path` (DER or PEM) lists, after OpenSSL checked
+/// its signature against the issuing CA (`issuing_pem`).
+fn openssl_crl_serials(path: &std::path::Path, form: &str, issuing_pem: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("crl.der"), &der).unwrap();
     std::fs::write(dir.path().join("issuing.pem"), issuing_pem).unwrap();
     let out = Command::new("openssl")
-        .args(["crl", "-inform", "DER", "-noout", "-in"])
-        .arg(dir.path().join("crl.der"))
+        .args(["crl", "-noout", "-text", "-inform", form, "-in"])
+        .arg(path)
         .arg("-CAfile")
         .arg(dir.path().join("issuing.pem"))
         .output()
@@ -320,10 +310,43 @@ async fn crl_serials(app: &TestApp, policy: &str, issuing_pem: &str) -> Vec<Vec<
         out.status.success() && String::from_utf8_lossy(&out.stderr).contains("verify OK"),
         "{out:?}"
     );
-    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
-    crl.iter_revoked_certificates()
-        .map(|r| r.raw_serial().to_vec())
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Serial Number: "))
+        .map(str::to_lowercase)
         .collect()
+}
+
+/// The serials the CRL served by `app` lists for `policy`.
+async fn crl_serials(app: &TestApp, policy: &str, issuing_pem: &str) -> Vec<String> {
+    let response = app
+        .client
+        .get(format!("{}/credentialPolicies/{policy}/crl", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/pkix-crl");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("crl.der");
+    std::fs::write(&file, response.bytes().await.unwrap()).unwrap();
+    openssl_crl_serials(&file, "DER", issuing_pem)
+}
+
+/// Disables `device`'s enrollment (under policy `devices`), then waits until a CRL signed before
+/// that has aged out of every instance's cache.
+async fn disable_and_wait_for_the_crl(app: &TestApp, device: &Device) {
+    let mut e = enrollment(&device.registration_id, &device.ek);
+    e.extra
+        .insert("credentialPolicyName".to_owned(), json!("devices"));
+    e.provisioning_status = provisioning_service::enrollment::ProvisioningStatus::Disabled;
+    app.enroll_with(e).await;
+    tokio::time::sleep(provisioning_service::issuance::CRL_CACHE).await;
+}
+
+/// The serial of a leaf as OpenSSL prints it in a CRL.
+fn serial_hex(leaf: &X509Certificate<'_>) -> String {
+    leaf.raw_serial_as_string().replace(':', "")
 }
 
 /// Disabling the enrollment revokes the device's certificate: its serial is in the CRL that
@@ -337,19 +360,14 @@ async fn disabling_the_enrollment_puts_the_serial_in_the_crl_on_every_instance(p
     let (_, body) = app.register_with(&device, &mut t.tpm).await;
     let chain = chain_of(&body);
     let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
-    let serial = leaf.raw_serial().to_vec();
+    let serial = serial_hex(&leaf);
     for instance in [&app, &second] {
         assert!(crl_serials(instance, "devices", &pki.issuing_pem)
             .await
             .is_empty());
     }
 
-    let mut e = enrollment(&device.registration_id, &device.ek);
-    e.extra
-        .insert("credentialPolicyName".to_owned(), json!("devices"));
-    e.provisioning_status = provisioning_service::enrollment::ProvisioningStatus::Disabled;
-    app.enroll_with(e).await;
-    tokio::time::sleep(provisioning_service::issuance::CRL_CACHE).await;
+    disable_and_wait_for_the_crl(&app, &device).await;
     for instance in [&app, &second] {
         assert_eq!(
             crl_serials(instance, "devices", &pki.issuing_pem).await,
@@ -363,4 +381,157 @@ async fn disabling_the_enrollment_puts_the_serial_in_the_crl_on_every_instance(p
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+/// `crl-sync` keeps a broker's CRL file: the first fetch writes it (PEM, verified by OpenSSL
+/// against the issuing CA), a revocation reaches it at the next fetch and the broker's process
+/// gets SIGHUP; a CRL from the service that another CA would have to have signed is never
+/// written, and the file keeps the last good list.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn crl_sync_writes_the_revocation_to_the_brokers_file_and_signals_it(pool: PgPool) {
+    use provisioning_service::config::CrlSyncArgs;
+    use provisioning_service::crl_sync::{run, CrlSyncError};
+
+    let (app, pki, mut t, mut device) = setup(pool, Some("devices")).await;
+    device.csr = Some(csr(&device.registration_id, &p384(), |_| {}));
+    let (_, body) = app.register_with(&device, &mut t.tpm).await;
+    let chain = chain_of(&body);
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    let serial = serial_hex(&leaf);
+
+    let dir = tempfile::tempdir().unwrap();
+    let issuer_file = dir.path().join("issuing.pem");
+    std::fs::write(&issuer_file, &pki.issuing_pem).unwrap();
+    let out = dir.path().join("crl.pem");
+    // The broker: a process that SIGHUP ends, so that the signal shows.
+    let mut broker = Command::new("sleep").arg("60").spawn().unwrap();
+    let pidfile = dir.path().join("broker.pid");
+    std::fs::write(&pidfile, broker.id().to_string()).unwrap();
+    let args = |issuer_file| CrlSyncArgs {
+        url: format!("{}/credentialPolicies/devices/crl", app.base),
+        ca_file: Some(app.pki.ca_file()),
+        issuer_file,
+        out: out.clone(),
+        reload_pidfile: Some(pidfile.clone()),
+        interval_ms: 1000,
+        once: true,
+    };
+
+    run(&args(issuer_file.clone())).await.unwrap();
+    assert!(openssl_crl_serials(&out, "PEM", &pki.issuing_pem).is_empty());
+    let first = std::fs::read(&out).unwrap();
+
+    disable_and_wait_for_the_crl(&app, &device).await;
+
+    // Checked against the root instead of the issuing CA: refused, the file unchanged.
+    let root_file = dir.path().join("root.pem");
+    std::fs::write(&root_file, &pki.root_pem).unwrap();
+    assert!(matches!(
+        run(&args(root_file)).await,
+        Err(CrlSyncError::WrongSigner)
+    ));
+    assert_eq!(std::fs::read(&out).unwrap(), first);
+
+    // The broker was signalled for the first write; a second one is started for the change.
+    let status = broker.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(1)
+    );
+    let mut broker = Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(&pidfile, broker.id().to_string()).unwrap();
+    run(&args(issuer_file)).await.unwrap();
+    assert_eq!(openssl_crl_serials(&out, "PEM", &pki.issuing_pem), [serial]);
+    let status = broker.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(1)
+    );
+    assert!(!dir.path().join("crl.pem.new").exists());
+}
+
+/// Microsoft's 2026-04-01 example (`examples/RuntimeRegistration_RegisterDeviceAndIssueCertificate_*`).
+fn spec_example(name: &str) -> Value {
+    let path = test_support::workspace_root()
+        .join("../shared/dps-rest-spec/stable/2026-04-01/examples")
+        .join(format!("RuntimeRegistration_{name}.json"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// Fails unless every field of `value` is a property of `definition` in the 2026-04-01 device
+/// API (`device.json`).
+fn assert_device_api_fields(definition: &str, value: &Value) {
+    let path = test_support::workspace_root()
+        .join("../shared/dps-rest-spec/stable/2026-04-01/device.json");
+    let spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let properties = &spec["definitions"][definition]["properties"];
+    for field in value.as_object().unwrap().keys() {
+        assert!(
+            properties.get(field).is_some(),
+            "{field} is not a field of {definition}: {value}"
+        );
+    }
+}
+
+/// The 2026-04-01 example bodies. As published (random strings where DPS carries base64 bytes,
+/// an empty body) they are refused with a 400 in the spec's error shape; the MaximumSet body
+/// with this device's values in the same fields (registrationId, tpm.endorsementKey,
+/// tpm.storageRootKey, csr, payload) goes through the challenge and the SAS step, and every
+/// answer has only fields of the spec's `RegistrationOperationStatus` and
+/// `DeviceRegistrationResult`, with the example's `issuedCertificateChain` (base64 DER).
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn the_2026_04_01_example_bodies_answer_in_the_specs_shape(pool: PgPool) {
+    let (app, _pki, mut t, device) = setup(pool, Some("devices")).await;
+    let maximum = spec_example("RegisterDeviceAndIssueCertificate_MaximumSet_Gen");
+    let minimum = spec_example("RegisterDeviceAndIssueCertificate_MinimumSet_Gen");
+    for example in [&maximum, &minimum] {
+        let id = example["parameters"]["registrationId"].as_str().unwrap();
+        let (status, body) = app
+            .put_register(id, &example["parameters"]["deviceRegistration"], None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_device_api_fields("ProvisioningServiceErrorDetails", &body);
+        assert!(
+            body["errorCode"].as_u64().is_some_and(|c| c / 1000 == 400),
+            "{body}"
+        );
+    }
+
+    let mut request = maximum["parameters"]["deviceRegistration"].clone();
+    let ours = device.body();
+    request["registrationId"] = ours["registrationId"].clone();
+    request["tpm"]["endorsementKey"] = ours["tpm"]["endorsementKey"].clone();
+    request["tpm"]["storageRootKey"] = ours["tpm"]["storageRootKey"].clone();
+    request["csr"] = json!(STANDARD.encode(csr(&device.registration_id, &p384(), |_| {})));
+    let (status, challenge) = app
+        .put_register(&device.registration_id, &request, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{challenge}");
+    let blob = STANDARD
+        .decode(challenge["authenticationKey"].as_str().unwrap())
+        .unwrap();
+    t.tpm.import_authentication_key(&blob).unwrap();
+    let token = device.sas(&mut t.tpm, now() + 60);
+    let (status, body) = app
+        .put_register(&device.registration_id, &request, Some(&token))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let published = &maximum["responses"]["202"]["body"];
+    for (definition, answer, example) in [
+        ("RegistrationOperationStatus", &body, published),
+        (
+            "DeviceRegistrationResult",
+            &body["registrationState"],
+            &published["registrationState"],
+        ),
+    ] {
+        assert_device_api_fields(definition, answer);
+        for field in answer.as_object().unwrap().keys() {
+            assert!(
+                example.get(field).is_some(),
+                "{field} is not in the example: {answer}"
+            );
+        }
+    }
+    assert_eq!(chain_of(&body).len(), 3);
 }
