@@ -2,6 +2,9 @@
 //! certificate key: built by rcgen (CN = the registration id, nothing else asked for), its
 //! self-signature made inside the TPM — the private key never leaves it. And the issued
 //! certificate's lifetime: when `register` renews it, and what a connect says when it expired.
+//! [`tls`] makes the identity a rustls client certificate, its key still in the TPM.
+
+pub mod tls;
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -40,23 +43,26 @@ impl PublicKeyData for TpmKey<'_> {
     }
 }
 
+/// The certificate key's ECDSA signature over `message` (hashed here with its curve's hash:
+/// SHA-384 for P-384, SHA-256 for P-256), DER `ECDSA-Sig-Value` as X.509 and TLS carry it.
+fn sign_ecdsa(tpm: &mut Tpm, p384: bool, message: &[u8]) -> Result<Vec<u8>, TpmError> {
+    let digest = if p384 {
+        Sha384::digest(message).to_vec()
+    } else {
+        Sha256::digest(message).to_vec()
+    };
+    let bytes = tpm.sign_with_certificate_key(&digest)?;
+    Signature::parse(&bytes)
+        .ok()
+        .and_then(|s| s.ecdsa_der())
+        .ok_or(TpmError::Unexpected {
+            what: "the certificate key's signature is not ECDSA",
+        })
+}
+
 impl SigningKey for TpmKey<'_> {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        let digest = if self.p384 {
-            Sha384::digest(message).to_vec()
-        } else {
-            Sha256::digest(message).to_vec()
-        };
-        let signed = self.tpm.borrow_mut().sign_with_certificate_key(&digest);
-        let der = signed.and_then(|bytes| {
-            Signature::parse(&bytes)
-                .ok()
-                .and_then(|s| s.ecdsa_der())
-                .ok_or(TpmError::Unexpected {
-                    what: "the certificate key's signature is not ECDSA",
-                })
-        });
-        der.map_err(|e| {
+        sign_ecdsa(&mut self.tpm.borrow_mut(), self.p384, message).map_err(|e| {
             *self.failed.borrow_mut() = Some(e);
             rcgen::Error::RemoteKeyError
         })

@@ -1,11 +1,13 @@
 //! Talking to the hub a device was assigned to: MQTT over TLS to a broker that stands in for
-//! IoT Hub, authenticated the IoT Hub way (client id = device id, username =
-//! `{hub}/{deviceId}/?api-version=…`, password = a SAS token for `{hub}/devices/{deviceId}`
-//! signed by the device key inside the TPM). The broker asks the provisioning service whether
-//! the token is good (docs/hub.md).
+//! IoT Hub, client id = device id, authenticated one of two ways ([`HubAuth`]):
+//! - the IoT Hub way: username `{hub}/{deviceId}/?api-version=…`, password a SAS token for
+//!   `{hub}/devices/{deviceId}` signed by the device key inside the TPM; the broker asks the
+//!   provisioning service whether the token is good (docs/hub.md);
+//! - mutual TLS with the device's certificate, its key in the TPM (`certificate::tls`), and no
+//!   username or password: the broker takes the identity from the certificate.
 //!
 //! Tokens are short-lived ([`HubOptions::token_ttl`]); a session that would outlive its token
-//! reconnects with a fresh one first, so the broker never holds an expired session.
+//! (or its certificate) reconnects first, so the broker never holds an expired session.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,8 +18,17 @@ use rumqttc::{
     Transport,
 };
 
+use crate::certificate::tls::Identity;
 use crate::provision::{Stage, State};
 use crate::tpm::{Tpm, TpmError};
+
+/// How the device proves to the hub who it is.
+pub enum HubAuth<'a> {
+    /// A SAS token signed by the device key in the TPM.
+    Sas(&'a mut Tpm),
+    /// The device's certificate, its key in the TPM (mutual TLS).
+    Certificate(&'a Identity),
+}
 
 /// The api-version in the username: IoT Hub's MQTT version for devices.
 pub const API_VERSION: &str = "2021-04-12";
@@ -35,6 +46,12 @@ pub enum HubError {
     BadCa,
     #[error("the hub {hub} refused the device's token (is the registration current and its enrollment enabled?)")]
     TokenRefused { hub: String },
+    #[error("the hub {hub} refused the device's certificate (revoked, expired, or from a CA it does not trust; `device-client register --certificate` renews it)")]
+    CertificateRefused {
+        hub: String,
+        #[source]
+        source: Box<ConnectionError>,
+    },
     #[error("the hub refused the connection: {0:?}")]
     Refused(ConnectReturnCode),
     #[error("the hub did not allow {what}")]
@@ -97,14 +114,36 @@ impl Assignment {
     }
 }
 
+/// Whether a failed connect was the broker turning the client away (a TLS alert, the
+/// connection closed in the handshake or before the CONNACK, an MQTT refusal) rather than the
+/// broker being unreachable.
+fn refused_by_peer(error: &ConnectionError) -> bool {
+    match error {
+        ConnectionError::Io(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::NotFound
+        ),
+        ConnectionError::Tls(_)
+        | ConnectionError::ConnectionRefused(_)
+        | ConnectionError::MqttState(_) => true,
+        _ => false,
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-/// A rustls client configuration (ring) trusting `ca_pem`, or the web PKI roots.
-fn tls(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, HubError> {
+/// A rustls client configuration (ring) trusting `ca_pem`, or the web PKI roots, presenting
+/// `client`'s certificate if given.
+fn tls(
+    ca_pem: Option<&[u8]>,
+    client: Option<Arc<dyn rustls::client::ResolvesClientCert>>,
+) -> Result<rustls::ClientConfig, HubError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_pem {
         Some(pem) => {
@@ -120,11 +159,14 @@ fn tls(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, HubError> {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|_| HubError::BadCa)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    Ok(match client {
+        Some(resolver) => builder.with_client_cert_resolver(resolver),
+        None => builder.with_no_client_auth(),
+    })
 }
 
 /// An open MQTT session with the hub, and when its token expires.
@@ -137,23 +179,38 @@ pub struct Session {
 }
 
 impl Session {
-    /// Signs a fresh token in the TPM and connects; waits for the broker's CONNACK.
+    /// Connects as `auth` says (a fresh token signed in the TPM, or the certificate) and waits
+    /// for the broker's CONNACK.
     pub fn connect(
-        tpm: &mut Tpm,
+        auth: &mut HubAuth<'_>,
         assignment: &Assignment,
         options: &HubOptions,
     ) -> Result<Self, HubError> {
         let Assignment { hub, device_id } = assignment;
-        let expiry = unix_now() + options.token_ttl;
-        let token = sas::build_token(&format!("{hub}/devices/{device_id}"), expiry, None, tpm)?;
         let mut mqtt = MqttOptions::new(device_id, hub, options.port);
-        mqtt.set_credentials(
-            format!("{hub}/{device_id}/?api-version={API_VERSION}"),
-            token,
-        );
+        let (client_certificate, lifetime) = match auth {
+            HubAuth::Sas(tpm) => {
+                let expiry = unix_now() + options.token_ttl;
+                let resource = format!("{hub}/devices/{device_id}");
+                let token = sas::build_token(&resource, expiry, None, *tpm)?;
+                mqtt.set_credentials(
+                    format!("{hub}/{device_id}/?api-version={API_VERSION}"),
+                    token,
+                );
+                (None, options.token_ttl)
+            }
+            HubAuth::Certificate(identity) => {
+                let left = u64::try_from(identity.not_after)
+                    .unwrap_or(0)
+                    .saturating_sub(unix_now());
+                // Reconnect at least daily, so a long session notices a renewed certificate.
+                (Some(identity.resolver()), left.min(86_400))
+            }
+        };
         mqtt.set_keep_alive(Duration::from_secs(30));
         mqtt.set_clean_session(true);
-        let config = tls(options.ca_pem.as_deref())?;
+        let config = tls(options.ca_pem.as_deref(), client_certificate)?;
+        let by_certificate = matches!(auth, HubAuth::Certificate(_));
         mqtt.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(config))));
         let (client, mut connection) = Client::new(mqtt, 16);
         let deadline = Instant::now() + options.timeout;
@@ -169,22 +226,27 @@ impl Session {
                 Ok(Ok(_)) => {}
                 Ok(Err(ConnectionError::ConnectionRefused(
                     ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
-                ))) => return Err(HubError::TokenRefused { hub: hub.clone() }),
-                Ok(Err(ConnectionError::ConnectionRefused(code))) => {
+                ))) if !by_certificate => return Err(HubError::TokenRefused { hub: hub.clone() }),
+                Ok(Err(ConnectionError::ConnectionRefused(code))) if !by_certificate => {
                     return Err(HubError::Refused(code))
+                }
+                Ok(Err(e)) if by_certificate && refused_by_peer(&e) => {
+                    return Err(HubError::CertificateRefused {
+                        hub: hub.clone(),
+                        source: Box::new(e),
+                    })
                 }
                 Ok(Err(e)) => return Err(transport(e)),
                 Err(_) => return Err(HubError::Timeout(options.timeout)),
             }
         }
         tracing::info!(%hub, device_id, "connected to the hub");
-        // Reconnect a little before the token expires: a tenth of its life, 5 s to half of it.
-        let margin =
-            (options.token_ttl / 10).clamp(5.min(options.token_ttl / 2), options.token_ttl / 2);
+        // Reconnect a little before the credential expires: a tenth of its life, 5 s to half.
+        let margin = (lifetime / 10).clamp(5.min(lifetime / 2), lifetime / 2);
         Ok(Self {
             client,
             connection,
-            expires_at: Instant::now() + Duration::from_secs(options.token_ttl - margin),
+            expires_at: Instant::now() + Duration::from_secs(lifetime - margin),
             assignment: assignment.clone(),
             options: options.clone(),
         })

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use device_client::certificate::tls::{Identity, IdentityError, TpmLocation};
 use device_client::dps::{self, DpsClient, EkCertificateBundle};
-use device_client::hub::{self, Assignment, HubOptions, Session};
+use device_client::hub::{self, Assignment, HubAuth, HubOptions, Session};
 use device_client::provision::{self, EkCertificateSource, Options};
 use device_client::tpm::{tcti_from_env, AkAlgorithm, Handles, Tpm};
 use dps_protocol::sas;
@@ -69,6 +70,33 @@ struct HubArgs {
     /// Give up on a connect or an acknowledgement after this many seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// How to authenticate: `certificate` (mutual TLS with certificate.pem beside the state
+    /// file, its key in the TPM) or `sas` (a token signed by the device key). Default: the
+    /// certificate when one is there and valid, else a token.
+    #[arg(long, env = "DPS_HUB_AUTH", value_enum)]
+    auth: Option<AuthChoice>,
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthChoice {
+    Certificate,
+    Sas,
+}
+
+/// What `send` and `listen` authenticate with.
+enum Credential {
+    Sas(Tpm),
+    Certificate(Identity),
+}
+
+impl Credential {
+    fn auth(&mut self) -> HubAuth<'_> {
+        match self {
+            Self::Sas(tpm) => HubAuth::Sas(tpm),
+            Self::Certificate(identity) => HubAuth::Certificate(identity),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -240,16 +268,42 @@ fn parse_handle(s: &str) -> Result<u32, String> {
     Ok(handle)
 }
 
-fn open_tpm(cli: &Cli) -> anyhow::Result<Tpm> {
+fn tpm_location(cli: &Cli) -> TpmLocation {
     let tcti = cli.tcti.clone().unwrap_or_else(tcti_from_env);
     if tcti.starts_with("swtpm") || tcti.starts_with("mssim") {
         tracing::warn!(%tcti, "using a software TPM: it protects nothing");
     }
-    let handles = Handles {
-        device_key: cli.device_key_handle,
-        ..Handles::default()
-    };
+    TpmLocation {
+        tcti,
+        handles: Handles {
+            device_key: cli.device_key_handle,
+            ..Handles::default()
+        },
+    }
+}
+
+fn open_tpm(cli: &Cli) -> anyhow::Result<Tpm> {
+    let TpmLocation { tcti, handles } = tpm_location(cli);
     Tpm::open_with_handles(&tcti, handles).with_context(|| format!("cannot open the TPM at {tcti:?}; is the device present, and is this user allowed to use it?"))
+}
+
+/// The credential `--auth` asks for; by default the certificate when it is there and valid.
+fn credential(cli: &Cli, hub: &HubArgs) -> anyhow::Result<Credential> {
+    let chain = provision::chain_file(&hub.state_file);
+    let now = i64::try_from(now()).unwrap_or(i64::MAX);
+    let certificate = || Identity::load(&chain, &tpm_location(cli), now);
+    Ok(match hub.auth {
+        Some(AuthChoice::Sas) => Credential::Sas(open_tpm(cli)?),
+        Some(AuthChoice::Certificate) => Credential::Certificate(certificate()?),
+        None => match certificate() {
+            Ok(identity) => Credential::Certificate(identity),
+            Err(IdentityError::Missing { .. }) => Credential::Sas(open_tpm(cli)?),
+            Err(e) => {
+                tracing::warn!(error = %e, "connecting with a token instead of the certificate");
+                Credential::Sas(open_tpm(cli)?)
+            }
+        },
+    })
 }
 
 impl HubArgs {
@@ -283,12 +337,12 @@ fn send(cli: &Cli, args: &SendArgs) -> anyhow::Result<()> {
         let message = args.message.clone().unwrap_or_default().into_bytes();
         (0..args.count).map(|_| message.clone()).collect()
     };
-    let mut tpm = open_tpm(cli)?;
-    let mut session = Session::connect(&mut tpm, &assignment, &options)?;
+    let mut credential = credential(cli, &args.hub)?;
+    let mut session = Session::connect(&mut credential.auth(), &assignment, &options)?;
     for (i, message) in messages.into_iter().enumerate() {
         if session.token_expiring() {
             session.close();
-            session = Session::connect(&mut tpm, &assignment, &options)?;
+            session = Session::connect(&mut credential.auth(), &assignment, &options)?;
         }
         session.send(message)?;
         tracing::debug!(n = i + 1, "message acknowledged");
@@ -305,12 +359,12 @@ fn send(cli: &Cli, args: &SendArgs) -> anyhow::Result<()> {
 
 fn listen(cli: &Cli, args: &ListenArgs) -> anyhow::Result<()> {
     let (assignment, options) = args.hub.options()?;
-    let mut tpm = open_tpm(cli)?;
+    let mut credential = credential(cli, &args.hub)?;
     let stop_at = args
         .duration
         .map(|d| std::time::Instant::now() + Duration::from_secs(d));
     let mut received = 0u64;
-    let mut session = Session::connect(&mut tpm, &assignment, &options)?;
+    let mut session = Session::connect(&mut credential.auth(), &assignment, &options)?;
     session.subscribe()?;
     loop {
         if args.count.is_some_and(|c| received >= c)
@@ -320,7 +374,7 @@ fn listen(cli: &Cli, args: &ListenArgs) -> anyhow::Result<()> {
         }
         if session.token_expiring() {
             session.close();
-            session = Session::connect(&mut tpm, &assignment, &options)?;
+            session = Session::connect(&mut credential.auth(), &assignment, &options)?;
             session.subscribe()?;
         }
         let wait = stop_at.map_or(Duration::from_secs(1), |t| {

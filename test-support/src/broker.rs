@@ -12,15 +12,35 @@ pub struct Broker {
     dir: tempfile::TempDir,
 }
 
-fn lib(function: &str, args: &[&str]) -> std::process::Output {
-    let script = crate::workspace_root().join("scripts/lib/rabbitmq.sh");
+/// Runs `function` of `scripts/lib/{script}` with `args`.
+fn lib(script: &str, function: &str, args: &[&str]) -> std::process::Output {
+    let path = crate::workspace_root().join("scripts/lib").join(script);
     Command::new("bash")
         .arg("-c")
-        .arg(format!("source {} && {function} \"$@\"", script.display()))
-        .arg("rabbitmq.sh")
+        .arg(format!("source {} && {function} \"$@\"", path.display()))
+        .arg(script)
         .args(args)
         .output()
-        .expect("run bash (scripts/lib/rabbitmq.sh)")
+        .unwrap_or_else(|e| panic!("run bash (scripts/lib/{script}): {e}"))
+}
+
+/// Starts a broker with `start(port)` on a free loopback port, three tries; its port.
+fn on_a_free_port(what: &str, start: impl Fn(u16) -> std::process::Output) -> u16 {
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let out = start(port);
+        if out.status.success() {
+            return port;
+        }
+        eprintln!(
+            "{what} did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    panic!("{what} did not start (is it installed? scripts/install-deps.sh)");
 }
 
 impl Broker {
@@ -28,31 +48,16 @@ impl Broker {
     /// vhosts, resources and topics are asked of `hook_base` (`http://HOST:PORT/SECRET/hubs/HUB`).
     pub fn start(pki: &Pki, hook_base: &str) -> Self {
         let dir = tempfile::tempdir().expect("create the broker directory");
-        for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let tls = pki.dir.path().display().to_string();
-            let state = dir.path().join("node");
-            let out = lib(
+        let tls = pki.dir.path().display().to_string();
+        let state = dir.path().join("node").display().to_string();
+        let port = on_a_free_port("RabbitMQ", |port| {
+            lib(
+                "rabbitmq.sh",
                 "rmq_start",
-                &[
-                    &state.display().to_string(),
-                    &port.to_string(),
-                    hook_base,
-                    &tls,
-                ],
-            );
-            if out.status.success() {
-                return Self { port, dir };
-            }
-            eprintln!(
-                "RabbitMQ did not start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        panic!("RabbitMQ did not start (is rabbitmq-server installed? scripts/install-deps.sh)");
+                &[&state, &port.to_string(), hook_base, &tls],
+            )
+        });
+        Self { port, dir }
     }
 
     fn state(&self) -> &Path {
@@ -63,8 +68,62 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         lib(
+            "rabbitmq.sh",
             "rmq_stop",
             &[&self.state().join("node").display().to_string()],
+        );
+    }
+}
+
+/// An ephemeral Mosquitto broker taking certificate logins (`scripts/lib/mosquitto.sh`, as the
+/// demo starts it), stopped in `Drop`.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// A broker whose listener uses `pki`'s server certificate, requires client certificates
+    /// under `client_ca` (PEM) not revoked by `crl_file` (PEM), and lets `backend_cn` read every
+    /// device's events.
+    pub fn start(pki: &Pki, client_ca: &Path, crl_file: &Path, backend_cn: &str) -> Self {
+        let dir = tempfile::tempdir().expect("create the broker directory");
+        let port = on_a_free_port("Mosquitto", |port| {
+            lib(
+                "mosquitto.sh",
+                "mosq_start",
+                &[
+                    &dir.path().display().to_string(),
+                    &port.to_string(),
+                    &pki.dir.path().display().to_string(),
+                    &client_ca.display().to_string(),
+                    &crl_file.display().to_string(),
+                    backend_cn,
+                ],
+            )
+        });
+        Self { port, dir }
+    }
+
+    /// The file holding the broker's pid (for `crl-sync --reload-pidfile`).
+    #[must_use]
+    pub fn pid_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("mosquitto.pid")
+    }
+
+    /// What the broker logged (connections, refusals, subscriptions).
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        lib(
+            "mosquitto.sh",
+            "mosq_stop",
+            &[&self.dir.path().display().to_string()],
         );
     }
 }

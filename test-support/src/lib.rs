@@ -25,7 +25,7 @@ pub mod swtpm;
 pub mod tpm;
 pub mod webhook;
 
-pub use broker::Broker;
+pub use broker::{Broker, Mosquitto};
 pub use device::{enrollment, Device};
 pub use pki::{IssuingPki, Pki};
 pub use service::{settings, TestApp, API, HUBS, HUB_AUTH_SECRET, ID_SCOPE, POLICY, POLICY_KEY};

@@ -20,9 +20,26 @@ pub struct Mqtt {
 impl Mqtt {
     /// Connects to `127.0.0.1:port` as `client_id` with `username`/`password`.
     pub fn connect(pki: &Pki, port: u16, client_id: &str, username: &str, password: &str) -> Self {
-        let config = pki.client_config(&[]);
+        Self::connect_with(
+            pki.client_config(&[]),
+            port,
+            client_id,
+            Some((username, password)),
+        )
+    }
+
+    /// Connects to `127.0.0.1:port` as `client_id` over TLS as `config` says (a client
+    /// certificate, for instance), with `credentials` if any.
+    pub fn connect_with(
+        config: rustls::ClientConfig,
+        port: u16,
+        client_id: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Self {
         let mut options = MqttOptions::new(client_id, "localhost", port);
-        options.set_credentials(username, password);
+        if let Some((username, password)) = credentials {
+            options.set_credentials(username, password);
+        }
         options.set_keep_alive(Duration::from_secs(30));
         options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(config))));
         let (client, mut event_loop) = AsyncClient::new(options, 16);
@@ -65,5 +82,25 @@ impl Mqtt {
                 Ok(None) | Err(_) => return Ok(None),
             }
         }
+    }
+
+    /// Whether the broker accepted the connection (a CONNACK within `wait`).
+    pub async fn connected(&mut self, wait: Duration) -> bool {
+        matches!(
+            self.next(wait, |p| matches!(p, Packet::ConnAck(_)).then_some(()))
+                .await,
+            Ok(Some(()))
+        )
+    }
+
+    /// A publish on `topic` within `wait`, if any.
+    pub async fn received(&mut self, topic: &str, wait: Duration) -> Option<Vec<u8>> {
+        self.next(wait, |p| match p {
+            Packet::Publish(m) if m.topic == topic => Some(m.payload.to_vec()),
+            _ => None,
+        })
+        .await
+        .ok()
+        .flatten()
     }
 }

@@ -62,6 +62,32 @@ impl Pki {
         config
     }
 
+    /// As [`Pki::client_config`], presenting a client certificate whose key is in software:
+    /// `chain_pem` (leaf first) and `key_pem`. The key need not be the certificate's (an
+    /// impostor's handshake).
+    #[must_use]
+    pub fn client_config_presenting(&self, chain_pem: &str, key_pem: &str) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.ca_pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let chain = rustls_pemfile::certs(&mut chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        let key = provider.key_provider.load_private_key(key).unwrap();
+        let resolver =
+            rustls::sign::SingleCertAndKey::from(rustls::sign::CertifiedKey::new(chain, key));
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(std::sync::Arc::new(resolver))
+    }
+
     /// A raw TLS connection to `127.0.0.1:port` (for tests that speak bytes, not HTTP).
     pub async fn connect(
         &self,
@@ -163,6 +189,44 @@ impl IssuingPki {
     #[must_use]
     pub fn policy_file(&self) -> PathBuf {
         self.dir.path().join("policies.json")
+    }
+
+    #[must_use]
+    pub fn root_file(&self) -> PathBuf {
+        self.dir.path().join("root.pem")
+    }
+
+    #[must_use]
+    pub fn issuing_file(&self) -> PathBuf {
+        self.dir.path().join("issuing.pem")
+    }
+
+    /// A client certificate for `common_name` from the issuing CA, valid from `not_before` to
+    /// `not_after`, its key in software: (chain PEM: leaf and issuing CA; key PEM). What a
+    /// back-end application holds, or an expired device certificate.
+    #[must_use]
+    pub fn client(
+        &self,
+        common_name: &str,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> (String, String) {
+        let issuing_key = KeyPair::from_pem(
+            &std::fs::read_to_string(self.dir.path().join("issuing.key")).unwrap(),
+        )
+        .unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&self.issuing_pem, issuing_key).unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = named(common_name);
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf = params.signed_by(&key, &issuer).unwrap();
+        (
+            format!("{}{}", leaf.pem(), self.issuing_pem),
+            key.serialize_pem(),
+        )
     }
 
     /// The policies, as the service loads them.

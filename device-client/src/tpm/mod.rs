@@ -312,13 +312,26 @@ impl Tpm {
     /// The certificate key's signature over `digest` (the hash of its scheme: SHA-384 for a
     /// P-384 key, SHA-256 for P-256), as `TPMT_SIGNATURE` bytes.
     pub fn sign_with_certificate_key(&mut self, digest: &[u8]) -> Result<Vec<u8>, TpmError> {
+        self.with_certificate_key(|context, key| certificate_key::sign(context, key, digest))
+    }
+
+    /// The persisted certificate key's `TPM2B_PUBLIC`; unlike [`Tpm::certificate_key`] it makes
+    /// none (`NoCertificateKey` when absent).
+    pub fn certificate_key_public(&mut self) -> Result<Vec<u8>, TpmError> {
+        self.with_certificate_key(keys::read_public_tpm2b)
+    }
+
+    fn with_certificate_key<T>(
+        &mut self,
+        then: impl FnOnce(&mut Context, KeyHandle) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
         let handle = self.handles.certificate_key;
         let key = keys::persistent(&mut self.context, handle)?
             .map(KeyHandle::from)
             .ok_or(TpmError::NoCertificateKey { handle })?;
-        let signed = certificate_key::sign(&mut self.context, key, digest);
+        let done = then(&mut self.context, key);
         keys::close(&mut self.context, key.into())?;
-        signed
+        done
     }
 
     /// Quotes `select` with the persisted attestation key and `nonce` as qualifying data (what

@@ -35,7 +35,7 @@ async fn device(app: &TestApp, t: &mut TestTpm) -> Device {
     device
 }
 
-async fn enroll_under_tpm_policy(app: &TestApp, device: &Device) {
+pub(super) async fn enroll_under_tpm_policy(app: &TestApp, device: &Device) {
     let mut e = test_support::enrollment(&device.registration_id, &device.ek);
     e.extra
         .insert("credentialPolicyName".to_owned(), json!("tpm"));
@@ -43,12 +43,20 @@ async fn enroll_under_tpm_policy(app: &TestApp, device: &Device) {
 }
 
 /// An swtpm whose device is enrolled under the `tpm` policy, and its TCTI, for the binary.
-async fn enrolled_swtpm(app: &TestApp) -> (test_support::Swtpm, String) {
+pub(super) async fn enrolled_swtpm(app: &TestApp) -> (test_support::Swtpm, String) {
     let swtpm = test_support::Swtpm::start();
     let tcti = swtpm.tcti();
     let device = Device::of(&mut device_client::tpm::Tpm::open(&tcti).unwrap());
     enroll_under_tpm_policy(app, &device).await;
     (swtpm, tcti)
+}
+
+/// `device-client register --certificate`, which must succeed.
+pub(super) async fn register_with_certificate(app: &TestApp, tcti: &str, state: &std::path::Path) {
+    let mut args = register_args(app, tcti, state);
+    args.push("--certificate".to_owned());
+    let out = device_client(args).await;
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// The challenge, imported; the attestation challenge returned for the caller to answer.
@@ -172,10 +180,7 @@ async fn register_with_certificate_writes_a_chain_openssl_verifies(pool: PgPool)
     let (swtpm, tcti) = enrolled_swtpm(&app).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let mut args = register_args(&app, &tcti, &state);
-    args.push("--certificate".to_owned());
-    let out = device_client(args).await;
-    assert!(out.status.success(), "{out:?}");
+    register_with_certificate(&app, &tcti, &state).await;
     let chain = device_client::provision::chain_file(&state);
     let root = dir.path().join("root.pem");
     std::fs::write(&root, &pki.root_pem).unwrap();

@@ -82,14 +82,6 @@ fn backend(app: &TestApp, broker: &Broker) -> Mqtt {
     )
 }
 
-async fn connected(mqtt: &mut Mqtt) -> bool {
-    matches!(
-        mqtt.next(WAIT, |p| matches!(p, Packet::ConnAck(_)).then_some(()))
-            .await,
-        Ok(Some(()))
-    )
-}
-
 async fn suback(mqtt: &mut Mqtt) -> Vec<SubscribeReasonCode> {
     mqtt.next(WAIT, |p| match p {
         Packet::SubAck(ack) => Some(ack.return_codes.clone()),
@@ -98,17 +90,6 @@ async fn suback(mqtt: &mut Mqtt) -> Vec<SubscribeReasonCode> {
     .await
     .unwrap()
     .expect("SUBACK")
-}
-
-/// A publish on `topic` within `wait`, if any.
-async fn received(mqtt: &mut Mqtt, topic: &str, wait: Duration) -> Option<Vec<u8>> {
-    mqtt.next(wait, |p| match p {
-        Packet::Publish(m) if m.topic == topic => Some(m.payload.to_vec()),
-        _ => None,
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
@@ -156,7 +137,7 @@ async fn a_provisioned_device_talks_to_its_hub_and_impostors_cannot(pool: PgPool
 
     // A back-end application subscribes to every device's events.
     let mut service = backend(&app, &broker);
-    assert!(connected(&mut service).await, "the back end connects");
+    assert!(service.connected(WAIT).await, "the back end connects");
     service
         .client
         .subscribe("devices/+/messages/events/#", QoS::AtLeastOnce)
@@ -174,7 +155,7 @@ async fn a_provisioned_device_talks_to_its_hub_and_impostors_cannot(pool: PgPool
     assert!(out.status.success(), "{}", text(&out));
     let events = format!("devices/{id}/messages/events/");
     assert_eq!(
-        received(&mut service, &events, WAIT).await.as_deref(),
+        service.received(&events, WAIT).await.as_deref(),
         Some(b"hello from the TPM".as_slice())
     );
 
@@ -221,13 +202,13 @@ async fn a_provisioned_device_talks_to_its_hub_and_impostors_cannot(pool: PgPool
     )
     .unwrap();
     let mut impostor = Mqtt::connect(&app.pki, broker.port, &id, &user, &forged);
-    assert!(!connected(&mut impostor).await, "a forged token is refused");
+    assert!(!impostor.connected(WAIT).await, "a forged token is refused");
     let genuine = {
         let mut tpm = Tpm::open(&tcti).unwrap();
         sas::build_token(&format!("{HUB}/devices/{id}"), now() + 60, None, &mut tpm).unwrap()
     };
     let mut greedy = Mqtt::connect(&app.pki, broker.port, &id, &user, &genuine);
-    assert!(connected(&mut greedy).await);
+    assert!(greedy.connected(WAIT).await);
     greedy
         .client
         .subscribe("#", QoS::AtLeastOnce)
@@ -247,7 +228,7 @@ async fn a_provisioned_device_talks_to_its_hub_and_impostors_cannot(pool: PgPool
         "{answer:?}"
     );
     let mut rogue = Mqtt::connect(&app.pki, broker.port, &id, &user, &genuine);
-    assert!(connected(&mut rogue).await);
+    assert!(rogue.connected(WAIT).await);
     let elsewhere = "devices/someone-else/messages/events/";
     rogue
         .client
@@ -255,7 +236,7 @@ async fn a_provisioned_device_talks_to_its_hub_and_impostors_cannot(pool: PgPool
         .await
         .unwrap();
     assert_eq!(
-        received(&mut service, elsewhere, Duration::from_secs(3)).await,
+        service.received(elsewhere, Duration::from_secs(3)).await,
         None
     );
 
@@ -329,7 +310,7 @@ async fn a_device_of_one_hub_is_refused_by_another_hubs_broker(pool: PgPool) {
     for username in [user(OTHER_HUB), user(HUB)] {
         let mut intruder = Mqtt::connect(&app.pki, broker_a.port, SHARED_ID, &username, &b_token);
         assert!(
-            !connected(&mut intruder).await,
+            !intruder.connected(WAIT).await,
             "hub A's broker admitted hub B's device as {username}"
         );
     }
@@ -341,12 +322,12 @@ async fn a_device_of_one_hub_is_refused_by_another_hubs_broker(pool: PgPool) {
         &b_token,
     );
     assert!(
-        connected(&mut own).await,
+        own.connected(WAIT).await,
         "hub B's device on hub B's broker"
     );
     let mut victim = Mqtt::connect(&app.pki, broker_a.port, SHARED_ID, &user(HUB), &a_token);
     assert!(
-        connected(&mut victim).await,
+        victim.connected(WAIT).await,
         "hub A's device on hub A's broker"
     );
 
@@ -364,7 +345,7 @@ async fn a_device_of_one_hub_is_refused_by_another_hubs_broker(pool: PgPool) {
         [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
     let mut service = backend(&app, &broker_a);
-    assert!(connected(&mut service).await, "the back end connects");
+    assert!(service.connected(WAIT).await, "the back end connects");
     let mut heard = None;
     for _ in 0..20 {
         service

@@ -11,6 +11,7 @@ mod certificates;
 mod config_reference;
 mod handshake;
 mod hub;
+mod mtls;
 mod negative;
 mod provision;
 mod tpm2_tools;
