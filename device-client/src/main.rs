@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use device_client::certificate::tls::{Identity, IdentityError, TpmLocation};
 use device_client::dps::{self, DpsClient, EkCertificateBundle};
-use device_client::hub::{self, Assignment, HubAuth, HubOptions, Session};
+use device_client::hub::{self, Assignment, HubAuth, HubError, HubOptions, Session};
 use device_client::provision::{self, EkCertificateSource, Options};
 use device_client::tpm::{tcti_from_env, AkAlgorithm, Handles, Tpm};
 use dps_protocol::sas;
@@ -75,6 +75,18 @@ struct HubArgs {
     /// certificate when one is there and valid, else a token.
     #[arg(long, env = "DPS_HUB_AUTH", value_enum)]
     auth: Option<AuthChoice>,
+    /// When the hub refuses the device's token or certificate (its registration deleted, its
+    /// certificate revoked or expired), register again with the service the state file names
+    /// and reconnect, at most this many times (0: never).
+    #[arg(long, env = "DPS_REREGISTER_ATTEMPTS", default_value_t = 3)]
+    reregister_attempts: u32,
+    /// Seconds to wait before the second re-registration; doubled before each further one (the
+    /// first is at once).
+    #[arg(long, env = "DPS_REREGISTER_BACKOFF", default_value_t = 30)]
+    reregister_backoff: u64,
+    /// PEM CA certificate to trust for the service when registering again.
+    #[arg(long = "dps-ca-file", env = "DPS_CA_FILE")]
+    dps_ca_file: Option<PathBuf>,
 }
 
 /// `--auth`.
@@ -325,6 +337,96 @@ impl HubArgs {
     }
 }
 
+/// Connects to the hub. When the hub refuses the identity (the token or the certificate), does
+/// what DPS advises: registers again with the service in the state file, reloads the identity
+/// and the assignment, and connects again — at most `--reregister-attempts` times, the first at
+/// once and each further one after a wait that doubles from `--reregister-backoff`.
+fn connect(
+    cli: &Cli,
+    hub: &HubArgs,
+    credential: &mut Credential,
+    assignment: &mut Assignment,
+    options: &HubOptions,
+) -> anyhow::Result<Session> {
+    let mut wait = Duration::from_secs(hub.reregister_backoff);
+    let mut attempt = 0;
+    loop {
+        let refusal = match Session::connect(&mut credential.auth(), assignment, options) {
+            Ok(session) => return Ok(session),
+            Err(e @ (HubError::TokenRefused { .. } | HubError::CertificateRefused { .. })) => e,
+            Err(e) => return Err(e.into()),
+        };
+        if attempt == hub.reregister_attempts {
+            let refusal = anyhow::Error::new(refusal);
+            return Err(if attempt == 0 {
+                refusal
+            } else {
+                refusal.context(format!(
+                    "still refused after registering again {attempt} times"
+                ))
+            });
+        }
+        if attempt > 0 {
+            tracing::warn!(error = %refusal, ?wait, "the hub refused this identity; registering again after a wait");
+            std::thread::sleep(wait);
+            wait = wait.saturating_mul(2);
+        } else {
+            tracing::warn!(error = %refusal, "the hub refused this identity; registering again");
+        }
+        attempt += 1;
+        if let Err(e) = reregister(cli, hub, credential) {
+            tracing::warn!(error = format!("{e:#}"), "registering again failed");
+            continue;
+        }
+        *assignment = Assignment::of(provision::load_state(&hub.state_file).as_ref())?;
+    }
+}
+
+/// `register --force` with what the state file remembers (service, ID scope, registration id),
+/// asking for a certificate again if the device held one; then the credential reloaded.
+fn reregister(cli: &Cli, hub: &HubArgs, credential: &mut Credential) -> anyhow::Result<()> {
+    let state = provision::load_state(&hub.state_file).context("no state file")?;
+    let ca = hub
+        .dps_ca_file
+        .as_deref()
+        .map(DpsClient::read_ca)
+        .transpose()?;
+    let client = DpsClient::new(
+        &state.endpoint,
+        &state.id_scope,
+        ca.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    let by_certificate = matches!(credential, Credential::Certificate(_));
+    let options = Options {
+        registration_id: Some(state.registration_id),
+        state_file: hub.state_file.clone(),
+        force: true,
+        sas_ttl: 120,
+        deadline: Duration::from_secs(hub.timeout.max(30)),
+        max_backoff: Duration::from_secs(16),
+        payload: None,
+        ek_certificate: EkCertificateSource::Tpm,
+        attest: true,
+        attestation_key: None,
+        certificate: by_certificate,
+    };
+    match credential {
+        Credential::Sas(tpm) => {
+            provision::provision(tpm, &client, &options)?;
+        }
+        Credential::Certificate(_) => {
+            // A context of its own, closed before the handshake's signatures open theirs.
+            provision::provision(&mut open_tpm(cli)?, &client, &options)?;
+            let now = i64::try_from(now()).unwrap_or(i64::MAX);
+            let chain = provision::chain_file(&hub.state_file);
+            *credential = Credential::Certificate(Identity::load(&chain, &tpm_location(cli), now)?);
+        }
+    }
+    tracing::info!("registered again");
+    Ok(())
+}
+
 fn send(cli: &Cli, args: &SendArgs) -> anyhow::Result<()> {
     let (assignment, options) = args.hub.options()?;
     let messages: Vec<Vec<u8>> = if args.stdin {
@@ -338,11 +440,12 @@ fn send(cli: &Cli, args: &SendArgs) -> anyhow::Result<()> {
         (0..args.count).map(|_| message.clone()).collect()
     };
     let mut credential = credential(cli, &args.hub)?;
-    let mut session = Session::connect(&mut credential.auth(), &assignment, &options)?;
+    let mut assignment = assignment;
+    let mut session = connect(cli, &args.hub, &mut credential, &mut assignment, &options)?;
     for (i, message) in messages.into_iter().enumerate() {
         if session.token_expiring() {
             session.close();
-            session = Session::connect(&mut credential.auth(), &assignment, &options)?;
+            session = connect(cli, &args.hub, &mut credential, &mut assignment, &options)?;
         }
         session.send(message)?;
         tracing::debug!(n = i + 1, "message acknowledged");
@@ -364,7 +467,8 @@ fn listen(cli: &Cli, args: &ListenArgs) -> anyhow::Result<()> {
         .duration
         .map(|d| std::time::Instant::now() + Duration::from_secs(d));
     let mut received = 0u64;
-    let mut session = Session::connect(&mut credential.auth(), &assignment, &options)?;
+    let mut assignment = assignment;
+    let mut session = connect(cli, &args.hub, &mut credential, &mut assignment, &options)?;
     session.subscribe()?;
     loop {
         if args.count.is_some_and(|c| received >= c)
@@ -374,7 +478,7 @@ fn listen(cli: &Cli, args: &ListenArgs) -> anyhow::Result<()> {
         }
         if session.token_expiring() {
             session.close();
-            session = Session::connect(&mut credential.auth(), &assignment, &options)?;
+            session = connect(cli, &args.hub, &mut credential, &mut assignment, &options)?;
             session.subscribe()?;
         }
         let wait = stop_at.map_or(Duration::from_secs(1), |t| {

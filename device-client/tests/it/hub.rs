@@ -64,6 +64,9 @@ fn hub_args(
         "60",
         "--timeout",
         "15",
+        // Refusals are what these tests look at; registering again is mtls.rs's.
+        "--reregister-attempts",
+        "0",
     ]
     .map(str::to_owned)
     .to_vec()

@@ -73,28 +73,60 @@ impl Hub {
         }
     }
 
+    /// Disables the device's enrollment (which revokes its certificate).
+    async fn disable(&self) {
+        let mut tpm = device_client::tpm::Tpm::open(&self.tcti).unwrap();
+        let ek = test_support::Device::of(&mut tpm).ek;
+        let mut e = test_support::enrollment(&self.device_id, &ek);
+        e.extra
+            .insert("credentialPolicyName".to_owned(), json!("tpm"));
+        e.provisioning_status = provisioning_service::enrollment::ProvisioningStatus::Disabled;
+        self.app.enroll_with(e).await;
+    }
+
+    /// Once the service's CRL cache has aged, `crl-sync` writes the CRL and signals the broker;
+    /// then a moment for the broker to re-read it.
+    async fn revocations_reach_the_broker(&self) {
+        tokio::time::sleep(provisioning_service::issuance::CRL_CACHE).await;
+        sync_crl(
+            &self.app,
+            &self.pki,
+            &self.crl,
+            Some(self.broker.pid_file()),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     /// `device-client send` (certificate by default), its output.
     async fn send(&self, message: &str) -> std::process::Output {
-        device_client(
-            [
-                "--tcti",
-                &self.tcti,
-                "send",
-                "--state-file",
-                &self.state.display().to_string(),
-                "--hub-port",
-                &self.broker.port.to_string(),
-                "--ca-file",
-                &self.app.pki.ca_file().display().to_string(),
-                "--timeout",
-                "10",
-                "--message",
-                message,
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        )
-        .await
+        self.send_with(message, &[]).await
+    }
+
+    /// `device-client send` with `more` flags.
+    async fn send_with(&self, message: &str, more: &[&str]) -> std::process::Output {
+        let dps_ca = self.app.pki.ca_file().display().to_string();
+        let mut args: Vec<String> = [
+            "--tcti",
+            &self.tcti,
+            "send",
+            "--state-file",
+            &self.state.display().to_string(),
+            "--hub-port",
+            &self.broker.port.to_string(),
+            "--ca-file",
+            &self.app.pki.ca_file().display().to_string(),
+            "--timeout",
+            "10",
+            "--message",
+            message,
+            "--dps-ca-file",
+            &dps_ca,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(more.iter().map(|s| (*s).to_owned()));
+        device_client(args).await
     }
 
     /// An MQTT client presenting a software-held certificate `(chain, key)`.
@@ -229,17 +261,76 @@ async fn foreign_expired_keyless_revoked_and_overreaching_clients_are_refused(po
 
     // Revocation: the enrollment disabled, the CRL synced, the broker signalled.
     assert!(hub.send("before").await.status.success());
-    let ek = test_support::Device::of(&mut device_client::tpm::Tpm::open(&hub.tcti).unwrap()).ek;
-    let mut e = test_support::enrollment(&hub.device_id, &ek);
-    e.extra
-        .insert("credentialPolicyName".to_owned(), json!("tpm"));
-    e.provisioning_status = provisioning_service::enrollment::ProvisioningStatus::Disabled;
-    hub.app.enroll_with(e).await;
-    tokio::time::sleep(provisioning_service::issuance::CRL_CACHE).await;
-    sync_crl(&hub.app, &hub.pki, &hub.crl, Some(hub.broker.pid_file())).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let out = hub.send("after").await;
+    hub.disable().await;
+    hub.revocations_reach_the_broker().await;
+    let out = hub
+        .send_with("after", &["--reregister-attempts", "0"])
+        .await;
     assert!(!out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("refused the device's certificate"), "{said}");
+}
+
+/// The hub no longer knows the device (issue 29, item 5): its registration deleted, which
+/// revokes its certificate (the broker refuses it once `crl-sync` has run). `send` does what
+/// DPS advises: registers again (a new certificate), connects and sends. When registering again
+/// cannot help (the enrollment disabled), it tries `--reregister-attempts` times, waiting
+/// 1 s and then 2 s between tries (the back-off doubles), and fails saying so.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn the_device_registers_again_when_the_hub_no_longer_knows_it(pool: PgPool) {
+    let hub = Hub::start(pool).await;
+    let mut backend = hub.client("backend-1", &hub.certificate(BACKEND));
+    assert!(backend.connected(WAIT).await);
+    subscribed(&mut backend, "devices/+/messages/events/#").await;
+    let (status, _) = hub
+        .app
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/registrations/{}", hub.device_id),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status}");
+    hub.revocations_reach_the_broker().await;
+
+    let out = hub.send("after re-registering").await;
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(said.matches("registering again").count(), 1, "{said}");
+    assert_eq!(
+        backend.received(&events(&hub.device_id), WAIT).await,
+        Some(b"after re-registering".to_vec())
+    );
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM issued_certificates WHERE revoked_at IS NULL")
+            .fetch_one(&hub.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(live, 1);
+
+    // The enrollment disabled: registering again is refused each time; bounded, backing off.
+    hub.disable().await;
+    hub.revocations_reach_the_broker().await;
+    let out = hub
+        .send_with(
+            "never",
+            &["--reregister-attempts", "3", "--reregister-backoff", "1"],
+        )
+        .await;
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        said.matches("registering again failed").count(),
+        3,
+        "{said}"
+    );
+    assert!(
+        said.contains("wait=1s") && said.contains("wait=2s"),
+        "{said}"
+    );
+    assert!(!said.contains("wait=4s"), "{said}");
+    assert!(
+        said.contains("still refused after registering again 3 times"),
+        "{said}"
+    );
 }

@@ -722,3 +722,25 @@ async fn the_short_hook_url_serves_a_single_linked_hub(pool: PgPool) {
         "deny"
     );
 }
+
+/// RabbitMQ stays on tokens (docs/hub.md, "Certificate logins"): its HTTP backend asks `user`
+/// with the certificate's name and *no* password for a certificate login
+/// (`rabbit_auth_backend_http` drops `{password, none}`), which the hook cannot tell from a
+/// client that names a device and sends no password. So a password-less question is refused for
+/// a live device's name — with no password field, with an empty one, and by its bare device id
+/// as a certificate's CN would give it — while the device's token is still admitted.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn rabbitmq_certificate_style_logins_without_a_token_are_refused(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut device = provisioned(&app).await;
+    let ask = |body: Value| hook(&app, "/rabbitmq/user", body, true, &[]);
+    for username in [device.username(), device.device_id.clone()] {
+        let (_, answer) = ask(json!({"username": username})).await;
+        assert_ne!(answer, "allow", "no password field, as {username}");
+        let (_, answer) = ask(json!({"username": username, "password": ""})).await;
+        assert_eq!(answer, "deny", "an empty password, as {username}");
+    }
+    let token = device.token();
+    let (_, answer) = ask(json!({"username": device.username(), "password": token})).await;
+    assert_eq!(answer, "allow");
+}
