@@ -39,21 +39,13 @@ pg_start "$work" "$(free_port)"
 postmaster=$(head -1 "$work/pgdata/postmaster.pid")
 
 if [[ -n ${BENCH_CSR:-} ]]; then
-    ca=$work/issuing
-    mkdir -p "$ca"
-    curve=P-384 key_types='["ecdsa-p384"]'
-    [[ $BENCH_CSR == P-256 ]] && curve=P-256 key_types='["ecdsa-p256"]'
-    ec_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:$curve -out "$1" 2>/dev/null; }
-    ec_key "$ca/root.key"
-    ec_key "$ca/issuing.key"
-    openssl req -x509 -new -key "$ca/root.key" -subj "/CN=bench device root" -days 30 -out "$ca/root.pem" \
-        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-    openssl req -new -key "$ca/issuing.key" -subj "/CN=bench issuing CA" |
-        openssl x509 -req -CA "$ca/root.pem" -CAkey "$ca/root.key" -days 30 -out "$ca/issuing.pem" 2>/dev/null \
-            -extfile <(printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n')
-    printf '[{"name": "devices", "issuingCertificate": "issuing.pem", "issuingKey": "issuing.key", "chainCertificates": ["root.pem"], "keyTypes": %s}]\n' \
-        "$key_types" >"$ca/policies.json"
-    export DPS_CREDENTIAL_POLICY_FILE=$ca/policies.json
+    source scripts/lib/pki.sh
+    if [[ $BENCH_CSR == P-256 ]]; then
+        pki_issuing "$work/issuing" P-256 '["ecdsa-p256"]' false
+    else
+        pki_issuing "$work/issuing" P-384 '["ecdsa-p384"]' false
+    fi
+    export DPS_CREDENTIAL_POLICY_FILE=$work/issuing/policies.json
 fi
 
 # Two instances on one database, sharing secrets (the first creates them). The per-address

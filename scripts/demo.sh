@@ -3,7 +3,9 @@
 # provisioning service with a throwaway CA, a factory enrolling the device's EK through the
 # enrollment API, the device provisioning itself, then using its identity: it sends a message
 # to its hub (a RabbitMQ node that asks the service about every connect) and a back-end
-# application receives it; then the device boots again (a no-op).
+# application receives it; with the certificate it was issued for a key in its TPM it sends
+# another over mutual TLS to a Mosquitto broker that knows nothing but the device CA and its
+# CRL; then the device boots again (a no-op).
 # Installs what is missing; stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,12 +13,15 @@ scripts/install-deps.sh
 source scripts/lib/postgres.sh
 source scripts/lib/swtpm.sh
 source scripts/lib/rabbitmq.sh
+source scripts/lib/mosquitto.sh
+source scripts/lib/pki.sh
 
 work=$(mktemp -d)
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     rmq_stop "$work/broker"
+    mosq_stop "$work/mosquitto"
     pg_stop "$work"
     rm -rf "$work"
 }
@@ -70,16 +75,37 @@ watch_pid=$!
 pids+=("$watch_pid")
 for _ in $(seq 1 100); do grep -q watching "$work/watch.log" && break; sleep 0.1; done
 
-echo "== factory: read the EK, enroll it through the enrollment API"
+echo "== factory: read the EK, enroll it through the enrollment API (certificates under policy devices)"
 "$DEVICE_CLIENT" ek
-scripts/factory-enroll.sh
+DPS_CREDENTIAL_POLICY_NAME=devices scripts/factory-enroll.sh
 
-echo "== device, first boot: provision, then say hello to the hub"
+echo "== device, first boot: provision (with a CSR for a key in the TPM), then say hello to the hub"
 start=$(date +%s%N)
-DPS_HUB_MESSAGE="hello from the TPM-held key" scripts/device-provision.sh
+DPS_CERTIFICATE=true DPS_HUB_AUTH=sas DPS_HUB_MESSAGE="hello from the TPM-held key" scripts/device-provision.sh
 echo "   (provisioned and sent in $(( ($(date +%s%N) - start) / 1000000 )) ms)"
 wait "$watch_pid" || { cat "$work/watch.log" >&2; exit 1; }
 echo "== the back end received: $(cat "$work/watch.out")"
+
+echo "== the device's certificate: mutual TLS to Mosquitto, the key never out of the TPM"
+openssl x509 -in "$(dirname "$DPS_STATE_FILE")/certificate.pem" -noout -subject -issuer -enddate | sed 's/^/   /'
+issuing=$work/secrets/issuing
+pki_client "$issuing" hub-backend
+crl_sync=("$PROVISIONING_SERVICE" crl-sync --url "$DPS_ENDPOINT/credentialPolicies/devices/crl"
+    --issuer-file "$issuing/issuing.pem" --out "$work/crl.pem")
+"${crl_sync[@]}" --once
+mosquitto_port=$(free_port)
+mosq_start "$work/mosquitto" "$mosquitto_port" "$work/secrets" "$issuing/root.pem" "$work/crl.pem" hub-backend
+"${crl_sync[@]}" --reload-pidfile "$work/mosquitto/mosquitto.pid" 2>"$work/crl-sync.log" &
+pids+=($!)
+# The back end: an independent MQTT client (mosquitto_sub) with its own certificate.
+mosquitto_sub -h localhost -p "$mosquitto_port" --cafile "$DPS_CA_FILE" --cert "$issuing/hub-backend.pem" \
+    --key "$issuing/hub-backend.key" -t 'devices/+/messages/events/#' -C 1 -W 30 -v >"$work/mosquitto-sub.out" &
+sub_pid=$!
+for _ in $(seq 1 100); do grep -q 'hub-backend 1 devices/+/messages/events/#' "$work/mosquitto/mosquitto.log" && break; sleep 0.1; done
+"$DEVICE_CLIENT" send --auth certificate --hub-port "$mosquitto_port" --reregister-attempts 0 \
+    --message "hello over mutual TLS" || { cat "$work/mosquitto/mosquitto.log" >&2; exit 1; }
+wait "$sub_pid" || { cat "$work/mosquitto/mosquitto.log" >&2; exit 1; }
+echo "== the back end received over Mosquitto: $(cat "$work/mosquitto-sub.out")"
 
 echo "== device, second boot: already provisioned, nothing sent"
 "$DEVICE_CLIENT" register

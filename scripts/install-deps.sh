@@ -7,7 +7,7 @@ set -euo pipefail
 # dbus-daemon: the device client is also tested behind the user-space resource manager;
 # tpm2-openssl: OpenSSL uses the issued identity with the key in the TPM. mosquitto: the broker
 # that takes certificate logins.
-packages=(swtpm swtpm-tools mosquitto libtss2-dev tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon tpm2-openssl pkg-config xxd postgresql rabbitmq-server openssl curl docker-compose chromium chromium-driver)
+packages=(swtpm swtpm-tools mosquitto mosquitto-clients libtss2-dev tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon tpm2-openssl pkg-config xxd postgresql rabbitmq-server openssl curl docker-compose chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,9 @@
 # Runs the provisioning service in the foreground. Secrets live in DPS_SECRETS_DIR; any that are
 # missing are created as throwaway ones: a demo CA and server certificate (DPS_TLS_SANS adds
 # names to it), a service key, an enrollment API policy "provisioningserviceowner", the secret of
-# the brokers' auth hooks (hub-auth.secret; the broker reads it from the same directory). Everything
+# the brokers' auth hooks (hub-auth.secret; the broker reads it from the same directory), and a
+# device PKI for certificate issuance (issuing/: credential policy "devices", used unless
+# DPS_CREDENTIAL_POLICY_FILE names another). Everything
 # else comes from DATABASE_URL and the DPS_* variables `provisioning-service serve --help` lists.
 set -euo pipefail
 here=$(dirname "$0")
@@ -13,6 +15,8 @@ mkdir -p "$secrets"
 [[ -f $secrets/service.key ]] || (umask 077 && head -c 32 /dev/urandom | xxd -p -c 64 >"$secrets/service.key")
 [[ -f $secrets/policies ]] || (umask 077 && echo "provisioningserviceowner=$(head -c 32 /dev/urandom | base64 -w0)" >"$secrets/policies")
 [[ -f $secrets/hub-auth.secret ]] || (umask 077 && head -c 24 /dev/urandom | xxd -p -c 64 >"$secrets/hub-auth.secret")
+[[ -f $secrets/issuing/policies.json ]] || pki_issuing "$secrets/issuing"
+export DPS_CREDENTIAL_POLICY_FILE=${DPS_CREDENTIAL_POLICY_FILE:-$secrets/issuing/policies.json}
 # In containers (DPS_PUBLISH_DIR set), each other container gets only what it needs, in its own
 # volume: devices the CA certificate; the operator's tools (factory, back end) the CA and the
 # access policies; the broker the CA, its own server certificate and key (DPS_BROKER_SANS) and

@@ -21,6 +21,7 @@ RUST_LOG=warn scripts/demo.sh 2>&1 | tee "$demo_log"
 grep -q '"already_provisioned":false' "$demo_log"
 grep -q '^already provisioned:' "$demo_log"
 grep -q '^== the back end received: .*hello from the TPM-held key' "$demo_log"
+grep -q '^== the back end received over Mosquitto: .*hello over mutual TLS' "$demo_log"
 rm -f "$demo_log"
 
 work=$(mktemp -d)

@@ -40,6 +40,7 @@ use rcgen::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
 /// DPS's bounds on a certificate's lifetime (`concept-certificate-renewal.md`: "The validity
@@ -124,6 +125,10 @@ pub struct CredentialPolicy {
     pub key_types: Vec<KeyType>,
     /// Issue only for a key proven to live in the device's TPM.
     pub require_tpm_resident_key: bool,
+    /// How the CRL names the issuing CA's key (its authority key identifier): the CA
+    /// certificate's subject key identifier as written, for OpenSSL matches a CRL to its CA by
+    /// it (an OpenSSL-made CA's is a SHA-1 hash, rcgen's default a truncated SHA-256).
+    key_identifier: KeyIdMethod,
 }
 
 impl std::fmt::Debug for CredentialPolicy {
@@ -185,6 +190,15 @@ impl CredentialPolicy {
         if ca.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err("the issuing key is not the issuing certificate's key".to_owned());
         }
+        let key_identifier = ca
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => {
+                    Some(KeyIdMethod::PreSpecified(id.0.to_vec()))
+                }
+                _ => None,
+            })
+            .unwrap_or(KeyIdMethod::Sha256);
         let issuer = Issuer::from_ca_cert_der(&chain[0].clone().into(), key)
             .map_err(|e| format!("the issuing certificate: {e}"))?;
         Ok(Self {
@@ -194,6 +208,7 @@ impl CredentialPolicy {
             validity_days: entry.validity_days,
             key_types: entry.key_types,
             require_tpm_resident_key: entry.require_tpm_resident_key,
+            key_identifier,
         })
     }
 
@@ -271,7 +286,7 @@ impl CredentialPolicy {
                     invalidity_date: None,
                 })
                 .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
+            key_identifier_method: self.key_identifier.clone(),
         };
         params
             .signed_by(&self.issuer)

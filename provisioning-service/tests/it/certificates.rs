@@ -535,3 +535,83 @@ async fn the_2026_04_01_example_bodies_answer_in_the_specs_shape(pool: PgPool) {
     }
     assert_eq!(chain_of(&body).len(), 3);
 }
+
+/// An issuing CA made by OpenSSL (`scripts/lib/pki.sh`, as the demo makes it; its subject key
+/// identifier a SHA-1 hash, not rcgen's): OpenSSL checks the issued leaf against the CRL the
+/// service signs (`openssl verify -crl_check`, as Mosquitto's `crlfile` does) — accepted while
+/// live, "certificate revoked" once the enrollment is disabled. OpenSSL finds a CRL's CA by its
+/// authority key identifier, so the CRL must name the CA's key as the CA certificate does.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn openssl_checks_leaves_against_the_crl_of_an_openssl_made_ca(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = test_support::workspace_root().join("scripts/lib/pki.sh");
+    let made = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && pki_issuing \"$1\" P-384 '[\"ecdsa-p384\"]' false",
+            script.display()
+        ))
+        .arg("pki.sh")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let policies = provisioning_service::issuance::CredentialPolicies::load(
+        &dir.path().join("policies.json"),
+    )
+    .unwrap();
+    let app = TestApp::spawn_configured(pool, |s| s.credential_policies = policies).await;
+    let mut t = TestTpm::recorded();
+    let mut device = Device::of(&mut t.tpm);
+    let mut e = enrollment(&device.registration_id, &device.ek);
+    e.extra
+        .insert("credentialPolicyName".to_owned(), json!("devices"));
+    app.enroll_with(e).await;
+    let blob = app.challenge(&device).await;
+    t.tpm.import_authentication_key(&blob).unwrap();
+    device.csr = Some(csr(&device.registration_id, &p384(), |_| {}));
+    let (_, body) = app.register_with(&device, &mut t.tpm).await;
+    let leaf = dir.path().join("leaf.pem");
+    std::fs::write(&leaf, pem(&chain_of(&body)[0])).unwrap();
+
+    let verify = || async {
+        let response = app
+            .client
+            .get(format!("{}/credentialPolicies/devices/crl", app.base))
+            .send()
+            .await
+            .unwrap();
+        let crl = dir.path().join("crl.der");
+        std::fs::write(&crl, response.bytes().await.unwrap()).unwrap();
+        let pem_crl = dir.path().join("crl.pem");
+        let converted = Command::new("openssl")
+            .args(["crl", "-inform", "DER", "-in"])
+            .arg(&crl)
+            .arg("-out")
+            .arg(&pem_crl)
+            .output()
+            .unwrap();
+        assert!(converted.status.success(), "{converted:?}");
+        Command::new("openssl")
+            .args(["verify", "-crl_check", "-purpose", "sslclient", "-CAfile"])
+            .arg(dir.path().join("root.pem"))
+            .arg("-untrusted")
+            .arg(dir.path().join("issuing.pem"))
+            .arg("-CRLfile")
+            .arg(&pem_crl)
+            .arg(&leaf)
+            .output()
+            .unwrap()
+    };
+    let live = verify().await;
+    assert!(live.status.success(), "{live:?}");
+
+    disable_and_wait_for_the_crl(&app, &device).await;
+    let revoked = verify().await;
+    assert!(!revoked.status.success());
+    assert!(
+        String::from_utf8_lossy(&revoked.stdout).contains("certificate revoked")
+            || String::from_utf8_lossy(&revoked.stderr).contains("certificate revoked"),
+        "{revoked:?}"
+    );
+}
