@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Multi-stage build of the demo images; every entrypoint is a script that scripts/demo.sh runs too.
 # BuildKit cache mounts keep the cargo registry and the build directory between builds, so a
 # source change rebuilds the project's crates, not every dependency.

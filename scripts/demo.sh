@@ -70,10 +70,10 @@ mkdir -p "$work/broker"
 rmq_wait "$work/broker" "$broker_port"
 export DPS_HUB_PORT=$broker_port DPS_HUB_CA_FILE=$work/secrets/ca.pem
 "$PROVISIONING_SERVICE" hub-watch --hub localhost --access-policy-file "$work/secrets/policies" \
-    --count 1 >"$work/watch.out" 2>"$work/watch.log" &
+    --count 1 --ready-file "$work/watch.ready" >"$work/watch.out" 2>"$work/watch.log" &
 watch_pid=$!
 pids+=("$watch_pid")
-for _ in $(seq 1 100); do grep -q watching "$work/watch.log" && break; sleep 0.1; done
+for _ in $(seq 1 100); do [[ -f $work/watch.ready ]] && break; sleep 0.1; done
 
 echo "== factory: read the EK, enroll it through the enrollment API (certificates under policy devices)"
 "$DEVICE_CLIENT" ek

@@ -100,6 +100,10 @@ pub struct WatchArgs {
     /// Stop after this many messages.
     #[arg(long)]
     pub count: Option<u64>,
+    /// Write this file once subscribed (a container's health check: start devices only when
+    /// their messages have a reader).
+    #[arg(long, env = "DPS_WATCH_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

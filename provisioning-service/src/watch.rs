@@ -27,6 +27,8 @@ pub enum WatchError {
     Connection(#[source] Box<rumqttc::ConnectionError>),
     #[error("the hub refused the subscription")]
     Refused,
+    #[error("cannot write {0}")]
+    Write(String, #[source] std::io::Error),
 }
 
 fn tls(ca_pem: &[u8]) -> Result<rustls::ClientConfig, WatchError> {
@@ -50,6 +52,10 @@ pub async fn watch(args: &WatchArgs, policies: &[AccessPolicy]) -> Result<(), Wa
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| WatchError::Read(p.display().to_string(), e))
     };
+    // A file left by an earlier run (a restarted container) must not say subscribed yet.
+    if let Some(path) = &args.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
     let policy = policies
         .iter()
         .find(|p| p.name == args.policy)
@@ -87,6 +93,10 @@ pub async fn watch(args: &WatchArgs, policies: &[AccessPolicy]) -> Result<(), Wa
                     return Err(WatchError::Refused);
                 }
                 eprintln!("watching devices/+/messages/events/# on {}", args.hub);
+                if let Some(path) = &args.ready_file {
+                    std::fs::write(path, "subscribed\n")
+                        .map_err(|e| WatchError::Write(path.display().to_string(), e))?;
+                }
             }
             Ok(Event::Incoming(Packet::Publish(message))) => {
                 let device = message.topic.split('/').nth(1).unwrap_or_default();
