@@ -59,6 +59,63 @@ pub(super) async fn register_with_certificate(app: &TestApp, tcti: &str, state: 
     assert!(out.status.success(), "{out:?}");
 }
 
+/// `openssl s_client` to `127.0.0.1:port` with the device's identity: the certificate chain
+/// `chain` and the key in the TPM at 0x81000102 through the TPM 2.0 OpenSSL provider
+/// (tpm2-openssl), trusting `ca_file`, with `flags`, writing `input` (or nothing) to the server.
+/// The provider keeps hash sequences in the TPM while it signs, more than the three object
+/// slots a TPM without a resource manager has: it goes through tpm2-abrmd, as the founding
+/// documents recommend (this swtpm's own, unless the run goes through one).
+pub(super) fn tpm2_openssl_s_client(
+    swtpm: &test_support::Swtpm,
+    tcti: &str,
+    port: u16,
+    chain: &std::path::Path,
+    ca_file: &std::path::Path,
+    flags: &[&str],
+    input: Option<&[u8]>,
+) -> std::process::Output {
+    use std::io::Write as _;
+    let (bus, broker) = if swtpm.brokered() {
+        (None, None)
+    } else {
+        let bus = test_support::swtpm::SessionBus::start();
+        let broker = test_support::swtpm::Broker::start(swtpm.port(), Some(&bus.address));
+        (Some(bus), Some(broker))
+    };
+    let provider_tcti = broker
+        .as_ref()
+        .map_or(tcti.to_owned(), test_support::swtpm::Broker::tcti);
+    let mut client = std::process::Command::new("openssl");
+    if let Some(bus) = &bus {
+        client.env("DBUS_SESSION_BUS_ADDRESS", &bus.address);
+    }
+    let mut client = client
+        .args(["s_client", "-provider", "tpm2", "-provider", "default"])
+        .args(flags)
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-key", "handle:0x81000102", "-cert"])
+        .arg(chain)
+        .arg("-cert_chain")
+        .arg(chain)
+        .arg("-CAfile")
+        .arg(ca_file)
+        .env("TPM2OPENSSL_TCTI", &provider_tcti)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    if let Some(bytes) = input {
+        stdin.write_all(bytes).unwrap();
+    }
+    drop(stdin);
+    let out = client.wait_with_output().unwrap();
+    drop(broker);
+    out
+}
+
 /// The challenge, imported; the attestation challenge returned for the caller to answer.
 async fn challenged(app: &TestApp, t: &mut TestTpm, device: &Device) -> AttestationChallenge {
     let challenge = app.full_challenge(device).await;
@@ -226,45 +283,15 @@ async fn register_with_certificate_writes_a_chain_openssl_verifies(pool: PgPool)
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // The provider keeps hash sequences in the TPM while it signs, more than the three object
-    // slots a TPM without a resource manager has: it is used through tpm2-abrmd, as the
-    // founding documents recommend (this swtpm's own, unless the run goes through one).
-    let (bus, broker) = if swtpm.brokered() {
-        (None, None)
-    } else {
-        let bus = test_support::swtpm::SessionBus::start();
-        let broker = test_support::swtpm::Broker::start(swtpm.port(), Some(&bus.address));
-        (Some(bus), Some(broker))
-    };
-    let provider_tcti = broker
-        .as_ref()
-        .map_or(tcti.clone(), test_support::swtpm::Broker::tcti);
-    let mut client = std::process::Command::new("openssl");
-    if let Some(bus) = &bus {
-        client.env("DBUS_SESSION_BUS_ADDRESS", &bus.address);
-    }
-    let client = client
-        .args([
-            "s_client",
-            "-brief",
-            "-provider",
-            "tpm2",
-            "-provider",
-            "default",
-        ])
-        .arg("-connect")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-key", "handle:0x81000102", "-cert"])
-        .arg(&chain)
-        .arg("-cert_chain")
-        .arg(&chain)
-        .arg("-CAfile")
-        .arg(app.pki.ca_file())
-        .env("TPM2OPENSSL_TCTI", &provider_tcti)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    drop(broker);
+    let client = tpm2_openssl_s_client(
+        &swtpm,
+        &tcti,
+        port,
+        &chain,
+        &app.pki.ca_file(),
+        &["-brief"],
+        None,
+    );
     let _ = server.kill();
     let server = server.wait_with_output().unwrap();
     let said = format!("{client:?}\n{server:?}");

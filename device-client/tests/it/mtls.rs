@@ -18,7 +18,7 @@ use test_support::mqtt::Mqtt;
 use test_support::{IssuingPki, Mosquitto, Pki, Swtpm, TestApp};
 use time::{Duration as Days, OffsetDateTime};
 
-use super::certificates::{enrolled_swtpm, register_with_certificate};
+use super::certificates::{enrolled_swtpm, register_with_certificate, tpm2_openssl_s_client};
 use super::provision::device_client;
 
 /// The hub's host name: the broker listens on loopback, and the test PKI names localhost.
@@ -31,7 +31,7 @@ const WAIT: Duration = Duration::from_secs(15);
 struct Hub {
     app: TestApp,
     pki: IssuingPki,
-    _swtpm: Swtpm,
+    swtpm: Swtpm,
     tcti: String,
     _dir: tempfile::TempDir,
     state: PathBuf,
@@ -64,7 +64,7 @@ impl Hub {
             broker: Mosquitto::start(&app.pki, &pki.root_file(), &crl, BACKEND),
             app,
             pki,
-            _swtpm: swtpm,
+            swtpm,
             tcti,
             _dir: dir,
             state,
@@ -332,5 +332,40 @@ async fn the_device_registers_again_when_the_hub_no_longer_knows_it(pool: PgPool
     assert!(
         said.contains("still refused after registering again 3 times"),
         "{said}"
+    );
+}
+
+/// A TLS stack that is not ours: `openssl s_client` with the TPM 2.0 provider (tpm2-openssl),
+/// the device's certificate and its key in the TPM, completes the handshake with Mosquitto, and
+/// the broker accepts its MQTT CONNECT (CONNACK, return code 0).
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn openssl_with_the_tpm2_provider_logs_in_to_mosquitto_as_the_device(pool: PgPool) {
+    let hub = Hub::start(pool).await;
+    let chain = device_client::provision::chain_file(&hub.state);
+    // MQTT 3.1.1 CONNECT: clean session, keep-alive 1 s (the broker closes the idle connection
+    // 1.5 s later, which ends s_client), client id "ossl".
+    let connect = [
+        0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 1, 0, 4, b'o', b's', b's', b'l',
+    ];
+    let out = tpm2_openssl_s_client(
+        &hub.swtpm,
+        &hub.tcti,
+        hub.broker.port,
+        &chain,
+        &hub.app.pki.ca_file(),
+        &["-quiet"],
+        Some(&connect),
+    );
+    assert!(
+        out.stdout.windows(4).any(|w| w == [0x20, 0x02, 0x00, 0x00]),
+        "{out:?}\n{}",
+        hub.broker.log()
+    );
+    assert!(
+        hub.broker
+            .log()
+            .contains(&format!("as ossl (p2, c1, k1, u'{}')", hub.device_id)),
+        "{}",
+        hub.broker.log()
     );
 }

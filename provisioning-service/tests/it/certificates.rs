@@ -556,10 +556,9 @@ async fn openssl_checks_leaves_against_the_crl_of_an_openssl_made_ca(pool: PgPoo
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    let policies = provisioning_service::issuance::CredentialPolicies::load(
-        &dir.path().join("policies.json"),
-    )
-    .unwrap();
+    let policies =
+        provisioning_service::issuance::CredentialPolicies::load(&dir.path().join("policies.json"))
+            .unwrap();
     let app = TestApp::spawn_configured(pool, |s| s.credential_policies = policies).await;
     let mut t = TestTpm::recorded();
     let mut device = Device::of(&mut t.tpm);
