@@ -29,6 +29,15 @@ COPY --from=build /out/device-client /usr/local/bin/
 COPY scripts /opt/dps/scripts
 ENTRYPOINT ["/opt/dps/scripts/device-provision.sh"]
 
+# The hub for certificate logins: Mosquitto, and the service binary for crl-sync beside it
+# (mosquitto-clients for the back end that subscribes).
+FROM debian:bookworm-slim AS mosquitto
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates mosquitto mosquitto-clients \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/provisioning-service /usr/local/bin/
+COPY scripts /opt/dps/scripts
+ENTRYPOINT ["/opt/dps/scripts/run-mosquitto.sh"]
+
 # A software TPM, manufactured on first start into its volume.
 FROM debian:bookworm-slim AS swtpm
 RUN apt-get update && apt-get install -y --no-install-recommends swtpm swtpm-tools \

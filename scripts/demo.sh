@@ -14,7 +14,6 @@ source scripts/lib/postgres.sh
 source scripts/lib/swtpm.sh
 source scripts/lib/rabbitmq.sh
 source scripts/lib/mosquitto.sh
-source scripts/lib/pki.sh
 
 work=$(mktemp -d)
 pids=()
@@ -89,14 +88,13 @@ echo "== the back end received: $(cat "$work/watch.out")"
 echo "== the device's certificate: mutual TLS to Mosquitto, the key never out of the TPM"
 openssl x509 -in "$(dirname "$DPS_STATE_FILE")/certificate.pem" -noout -subject -issuer -enddate | sed 's/^/   /'
 issuing=$work/secrets/issuing
-pki_client "$issuing" hub-backend
-crl_sync=("$PROVISIONING_SERVICE" crl-sync --url "$DPS_ENDPOINT/credentialPolicies/devices/crl"
-    --issuer-file "$issuing/issuing.pem" --out "$work/crl.pem")
-"${crl_sync[@]}" --once
 mosquitto_port=$(free_port)
-mosq_start "$work/mosquitto" "$mosquitto_port" "$work/secrets" "$issuing/root.pem" "$work/crl.pem" hub-backend
-"${crl_sync[@]}" --reload-pidfile "$work/mosquitto/mosquitto.pid" 2>"$work/crl-sync.log" &
-pids+=($!)
+mkdir -p "$work/mosquitto"
+(DPS_BROKER_DIR=$work/mosquitto DPS_BROKER_PORT=$mosquitto_port DPS_BROKER_TLS_DIR=$work/secrets \
+    DPS_DEVICE_CA_FILE=$issuing/root.pem DPS_CRL_ISSUER_FILE=$issuing/issuing.pem \
+    DPS_CRL_URL=$DPS_ENDPOINT/credentialPolicies/devices/crl \
+    setsid scripts/run-mosquitto.sh >"$work/mosquitto/server.log" 2>&1 &)
+for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$mosquitto_port") 2>/dev/null && break; sleep 0.1; done
 # The back end: an independent MQTT client (mosquitto_sub) with its own certificate.
 mosquitto_sub -h localhost -p "$mosquitto_port" --cafile "$DPS_CA_FILE" --cert "$issuing/hub-backend.pem" \
     --key "$issuing/hub-backend.key" -t 'devices/+/messages/events/#' -C 1 -W 30 -v >"$work/mosquitto-sub.out" &

@@ -70,6 +70,9 @@ pub enum HubError {
 /// How to reach the hub.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
+    /// Connect here instead of the assigned hub's host name (another broker serving the hub,
+    /// such as one for certificate logins); the TLS server name checked is this one.
+    pub host: Option<String>,
     pub port: u16,
     /// Trust this CA (PEM) for the hub's certificate; the web PKI roots otherwise.
     pub ca_pem: Option<Vec<u8>>,
@@ -187,7 +190,8 @@ impl Session {
         options: &HubOptions,
     ) -> Result<Self, HubError> {
         let Assignment { hub, device_id } = assignment;
-        let mut mqtt = MqttOptions::new(device_id, hub, options.port);
+        let host = options.host.as_deref().unwrap_or(hub);
+        let mut mqtt = MqttOptions::new(device_id, host, options.port);
         let (client_certificate, lifetime) = match auth {
             HubAuth::Sas(tpm) => {
                 let expiry = unix_now() + options.token_ttl;

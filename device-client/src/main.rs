@@ -61,6 +61,10 @@ struct HubArgs {
     /// The hub's MQTT-over-TLS port.
     #[arg(long, env = "DPS_HUB_PORT", default_value_t = hub::DEFAULT_PORT)]
     hub_port: u16,
+    /// Connect to this host instead of the assigned hub's name: another broker serving the same
+    /// hub (one taking certificate logins, say). Its TLS certificate must name this host.
+    #[arg(long, env = "DPS_HUB_HOST")]
+    hub_host: Option<String>,
     /// PEM CA certificate to trust for the hub (default: the public web PKI roots).
     #[arg(long = "ca-file", env = "DPS_HUB_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -328,6 +332,7 @@ impl HubArgs {
             .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
             .transpose()?;
         let options = HubOptions {
+            host: self.hub_host.clone(),
             port: self.hub_port,
             ca_pem,
             token_ttl: self.token_ttl.max(10),

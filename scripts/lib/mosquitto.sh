@@ -7,7 +7,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # mosq_configure DIR PORT TLS_DIR CLIENT_CA CRL_FILE [BACKEND_CN]: writes DIR/mosquitto.conf and
-# DIR/acl: a listener on 127.0.0.1:PORT with TLS_DIR/{server.pem,server.key}, client
+# DIR/acl: a listener on 127.0.0.1:PORT (MOSQ_BIND:PORT if set) with TLS_DIR/{server.pem,server.key}, client
 # certificates required and verified against CLIENT_CA (the root of the devices' chains) and
 # CRL_FILE (PEM, kept by `provisioning-service crl-sync`, re-read on SIGHUP). BACKEND_CN, a
 # client certificate's CN, may read every device's events and write their cloud-to-device
@@ -40,7 +40,7 @@ per_listener_settings false
 allow_anonymous false
 acl_file $dir/acl
 
-listener $port 127.0.0.1
+listener $port ${MOSQ_BIND:-127.0.0.1}
 certfile $tls/server.pem
 keyfile $tls/server.key
 cafile $client_ca
@@ -69,16 +69,17 @@ mosq_start() {
     return 1
 }
 
-# mosq_stop DIR: stops the broker started by mosq_start DIR.
+# mosq_stop DIR: stops the broker started by mosq_start DIR (or a run-mosquitto.sh whose pid is
+# in DIR/mosquitto.pid), with its process group (run-mosquitto.sh's crl-sync).
 mosq_stop() {
     local dir=$1 pid _
     [[ -f $dir/mosquitto.pid ]] || return 0
     pid=$(cat "$dir/mosquitto.pid")
-    kill -TERM "$pid" 2>/dev/null || true
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     rm -f "$dir/mosquitto.pid"
 }
