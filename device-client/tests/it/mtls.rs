@@ -105,11 +105,18 @@ impl Hub {
 
     /// `device-client send` with `more` flags.
     async fn send_with(&self, message: &str, more: &[&str]) -> std::process::Output {
-        let dps_ca = self.app.pki.ca_file().display().to_string();
-        let mut args: Vec<String> = [
+        let mut args = self.hub_args("send");
+        args.extend(["--message", message].map(str::to_owned));
+        args.extend(more.iter().map(|s| (*s).to_owned()));
+        device_client(args).await
+    }
+
+    /// The binary's arguments for `command` (`send` or `listen`) with this hub.
+    fn hub_args(&self, command: &str) -> Vec<String> {
+        [
             "--tcti",
             &self.tcti,
-            "send",
+            command,
             "--state-file",
             &self.state.display().to_string(),
             "--hub-port",
@@ -118,15 +125,11 @@ impl Hub {
             &self.app.pki.ca_file().display().to_string(),
             "--timeout",
             "10",
-            "--message",
-            message,
             "--dps-ca-file",
-            &dps_ca,
+            &self.app.pki.ca_file().display().to_string(),
         ]
         .map(str::to_owned)
-        .to_vec();
-        args.extend(more.iter().map(|s| (*s).to_owned()));
-        device_client(args).await
+        .to_vec()
     }
 
     /// An MQTT client presenting a software-held certificate `(chain, key)`.
@@ -199,6 +202,31 @@ async fn a_device_sends_over_mutual_tls_and_the_back_end_receives(pool: PgPool) 
         hub.broker.log().contains(&format!("u'{}'", hub.device_id)),
         "{}",
         hub.broker.log()
+    );
+
+    // Cloud to device: `listen` over mutual TLS prints what the back end sends it.
+    let mut args = hub.hub_args("listen");
+    args.extend(["--count", "1", "--duration", "20"].map(str::to_owned));
+    let listening = tokio::spawn(device_client(args));
+    let topic = format!("devices/{}/messages/devicebound/hello", hub.device_id);
+    let mut heard = None;
+    for _ in 0..40 {
+        backend
+            .client
+            .publish(&topic, QoS::AtLeastOnce, false, "to the device")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if listening.is_finished() {
+            heard = Some(listening.await.unwrap());
+            break;
+        }
+    }
+    let out = heard.expect("listen got a message within 10 s");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{topic}\tto the device\n")
     );
 }
 
