@@ -1,7 +1,8 @@
 //! What one registration costs the service in CPU: building an `authenticationKey` blob, next to
 //! its unavoidable floor, two RSA-2048 OAEP encryptions (one to the EK, one to the SRK); and
 //! what remote attestation adds: the nonce's `MakeCredential` to the EK bound to the AK, and the
-//! judgement of a real swtpm quote (signature, digest, policy).
+//! judgement of a real swtpm quote (signature, digest, policy); and `MakeCredential` to each EK
+//! type (RSA-2048, ECC P-256, ECC P-384).
 //!
 //! `cargo bench -p dps-protocol --bench crypto`
 
@@ -118,5 +119,61 @@ fn attestation(c: &mut Criterion, ek: &Public, rng: &mut ChaCha20Rng) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// An ECC EK public area on `curve_id` (0x0003 P-256 with SHA-256/AES-128, 0x0004 P-384 with
+/// SHA-384/AES-256) around a fresh point.
+fn ecc_ek(curve_id: u16) -> Public {
+    use aws_lc_rs::agreement::{PrivateKey, ECDH_P256, ECDH_P384};
+    use dps_protocol::tpm::{PublicParameters, Scheme, SymDefObject};
+    let (curve, name_alg, aes_bits) = if curve_id == 0x0004 {
+        (&ECDH_P384, 0x000C, 256)
+    } else {
+        (&ECDH_P256, 0x000B, 128)
+    };
+    let key = PrivateKey::generate(curve).expect("key");
+    let point = key.compute_public_key().expect("point").as_ref().to_vec();
+    let size = (point.len() - 1) / 2;
+    Public {
+        name_alg,
+        object_attributes: dps_protocol::tpm::templates::EK_ATTRIBUTES,
+        auth_policy: Vec::new(),
+        parameters: PublicParameters::Ecc {
+            symmetric: Some(SymDefObject {
+                algorithm: 0x0006,
+                key_bits: aes_bits,
+                mode: 0x0043,
+            }),
+            scheme: Scheme::null(),
+            curve_id,
+            kdf: Scheme::null(),
+            x: point[1..=size].to_vec(),
+            y: point[1 + size..].to_vec(),
+        },
+    }
+}
+
+/// `MakeCredential` of a 32-byte credential bound to the SRK's name, per EK type: the part of a
+/// challenge that depends on the EK.
+fn make_credential_per_ek(c: &mut Criterion) {
+    let (ek_bytes, srk_bytes) = device_keys();
+    let srk = Public::from_tpm2b(&srk_bytes).expect("SRK");
+    let name = dps_protocol::tpm::Name::of(&srk).expect("name");
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let eks = [
+        ("rsa2048", Public::from_tpm2b(&ek_bytes).expect("EK")),
+        ("ecc_p256", ecc_ek(0x0003)),
+        ("ecc_p384", ecc_ek(0x0004)),
+    ];
+    let mut group = c.benchmark_group("make_credential");
+    for (label, ek) in &eks {
+        group.bench_function(*label, |b| {
+            b.iter(|| {
+                dps_protocol::credential::make_credential(ek, &name, &[7; 32], &mut rng)
+                    .expect("credential")
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, make_credential_per_ek);
 criterion_main!(benches);

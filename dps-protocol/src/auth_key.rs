@@ -78,7 +78,7 @@ impl AuthenticationKey {
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self, CryptoError> {
         // Both keys must be usable before any randomness is spent.
-        ek.storage_key("EK")?;
+        ek.check_credential_key("EK")?;
         srk.storage_key("SRK")?;
         let mut seed_value = Zeroizing::new(vec![0u8; 32]);
         rng.fill_bytes(&mut seed_value);

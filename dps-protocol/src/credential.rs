@@ -3,45 +3,57 @@
 //! A credential sealed to an EK and bound to an object's name can only be recovered by
 //! `TPM2_ActivateCredential` on the TPM that holds that EK's private key *and* has an object of
 //! that name loaded. In this protocol the credential is the inner wrapping key of the
-//! duplicated HMAC key, and the object is the SRK.
+//! duplicated HMAC key, and the object is the SRK (or a nonce, and the attestation key).
+//!
+//! The EK may be RSA (the seed RSA-OAEP encrypted, SHA-256) or ECC P-256/P-384 (the seed shared
+//! by ECDH, [`crate::ecc`]); the seed's size, KDFa and the integrity HMAC follow the EK's
+//! nameAlg, the encryption its AES key size.
 
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
-use crate::crypto::{oaep_encrypt, outer_wrap, LABEL_IDENTITY, SHA256_SIZE};
+use crate::crypto::{oaep_encrypt, outer_wrap_with, LABEL_IDENTITY, SHA256_SIZE};
 use crate::error::CryptoError;
 use crate::marshal::tpm2b;
-use crate::tpm::{Name, Public, Tpm2bEncryptedSecret, Tpm2bIdObject};
+use crate::tpm::{CredentialKey, Name, Public, Tpm2bEncryptedSecret, Tpm2bIdObject};
 
 /// The two outputs of `MakeCredential`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
     /// `credentialBlob`: `TPMS_ID_OBJECT` = integrity HMAC and the encrypted credential.
     pub id_object: Tpm2bIdObject,
-    /// `secret`: the seed, RSA-OAEP encrypted to the EK with label "IDENTITY".
+    /// `secret`: the seed, RSA-OAEP encrypted to the EK with label "IDENTITY", or for an ECC EK
+    /// the ephemeral point it is shared with (`TPMS_ECC_POINT`).
     pub secret: Tpm2bEncryptedSecret,
 }
 
-/// Seals `credential` (at most 32 bytes, a `TPM2B_DIGEST` for a SHA-256 EK) to `ek`, bound to
-/// `object_name`.
+/// Seals `credential` (at most the EK nameAlg's digest size, a `TPM2B_DIGEST`) to `ek`, bound
+/// to `object_name`.
 pub fn make_credential(
     ek: &Public,
     object_name: &Name,
     credential: &[u8],
     rng: &mut impl CryptoRngCore,
 ) -> Result<Credential, CryptoError> {
-    if credential.len() > SHA256_SIZE {
+    let (ek_key, hash, sym_key_bits) = ek.credential_key("EK")?;
+    if credential.len() > hash.size() {
         return Err(CryptoError::UnsuitableKey {
             role: "credential",
             reason: "longer than the EK's nameAlg digest",
         });
     }
-    let (ek_key, sym_key_bits) = ek.encryption_key("EK")?;
-    let mut seed = Zeroizing::new([0u8; SHA256_SIZE]);
-    rng.fill_bytes(seed.as_mut());
-    let secret = oaep_encrypt(&ek_key, LABEL_IDENTITY, seed.as_ref(), rng)?;
+    let (seed, secret) = match &ek_key {
+        CredentialKey::Rsa(key) => {
+            let mut seed = Zeroizing::new(vec![0u8; SHA256_SIZE]);
+            rng.fill_bytes(seed.as_mut());
+            let secret = oaep_encrypt(key, LABEL_IDENTITY, seed.as_ref(), rng)?;
+            (seed, secret)
+        }
+        CredentialKey::Ecc(point) => point.share_seed(hash, LABEL_IDENTITY.as_bytes(), rng)?,
+    };
     let plaintext = Zeroizing::new(tpm2b(credential));
-    let id_object = outer_wrap(
+    let id_object = outer_wrap_with(
+        hash,
         seed.as_ref(),
         object_name.as_bytes(),
         sym_key_bits,

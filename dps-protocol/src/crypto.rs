@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{CryptoError, DecodeError};
-use crate::kdf::{kdfa_sha256, kdfa_sha256_into};
+use crate::kdf::{kdfa_into, NameHash};
 use crate::marshal::{put_tpm2b, Reader};
 use crate::tpm::constants::MAX_DIGEST_SIZE;
 
@@ -224,8 +224,8 @@ impl AesKey {
         })
     }
 
-    /// A key of `bits` from KDFa(seed, label, context).
-    fn derive(bits: AesKeyBits, seed: &[u8], label: &[u8], context: &[u8]) -> Self {
+    /// A key of `bits` from KDFa(hash, seed, label, context).
+    fn derive(hash: NameHash, bits: AesKeyBits, seed: &[u8], label: &[u8], context: &[u8]) -> Self {
         let mut key = match bits {
             AesKeyBits::Aes128 => Self::Aes128([0; 16]),
             AesKeyBits::Aes192 => Self::Aes192([0; 24]),
@@ -236,7 +236,7 @@ impl AesKey {
             Self::Aes192(k) => k,
             Self::Aes256(k) => k,
         };
-        kdfa_sha256_into(seed, label, context, &[], out);
+        kdfa_into(hash, seed, label, context, &[], out);
         key
     }
 
@@ -268,23 +268,48 @@ impl AesKey {
     }
 }
 
-/// Outer wrap under `seed` for an object named `name`:
-/// `TPM2B(HMAC(KDFa(seed, "INTEGRITY"), ciphertext || name)) || ciphertext` with
-/// `ciphertext = AES-CFB(KDFa(seed, "STORAGE", name), plaintext)`.
+/// Outer wrap under `seed` for an object named `name`, with SHA-256 (a SHA-256 parent's):
+/// see [`outer_wrap_with`].
 pub(crate) fn outer_wrap(seed: &[u8], name: &[u8], bits: AesKeyBits, plaintext: &[u8]) -> Vec<u8> {
-    let sym_key = AesKey::derive(bits, seed, b"STORAGE", name);
-    let hmac_key = kdfa_sha256(seed, b"INTEGRITY", &[], &[], (SHA256_SIZE * 8) as u32);
+    outer_wrap_with(NameHash::Sha256, seed, name, bits, plaintext)
+}
+
+/// Outer wrap under `seed` for an object named `name`, derived with the protecting key's
+/// nameAlg `hash`: `TPM2B(HMAC(KDFa(seed, "INTEGRITY"), ciphertext || name)) || ciphertext` with
+/// `ciphertext = AES-CFB(KDFa(seed, "STORAGE", name), plaintext)`.
+pub(crate) fn outer_wrap_with(
+    hash: NameHash,
+    seed: &[u8],
+    name: &[u8],
+    bits: AesKeyBits,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let sym_key = AesKey::derive(hash, bits, seed, b"STORAGE", name);
+    let mut hmac_key = Zeroizing::new(vec![0u8; hash.size()]);
+    kdfa_into(hash, seed, b"INTEGRITY", &[], &[], &mut hmac_key);
     let mut ciphertext = plaintext.to_vec();
     sym_key.cfb(&mut ciphertext, true);
-    let integrity = hmac_sha256(&hmac_key, &[&ciphertext, name]);
-    let mut out = Vec::with_capacity(2 + SHA256_SIZE + ciphertext.len());
+    let integrity = hash.hmac(&hmac_key, &[&ciphertext, name]);
+    let mut out = Vec::with_capacity(2 + integrity.len() + ciphertext.len());
     put_tpm2b(&mut out, &integrity);
     out.extend_from_slice(&ciphertext);
     out
 }
 
-/// Inverse of [`outer_wrap`]: checks the integrity HMAC (constant time) before decrypting.
+/// Inverse of [`outer_wrap`] (SHA-256): see [`outer_unwrap_with`].
 pub(crate) fn outer_unwrap(
+    seed: &[u8],
+    name: &[u8],
+    bits: AesKeyBits,
+    wrapped: &[u8],
+    structure: &'static str,
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    outer_unwrap_with(NameHash::Sha256, seed, name, bits, wrapped, structure)
+}
+
+/// Inverse of [`outer_wrap_with`]: checks the integrity HMAC (constant time) before decrypting.
+pub(crate) fn outer_unwrap_with(
+    hash: NameHash,
     seed: &[u8],
     name: &[u8],
     bits: AesKeyBits,
@@ -294,11 +319,12 @@ pub(crate) fn outer_unwrap(
     let mut r = Reader::new(wrapped);
     let integrity = r.tpm2b(structure, MAX_DIGEST_SIZE)?;
     let ciphertext = r.take(r.remaining(), structure)?;
-    let hmac_key = kdfa_sha256(seed, b"INTEGRITY", &[], &[], (SHA256_SIZE * 8) as u32);
-    if !hmac_sha256_verify(&hmac_key, &[ciphertext, name], integrity) {
+    let mut hmac_key = Zeroizing::new(vec![0u8; hash.size()]);
+    kdfa_into(hash, seed, b"INTEGRITY", &[], &[], &mut hmac_key);
+    if !hash.hmac_verify(&hmac_key, &[ciphertext, name], integrity) {
         return Err(CryptoError::IntegrityCheck { structure });
     }
-    let sym_key = AesKey::derive(bits, seed, b"STORAGE", name);
+    let sym_key = AesKey::derive(hash, bits, seed, b"STORAGE", name);
     let mut plaintext = Zeroizing::new(ciphertext.to_vec());
     sym_key.cfb(&mut plaintext, false);
     Ok(plaintext)

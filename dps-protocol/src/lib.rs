@@ -30,6 +30,7 @@ pub mod auth_key;
 pub mod credential;
 pub mod crypto;
 pub mod duplication;
+pub mod ecc;
 pub mod ek_cert;
 pub mod error;
 pub mod kdf;

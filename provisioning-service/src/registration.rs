@@ -159,18 +159,17 @@ pub fn parse_registration_id(id: &str) -> Result<RegistrationId, Refusal> {
     RegistrationId::parse(id).map_err(Refusal::InvalidRegistrationId)
 }
 
-/// Parses an EK or SRK and checks it is a key this service can seal to.
-fn parse_storage_key(
+/// Parses an EK or SRK and checks, with `check`, that it is a key this service can seal to.
+fn parse_key(
     field: &'static str,
-    role: &'static str,
     bytes: &[u8],
+    check: impl FnOnce(&Public) -> Result<(), dps_protocol::CryptoError>,
 ) -> Result<Public, Refusal> {
     let key = Public::from_tpm2b(bytes).map_err(|e| Refusal::InvalidKey {
         field,
         source: e.into(),
     })?;
-    key.storage_key(role)
-        .map_err(|source| Refusal::InvalidKey { field, source })?;
+    check(&key).map_err(|source| Refusal::InvalidKey { field, source })?;
     Ok(key)
 }
 
@@ -190,8 +189,14 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
             }
             let (ek_bytes, srk_bytes) = (tpm.endorsement_key.0, tpm.storage_root_key.0);
             Some(TpmKeys {
-                ek: parse_storage_key("endorsementKey", "EK", &ek_bytes)?,
-                srk: parse_storage_key("storageRootKey", "SRK", &srk_bytes)?,
+                // The EK receives a credential (RSA, or ECC P-256/P-384); the SRK a
+                // duplicate (RSA).
+                ek: parse_key("endorsementKey", &ek_bytes, |k| {
+                    k.check_credential_key("EK")
+                })?,
+                srk: parse_key("storageRootKey", &srk_bytes, |k| {
+                    k.storage_key("SRK").map(drop)
+                })?,
                 ek_bytes,
                 srk_bytes,
                 ek_certificate: tpm.endorsement_key_certificate.map(|c| c.0),

@@ -55,9 +55,14 @@ pub(super) fn import(
 }
 
 /// Recovers a credential sealed to `ek` and bound to the name of `object` (the SRK for the
-/// inner wrapping key; the attestation key for an attestation nonce). The EK's policy is
-/// `PolicySecret(TPM_RH_ENDORSEMENT)`, so it is used through a policy session that satisfies it;
-/// the session is flushed whatever happens.
+/// inner wrapping key; the attestation key for an attestation nonce).
+///
+/// How the EK is authorised depends on its template (TCG EK Credential Profile 2.5): a
+/// low-range EK (L-1, L-2) has no userWithAuth and the policy `PolicySecret(TPM_RH_ENDORSEMENT)`,
+/// met by a SHA-256 policy session, flushed whatever happens; a high-range EK (H-1…H-7) has
+/// userWithAuth and an empty authValue, so a password session will do — its policy, an OR of
+/// the SHA-384 (or larger) PolicySecret and PolicyAuthorizeNV branches, is not met by a SHA-256
+/// session.
 pub(super) fn activate_credential(
     ctx: &mut Context,
     ek: KeyHandle,
@@ -65,6 +70,29 @@ pub(super) fn activate_credential(
     credential_blob: &Tpm2bIdObject,
     secret: &Tpm2bEncryptedSecret,
 ) -> Result<Data, TpmError> {
+    let blob_and_secret = || -> Result<(IdObject, EncryptedSecret), TpmError> {
+        Ok((
+            IdObject::try_from(credential_blob.body().to_vec())
+                .map_err(library("TPM2B_ID_OBJECT"))?,
+            EncryptedSecret::try_from(secret.body().to_vec())
+                .map_err(library("TPM2B_ENCRYPTED_SECRET"))?,
+        ))
+    };
+    let (ek_public, _, _) = ctx.read_public(ek).map_err(command("ReadPublic"))?;
+    if ek_public.object_attributes().user_with_auth() {
+        let (credential_blob, secret) = blob_and_secret()?;
+        let inner_key = ctx
+            .execute_with_sessions(
+                (
+                    Some(AuthSession::Password),
+                    Some(AuthSession::Password),
+                    None,
+                ),
+                |ctx| ctx.activate_credential(object, ek, credential_blob, secret),
+            )
+            .map_err(command("ActivateCredential"))?;
+        return Data::try_from(inner_key.value().to_vec()).map_err(library("activated credential"));
+    }
     let session = ctx
         .start_auth_session(
             None,
@@ -81,10 +109,7 @@ pub(super) fn activate_credential(
 
     let activated = (|| {
         let policy = PolicySession::try_from(session).map_err(library("policy session"))?;
-        let credential_blob = IdObject::try_from(credential_blob.body().to_vec())
-            .map_err(library("TPM2B_ID_OBJECT"))?;
-        let secret = EncryptedSecret::try_from(secret.body().to_vec())
-            .map_err(library("TPM2B_ENCRYPTED_SECRET"))?;
+        let (credential_blob, secret) = blob_and_secret()?;
         ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
             ctx.policy_secret(
                 policy,

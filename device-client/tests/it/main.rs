@@ -9,6 +9,7 @@
 mod attestation;
 mod certificates;
 mod config_reference;
+mod ecc_ek;
 mod handshake;
 mod hub;
 mod mtls;

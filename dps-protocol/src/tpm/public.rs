@@ -13,7 +13,9 @@ use super::constants::{
     TPM_ALG_RSASSA, TPM_ALG_SHA256, TPM_ALG_SM2, TPM_ALG_SM4, TPM_ALG_XOR,
 };
 use crate::crypto::{AesKeyBits, EncryptionKey};
+use crate::ecc::EccPoint;
 use crate::error::{CryptoError, DecodeError};
+use crate::kdf::NameHash;
 use crate::marshal::{put_tpm2b, put_u16, put_u32, Reader};
 
 const TPMT_PUBLIC: &str = "TPMT_PUBLIC";
@@ -166,6 +168,13 @@ pub enum PublicParameters {
         /// `H_nameAlg(seedValue` || sensitive) for a key, as a `TPM2B_DIGEST`.
         unique: Vec<u8>,
     },
+}
+
+/// The key of an EK as `MakeCredential` sends a secret to it ([`Public::credential_key`]).
+#[derive(Clone, Debug)]
+pub enum CredentialKey {
+    Rsa(EncryptionKey),
+    Ecc(EccPoint),
 }
 
 /// A `TPMT_PUBLIC`.
@@ -326,13 +335,13 @@ impl Public {
         crate::marshal::tpm2b(&self.to_tpmt())
     }
 
-    /// Checks that this key can receive protected secrets the way this protocol sends them
-    /// (as a `MakeCredential` target or a Duplicate parent) and returns the size of its AES-CFB
-    /// key.
+    /// Checks that this key can receive protected secrets the way this protocol sends them to
+    /// an SRK (a Duplicate parent) and an RSA EK, and returns the size of its AES-CFB key.
     ///
     /// TPM 2.0 Part 1 §24 requires a restricted decryption key with a symmetric algorithm; we
     /// also require SHA-256 as nameAlg, RSA and AES-CFB, which is what the TCG default EK and
-    /// SRK templates use. `role` names the key in errors ("EK", "SRK").
+    /// SRK templates use. `role` names the key in errors ("EK", "SRK"). An EK may also be ECC:
+    /// [`Public::credential_key`].
     pub fn storage_key(&self, role: &'static str) -> Result<AesKeyBits, CryptoError> {
         self.checked_storage_key(role).map(|(_, bits)| bits)
     }
@@ -349,6 +358,72 @@ impl Public {
         Ok((key, bits))
     }
 
+    /// Checks that this key can receive a credential (`MakeCredential`'s target: an EK) and
+    /// returns it with its nameAlg and AES key size: an RSA key as [`Public::storage_key`]
+    /// accepts it, or an ECC restricted decryption key with AES-CFB on NIST P-256 or P-384,
+    /// nameAlg SHA-256 or SHA-384 (the TCG templates L-2, H-2, H-3), its point on its curve.
+    pub fn credential_key(
+        &self,
+        role: &'static str,
+    ) -> Result<(CredentialKey, NameHash, AesKeyBits), CryptoError> {
+        let PublicParameters::Ecc {
+            symmetric,
+            scheme,
+            curve_id,
+            kdf,
+            x,
+            y,
+        } = &self.parameters
+        else {
+            let (key, bits) = self.encryption_key(role)?;
+            return Ok((CredentialKey::Rsa(key), NameHash::Sha256, bits));
+        };
+        let unsuitable = |reason| CryptoError::UnsuitableKey { role, reason };
+        let hash = NameHash::from_alg(self.name_alg)
+            .ok_or_else(|| unsuitable("nameAlg is not SHA-256 or SHA-384"))?;
+        let bits = self.restricted_decryption_aes(role, symmetric.as_ref())?;
+        // A storage key's scheme and KDF are TPM_ALG_NULL (Part 2, TPMS_ECC_PARMS).
+        if scheme.scheme != TPM_ALG_NULL || kdf.scheme != TPM_ALG_NULL {
+            return Err(unsuitable("an ECC decryption key with a scheme or KDF"));
+        }
+        let point = EccPoint::new(*curve_id, x, y, role)?;
+        Ok((CredentialKey::Ecc(point), hash, bits))
+    }
+
+    /// [`Public::credential_key`]'s checks without building an RSA key (that costs a modular
+    /// reduction): for validating an EK where no secret is sent yet.
+    pub fn check_credential_key(&self, role: &'static str) -> Result<(), CryptoError> {
+        match self.parameters {
+            PublicParameters::Ecc { .. } => self.credential_key(role).map(drop),
+            _ => self.checked_storage_key(role).map(drop),
+        }
+    }
+
+    /// The checks every key that receives secrets passes: restricted, decrypting, not signing,
+    /// with an AES-CFB symmetric definition, whose key size it returns.
+    fn restricted_decryption_aes(
+        &self,
+        role: &'static str,
+        symmetric: Option<&SymDefObject>,
+    ) -> Result<AesKeyBits, CryptoError> {
+        let unsuitable = |reason| CryptoError::UnsuitableKey { role, reason };
+        let required = TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+        if self.object_attributes & required != required
+            || self.object_attributes & TPMA_OBJECT_SIGN != 0
+        {
+            return Err(unsuitable("not a restricted decryption key"));
+        }
+        match symmetric {
+            Some(SymDefObject {
+                algorithm: TPM_ALG_AES,
+                key_bits,
+                mode: TPM_ALG_CFB,
+            }) => AesKeyBits::from_bits(*key_bits)
+                .ok_or_else(|| unsuitable("AES key size is not 128, 192 or 256 bits")),
+            _ => Err(unsuitable("symmetric algorithm is not AES-CFB")),
+        }
+    }
+
     /// The checks of [`Public::storage_key`]; returns the modulus and the exponent.
     fn checked_storage_key(
         &self,
@@ -357,12 +432,6 @@ impl Public {
         let unsuitable = |reason| CryptoError::UnsuitableKey { role, reason };
         if self.name_alg != TPM_ALG_SHA256 {
             return Err(unsuitable("nameAlg is not SHA-256"));
-        }
-        let required = TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
-        if self.object_attributes & required != required
-            || self.object_attributes & TPMA_OBJECT_SIGN != 0
-        {
-            return Err(unsuitable("not a restricted decryption key"));
         }
         let PublicParameters::Rsa {
             symmetric,
@@ -374,6 +443,7 @@ impl Public {
         else {
             return Err(unsuitable("not an RSA key"));
         };
+        let sym_key_bits = self.restricted_decryption_aes(role, symmetric.as_ref())?;
         // At least RSA-2048 (TCG EK Credential Profile: the default EK is 2048 bits; anything
         // shorter is breakable), keyBits agreeing with the modulus, whose top byte is set.
         if *key_bits < MIN_RSA_KEY_BITS {
@@ -388,15 +458,6 @@ impl Public {
         if *exponent != 0 && *exponent != 65_537 {
             return Err(unsuitable("RSA exponent is not 65537"));
         }
-        let sym_key_bits = match symmetric {
-            Some(SymDefObject {
-                algorithm: TPM_ALG_AES,
-                key_bits,
-                mode: TPM_ALG_CFB,
-            }) => AesKeyBits::from_bits(*key_bits)
-                .ok_or_else(|| unsuitable("AES key size is not 128, 192 or 256 bits"))?,
-            _ => return Err(unsuitable("symmetric algorithm is not AES-CFB")),
-        };
         let exponent = if *exponent == 0 { 65_537 } else { *exponent };
         Ok(((modulus.as_slice(), exponent), sym_key_bits))
     }

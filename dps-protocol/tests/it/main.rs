@@ -11,6 +11,7 @@ mod attest;
 mod attest_certify;
 mod attest_policy;
 mod decode;
+mod ecc_ek;
 mod handshake;
 mod no_panic;
 mod oaep;

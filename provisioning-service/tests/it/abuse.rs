@@ -669,3 +669,70 @@ async fn with_every_core_busy_a_refused_challenge_waits_for_none(pool: PgPool) {
     let (status, body) = app.register_with(&device, &mut t.tpm).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
+
+/// An ECC EK whose point is off its curve (issue 30): refused with the reason named, at
+/// enrollment through the API and at registration, and nothing changes; the same EK with its
+/// real point is enrolled.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn an_ecc_ek_off_its_curve_is_refused_at_enrollment_and_registration(pool: PgPool) {
+    use aws_lc_rs::agreement::{PrivateKey, ECDH_P256};
+    use base64::Engine as _;
+    use dps_protocol::tpm::{Public, PublicParameters, Scheme, SymDefObject};
+    let app = TestApp::spawn(pool).await;
+    let point = PrivateKey::generate(&ECDH_P256)
+        .unwrap()
+        .compute_public_key()
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let ek = |y_flip: u8| {
+        let mut y = point[33..].to_vec();
+        y[31] ^= y_flip;
+        Public {
+            name_alg: 0x000B,
+            object_attributes: dps_protocol::tpm::templates::EK_ATTRIBUTES,
+            auth_policy: dps_protocol::tpm::constants::EK_POLICY_SECRET_ENDORSEMENT.to_vec(),
+            parameters: PublicParameters::Ecc {
+                symmetric: Some(SymDefObject::AES_128_CFB),
+                scheme: Scheme::null(),
+                curve_id: 0x0003,
+                kdf: Scheme::null(),
+                x: point[1..33].to_vec(),
+                y,
+            },
+        }
+        .to_tpm2b()
+    };
+    let (bad, good) = (ek(1), ek(0));
+    let id = dps_protocol::RegistrationId::from_endorsement_key(&bad);
+    let body = |ek: &[u8]| {
+        json!({"registrationId": id.as_str(), "attestation": {"type": "tpm",
+               "tpm": {"endorsementKey": base64::engine::general_purpose::STANDARD.encode(ek)}}})
+    };
+    let path = format!("/enrollments/{id}?{API}");
+    let before = app.snapshot().await;
+    let (status, answer) = app.admin(Method::PUT, &path, Some(body(&bad))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ECC point is not on its curve")),
+        "{answer}"
+    );
+    assert_eq!(app.snapshot().await, before);
+
+    let mut t = TestTpm::recorded();
+    let mut device = Device::of(&mut t.tpm);
+    device.ek = bad;
+    device.registration_id = id.as_str().to_owned();
+    refused(
+        &app,
+        StatusCode::BAD_REQUEST,
+        400_004,
+        app.put_register(&device.registration_id, &device.body(), None),
+    )
+    .await;
+
+    let (status, answer) = app.admin(Method::PUT, &path, Some(body(&good))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
