@@ -96,8 +96,10 @@ mkdir -p "$work/mosquitto"
     setsid scripts/run-mosquitto.sh >"$work/mosquitto/server.log" 2>&1 &)
 for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$mosquitto_port") 2>/dev/null && break; sleep 0.1; done
 # The back end: an independent MQTT client (mosquitto_sub) with its own certificate.
+# Its client id is its name, so the broker's log shows when it has subscribed.
 mosquitto_sub -h localhost -p "$mosquitto_port" --cafile "$DPS_CA_FILE" --cert "$issuing/hub-backend.pem" \
-    --key "$issuing/hub-backend.key" -t 'devices/+/messages/events/#' -C 1 -W 30 -v >"$work/mosquitto-sub.out" &
+    --key "$issuing/hub-backend.key" -i hub-backend -t 'devices/+/messages/events/#' -C 1 -W 30 -v \
+    >"$work/mosquitto-sub.out" &
 sub_pid=$!
 for _ in $(seq 1 100); do grep -q 'hub-backend 1 devices/+/messages/events/#' "$work/mosquitto/mosquitto.log" && break; sleep 0.1; done
 "$DEVICE_CLIENT" send --auth certificate --hub-port "$mosquitto_port" --reregister-attempts 0 \

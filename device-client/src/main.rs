@@ -10,7 +10,7 @@ use device_client::certificate::tls::{Identity, IdentityError, TpmLocation};
 use device_client::dps::{self, DpsClient, EkCertificateBundle};
 use device_client::hub::{self, Assignment, HubAuth, HubError, HubOptions, Session};
 use device_client::provision::{self, EkCertificateSource, Options};
-use device_client::tpm::{tcti_from_env, AkAlgorithm, Handles, Tpm};
+use device_client::tpm::{tcti_from_env, AkAlgorithm, EkType, Handles, Tpm};
 use dps_protocol::sas;
 use dps_protocol::RegistrationId;
 
@@ -25,6 +25,18 @@ struct Cli {
     /// device:/dev/tpmrm0.
     #[arg(long, env = "DPS_TCTI", global = true)]
     tcti: Option<String>,
+    /// Which endorsement key to use, by the TCG template its manufacturer certified:
+    /// rsa2048 (L-1, at 0x81010001, certificate at NV 0x01C00002; what DPS knows), ecc-p256
+    /// (L-2, at 0x81010003, NV 0x01C0000A) or ecc-p384 (H-3, at 0x81010016, NV 0x01C00016). The
+    /// EK is made from its template if absent.
+    #[arg(
+        long,
+        env = "DPS_EK_TYPE",
+        global = true,
+        value_enum,
+        default_value = "rsa2048"
+    )]
+    ek_type: EkChoice,
     /// Persistent handle of the device key, the HMAC key the service issued (the Azure clients
     /// use 0x81000100). Formerly --auth-key-handle, still accepted.
     #[arg(long, alias = "auth-key-handle", env = "DPS_DEVICE_KEY_HANDLE", global = true, default_value = "0x81000100", value_parser = parse_handle)]
@@ -91,6 +103,24 @@ struct HubArgs {
     /// PEM CA certificate to trust for the service when registering again.
     #[arg(long = "dps-ca-file", env = "DPS_CA_FILE")]
     dps_ca_file: Option<PathBuf>,
+}
+
+/// `--ek-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EkChoice {
+    Rsa2048,
+    EccP256,
+    EccP384,
+}
+
+impl From<EkChoice> for EkType {
+    fn from(choice: EkChoice) -> Self {
+        match choice {
+            EkChoice::Rsa2048 => Self::Rsa2048,
+            EkChoice::EccP256 => Self::EccP256,
+            EkChoice::EccP384 => Self::EccP384,
+        }
+    }
 }
 
 /// `--auth`.
@@ -209,8 +239,8 @@ struct RegisterArgs {
     /// custom allocation webhook, and the webhook's answer is printed.
     #[arg(long, env = "DPS_PAYLOAD", value_parser = parse_json)]
     payload: Option<serde_json::Value>,
-    /// The EK certificate to send instead of the one in the TPM's NV index 0x01C00002: DER, or
-    /// PEM with the EK certificate first and any CA certificates after it. A device with no
+    /// The EK certificate to send instead of the one in the TPM's NV index for its EK type: DER,
+    /// or PEM with the EK certificate first and any CA certificates after it. A device with no
     /// individual enrollment is admitted by a TPM enrollment group that trusts its chain.
     #[arg(long, env = "DPS_EK_CERT_FILE", conflicts_with = "no_ek_cert")]
     ek_cert_file: Option<PathBuf>,
@@ -292,6 +322,8 @@ fn tpm_location(cli: &Cli) -> TpmLocation {
     TpmLocation {
         tcti,
         handles: Handles {
+            ek_type: cli.ek_type.into(),
+            endorsement_key: EkType::from(cli.ek_type).default_handle(),
             device_key: cli.device_key_handle,
             ..Handles::default()
         },

@@ -7,11 +7,11 @@
 source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # mosq_configure DIR PORT TLS_DIR CLIENT_CA CRL_FILE [BACKEND_CN]: writes DIR/mosquitto.conf and
-# DIR/acl: a listener on 127.0.0.1:PORT (MOSQ_BIND:PORT if set) with TLS_DIR/{server.pem,server.key}, client
-# certificates required and verified against CLIENT_CA (the root of the devices' chains) and
-# CRL_FILE (PEM, kept by `provisioning-service crl-sync`, re-read on SIGHUP). BACKEND_CN, a
-# client certificate's CN, may read every device's events and write their cloud-to-device
-# topics.
+# DIR/acl: a listener on 127.0.0.1:PORT (MOSQ_BIND:PORT if set) with
+# TLS_DIR/{server.pem,server.key}, client certificates required and verified against CLIENT_CA
+# (the root of the devices' chains) and CRL_FILE (PEM, kept by `provisioning-service crl-sync`,
+# re-read on SIGHUP). BACKEND_CN, a client certificate's CN, may read every device's events and
+# write their cloud-to-device topics.
 mosq_configure() {
     local dir=$1 port=$2 tls=$3 client_ca=$4 crl=$5 backend=${6:-hub-backend}
     mkdir -p "$dir"

@@ -1,7 +1,7 @@
 //! The EK and SRK: found at their persistent handles, or created from their templates and
 //! persisted there.
 
-use dps_protocol::tpm::templates::{ek_rsa2048, srk_rsa2048};
+use dps_protocol::tpm::templates::srk_rsa2048;
 use tss_esapi::constants::CapabilityType;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::dynamic_handles::Persistent;
@@ -123,17 +123,13 @@ fn ensure(
     Ok(KeyHandle::from(persisted))
 }
 
-/// The TCG default RSA-2048 EK (EK Credential Profile, template L-1).
+/// The EK at `handle`, created from `template` (one of the TCG EK templates) if none is there.
 pub(super) fn ensure_endorsement_key(
     ctx: &mut Context,
     handle: u32,
+    template: &dps_protocol::tpm::Public,
 ) -> Result<KeyHandle, TpmError> {
-    ensure(
-        ctx,
-        handle,
-        Hierarchy::Endorsement,
-        &ek_rsa2048(vec![0; 256]),
-    )
+    ensure(ctx, handle, Hierarchy::Endorsement, template)
 }
 
 /// The RSA-2048 SRK (TCG TPM v2.0 Provisioning Guidance).

@@ -47,9 +47,59 @@ pub use nv::{EK_CHAIN_INDICES, RSA_EK_CERTIFICATE_INDEX};
 /// The largest input of one `TPM2_HMAC` (`MAX_DIGEST_BUFFER`, the size of `TPM2B_MAX_BUFFER`).
 pub const MAX_HMAC_INPUT: usize = 1024;
 
+/// Which of the TCG EK templates the device uses (EK Credential Profile 2.5): the one its
+/// manufacturer certified. Each has its template, its conventional persistent handle and the NV
+/// index of its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EkType {
+    /// L-1: RSA-2048, SHA-256, AES-128 (what DPS and the Azure clients know).
+    #[default]
+    Rsa2048,
+    /// L-2: ECC P-256, SHA-256, AES-128.
+    EccP256,
+    /// H-3: ECC P-384, SHA-384, AES-256 (what swtpm_setup makes beside the RSA EK).
+    EccP384,
+}
+
+impl EkType {
+    /// Where the EK is persisted by default: the TCG Provisioning Guidance's 0x81010001 for
+    /// RSA; 0x81010016 for H-3, as swtpm_setup persists it (the high range's handles follow its
+    /// certificate's NV index); 0x81010003 for L-2 (0x81010002 holds the attestation key).
+    #[must_use]
+    pub fn default_handle(self) -> u32 {
+        match self {
+            Self::Rsa2048 => EK_PERSISTENT_HANDLE,
+            Self::EccP256 => 0x8101_0003,
+            Self::EccP384 => 0x8101_0016,
+        }
+    }
+
+    /// The NV index of this EK's certificate (L-1 0x01C00002, L-2 0x01C0000A, H-3 0x01C00016).
+    #[must_use]
+    pub fn certificate_index(self) -> u32 {
+        match self {
+            Self::Rsa2048 => RSA_EK_CERTIFICATE_INDEX,
+            Self::EccP256 => 0x01C0_000A,
+            Self::EccP384 => 0x01C0_0016,
+        }
+    }
+
+    /// The template the TPM derives the EK from.
+    fn template(self) -> dps_protocol::tpm::Public {
+        use dps_protocol::tpm::templates::{ek_ecc_p256, ek_ecc_p384, ek_rsa2048};
+        match self {
+            Self::Rsa2048 => ek_rsa2048(vec![0; 256]),
+            Self::EccP256 => ek_ecc_p256(vec![0; 32], vec![0; 32]),
+            Self::EccP384 => ek_ecc_p384(Vec::new(), Vec::new()),
+        }
+    }
+}
+
 /// Where each key lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handles {
+    /// The EK's template (and so its certificate's NV index).
+    pub ek_type: EkType,
     pub endorsement_key: u32,
     pub storage_root_key: u32,
     pub device_key: u32,
@@ -60,6 +110,7 @@ pub struct Handles {
 impl Default for Handles {
     fn default() -> Self {
         Self {
+            ek_type: EkType::Rsa2048,
             endorsement_key: EK_PERSISTENT_HANDLE,
             storage_root_key: SRK_PERSISTENT_HANDLE,
             device_key: DEVICE_KEY_PERSISTENT_HANDLE,
@@ -109,16 +160,16 @@ impl Tpm {
         })
     }
 
-    /// The EK's `TPM2B_PUBLIC`, creating and persisting the TCG default RSA-2048 EK if absent.
+    /// The EK's `TPM2B_PUBLIC`, creating and persisting it from its type's template if absent.
     pub fn endorsement_key(&mut self) -> Result<Vec<u8>, TpmError> {
         let handle = self.ensure_ek()?;
         keys::read_public_tpm2b(&mut self.context, handle)
     }
 
-    /// The EK certificate the manufacturer stored in NV (the RSA-2048 EK's, index
-    /// [`RSA_EK_CERTIFICATE_INDEX`]), as stored; `None` if the TPM has none.
+    /// The EK certificate the manufacturer stored in NV (at its type's index,
+    /// [`EkType::certificate_index`]), as stored; `None` if the TPM has none.
     pub fn endorsement_key_certificate(&mut self) -> Result<Option<Vec<u8>>, TpmError> {
-        nv::read(&mut self.context, RSA_EK_CERTIFICATE_INDEX)
+        nv::read(&mut self.context, self.handles.ek_type.certificate_index())
     }
 
     /// The CA certificates a TPM keeps for its EK certificate's chain (NV indices
@@ -367,7 +418,11 @@ impl Tpm {
         if let Some(handle) = self.ek {
             return Ok(handle);
         }
-        let handle = keys::ensure_endorsement_key(&mut self.context, self.handles.endorsement_key)?;
+        let handle = keys::ensure_endorsement_key(
+            &mut self.context,
+            self.handles.endorsement_key,
+            &self.handles.ek_type.template(),
+        )?;
         self.ek = Some(handle);
         Ok(handle)
     }

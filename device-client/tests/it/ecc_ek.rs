@@ -5,30 +5,23 @@
 //! RSA one; the low-range P-256 EK (L-2: SHA-256, AES-128, PolicySecret) is made here with
 //! tss-esapi's TCG template.
 
-use device_client::tpm::{Handles, Tpm};
+use device_client::tpm::{EkType, Handles, Tpm};
 use dps_protocol::tpm::{Public, PublicParameters};
 use reqwest::StatusCode;
 use sqlx::PgPool;
 use test_support::{Device, Swtpm, TestApp};
 use tss_esapi::abstraction::ek;
 use tss_esapi::abstraction::AsymmetricAlgorithmSelection;
-use tss_esapi::handles::PersistentTpmHandle;
-use tss_esapi::interface_types::dynamic_handles::Persistent;
 use tss_esapi::interface_types::ecc::EccCurve;
-use tss_esapi::interface_types::resource_handles::Provision;
-use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::traits::Marshall;
 
-/// Where swtpm_setup persists the high-range ECC P-384 EK (TCG Provisioning Guidance).
-const P384_EK_HANDLE: u32 = 0x8101_0016;
-/// Where this test persists a low-range ECC P-256 EK.
-const P256_EK_HANDLE: u32 = 0x8101_0003;
-
-/// The TPM at `tcti` with its EK at `handle`.
-fn with_ek(tcti: &str, handle: u32) -> Tpm {
+/// The TPM at `tcti` using its EK of `ek_type`.
+fn with_ek(tcti: &str, ek_type: EkType) -> Tpm {
     Tpm::open_with_handles(
         tcti,
         Handles {
-            endorsement_key: handle,
+            ek_type,
+            endorsement_key: ek_type.default_handle(),
             ..Handles::default()
         },
     )
@@ -63,14 +56,14 @@ async fn provisions(app: &TestApp, tpm: &mut Tpm) {
 async fn a_tpm_with_a_high_range_p384_ek_provisions_and_a_copy_of_it_does_not(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let swtpm = Swtpm::start();
-    let mut tpm = with_ek(&swtpm.tcti(), P384_EK_HANDLE);
+    let mut tpm = with_ek(&swtpm.tcti(), EkType::EccP384);
     let ek = tpm.endorsement_key().unwrap();
     assert_eq!(curve_and_hash(&ek), (0x0004, 0x000C), "P-384, SHA-384");
     provisions(&app, &mut tpm).await;
 
     let genuine = Device::of(&mut tpm);
     let other = Swtpm::start();
-    let mut impostor = with_ek(&other.tcti(), P384_EK_HANDLE);
+    let mut impostor = with_ek(&other.tcti(), EkType::EccP384);
     let blob = app.challenge(&genuine).await;
     assert!(
         impostor.import_authentication_key(&blob).is_err(),
@@ -78,10 +71,15 @@ async fn a_tpm_with_a_high_range_p384_ek_provisions_and_a_copy_of_it_does_not(po
     );
 }
 
+/// The device client makes the L-2 P-256 EK from its template, and it is the EK tss-esapi's TCG
+/// template makes on the same TPM (same seed, same template, same key); it provisions.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn a_tpm_with_a_low_range_p256_ek_provisions(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let swtpm = Swtpm::start();
+    let ours = with_ek(&swtpm.tcti(), EkType::EccP256)
+        .endorsement_key()
+        .unwrap();
     {
         let mut ctx = tss_esapi::Context::new(swtpm.tcti().parse().unwrap()).unwrap();
         let key = ek::create_ek_object_2(
@@ -90,18 +88,100 @@ async fn a_tpm_with_a_low_range_p256_ek_provisions(pool: PgPool) {
             None,
         )
         .unwrap();
-        ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
-            ctx.evict_control(
-                Provision::Owner,
-                key.into(),
-                Persistent::Persistent(PersistentTpmHandle::new(P256_EK_HANDLE).unwrap()),
-            )
-        })
-        .unwrap();
+        let (public, _, _) = ctx.read_public(key).unwrap();
+        let theirs = tss_esapi::structures::PublicBuffer::try_from(public)
+            .unwrap()
+            .marshall()
+            .unwrap();
+        assert_eq!(ours, theirs, "the L-2 template");
         ctx.flush_context(key.into()).unwrap();
     }
-    let mut tpm = with_ek(&swtpm.tcti(), P256_EK_HANDLE);
-    let ek = tpm.endorsement_key().unwrap();
-    assert_eq!(curve_and_hash(&ek), (0x0003, 0x000B), "P-256, SHA-256");
+    let mut tpm = with_ek(&swtpm.tcti(), EkType::EccP256);
+    assert_eq!(curve_and_hash(&ours), (0x0003, 0x000B), "P-256, SHA-256");
     provisions(&app, &mut tpm).await;
+}
+
+/// The device client's H-3 template makes the very EK swtpm_setup certified: made at another
+/// handle, it equals the one at 0x81010016.
+#[test]
+fn the_h3_template_makes_the_certified_p384_ek() {
+    let swtpm = Swtpm::start();
+    let certified = with_ek(&swtpm.tcti(), EkType::EccP384)
+        .endorsement_key()
+        .unwrap();
+    let ours = Tpm::open_with_handles(
+        &swtpm.tcti(),
+        Handles {
+            ek_type: EkType::EccP384,
+            endorsement_key: 0x8101_0017,
+            ..Handles::default()
+        },
+    )
+    .unwrap()
+    .endorsement_key()
+    .unwrap();
+    assert_eq!(ours, certified);
+}
+
+/// The binary, `--ek-type ecc-p384`, on a TPM no one enrolled: its H-3 EK certificate (from NV
+/// 0x01C00016, swtpm's local CA) admits it to a group that trusts the CA's root, and it
+/// provisions. `ek --json` shows the P-384 EK.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn the_binary_provisions_a_p384_ek_through_a_group_by_its_certificate(pool: PgPool) {
+    use super::provision::{device_client, register_args};
+    let app = TestApp::spawn(pool).await;
+    let swtpm = Swtpm::start();
+    let (root, issuer) = test_support::swtpm::local_ca();
+    let group = serde_json::json!({
+        "enrollmentGroupId": "ecc-line",
+        "attestation": {"type": "tpmEkCertificate", "tpmEkCertificate": {
+            "trustedCaCertificates": [String::from_utf8(root).unwrap()],
+        }},
+    });
+    let (status, body) = app
+        .admin(
+            reqwest::Method::PUT,
+            "/enrollmentGroups/ecc-line",
+            Some(group),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let certificate = with_ek(&swtpm.tcti(), EkType::EccP384)
+        .endorsement_key_certificate()
+        .unwrap()
+        .expect("swtpm_setup stored the P-384 EK's certificate");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("ek.pem");
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n{}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &certificate),
+        String::from_utf8(issuer).unwrap()
+    );
+    std::fs::write(&bundle, pem).unwrap();
+
+    let tcti = swtpm.tcti();
+    let ek = device_client(
+        ["--tcti", &tcti, "--ek-type", "ecc-p384", "ek", "--json"]
+            .map(str::to_owned)
+            .to_vec(),
+    )
+    .await;
+    assert!(ek.status.success(), "{ek:?}");
+    let shown: serde_json::Value = serde_json::from_slice(&ek.stdout).unwrap();
+    let ek_bytes = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        shown["endorsementKey"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(curve_and_hash(&ek_bytes), (0x0004, 0x000C));
+
+    let mut args = register_args(&app, &tcti, &dir.path().join("state.json"));
+    args.splice(2..2, ["--ek-type".to_owned(), "ecc-p384".to_owned()]);
+    args.extend(["--ek-cert-file".to_owned(), bundle.display().to_string()]);
+    let out = device_client(args).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("assigned"),
+        "{out:?}"
+    );
 }

@@ -80,6 +80,66 @@ pub fn ek_rsa2048(modulus: Vec<u8>) -> Public {
     )
 }
 
+/// `authPolicy` of the high-range SHA-384 EK templates (H-3, H-6: TCG EK Credential Profile 2.5,
+/// "PolicyB"): `PolicyOR` of PolicyA (PolicySecret(TPM_RH_ENDORSEMENT)) and PolicyC
+/// (PolicyAuthorizeNV), each with SHA-384.
+pub const EK_POLICY_B_SHA384: [u8; 48] = [
+    0xB2, 0x6E, 0x7D, 0x28, 0xD1, 0x1A, 0x50, 0xBC, 0x53, 0xD8, 0x82, 0xBC, 0xF5, 0xFD, 0x3A, 0x1A,
+    0x07, 0x41, 0x48, 0xBB, 0x35, 0xD3, 0xB4, 0xE4, 0xCB, 0x1C, 0x0A, 0xD9, 0xBD, 0xE4, 0x19, 0xCA,
+    0xCB, 0x47, 0xBA, 0x09, 0x69, 0x96, 0x46, 0x15, 0x0F, 0x9F, 0xC0, 0x00, 0xF3, 0xF8, 0x0E, 0x12,
+];
+
+fn ecc_storage_key(
+    name_alg: u16,
+    attributes: u32,
+    auth_policy: Vec<u8>,
+    (curve_id, aes_bits): (u16, u16),
+    (x, y): (Vec<u8>, Vec<u8>),
+) -> Public {
+    Public {
+        name_alg,
+        object_attributes: attributes,
+        auth_policy,
+        parameters: PublicParameters::Ecc {
+            symmetric: Some(SymDefObject {
+                key_bits: aes_bits,
+                ..SymDefObject::AES_128_CFB
+            }),
+            scheme: Scheme::null(),
+            curve_id,
+            kdf: Scheme::null(),
+            x,
+            y,
+        },
+    }
+}
+
+/// The low-range ECC P-256 EK (template L-2: SHA-256, AES-128, PolicyA, no userWithAuth) with
+/// point (`x`, `y`); its template has 32 zero bytes in each.
+#[must_use]
+pub fn ek_ecc_p256(x: Vec<u8>, y: Vec<u8>) -> Public {
+    ecc_storage_key(
+        TPM_ALG_SHA256,
+        EK_ATTRIBUTES,
+        EK_POLICY_SECRET_ENDORSEMENT.to_vec(),
+        (NIST_P256, 128),
+        (x, y),
+    )
+}
+
+/// The high-range ECC P-384 EK (template H-3: SHA-384, AES-256, PolicyB, userWithAuth) with
+/// point (`x`, `y`); its template has empty ones.
+#[must_use]
+pub fn ek_ecc_p384(x: Vec<u8>, y: Vec<u8>) -> Public {
+    ecc_storage_key(
+        super::constants::TPM_ALG_SHA384,
+        EK_ATTRIBUTES | TPMA_OBJECT_USER_WITH_AUTH,
+        EK_POLICY_B_SHA384.to_vec(),
+        (NIST_P384, 256),
+        (x, y),
+    )
+}
+
 /// The RSA-2048 SRK with the given modulus (a template has an empty one).
 #[must_use]
 pub fn srk_rsa2048(modulus: Vec<u8>) -> Public {
