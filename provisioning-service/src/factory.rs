@@ -9,7 +9,7 @@ use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use dps_protocol::tpm::templates::ek_rsa2048;
+use dps_protocol::tpm::templates::{ek_ecc_p256, ek_ecc_p384, ek_rsa2048};
 use dps_protocol::tpm::Public;
 use dps_protocol::RegistrationId;
 use rsa::pkcs1::DecodeRsaPublicKey;
@@ -84,9 +84,10 @@ impl EkTrust {
 }
 
 /// The EK an EK certificate carries (DER, or PEM with CA certificates after it), as the
-/// TPM2B_PUBLIC of the TCG default RSA-2048 EK template, once the certificate is checked as the
-/// service checks a group device's: it chains to `trust`, has the TCG EK certificate usage, and
-/// certifies an RSA-2048 key with exponent 65537.
+/// TPM2B_PUBLIC of its TCG EK template, once the certificate is checked as the service checks a
+/// group device's: it chains to `trust`, has the TCG EK certificate usage, and certifies an
+/// RSA-2048 key with exponent 65537 (template L-1), an ECC P-256 key (L-2) or an ECC P-384 key
+/// (H-3), its point on its curve.
 pub fn endorsement_key_from_certificate(
     bytes: &[u8],
     trust: &EkTrust,
@@ -111,12 +112,25 @@ pub fn endorsement_key_from_certificate(
     certificate
         .chain_to(&trust.anchors, &chain)
         .map_err(|e| bad(e.to_string()))?;
-    match certificate.key {
+    let ek = match certificate.key {
         CertifiedKey::Rsa { modulus, exponent } if modulus.len() == 256 && exponent == 65_537 => {
-            Ok(ek_rsa2048(modulus).to_tpm2b())
+            ek_rsa2048(modulus)
         }
-        _ => Err(bad("not an RSA-2048 EK with exponent 65537".to_owned())),
-    }
+        CertifiedKey::Ec { point } if point.first() == Some(&0x04) && point.len() == 65 => {
+            ek_ecc_p256(point[1..33].to_vec(), point[33..].to_vec())
+        }
+        CertifiedKey::Ec { point } if point.first() == Some(&0x04) && point.len() == 97 => {
+            ek_ecc_p384(point[1..49].to_vec(), point[49..].to_vec())
+        }
+        _ => {
+            return Err(bad(
+                "not an RSA-2048 (exponent 65537), ECC P-256 or ECC P-384 EK".to_owned(),
+            ))
+        }
+    };
+    ek.check_credential_key("EK")
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(ek.to_tpm2b())
 }
 
 /// Reads an EK given as base64 of TPM2B_PUBLIC, or of an EK certificate's DER (checked against

@@ -336,3 +336,52 @@ async fn enroll_by_ek_certificate(pool: PgPool) {
         }
     );
 }
+
+/// Real vendors' ECC P-256 EK certificates (STMicroelectronics, Infineon; `../shared/ek-certs`)
+/// enroll through the factory: checked against the vendor's root and intermediate, the EK they
+/// certify is written as the TCG L-2 template around the certificate's point.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn vendor_ecc_ek_certificates_enroll(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    for vendor in ["STM-2", "IFX-3"] {
+        let certs = test_support::workspace_root()
+            .join("../shared/ek-certs")
+            .join(vendor);
+        let trust = dir.path().join(format!("{vendor}.pem"));
+        let cas = [
+            std::fs::read(certs.join("root.pem")).unwrap(),
+            std::fs::read(certs.join("intermediate.pem")).unwrap(),
+        ]
+        .concat();
+        std::fs::write(&trust, cas).unwrap();
+        let (id, outcome) = factory::enroll_one(
+            &pool,
+            &EnrollArgs {
+                ek_cert: Some(certs.join("ek.der")),
+                ek_ca_file: Some(trust),
+                ..args()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{vendor}: {e}"));
+        assert_eq!(outcome, Outcome::Written, "{vendor}");
+        let ek: Vec<u8> = sqlx::query_scalar(
+            "SELECT endorsement_key FROM enrollments WHERE registration_id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let public = dps_protocol::tpm::Public::from_tpm2b(&ek).unwrap();
+        assert!(
+            matches!(
+                public.parameters,
+                dps_protocol::tpm::PublicParameters::Ecc {
+                    curve_id: 0x0003,
+                    ..
+                }
+            ),
+            "{vendor}"
+        );
+    }
+}
