@@ -27,8 +27,8 @@ struct Cli {
     tcti: Option<String>,
     /// Which endorsement key to use, by the TCG template its manufacturer certified:
     /// rsa2048 (L-1, at 0x81010001, certificate at NV 0x01C00002; what DPS knows), ecc-p256
-    /// (L-2, at 0x81010003, NV 0x01C0000A) or ecc-p384 (H-3, at 0x81010016, NV 0x01C00016). The
-    /// EK is made from its template if absent.
+    /// (L-2, at 0x81010003, NV 0x01C0000A), ecc-p384 (H-3, at 0x81010016, NV 0x01C00016) or
+    /// rsa3072 (H-6, at 0x8101001C, NV 0x01C0001C). The EK is made from its template if absent.
     #[arg(
         long,
         env = "DPS_EK_TYPE",
@@ -111,6 +111,7 @@ enum EkChoice {
     Rsa2048,
     EccP256,
     EccP384,
+    Rsa3072,
 }
 
 impl From<EkChoice> for EkType {
@@ -119,6 +120,7 @@ impl From<EkChoice> for EkType {
             EkChoice::Rsa2048 => Self::Rsa2048,
             EkChoice::EccP256 => Self::EccP256,
             EkChoice::EccP384 => Self::EccP384,
+            EkChoice::Rsa3072 => Self::Rsa3072,
         }
     }
 }

@@ -5,14 +5,14 @@
 //! that name loaded. In this protocol the credential is the inner wrapping key of the
 //! duplicated HMAC key, and the object is the SRK (or a nonce, and the attestation key).
 //!
-//! The EK may be RSA (the seed RSA-OAEP encrypted, SHA-256) or ECC P-256/P-384 (the seed shared
-//! by ECDH, [`crate::ecc`]); the seed's size, KDFa and the integrity HMAC follow the EK's
+//! The EK may be RSA (the seed RSA-OAEP encrypted with the EK's nameAlg: SHA-256, or SHA-384 for
+//! the high-range RSA-3072 EK) or ECC P-256/P-384 (the seed shared by ECDH, [`crate::ecc`]); the seed's size, KDFa and the integrity HMAC follow the EK's
 //! nameAlg, the encryption its AES key size.
 
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
-use crate::crypto::{oaep_encrypt, outer_wrap_with, LABEL_IDENTITY, SHA256_SIZE};
+use crate::crypto::{oaep_encrypt_with, outer_wrap_with, LABEL_IDENTITY};
 use crate::error::CryptoError;
 use crate::marshal::tpm2b;
 use crate::tpm::{CredentialKey, Name, Public, Tpm2bEncryptedSecret, Tpm2bIdObject};
@@ -44,9 +44,9 @@ pub fn make_credential(
     }
     let (seed, secret) = match &ek_key {
         CredentialKey::Rsa(key) => {
-            let mut seed = Zeroizing::new(vec![0u8; SHA256_SIZE]);
+            let mut seed = Zeroizing::new(vec![0u8; hash.size()]);
             rng.fill_bytes(seed.as_mut());
-            let secret = oaep_encrypt(key, LABEL_IDENTITY, seed.as_ref(), rng)?;
+            let secret = oaep_encrypt_with(hash, key, LABEL_IDENTITY, seed.as_ref(), rng)?;
             (seed, secret)
         }
         CredentialKey::Ecc(point) => point.share_seed(hash, LABEL_IDENTITY.as_bytes(), rng)?,

@@ -127,40 +127,52 @@ impl EncryptionKey {
 /// crypto-bigint's Montgomery multiplier for [`BoxedMontyForm`] (not exported by name).
 type Multiplier<'a> = <BoxedMontyForm as crypto_bigint::MontyForm>::Multiplier<'a>;
 
-/// MGF1 with SHA-256 (RFC 8017 B.2.1): XORs `mask` with the mask generated from `seed`.
-fn mgf1_sha256_xor(mask: &mut [u8], seed: &[u8]) {
-    for (counter, chunk) in (0u32..).zip(mask.chunks_mut(SHA256_SIZE)) {
-        let block = sha256(&[seed, &counter.to_be_bytes()]);
-        for (byte, m) in chunk.iter_mut().zip(block) {
+/// MGF1 (RFC 8017 B.2.1) with `hash`: XORs `mask` with the mask generated from `seed`.
+fn mgf1_xor(hash: NameHash, mask: &mut [u8], seed: &[u8]) {
+    for (counter, chunk) in (0u32..).zip(mask.chunks_mut(hash.size())) {
+        let block = Zeroizing::new(hash.digest(&[seed, &counter.to_be_bytes()]));
+        for (byte, m) in chunk.iter_mut().zip(block.iter()) {
             *byte ^= m;
         }
     }
 }
 
-/// RSA-OAEP-SHA-256 encryption with a TPM label (RFC 8017 §7.1.1, MGF1-SHA-256 as TPM 2.0
-/// Part 1 Annex B.4 uses it), drawing the 32-byte OAEP seed from `rng`.
+/// RSA-OAEP-SHA-256 encryption with a TPM label: [`oaep_encrypt_with`] SHA-256.
 pub fn oaep_encrypt(
     key: &EncryptionKey,
     label: &str,
     data: &[u8],
     rng: &mut impl CryptoRngCore,
 ) -> Result<Vec<u8>, CryptoError> {
-    let k = key.size;
-    if data.len() + 2 * SHA256_SIZE + 2 > k {
+    oaep_encrypt_with(NameHash::Sha256, key, label, data, rng)
+}
+
+/// RSA-OAEP encryption with a TPM label (RFC 8017 §7.1.1), the OAEP hash and MGF1 both `hash`
+/// (the receiving key's nameAlg, as TPM 2.0 Part 1 Annex B.4 uses it), drawing the OAEP seed
+/// from `rng`.
+pub fn oaep_encrypt_with(
+    hash: NameHash,
+    key: &EncryptionKey,
+    label: &str,
+    data: &[u8],
+    rng: &mut impl CryptoRngCore,
+) -> Result<Vec<u8>, CryptoError> {
+    let (k, h) = (key.size, hash.size());
+    if data.len() + 2 * h + 2 > k {
         return Err(CryptoError::Oaep {
             operation: "encryption",
         });
     }
     // EM = 0x00 || maskedSeed || maskedDB, DB = lHash || PS (zeros) || 0x01 || M.
     let mut encoded = Zeroizing::new(vec![0u8; k]);
-    let (seed, db) = encoded[1..].split_at_mut(SHA256_SIZE);
+    let (seed, db) = encoded[1..].split_at_mut(h);
     rng.fill_bytes(seed);
-    db[..SHA256_SIZE].copy_from_slice(&sha256(&[label.as_bytes()]));
+    db[..h].copy_from_slice(&hash.digest(&[label.as_bytes()]));
     let message_at = db.len() - data.len();
     db[message_at - 1] = 1;
     db[message_at..].copy_from_slice(data);
-    mgf1_sha256_xor(db, seed);
-    mgf1_sha256_xor(seed, db);
+    mgf1_xor(hash, db, seed);
+    mgf1_xor(hash, seed, db);
     // The top byte is 0 and the modulus's is not, so the message is below the modulus.
     let Ok(mut message) = BoxedUint::from_be_slice(&encoded, key.modulus.bits_precision()) else {
         unreachable!("the encoded message has the modulus's length")

@@ -71,7 +71,8 @@ impl NameHash {
         }
     }
 
-    fn digest(self, parts: &[&[u8]]) -> Vec<u8> {
+    /// The hash over the concatenation of `parts`.
+    pub(crate) fn digest(self, parts: &[&[u8]]) -> Vec<u8> {
         fn run<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
             let mut h = D::new();
             for p in parts {

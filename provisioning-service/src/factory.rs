@@ -9,7 +9,7 @@ use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use dps_protocol::tpm::templates::{ek_ecc_p256, ek_ecc_p384, ek_rsa2048};
+use dps_protocol::tpm::templates::{ek_ecc_p256, ek_ecc_p384, ek_rsa2048, ek_rsa3072};
 use dps_protocol::tpm::Public;
 use dps_protocol::RegistrationId;
 use rsa::pkcs1::DecodeRsaPublicKey;
@@ -86,8 +86,8 @@ impl EkTrust {
 /// The EK an EK certificate carries (DER, or PEM with CA certificates after it), as the
 /// TPM2B_PUBLIC of its TCG EK template, once the certificate is checked as the service checks a
 /// group device's: it chains to `trust`, has the TCG EK certificate usage, and certifies an
-/// RSA-2048 key with exponent 65537 (template L-1), an ECC P-256 key (L-2) or an ECC P-384 key
-/// (H-3), its point on its curve.
+/// RSA-2048 key with exponent 65537 (template L-1), an RSA-3072 one (H-6), an ECC P-256 key (L-2)
+/// or an ECC P-384 key (H-3), its point on its curve.
 pub fn endorsement_key_from_certificate(
     bytes: &[u8],
     trust: &EkTrust,
@@ -116,6 +116,9 @@ pub fn endorsement_key_from_certificate(
         CertifiedKey::Rsa { modulus, exponent } if modulus.len() == 256 && exponent == 65_537 => {
             ek_rsa2048(modulus)
         }
+        CertifiedKey::Rsa { modulus, exponent } if modulus.len() == 384 && exponent == 65_537 => {
+            ek_rsa3072(modulus)
+        }
         CertifiedKey::Ec { point } if point.first() == Some(&0x04) && point.len() == 65 => {
             ek_ecc_p256(point[1..33].to_vec(), point[33..].to_vec())
         }
@@ -124,7 +127,8 @@ pub fn endorsement_key_from_certificate(
         }
         _ => {
             return Err(bad(
-                "not an RSA-2048 (exponent 65537), ECC P-256 or ECC P-384 EK".to_owned(),
+                "not an RSA-2048 or RSA-3072 (exponent 65537), ECC P-256 or ECC P-384 EK"
+                    .to_owned(),
             ))
         }
     };

@@ -59,38 +59,45 @@ pub enum EkType {
     EccP256,
     /// H-3: ECC P-384, SHA-384, AES-256 (what swtpm_setup makes beside the RSA EK).
     EccP384,
+    /// H-6: RSA-3072, SHA-384, AES-256.
+    Rsa3072,
 }
 
 impl EkType {
     /// Where the EK is persisted by default: the TCG Provisioning Guidance's 0x81010001 for
-    /// RSA; 0x81010016 for H-3, as swtpm_setup persists it (the high range's handles follow its
-    /// certificate's NV index); 0x81010003 for L-2 (0x81010002 holds the attestation key).
+    /// RSA-2048; 0x81010016 for H-3, as swtpm_setup persists it (the high range's handles follow
+    /// the certificate's NV index), and 0x8101001C for H-6 likewise; 0x81010003 for L-2
+    /// (0x81010002 holds the attestation key).
     #[must_use]
     pub fn default_handle(self) -> u32 {
         match self {
             Self::Rsa2048 => EK_PERSISTENT_HANDLE,
             Self::EccP256 => 0x8101_0003,
             Self::EccP384 => 0x8101_0016,
+            Self::Rsa3072 => 0x8101_001C,
         }
     }
 
-    /// The NV index of this EK's certificate (L-1 0x01C00002, L-2 0x01C0000A, H-3 0x01C00016).
+    /// The NV index of this EK's certificate (L-1 0x01C00002, L-2 0x01C0000A, H-3 0x01C00016,
+    /// H-6 0x01C0001C).
     #[must_use]
     pub fn certificate_index(self) -> u32 {
         match self {
             Self::Rsa2048 => RSA_EK_CERTIFICATE_INDEX,
             Self::EccP256 => 0x01C0_000A,
             Self::EccP384 => 0x01C0_0016,
+            Self::Rsa3072 => 0x01C0_001C,
         }
     }
 
     /// The template the TPM derives the EK from.
     fn template(self) -> dps_protocol::tpm::Public {
-        use dps_protocol::tpm::templates::{ek_ecc_p256, ek_ecc_p384, ek_rsa2048};
+        use dps_protocol::tpm::templates::{ek_ecc_p256, ek_ecc_p384, ek_rsa2048, ek_rsa3072};
         match self {
             Self::Rsa2048 => ek_rsa2048(vec![0; 256]),
             Self::EccP256 => ek_ecc_p256(vec![0; 32], vec![0; 32]),
             Self::EccP384 => ek_ecc_p384(Vec::new(), Vec::new()),
+            Self::Rsa3072 => ek_rsa3072(Vec::new()),
         }
     }
 }

@@ -9,7 +9,7 @@
 mod attestation;
 mod certificates;
 mod config_reference;
-mod ecc_ek;
+mod ek_types;
 mod handshake;
 mod hub;
 mod mtls;

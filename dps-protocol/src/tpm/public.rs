@@ -10,7 +10,7 @@ use super::constants::{
     TPM_ALG_ECC, TPM_ALG_ECDAA, TPM_ALG_ECDH, TPM_ALG_ECDSA, TPM_ALG_ECMQV, TPM_ALG_ECSCHNORR,
     TPM_ALG_HMAC, TPM_ALG_KDF1_SP800_108, TPM_ALG_KDF1_SP800_56A, TPM_ALG_KDF2, TPM_ALG_KEYEDHASH,
     TPM_ALG_MGF1, TPM_ALG_NULL, TPM_ALG_OAEP, TPM_ALG_RSA, TPM_ALG_RSAES, TPM_ALG_RSAPSS,
-    TPM_ALG_RSASSA, TPM_ALG_SHA256, TPM_ALG_SM2, TPM_ALG_SM4, TPM_ALG_XOR,
+    TPM_ALG_RSASSA, TPM_ALG_SM2, TPM_ALG_SM4, TPM_ALG_XOR,
 };
 use crate::crypto::{AesKeyBits, EncryptionKey};
 use crate::ecc::EccPoint;
@@ -175,6 +175,15 @@ pub enum PublicParameters {
 pub enum CredentialKey {
     Rsa(EncryptionKey),
     Ecc(EccPoint),
+}
+
+/// What [`Public`]'s RSA checks return: the key to encrypt to, its nameAlg and AES key size.
+struct CheckedRsa<'a> {
+    modulus: &'a [u8],
+    /// 65537 when the public area says 0.
+    exponent: u32,
+    hash: NameHash,
+    sym_key_bits: AesKeyBits,
 }
 
 /// A `TPMT_PUBLIC`.
@@ -375,8 +384,11 @@ impl Public {
             y,
         } = &self.parameters
         else {
-            let (key, bits) = self.encryption_key(role)?;
-            return Ok((CredentialKey::Rsa(key), NameHash::Sha256, bits));
+            // RSA: nameAlg SHA-256 (L-1, H-1) or SHA-384 (H-6, RSA-3072), the OAEP hash.
+            let rsa = self.checked_rsa(role, true)?;
+            let key = EncryptionKey::new(rsa.modulus, rsa.exponent)
+                .ok_or(CryptoError::InvalidRsaKey { role })?;
+            return Ok((CredentialKey::Rsa(key), rsa.hash, rsa.sym_key_bits));
         };
         let unsuitable = |reason| CryptoError::UnsuitableKey { role, reason };
         let hash = NameHash::from_alg(self.name_alg)
@@ -395,7 +407,7 @@ impl Public {
     pub fn check_credential_key(&self, role: &'static str) -> Result<(), CryptoError> {
         match self.parameters {
             PublicParameters::Ecc { .. } => self.credential_key(role).map(drop),
-            _ => self.checked_storage_key(role).map(drop),
+            _ => self.checked_rsa(role, true).map(drop),
         }
     }
 
@@ -429,10 +441,19 @@ impl Public {
         &self,
         role: &'static str,
     ) -> Result<((&[u8], u32), AesKeyBits), CryptoError> {
+        self.checked_rsa(role, false)
+            .map(|rsa| ((rsa.modulus, rsa.exponent), rsa.sym_key_bits))
+    }
+
+    /// The RSA checks: nameAlg SHA-256, or SHA-384 too with `sha384` (a credential target).
+    fn checked_rsa(&self, role: &'static str, sha384: bool) -> Result<CheckedRsa<'_>, CryptoError> {
         let unsuitable = |reason| CryptoError::UnsuitableKey { role, reason };
-        if self.name_alg != TPM_ALG_SHA256 {
-            return Err(unsuitable("nameAlg is not SHA-256"));
-        }
+        let hash = match NameHash::from_alg(self.name_alg) {
+            Some(NameHash::Sha256) => NameHash::Sha256,
+            Some(NameHash::Sha384) if sha384 => NameHash::Sha384,
+            _ if sha384 => return Err(unsuitable("nameAlg is not SHA-256 or SHA-384")),
+            _ => return Err(unsuitable("nameAlg is not SHA-256")),
+        };
         let PublicParameters::Rsa {
             symmetric,
             key_bits,
@@ -459,6 +480,11 @@ impl Public {
             return Err(unsuitable("RSA exponent is not 65537"));
         }
         let exponent = if *exponent == 0 { 65_537 } else { *exponent };
-        Ok(((modulus.as_slice(), exponent), sym_key_bits))
+        Ok(CheckedRsa {
+            modulus,
+            exponent,
+            hash,
+            sym_key_bits,
+        })
     }
 }

@@ -140,6 +140,27 @@ pub fn ek_ecc_p384(x: Vec<u8>, y: Vec<u8>) -> Public {
     )
 }
 
+/// The high-range RSA-3072 EK (template H-6: SHA-384, AES-256, PolicyB, userWithAuth) with the
+/// given modulus; its template has an empty one.
+#[must_use]
+pub fn ek_rsa3072(modulus: Vec<u8>) -> Public {
+    Public {
+        name_alg: super::constants::TPM_ALG_SHA384,
+        object_attributes: EK_ATTRIBUTES | TPMA_OBJECT_USER_WITH_AUTH,
+        auth_policy: EK_POLICY_B_SHA384.to_vec(),
+        parameters: PublicParameters::Rsa {
+            symmetric: Some(SymDefObject {
+                key_bits: 256,
+                ..SymDefObject::AES_128_CFB
+            }),
+            scheme: Scheme::null(),
+            key_bits: 3072,
+            exponent: 0,
+            modulus,
+        },
+    }
+}
+
 /// The RSA-2048 SRK with the given modulus (a template has an empty one).
 #[must_use]
 pub fn srk_rsa2048(modulus: Vec<u8>) -> Public {

@@ -1,6 +1,7 @@
-//! TPMs whose endorsement key is ECC (issue 30): the service's software `MakeCredential` to an
-//! ECC EK (ECDH on the EK's curve, KDFe, the EK's nameAlg and AES size) is activated by swtpm,
-//! end to end through the service. swtpm_setup manufactures every test TPM with a high-range
+//! TPMs whose endorsement key is not the RSA-2048 one DPS knows (issue 30): the service's
+//! software `MakeCredential` to an ECC EK (ECDH on the EK's curve, KDFe, the EK's nameAlg and AES
+//! size) or to the high-range RSA-3072 EK (OAEP, KDFa and HMAC with SHA-384, AES-256) is
+//! activated by swtpm, end to end through the service. swtpm_setup manufactures every test TPM with a high-range
 //! ECC P-384 EK (template H-3: SHA-384, AES-256, userWithAuth) persisted at 0x81010016 beside the
 //! RSA one; the low-range P-256 EK (L-2: SHA-256, AES-128, PolicySecret) is made here with
 //! tss-esapi's TCG template.
@@ -26,6 +27,19 @@ fn with_ek(tcti: &str, ek_type: EkType) -> Tpm {
         },
     )
     .unwrap()
+}
+
+/// The `TPM2B_PUBLIC` of the EK tss-esapi makes from its TCG template for `algorithm` (made,
+/// read, flushed).
+fn tss_esapi_ek(swtpm: &Swtpm, algorithm: AsymmetricAlgorithmSelection) -> Vec<u8> {
+    let mut ctx = tss_esapi::Context::new(swtpm.tcti().parse().unwrap()).unwrap();
+    let key = ek::create_ek_object_2(&mut ctx, algorithm, None).unwrap();
+    let (public, _, _) = ctx.read_public(key).unwrap();
+    ctx.flush_context(key.into()).unwrap();
+    tss_esapi::structures::PublicBuffer::try_from(public)
+        .unwrap()
+        .marshall()
+        .unwrap()
 }
 
 /// The curve and nameAlg of an EK.
@@ -71,34 +85,51 @@ async fn a_tpm_with_a_high_range_p384_ek_provisions_and_a_copy_of_it_does_not(po
     );
 }
 
-/// The device client makes the L-2 P-256 EK from its template, and it is the EK tss-esapi's TCG
-/// template makes on the same TPM (same seed, same template, same key); it provisions.
+/// On a fresh TPM, the device client makes the EK of `ek_type` from its template; it must be
+/// the EK tss-esapi's TCG template for `algorithm` makes on the same TPM (same seed, same
+/// template, same key), and it provisions. Returns its `TPM2B_PUBLIC`.
+async fn made_from_the_tcg_template_and_provisioned(
+    app: &TestApp,
+    ek_type: EkType,
+    algorithm: AsymmetricAlgorithmSelection,
+) -> Vec<u8> {
+    let swtpm = Swtpm::start();
+    let ours = with_ek(&swtpm.tcti(), ek_type).endorsement_key().unwrap();
+    assert_eq!(ours, tss_esapi_ek(&swtpm, algorithm), "{ek_type:?}");
+    provisions(app, &mut with_ek(&swtpm.tcti(), ek_type)).await;
+    ours
+}
+
+/// The low-range P-256 EK (L-2).
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn a_tpm_with_a_low_range_p256_ek_provisions(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let swtpm = Swtpm::start();
-    let ours = with_ek(&swtpm.tcti(), EkType::EccP256)
-        .endorsement_key()
-        .unwrap();
-    {
-        let mut ctx = tss_esapi::Context::new(swtpm.tcti().parse().unwrap()).unwrap();
-        let key = ek::create_ek_object_2(
-            &mut ctx,
-            AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
-            None,
-        )
-        .unwrap();
-        let (public, _, _) = ctx.read_public(key).unwrap();
-        let theirs = tss_esapi::structures::PublicBuffer::try_from(public)
-            .unwrap()
-            .marshall()
-            .unwrap();
-        assert_eq!(ours, theirs, "the L-2 template");
-        ctx.flush_context(key.into()).unwrap();
-    }
-    let mut tpm = with_ek(&swtpm.tcti(), EkType::EccP256);
-    assert_eq!(curve_and_hash(&ours), (0x0003, 0x000B), "P-256, SHA-256");
-    provisions(&app, &mut tpm).await;
+    let ek = made_from_the_tcg_template_and_provisioned(
+        &app,
+        EkType::EccP256,
+        AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+    )
+    .await;
+    assert_eq!(curve_and_hash(&ek), (0x0003, 0x000B), "P-256, SHA-256");
+}
+
+/// The high-range RSA-3072 EK (H-6): OAEP, KDFa and HMAC with SHA-384 to a 3072-bit key.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_tpm_with_a_high_range_rsa3072_ek_provisions(pool: PgPool) {
+    use tss_esapi::interface_types::key_bits::RsaKeyBits;
+    let app = TestApp::spawn(pool).await;
+    let ek = made_from_the_tcg_template_and_provisioned(
+        &app,
+        EkType::Rsa3072,
+        AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa3072),
+    )
+    .await;
+    let public = Public::from_tpm2b(&ek).unwrap();
+    assert_eq!(public.name_alg, 0x000C, "SHA-384");
+    assert!(matches!(
+        public.parameters,
+        PublicParameters::Rsa { key_bits: 3072, .. }
+    ));
 }
 
 /// The device client's H-3 template makes the very EK swtpm_setup certified: made at another
