@@ -369,8 +369,9 @@ impl Public {
 
     /// Checks that this key can receive a credential (`MakeCredential`'s target: an EK) and
     /// returns it with its nameAlg and AES key size: an RSA key as [`Public::storage_key`]
-    /// accepts it, or an ECC restricted decryption key with AES-CFB on NIST P-256 or P-384,
-    /// nameAlg SHA-256 or SHA-384 (the TCG templates L-2, H-2, H-3), its point on its curve.
+    /// accepts it but with nameAlg SHA-256 or SHA-384 (L-1, H-1, H-6), or an ECC restricted
+    /// decryption key with AES-CFB on NIST P-256 or P-384, nameAlg SHA-256 or SHA-384 (the TCG
+    /// templates L-2, H-2, H-3), its point on its curve.
     pub fn credential_key(
         &self,
         role: &'static str,
