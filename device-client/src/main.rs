@@ -337,11 +337,34 @@ fn open_tpm(cli: &Cli) -> anyhow::Result<Tpm> {
     Tpm::open_with_handles(&tcti, handles).with_context(|| format!("cannot open the TPM at {tcti:?}; is the device present, and is this user allowed to use it?"))
 }
 
+/// The service at `endpoint` for `id_scope`, trusting `ca_file` too if given.
+fn dps_client(
+    endpoint: &str,
+    id_scope: &str,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<DpsClient> {
+    let ca = ca_file.map(DpsClient::read_ca).transpose()?;
+    Ok(DpsClient::new(
+        endpoint,
+        id_scope,
+        ca.as_deref(),
+        Duration::from_secs(30),
+    )?)
+}
+
+/// The certificate beside the state file, checked now against the key in the TPM.
+fn certificate_identity(cli: &Cli, hub: &HubArgs) -> Result<Identity, IdentityError> {
+    let now = i64::try_from(now()).unwrap_or(i64::MAX);
+    Identity::load(
+        &provision::chain_file(&hub.state_file),
+        &tpm_location(cli),
+        now,
+    )
+}
+
 /// The credential `--auth` asks for; by default the certificate when it is there and valid.
 fn credential(cli: &Cli, hub: &HubArgs) -> anyhow::Result<Credential> {
-    let chain = provision::chain_file(&hub.state_file);
-    let now = i64::try_from(now()).unwrap_or(i64::MAX);
-    let certificate = || Identity::load(&chain, &tpm_location(cli), now);
+    let certificate = || certificate_identity(cli, hub);
     Ok(match hub.auth {
         Some(AuthChoice::Sas) => Credential::Sas(open_tpm(cli)?),
         Some(AuthChoice::Certificate) => Credential::Certificate(certificate()?),
@@ -425,17 +448,7 @@ fn connect(
 /// asking for a certificate again if the device held one; then the credential reloaded.
 fn reregister(cli: &Cli, hub: &HubArgs, credential: &mut Credential) -> anyhow::Result<()> {
     let state = provision::load_state(&hub.state_file).context("no state file")?;
-    let ca = hub
-        .dps_ca_file
-        .as_deref()
-        .map(DpsClient::read_ca)
-        .transpose()?;
-    let client = DpsClient::new(
-        &state.endpoint,
-        &state.id_scope,
-        ca.as_deref(),
-        Duration::from_secs(30),
-    )?;
+    let client = dps_client(&state.endpoint, &state.id_scope, hub.dps_ca_file.as_deref())?;
     let by_certificate = matches!(credential, Credential::Certificate(_));
     let options = Options {
         registration_id: Some(state.registration_id),
@@ -457,9 +470,7 @@ fn reregister(cli: &Cli, hub: &HubArgs, credential: &mut Credential) -> anyhow::
         Credential::Certificate(_) => {
             // A context of its own, closed before the handshake's signatures open theirs.
             provision::provision(&mut open_tpm(cli)?, &client, &options)?;
-            let now = i64::try_from(now()).unwrap_or(i64::MAX);
-            let chain = provision::chain_file(&hub.state_file);
-            *credential = Credential::Certificate(Identity::load(&chain, &tpm_location(cli), now)?);
+            *credential = Credential::Certificate(certificate_identity(cli, hub)?);
         }
     }
     tracing::info!("registered again");
@@ -571,17 +582,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Register(args) => {
-            let ca = args
-                .ca_file
-                .as_deref()
-                .map(DpsClient::read_ca)
-                .transpose()?;
-            let client = DpsClient::new(
-                &args.endpoint,
-                &args.id_scope,
-                ca.as_deref(),
-                Duration::from_secs(30),
-            )?;
+            let client = dps_client(&args.endpoint, &args.id_scope, args.ca_file.as_deref())?;
             let mut tpm = open_tpm(&cli)?;
             let options = Options {
                 registration_id: args.registration_id.clone(),

@@ -11,8 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use dps_protocol::crypto::sha256;
 use dps_protocol::sas::{self, REGISTRATION_KEY_NAME};
 use dps_protocol::wire::{
@@ -395,15 +393,10 @@ fn answer(
 
 /// Writes the issued chain as PEM, leaf first.
 fn save_chain(path: &Path, chain: &[Base64Bytes]) -> Result<(), ProvisionError> {
-    let mut pem = String::new();
-    for certificate in chain {
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        for line in STANDARD.encode(&certificate.0).as_bytes().chunks(64) {
-            pem.push_str(&String::from_utf8_lossy(line));
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-    }
+    let pem: String = chain
+        .iter()
+        .map(|certificate| dps_protocol::ek_cert::pem_block("CERTIFICATE", &certificate.0))
+        .collect();
     std::fs::write(path, pem).map_err(|source| ProvisionError::StateFile {
         path: path.display().to_string(),
         source,

@@ -443,6 +443,23 @@ fn likely_issuer(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bo
     text(cert.issuer()) == text(issuer.subject())
 }
 
+/// One PEM block (RFC 7468): `label` (`CERTIFICATE`, `X509 CRL`) around `der` in base64, 64
+/// characters a line.
+#[must_use]
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut text = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        text.push_str(&String::from_utf8_lossy(line));
+        text.push('\n');
+    }
+    text.push_str("-----END ");
+    text.push_str(label);
+    text.push_str("-----\n");
+    text
+}
+
 /// The certificates of a PEM bundle, as DER.
 pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, EkCertError> {
     let mut out = Vec::new();

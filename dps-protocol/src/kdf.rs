@@ -4,6 +4,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha384};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::tpm::constants::{TPM_ALG_SHA256, TPM_ALG_SHA384};
@@ -56,19 +57,10 @@ impl NameHash {
     /// Checks an HMAC tag in constant time.
     #[must_use]
     pub fn hmac_verify(self, key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
-        fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
-            let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
-                unreachable!("HMAC takes keys of any size")
-            };
-            for p in parts {
-                mac.update(p);
-            }
-            mac.verify_slice(tag).is_ok()
-        }
-        match self {
-            Self::Sha256 => run::<Hmac<Sha256>>(key, parts, tag),
-            Self::Sha384 => run::<Hmac<Sha384>>(key, parts, tag),
-        }
+        Zeroizing::new(self.hmac(key, parts))
+            .as_slice()
+            .ct_eq(tag)
+            .into()
     }
 
     /// The hash over the concatenation of `parts`.
@@ -85,31 +77,6 @@ impl NameHash {
             Self::Sha384 => run::<Sha384>(parts),
         }
     }
-}
-
-/// Derives `bits / 8` bytes with HMAC-SHA-256 (see [`kdfa_into`]).
-#[must_use]
-pub fn kdfa_sha256(
-    key: &[u8],
-    label: &[u8],
-    context_u: &[u8],
-    context_v: &[u8],
-    bits: u32,
-) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(vec![0u8; (bits / 8) as usize]);
-    kdfa_into(NameHash::Sha256, key, label, context_u, context_v, &mut out);
-    out
-}
-
-/// [`kdfa_into`] with HMAC-SHA-256.
-pub fn kdfa_sha256_into(
-    key: &[u8],
-    label: &[u8],
-    context_u: &[u8],
-    context_v: &[u8],
-    out: &mut [u8],
-) {
-    kdfa_into(NameHash::Sha256, key, label, context_u, context_v, out);
 }
 
 /// Fills `out` with KDFa output of `out.len() * 8` bits:

@@ -11,8 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
@@ -65,17 +63,6 @@ fn read_crl(der: &[u8], issuer_der: &[u8]) -> Result<Age, CrlSyncError> {
         number: crl.crl_number().and_then(|n| u64::try_from(n).ok()),
         entries: crl.iter_revoked_certificates().count(),
     })
-}
-
-fn pem(der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut text = String::from("-----BEGIN X509 CRL-----\n");
-    for line in body.as_bytes().chunks(64) {
-        text.push_str(&String::from_utf8_lossy(line));
-        text.push('\n');
-    }
-    text.push_str("-----END X509 CRL-----\n");
-    text
 }
 
 /// Writes `text` to `path` through a file beside it renamed over it.
@@ -160,7 +147,10 @@ impl Syncer {
             Some((written, _)) if age <= *written => return Err(CrlSyncError::Older),
             _ => {}
         }
-        replace(&args.out, &pem(&der))?;
+        replace(
+            &args.out,
+            &dps_protocol::ek_cert::pem_block("X509 CRL", &der),
+        )?;
         self.written = Some((age, der));
         if let Some(pidfile) = &args.reload_pidfile {
             signal(pidfile)?;

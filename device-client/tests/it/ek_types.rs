@@ -183,11 +183,8 @@ async fn the_binary_provisions_a_p384_ek_through_a_group_by_its_certificate(pool
         .expect("swtpm_setup stored the P-384 EK's certificate");
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("ek.pem");
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n{}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &certificate),
-        String::from_utf8(issuer).unwrap()
-    );
+    let pem = dps_protocol::ek_cert::pem_block("CERTIFICATE", &certificate)
+        + &String::from_utf8(issuer).unwrap();
     std::fs::write(&bundle, pem).unwrap();
 
     let tcti = swtpm.tcti();

@@ -66,10 +66,7 @@ fn chain_of(body: &Value) -> Vec<Vec<u8>> {
 }
 
 fn pem(der: &[u8]) -> String {
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        STANDARD.encode(der)
-    )
+    dps_protocol::ek_cert::pem_block("CERTIFICATE", der)
 }
 
 /// A device with a CSR is assigned with a chain (leaf, issuing CA, root) that `openssl verify`
