@@ -18,6 +18,9 @@
 # (dps-loadgen --csr-policy); BENCH_CSR=P-256 does the same with P-256 CAs and device keys.
 # BENCH_ATTEST=1 makes the fleet attest (dps-loadgen --attest: an attestation key per device, a
 # quote per registration, enrollments with attestationPolicy require).
+# BENCH_EK=ecc-p256 (or ecc-p384) gives the fleet ECC EKs (dps-loadgen --ek-type; registration
+# ids prefixed by the type, so each type has its own enrollments). BENCH_CHALLENGE=1 runs only
+# the challenge leg (dps-loadgen --challenge-only), to compare what an EK type costs there.
 # BENCH_STATEMENTS=1 prints, after each row, what Postgres spent it on: the top BENCH_TOP
 # (default 6) statements by execution time (pg_stat_statements: calls, mean ms, plans and mean
 # planning ms if pg_stat_statements.track_planning is on, buffers read per call) and each
@@ -65,6 +68,7 @@ common=(--id-scope 0ne00BENCH --ca-file "$work/secrets/ca.pem" --devices "$devic
 [[ -n ${BENCH_ATTEST:-} ]] && common+=(--attest)
 [[ -n ${BENCH_CSR:-} ]] && common+=(--csr-policy devices)
 [[ ${BENCH_CSR:-} == P-256 ]] && common+=(--csr-p256)
+[[ -n ${BENCH_EK:-} ]] && common+=(--ek-type "$BENCH_EK" --prefix "$BENCH_EK")
 "$loadgen" "${common[@]}" --url "${urls[0]}" --enroll-with-policy-file "$work/secrets/policies" \
     --concurrency 8 --count 1 >/dev/null
 # A warm-up, so that every instance has its pool and caches filled.
@@ -75,7 +79,8 @@ run() { # INSTANCES CONCURRENCY CONNECTIONS [RATE]
     for ((i = 0; i < n; i++)); do targets+=(--url "${urls[$i]}") watch+=(--service-pid "${service_pids[$i]}"); done
     [[ -n ${4:-} ]] && rate=(--rate "$4")
     "$loadgen" "${common[@]}" "${targets[@]}" "${watch[@]}" "${rate[@]}" --postgres-pid "$postmaster" \
-        --concurrency "$2" --connections "$3" --duration "$seconds" --output row
+        --concurrency "$2" --connections "$3" --duration "$seconds" --output row \
+        ${BENCH_CHALLENGE:+--challenge-only}
 }
 
 echo "dps-loadgen, $seconds s per run, $devices devices, $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1))"

@@ -10,7 +10,7 @@ use device_client::certificate::tls::{Identity, IdentityError, TpmLocation};
 use device_client::dps::{self, DpsClient, EkCertificateBundle};
 use device_client::hub::{self, Assignment, HubAuth, HubError, HubOptions, Session};
 use device_client::provision::{self, EkCertificateSource, Options};
-use device_client::tpm::{tcti_from_env, AkAlgorithm, EkType, Handles, Tpm};
+use device_client::tpm::{tcti_from_env, AkAlgorithm, EkType, Handles, SrkType, Tpm};
 use dps_protocol::sas;
 use dps_protocol::RegistrationId;
 
@@ -26,17 +26,30 @@ struct Cli {
     #[arg(long, env = "DPS_TCTI", global = true)]
     tcti: Option<String>,
     /// Which endorsement key to use, by the TCG template its manufacturer certified:
-    /// rsa2048 (L-1, at 0x81010001, certificate at NV 0x01C00002; what DPS knows), ecc-p256
-    /// (L-2, at 0x81010003, NV 0x01C0000A), ecc-p384 (H-3, at 0x81010016, NV 0x01C00016) or
-    /// rsa3072 (H-6, at 0x8101001C, NV 0x01C0001C). The EK is made from its template if absent.
+    /// rsa2048 (L-1, at 0x81010001, certificate at NV 0x01C00002; what DPS knows),
+    /// rsa2048-high (H-1, 0x81010012, NV 0x01C00012), ecc-p256 (L-2, at 0x81010003, NV
+    /// 0x01C0000A), ecc-p256-high (H-2, 0x81010014, NV 0x01C00014), ecc-p384 (H-3, at
+    /// 0x81010016, NV 0x01C00016) or rsa3072 (H-6, at 0x8101001C, NV 0x01C0001C). auto: the first
+    /// of these, in this order, whose certificate the TPM holds; rsa2048 if it holds none. The EK
+    /// is made from its template if absent.
     #[arg(
         long,
         env = "DPS_EK_TYPE",
         global = true,
         value_enum,
-        default_value = "rsa2048"
+        default_value = "auto"
     )]
     ek_type: EkChoice,
+    /// The SRK to make if the TPM has none at 0x81000001: rsa2048 (what the Azure clients make)
+    /// or ecc-p256 (quicker to create). An SRK already there is used whatever its type.
+    #[arg(
+        long,
+        env = "DPS_SRK_TYPE",
+        global = true,
+        value_enum,
+        default_value = "rsa2048"
+    )]
+    srk_type: SrkChoice,
     /// Persistent handle of the device key, the HMAC key the service issued (the Azure clients
     /// use 0x81000100). Formerly --auth-key-handle, still accepted.
     #[arg(long, alias = "auth-key-handle", env = "DPS_DEVICE_KEY_HANDLE", global = true, default_value = "0x81000100", value_parser = parse_handle)]
@@ -108,19 +121,42 @@ struct HubArgs {
 /// `--ek-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EkChoice {
+    Auto,
     Rsa2048,
+    Rsa2048High,
     EccP256,
+    EccP256High,
     EccP384,
     Rsa3072,
 }
 
-impl From<EkChoice> for EkType {
-    fn from(choice: EkChoice) -> Self {
+impl EkChoice {
+    /// The type named; `None` for auto.
+    fn named(self) -> Option<EkType> {
+        Some(match self {
+            Self::Auto => return None,
+            Self::Rsa2048 => EkType::Rsa2048,
+            Self::Rsa2048High => EkType::Rsa2048High,
+            Self::EccP256 => EkType::EccP256,
+            Self::EccP256High => EkType::EccP256High,
+            Self::EccP384 => EkType::EccP384,
+            Self::Rsa3072 => EkType::Rsa3072,
+        })
+    }
+}
+
+/// `--srk-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SrkChoice {
+    Rsa2048,
+    EccP256,
+}
+
+impl From<SrkChoice> for SrkType {
+    fn from(choice: SrkChoice) -> Self {
         match choice {
-            EkChoice::Rsa2048 => Self::Rsa2048,
-            EkChoice::EccP256 => Self::EccP256,
-            EkChoice::EccP384 => Self::EccP384,
-            EkChoice::Rsa3072 => Self::Rsa3072,
+            SrkChoice::Rsa2048 => Self::Rsa2048,
+            SrkChoice::EccP256 => Self::EccP256,
         }
     }
 }
@@ -324,17 +360,28 @@ fn tpm_location(cli: &Cli) -> TpmLocation {
     TpmLocation {
         tcti,
         handles: Handles {
-            ek_type: cli.ek_type.into(),
-            endorsement_key: EkType::from(cli.ek_type).default_handle(),
+            ek_type: cli.ek_type.named().unwrap_or_default(),
+            endorsement_key: cli.ek_type.named().unwrap_or_default().default_handle(),
+            srk_type: cli.srk_type.into(),
             device_key: cli.device_key_handle,
             ..Handles::default()
         },
     }
 }
 
+/// The TPM, using the EK `--ek-type` names or (auto) the one its manufacturer certified.
 fn open_tpm(cli: &Cli) -> anyhow::Result<Tpm> {
     let TpmLocation { tcti, handles } = tpm_location(cli);
-    Tpm::open_with_handles(&tcti, handles).with_context(|| format!("cannot open the TPM at {tcti:?}; is the device present, and is this user allowed to use it?"))
+    let mut tpm = Tpm::open_with_handles(&tcti, handles).with_context(|| format!("cannot open the TPM at {tcti:?}; is the device present, and is this user allowed to use it?"))?;
+    if cli.ek_type == EkChoice::Auto {
+        let certified = tpm
+            .certified_ek_type()
+            .context("looking for the TPM's EK certificates")?;
+        let ek_type = certified.unwrap_or_default();
+        tracing::debug!(?ek_type, certified = certified.is_some(), "EK type");
+        tpm.use_ek_type(ek_type)?;
+    }
+    Ok(tpm)
 }
 
 /// The service at `endpoint` for `id_scope`, trusting `ca_file` too if given.

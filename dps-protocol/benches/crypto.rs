@@ -2,11 +2,11 @@
 //! its unavoidable floor, two RSA-2048 OAEP encryptions (one to the EK, one to the SRK); and
 //! what remote attestation adds: the nonce's `MakeCredential` to the EK bound to the AK, and the
 //! judgement of a real swtpm quote (signature, digest, policy); and `MakeCredential` to each EK
-//! type (RSA-2048, ECC P-256, ECC P-384).
+//! type (RSA-2048, ECC P-256, ECC P-384, RSA-3072) and the whole challenge blob for each.
 //!
 //! `cargo bench -p dps-protocol --bench crypto`
 
-#![allow(clippy::expect_used)]
+#![allow(clippy::expect_used, clippy::panic)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dps_protocol::attest::challenge;
@@ -14,7 +14,7 @@ use dps_protocol::attest::pcrs::PcrValues;
 use dps_protocol::attest::policy::{judge, AttestationPolicy, Evidence, Issued};
 use dps_protocol::crypto::{oaep_encrypt, LABEL_DUPLICATE, LABEL_IDENTITY};
 use dps_protocol::sas::{self, SasToken, SoftwareKey, VerifyPolicy};
-use dps_protocol::tpm::Public;
+use dps_protocol::tpm::{Public, SeedKey};
 use dps_protocol::AuthenticationKey;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -30,8 +30,11 @@ fn bench(c: &mut Criterion) {
     let (ek_bytes, srk_bytes) = device_keys();
     let ek = Public::from_tpm2b(&ek_bytes).expect("EK");
     let srk = Public::from_tpm2b(&srk_bytes).expect("SRK");
-    let (ek_key, _) = ek.encryption_key("EK").expect("EK key");
-    let (srk_key, _) = srk.encryption_key("SRK").expect("SRK key");
+    let rsa = |key: &Public, role| match key.seed_key(role).expect(role).0 {
+        SeedKey::Rsa(key) => key,
+        SeedKey::Ecc(_) => panic!("{role} is RSA"),
+    };
+    let (ek_key, srk_key) = (rsa(&ek, "EK"), rsa(&srk, "SRK"));
     let mut rng = ChaCha20Rng::seed_from_u64(42);
 
     let mut group = c.benchmark_group("registration");
@@ -119,49 +122,31 @@ fn attestation(c: &mut Criterion, ek: &Public, rng: &mut ChaCha20Rng) {
     group.finish();
 }
 
-/// An ECC EK public area on `curve_id` (0x0003 P-256 with SHA-256/AES-128, 0x0004 P-384 with
-/// SHA-384/AES-256) around a fresh point.
-fn ecc_ek(curve_id: u16) -> Public {
-    use aws_lc_rs::agreement::{PrivateKey, ECDH_P256, ECDH_P384};
-    use dps_protocol::tpm::{PublicParameters, Scheme, SymDefObject};
-    let (curve, name_alg, aes_bits) = if curve_id == 0x0004 {
-        (&ECDH_P384, 0x000C, 256)
-    } else {
-        (&ECDH_P256, 0x000B, 128)
-    };
-    let key = PrivateKey::generate(curve).expect("key");
-    let point = key.compute_public_key().expect("point").as_ref().to_vec();
-    let size = (point.len() - 1) / 2;
-    Public {
-        name_alg,
-        object_attributes: dps_protocol::tpm::templates::EK_ATTRIBUTES,
-        auth_policy: Vec::new(),
-        parameters: PublicParameters::Ecc {
-            symmetric: Some(SymDefObject {
-                algorithm: 0x0006,
-                key_bits: aes_bits,
-                mode: 0x0043,
-            }),
-            scheme: Scheme::null(),
-            curve_id,
-            kdf: Scheme::null(),
-            x: point[1..=size].to_vec(),
-            y: point[1 + size..].to_vec(),
-        },
-    }
-}
-
-/// `MakeCredential` of a 32-byte credential bound to the SRK's name, per EK type: the part of a
-/// challenge that depends on the EK.
+/// `MakeCredential` to each EK type, and the whole challenge blob (`MakeCredential` to that EK
+/// plus `Duplicate` to the RSA-2048 SRK): what an EK's type costs the service per challenge.
 fn make_credential_per_ek(c: &mut Criterion) {
+    use dps_protocol::ecc::{EccCurve, EccPrivateKey};
+    use dps_protocol::software_tpm::{PrivateSeedKey, SoftwareTpm};
+    use dps_protocol::tpm::templates::ek_rsa3072;
+    use rsa::traits::PublicKeyParts;
+
     let (ek_bytes, srk_bytes) = device_keys();
     let srk = Public::from_tpm2b(&srk_bytes).expect("SRK");
     let name = dps_protocol::tpm::Name::of(&srk).expect("name");
     let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let mut ecc_ek = |curve| {
+        let srk =
+            PrivateSeedKey::Ecc(EccPrivateKey::generate(EccCurve::P256, &mut rng).expect("SRK"));
+        let ek = PrivateSeedKey::Ecc(EccPrivateKey::generate(curve, &mut rng).expect("EK"));
+        SoftwareTpm::with_keys(ek, srk).ek_public().clone()
+    };
+    let rsa3072 =
+        rsa::RsaPrivateKey::new(&mut ChaCha20Rng::seed_from_u64(3072), 3072).expect("key");
     let eks = [
         ("rsa2048", Public::from_tpm2b(&ek_bytes).expect("EK")),
-        ("ecc_p256", ecc_ek(0x0003)),
-        ("ecc_p384", ecc_ek(0x0004)),
+        ("ecc_p256", ecc_ek(EccCurve::P256)),
+        ("ecc_p384", ecc_ek(EccCurve::P384)),
+        ("rsa3072", ek_rsa3072(rsa3072.n().to_bytes_be())),
     ];
     let mut group = c.benchmark_group("make_credential");
     for (label, ek) in &eks {
@@ -170,6 +155,13 @@ fn make_credential_per_ek(c: &mut Criterion) {
                 dps_protocol::credential::make_credential(ek, &name, &[7; 32], &mut rng)
                     .expect("credential")
             });
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("challenge_blob");
+    for (label, ek) in &eks {
+        group.bench_function(*label, |b| {
+            b.iter(|| AuthenticationKey::issue(ek, &srk, &mut rng).expect("blob"));
         });
     }
     group.finish();

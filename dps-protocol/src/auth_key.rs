@@ -78,8 +78,8 @@ impl AuthenticationKey {
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self, CryptoError> {
         // Both keys must be usable before any randomness is spent.
-        ek.check_credential_key("EK")?;
-        srk.storage_key("SRK")?;
+        ek.check_seed_key("EK")?;
+        srk.check_seed_key("SRK")?;
         let mut seed_value = Zeroizing::new(vec![0u8; 32]);
         rng.fill_bytes(&mut seed_value);
         let mut inner_key = Zeroizing::new([0u8; INNER_KEY_SIZE]);

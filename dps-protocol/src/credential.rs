@@ -12,10 +12,10 @@
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
-use crate::crypto::{oaep_encrypt_with, outer_wrap_with, LABEL_IDENTITY};
+use crate::crypto::{outer_wrap_with, LABEL_IDENTITY};
 use crate::error::CryptoError;
 use crate::marshal::tpm2b;
-use crate::tpm::{CredentialKey, Name, Public, Tpm2bEncryptedSecret, Tpm2bIdObject};
+use crate::tpm::{Name, Public, Tpm2bEncryptedSecret, Tpm2bIdObject};
 
 /// The two outputs of `MakeCredential`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,22 +35,14 @@ pub fn make_credential(
     credential: &[u8],
     rng: &mut impl CryptoRngCore,
 ) -> Result<Credential, CryptoError> {
-    let (ek_key, hash, sym_key_bits) = ek.credential_key("EK")?;
+    let (ek_key, hash, sym_key_bits) = ek.seed_key("EK")?;
     if credential.len() > hash.size() {
         return Err(CryptoError::UnsuitableKey {
             role: "credential",
             reason: "longer than the EK's nameAlg digest",
         });
     }
-    let (seed, secret) = match &ek_key {
-        CredentialKey::Rsa(key) => {
-            let mut seed = Zeroizing::new(vec![0u8; hash.size()]);
-            rng.fill_bytes(seed.as_mut());
-            let secret = oaep_encrypt_with(hash, key, LABEL_IDENTITY, seed.as_ref(), rng)?;
-            (seed, secret)
-        }
-        CredentialKey::Ecc(point) => point.share_seed(hash, LABEL_IDENTITY.as_bytes(), rng)?,
-    };
+    let (seed, secret) = ek_key.share_seed(hash, LABEL_IDENTITY, rng)?;
     let plaintext = Zeroizing::new(tpm2b(credential));
     let id_object = outer_wrap_with(
         hash,

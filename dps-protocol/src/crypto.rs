@@ -182,13 +182,18 @@ pub fn oaep_encrypt_with(
     Ok(ciphertext)
 }
 
-/// RSA-OAEP-SHA-256 decryption with a TPM label (the software device model's side).
+/// RSA-OAEP decryption with a TPM label and `hash` (the software device model's side).
 pub fn oaep_decrypt(
+    hash: NameHash,
     key: &RsaPrivateKey,
     label: &str,
     data: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    key.decrypt(Oaep::new_with_label::<Sha256, _>(label), data)
+    let padding = match hash {
+        NameHash::Sha256 => Oaep::new_with_label::<Sha256, _>(label),
+        NameHash::Sha384 => Oaep::new_with_label::<sha2::Sha384, _>(label),
+    };
+    key.decrypt(padding, data)
         .map(Zeroizing::new)
         .map_err(|_| CryptoError::Oaep {
             operation: "decryption",
@@ -280,12 +285,6 @@ impl AesKey {
     }
 }
 
-/// Outer wrap under `seed` for an object named `name`, with SHA-256 (a SHA-256 parent's):
-/// see [`outer_wrap_with`].
-pub(crate) fn outer_wrap(seed: &[u8], name: &[u8], bits: AesKeyBits, plaintext: &[u8]) -> Vec<u8> {
-    outer_wrap_with(NameHash::Sha256, seed, name, bits, plaintext)
-}
-
 /// Outer wrap under `seed` for an object named `name`, derived with the protecting key's
 /// nameAlg `hash`: `TPM2B(HMAC(KDFa(seed, "INTEGRITY"), ciphertext || name)) || ciphertext` with
 /// `ciphertext = AES-CFB(KDFa(seed, "STORAGE", name), plaintext)`.
@@ -306,17 +305,6 @@ pub(crate) fn outer_wrap_with(
     put_tpm2b(&mut out, &integrity);
     out.extend_from_slice(&ciphertext);
     out
-}
-
-/// Inverse of [`outer_wrap`] (SHA-256): see [`outer_unwrap_with`].
-pub(crate) fn outer_unwrap(
-    seed: &[u8],
-    name: &[u8],
-    bits: AesKeyBits,
-    wrapped: &[u8],
-    structure: &'static str,
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    outer_unwrap_with(NameHash::Sha256, seed, name, bits, wrapped, structure)
 }
 
 /// Inverse of [`outer_wrap_with`]: checks the integrity HMAC (constant time) before decrypting.

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::error::CryptoError;
 use crate::kdf::{kdfe, NameHash};
-use crate::marshal::put_tpm2b;
+use crate::marshal::{put_tpm2b, Reader};
 
 /// `TPM_ECC_NIST_P256` (Part 2, `TPM_ECC_CURVE`).
 pub const TPM_ECC_NIST_P256: u16 = 0x0003;
@@ -40,6 +40,15 @@ impl EccCurve {
             TPM_ECC_NIST_P256 => Some(Self::P256),
             TPM_ECC_NIST_P384 => Some(Self::P384),
             _ => None,
+        }
+    }
+
+    /// Its `TPM_ECC_CURVE`.
+    #[must_use]
+    pub fn tpm_id(self) -> u16 {
+        match self {
+            Self::P256 => TPM_ECC_NIST_P256,
+            Self::P384 => TPM_ECC_NIST_P384,
         }
     }
 
@@ -84,40 +93,6 @@ fn sec1(x: &[u8], y: &[u8], size: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// What an ephemeral ECDH yields: Z (the shared point's x) and the ephemeral point's x and y,
-/// each at the curve's size.
-struct Shared {
-    z: Zeroizing<Vec<u8>>,
-    x: Vec<u8>,
-    y: Vec<u8>,
-}
-
-/// ECDH on `curve` with `peer` (SEC1 uncompressed) and an ephemeral key from `rng`; `None` if
-/// `peer` is not a point of the curve.
-fn ephemeral_ecdh(curve: EccCurve, peer: &[u8], rng: &mut impl CryptoRngCore) -> Option<Shared> {
-    let size = curve.size();
-    let mut scalar = Zeroizing::new(vec![0u8; size]);
-    // A scalar in [1, n-1]: a draw outside (all but impossible on these curves) is redrawn.
-    let private = (0..64).find_map(|_| {
-        rng.fill_bytes(&mut scalar);
-        PrivateKey::from_private_key(curve.ecdh(), &scalar).ok()
-    })?;
-    let public = private.compute_public_key().ok()?;
-    let point = public.as_ref();
-    let z = agreement::agree(
-        &private,
-        UnparsedPublicKey::new(curve.ecdh(), peer),
-        (),
-        |z| Ok(Zeroizing::new(z.to_vec())),
-    )
-    .ok()?;
-    Some(Shared {
-        z,
-        x: point.get(1..=size)?.to_vec(),
-        y: point.get(1 + size..)?.to_vec(),
-    })
-}
-
 impl EccPoint {
     /// The point of a key's public area, checked; `role` names the key in errors.
     pub fn new(curve_id: u16, x: &[u8], y: &[u8], role: &'static str) -> Result<Self, CryptoError> {
@@ -144,16 +119,110 @@ impl EccPoint {
         label: &[u8],
         rng: &mut impl CryptoRngCore,
     ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), CryptoError> {
-        let invalid = CryptoError::UnsuitableKey {
-            role: "ECC key",
+        let ephemeral = EccPrivateKey::generate(self.curve, rng)?;
+        let z = ephemeral.agree(&self.x, &self.y, "ECC key")?;
+        let (ex, ey) = (&ephemeral.point.x, &ephemeral.point.y);
+        let seed = kdfe(hash, &z, label, ex, &self.x, hash.size());
+        let mut secret = Vec::with_capacity(4 + ex.len() + ey.len());
+        put_tpm2b(&mut secret, ex);
+        put_tpm2b(&mut secret, ey);
+        Ok((seed, secret))
+    }
+}
+
+/// An ECC private key held in memory: the software device model's ECC EK or SRK. Not a TPM;
+/// it guards nothing.
+pub struct EccPrivateKey {
+    curve: EccCurve,
+    /// aws-lc-rs's key (its memory is cleansed when dropped).
+    private: PrivateKey,
+    point: EccPoint,
+}
+
+impl std::fmt::Debug for EccPrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EccPrivateKey")
+            .field("point", &self.point)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EccPrivateKey {
+    /// The key with this big-endian scalar (the curve's size), if it is in [1, n-1].
+    #[must_use]
+    pub fn from_scalar(curve: EccCurve, scalar: &[u8]) -> Option<Self> {
+        let private = PrivateKey::from_private_key(curve.ecdh(), scalar).ok()?;
+        let public = private.compute_public_key().ok()?;
+        let encoded = public.as_ref();
+        let size = curve.size();
+        let point = EccPoint {
+            curve,
+            x: encoded.get(1..=size)?.to_vec(),
+            y: encoded.get(1 + size..)?.to_vec(),
+        };
+        Some(Self {
+            curve,
+            private,
+            point,
+        })
+    }
+
+    /// A fresh key from `rng`: a scalar in [1, n-1] (a draw outside, all but impossible on
+    /// these curves, is redrawn; an RNG that never gives one is an error, not a hang).
+    pub fn generate(curve: EccCurve, rng: &mut impl CryptoRngCore) -> Result<Self, CryptoError> {
+        let mut scalar = Zeroizing::new(vec![0u8; curve.size()]);
+        (0..64)
+            .find_map(|_| {
+                rng.fill_bytes(&mut scalar);
+                Self::from_scalar(curve, &scalar)
+            })
+            .ok_or(CryptoError::UnsuitableKey {
+                role: "ephemeral ECC key",
+                reason: "the RNG gave no scalar in range",
+            })
+    }
+
+    /// ECDH with the point (`x`, `y`) of `role`: Z, the shared point's x.
+    fn agree(
+        &self,
+        x: &[u8],
+        y: &[u8],
+        role: &'static str,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let invalid = || CryptoError::UnsuitableKey {
+            role,
             reason: "ECC point is not on its curve",
         };
-        let peer = sec1(&self.x, &self.y, self.curve.size()).ok_or(invalid.clone())?;
-        let Shared { z, x: ex, y: ey } = ephemeral_ecdh(self.curve, &peer, rng).ok_or(invalid)?;
-        let seed = kdfe(hash, &z, label, &ex, &self.x, hash.size());
-        let mut secret = Vec::with_capacity(4 + ex.len() + ey.len());
-        put_tpm2b(&mut secret, &ex);
-        put_tpm2b(&mut secret, &ey);
-        Ok((seed, secret))
+        let peer = sec1(x, y, self.curve.size()).ok_or_else(invalid)?;
+        agreement::agree(
+            &self.private,
+            UnparsedPublicKey::new(self.curve.ecdh(), &peer),
+            (),
+            |z| Ok(Zeroizing::new(z.to_vec())),
+        )
+        .map_err(|()| invalid())
+    }
+
+    /// Its public point, coordinates at the curve's size.
+    #[must_use]
+    pub fn point(&self) -> &EccPoint {
+        &self.point
+    }
+
+    /// The receiving side of [`EccPoint::share_seed`], as `ActivateCredential` and `Import`
+    /// recover it: the seed from the `TPMS_ECC_POINT` in `secret`.
+    pub fn recover_seed(
+        &self,
+        hash: NameHash,
+        label: &[u8],
+        secret: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        const STRUCTURE: &str = "TPMS_ECC_POINT";
+        let mut r = Reader::new(secret);
+        let ex = r.tpm2b(STRUCTURE, self.curve.size())?;
+        let ey = r.tpm2b(STRUCTURE, self.curve.size())?;
+        r.finish(STRUCTURE)?;
+        let z = self.agree(ex, ey, "ephemeral ECC key")?;
+        Ok(kdfe(hash, &z, label, ex, &self.point.x, hash.size()))
     }
 }

@@ -18,6 +18,7 @@
 //!   rule (a re-registration issues a new key).
 //! - **Hostile registration ids.** [`crate::RegistrationId::parse`] admits only DPS's alphabet
 //!   and length, so ids are safe in paths, logs and queries.
-//! - **Weak or odd keys.** [`crate::tpm::Public::storage_key`] admits only restricted RSA
-//!   decryption keys with SHA-256 names and AES-CFB, i.e. what a TPM will actually use as a
-//!   credential target or import parent.
+//! - **Weak or odd keys.** [`crate::tpm::Public::seed_key`] admits only restricted decryption
+//!   keys with SHA-256 or SHA-384 names and AES-CFB — RSA of at least 2048 bits with exponent
+//!   65537, or ECC P-256/P-384 with the point on its curve — i.e. what a TPM will actually use
+//!   as a credential target or import parent.

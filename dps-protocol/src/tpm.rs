@@ -9,5 +9,5 @@ pub mod templates;
 
 pub use buffers::{Tpm2bData, Tpm2bEncryptedSecret, Tpm2bIdObject, Tpm2bPrivate};
 pub use name::Name;
-pub use public::{CredentialKey, Public, PublicParameters, Scheme, SymDefObject};
+pub use public::{Public, PublicParameters, Scheme, SeedKey, SymDefObject};
 pub use sensitive::KeyedHashSensitive;

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(public) = Public::from_tpm2b(data) {
         assert_eq!(public.to_tpm2b(), data, "round trip");
-        let _ = public.encryption_key("EK");
+        let _ = public.seed_key("EK");
         let _ = dps_protocol::tpm::Name::of(&public);
     }
     if let Ok(public) = Public::from_tpmt(data) {

@@ -1,5 +1,6 @@
 //! The software devices: RSA keys generated once (the slow part: ~0.1 s per RSA-2048 key) and
-//! kept in a file, so every run drives the same enrolled fleet.
+//! kept in a file, so every run drives the same enrolled fleet; ECC EKs (`--ek-type`) derived
+//! from the registration id instead, since they take microseconds.
 //!
 //! Each device has its own EK; the fleet shares one SRK (the service never relates SRKs across
 //! devices, and it halves the key generation). The device model is `dps_protocol::software_tpm`,
@@ -10,7 +11,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use dps_protocol::software_tpm::SoftwareTpm;
+use dps_protocol::ecc::{EccCurve, EccPrivateKey};
+use dps_protocol::software_tpm::{PrivateSeedKey, SoftwareTpm};
 
 use crate::attest::SoftAk;
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
@@ -31,6 +33,33 @@ pub struct SoftDevice {
     /// The CSR it sends, and the credential policy its enrollment names, when the fleet asks
     /// for certificates ([`Fleet::requesting_certificates`]).
     pub csr: Option<(Vec<u8>, String)>,
+}
+
+/// The EK the fleet's devices have: the RSA-2048 one DPS knows, or an ECC one (L-2 P-256, H-3
+/// P-384).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetEk {
+    Rsa2048,
+    Ecc(EccCurve),
+}
+
+/// The ECC EK of the device `registration_id`: its scalar is a hash of the id, so every run
+/// sees the same EK and nothing needs keeping. A load generator's keys, not secrets.
+fn derived_ecc_ek(curve: EccCurve, registration_id: &str) -> anyhow::Result<EccPrivateKey> {
+    (0u8..16)
+        .find_map(|attempt| {
+            let digest = ring::digest::digest(
+                &ring::digest::SHA384,
+                &[
+                    b"dps-loadgen ECC EK\0",
+                    registration_id.as_bytes(),
+                    &[attempt],
+                ]
+                .concat(),
+            );
+            EccPrivateKey::from_scalar(curve, &digest.as_ref()[..curve.size()])
+        })
+        .context("no ECC scalar in range")
 }
 
 /// The devices of a run; device `i` is `{prefix}-{i:07}`.
@@ -98,11 +127,13 @@ fn write_keys(path: &Path, keys: &[RsaPrivateKey]) -> anyhow::Result<()> {
 }
 
 impl Fleet {
-    /// `count` devices from the key file at `path`, generating (and saving) the keys it lacks.
-    pub fn load(path: &Path, count: usize, prefix: &str) -> anyhow::Result<Self> {
+    /// `count` devices with EKs of `ek`, from the key file at `path`, generating (and saving)
+    /// the keys it lacks: the SRK, and the RSA EKs.
+    pub fn load(path: &Path, count: usize, prefix: &str, ek: FleetEk) -> anyhow::Result<Self> {
         let mut keys = read_keys(path)?;
-        if keys.len() < count + 1 {
-            let missing = count + 1 - keys.len();
+        let needed = if ek == FleetEk::Rsa2048 { count + 1 } else { 1 };
+        if keys.len() < needed {
+            let missing = needed - keys.len();
             eprintln!(
                 "generating {missing} RSA-2048 keys into {} (once)",
                 path.display()
@@ -112,21 +143,29 @@ impl Fleet {
         }
         let mut keys = keys.into_iter();
         let srk = keys.next().context("no SRK key")?;
-        let devices = keys
-            .take(count)
-            .enumerate()
-            .map(|(i, ek)| {
-                let tpm = SoftwareTpm::new(ek, srk.clone());
-                SoftDevice {
-                    registration_id: format!("{prefix}-{i:07}"),
+        let devices = (0..count)
+            .map(|i| {
+                let registration_id = format!("{prefix}-{i:07}");
+                let ek_key = match ek {
+                    FleetEk::Rsa2048 => {
+                        PrivateSeedKey::Rsa(Box::new(keys.next().context("no EK key")?))
+                    }
+                    FleetEk::Ecc(curve) => {
+                        PrivateSeedKey::Ecc(derived_ecc_ek(curve, &registration_id)?)
+                    }
+                };
+                let tpm =
+                    SoftwareTpm::with_keys(ek_key, PrivateSeedKey::Rsa(Box::new(srk.clone())));
+                Ok(SoftDevice {
+                    registration_id,
                     ek: tpm.ek_public().to_tpm2b(),
                     srk: tpm.srk_public().to_tpm2b(),
                     tpm,
                     ak: None,
                     csr: None,
-                }
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self { devices })
     }
 

@@ -11,9 +11,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use clap::Parser;
 
+use dps_protocol::ecc::EccCurve;
 use loadgen::cpu::Watched;
 use loadgen::device::Target;
-use loadgen::fleet::Fleet;
+use loadgen::fleet::{Fleet, FleetEk};
 use loadgen::run::{self, Connections, Plan};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -48,6 +49,10 @@ struct Args {
     devices: usize,
     #[arg(long, default_value = "loadgen")]
     prefix: String,
+    /// The devices' EK: rsa2048 (kept in --keys-file), ecc-p256 (TCG template L-2) or ecc-p384
+    /// (H-3), derived from the registration id. Enroll again after changing it.
+    #[arg(long, value_enum, default_value = "rsa2048")]
+    ek_type: EkChoice,
     /// Enroll the fleet first through the enrollment API's bulk operation (idempotent), with
     /// the first policy of this `name=base64key` file.
     #[arg(long, env = "LOADGEN_ACCESS_POLICY_FILE")]
@@ -99,6 +104,24 @@ struct Args {
     row_header: bool,
 }
 
+/// `--ek-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EkChoice {
+    Rsa2048,
+    EccP256,
+    EccP384,
+}
+
+impl From<EkChoice> for FleetEk {
+    fn from(choice: EkChoice) -> Self {
+        match choice {
+            EkChoice::Rsa2048 => Self::Rsa2048,
+            EkChoice::EccP256 => Self::Ecc(EccCurve::P256),
+            EkChoice::EccP384 => Self::Ecc(EccCurve::P384),
+        }
+    }
+}
+
 fn first_policy(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -130,7 +153,12 @@ async fn main() -> anyhow::Result<()> {
     let ca = std::fs::read(&args.ca_file)
         .with_context(|| format!("reading {}", args.ca_file.display()))?;
     let tls = loadgen::tls_config(&ca)?;
-    let mut fleet = Fleet::load(&args.keys_file, args.devices, &args.prefix)?;
+    let mut fleet = Fleet::load(
+        &args.keys_file,
+        args.devices,
+        &args.prefix,
+        args.ek_type.into(),
+    )?;
     if args.attest {
         fleet = fleet.attesting()?;
     }

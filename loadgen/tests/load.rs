@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use dps_protocol::ecc::EccCurve;
 use loadgen::device::Target;
-use loadgen::fleet::Fleet;
+use loadgen::fleet::{Fleet, FleetEk};
 use loadgen::run::{self, Connections, Plan};
 use sqlx::PgPool;
 use test_support::{TestApp, ID_SCOPE, POLICY, POLICY_KEY};
@@ -19,19 +20,37 @@ fn keys_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("loadgen-test-{name}.keys"))
 }
 
+/// The service with per-address throttles lifted (every device here is 127.0.0.1), configured
+/// further by `configure`.
+async fn unthrottled(
+    pool: PgPool,
+    configure: impl FnOnce(&mut provisioning_service::settings::Settings),
+) -> TestApp {
+    TestApp::spawn_configured(pool, |s| {
+        s.registration_limit.count = 1_000_000;
+        s.poll_limit.count = 1_000_000;
+        configure(s);
+    })
+    .await
+}
+
 /// The issue this closes: at concurrency 128 a register held a transaction and waited for a
 /// second pooled connection, and the service answered 500 for 30–60 s. Here 256 devices
 /// register at once through two instances sharing one small pool, per-address throttles lifted
 /// (every device is 127.0.0.1): every one is assigned and nothing answers 5xx.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn two_hundred_fifty_six_devices_at_once_all_assigned_without_a_5xx(pool: PgPool) {
-    let first = TestApp::spawn_configured(pool, |s| {
-        s.registration_limit.count = 1_000_000;
-        s.poll_limit.count = 1_000_000;
-    })
-    .await;
+    let first = unthrottled(pool, |_| {}).await;
     let second = first.second_instance().await;
-    let fleet = Arc::new(Fleet::load(&keys_file("devices"), DEVICES, "load-test").unwrap());
+    let fleet = Arc::new(
+        Fleet::load(
+            &keys_file("devices"),
+            DEVICES,
+            "load-test",
+            FleetEk::Rsa2048,
+        )
+        .unwrap(),
+    );
     let tls = loadgen::tls_config(&first.pki.ca_pem).unwrap();
     let client = reqwest::Client::builder()
         .use_preconfigured_tls((*tls).clone())
@@ -113,15 +132,16 @@ async fn enroll_and_run(app: &TestApp, fleet: Fleet, concurrency: usize) -> run:
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn an_attesting_fleet_is_verified_and_assigned(pool: PgPool) {
     const ATTESTING: usize = 32;
-    let app = TestApp::spawn_configured(pool, |s| {
-        s.registration_limit.count = 1_000_000;
-        s.poll_limit.count = 1_000_000;
-    })
-    .await;
-    let fleet = Fleet::load(&keys_file("attesting"), ATTESTING, "attest-test")
-        .unwrap()
-        .attesting()
-        .unwrap();
+    let app = unthrottled(pool, |_| {}).await;
+    let fleet = Fleet::load(
+        &keys_file("attesting"),
+        ATTESTING,
+        "attest-test",
+        FleetEk::Rsa2048,
+    )
+    .unwrap()
+    .attesting()
+    .unwrap();
     let report = enroll_and_run(&app, fleet, 8).await;
     assert_eq!(report.completed, ATTESTING, "{report:#?}");
     let verified: i64 = sqlx::query_scalar(
@@ -141,16 +161,16 @@ async fn a_fleet_with_csrs_is_issued_certificates(pool: PgPool) {
     const REQUESTING: usize = 16;
     let pki = test_support::IssuingPki::new(&[("devices", serde_json::json!({}))]);
     let policies = pki.policies();
-    let app = TestApp::spawn_configured(pool, |s| {
-        s.registration_limit.count = 1_000_000;
-        s.poll_limit.count = 1_000_000;
-        s.credential_policies = policies;
-    })
-    .await;
-    let fleet = Fleet::load(&keys_file("requesting"), REQUESTING, "csr-test")
-        .unwrap()
-        .requesting_certificates("devices", false)
-        .unwrap();
+    let app = unthrottled(pool, |s| s.credential_policies = policies).await;
+    let fleet = Fleet::load(
+        &keys_file("requesting"),
+        REQUESTING,
+        "csr-test",
+        FleetEk::Rsa2048,
+    )
+    .unwrap()
+    .requesting_certificates("devices", false)
+    .unwrap();
     let report = enroll_and_run(&app, fleet, 4).await;
     assert_eq!(report.completed, REQUESTING, "{report:#?}");
     let issued: i64 = sqlx::query_scalar(
@@ -161,4 +181,19 @@ async fn a_fleet_with_csrs_is_issued_certificates(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(issued, i64::try_from(REQUESTING).unwrap());
+}
+
+/// Fleets with ECC EKs (L-2 P-256, H-3 P-384, derived from their ids): the service seals each
+/// credential to the EK's curve, the software device model activates it, and every device is
+/// assigned. (The model's ECC activation is held to tpm2-tools' and swtpm's in device-client's
+/// `tpm2_tools` test.)
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn fleets_with_ecc_eks_are_assigned(pool: PgPool) {
+    const EACH: usize = 16;
+    let app = unthrottled(pool, |_| {}).await;
+    for (curve, prefix) in [(EccCurve::P256, "p256-test"), (EccCurve::P384, "p384-test")] {
+        let fleet = Fleet::load(&keys_file("ecc"), EACH, prefix, FleetEk::Ecc(curve)).unwrap();
+        let report = enroll_and_run(&app, fleet, 4).await;
+        assert_eq!(report.completed, EACH, "{curve:?}: {report:#?}");
+    }
 }

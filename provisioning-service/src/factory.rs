@@ -132,8 +132,7 @@ pub fn endorsement_key_from_certificate(
             ))
         }
     };
-    ek.check_credential_key("EK")
-        .map_err(|e| bad(e.to_string()))?;
+    ek.check_seed_key("EK").map_err(|e| bad(e.to_string()))?;
     Ok(ek.to_tpm2b())
 }
 

@@ -191,12 +191,8 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
             Some(TpmKeys {
                 // The EK receives a credential (RSA, or ECC P-256/P-384); the SRK a
                 // duplicate (RSA).
-                ek: parse_key("endorsementKey", &ek_bytes, |k| {
-                    k.check_credential_key("EK")
-                })?,
-                srk: parse_key("storageRootKey", &srk_bytes, |k| {
-                    k.storage_key("SRK").map(drop)
-                })?,
+                ek: parse_key("endorsementKey", &ek_bytes, |k| k.check_seed_key("EK"))?,
+                srk: parse_key("storageRootKey", &srk_bytes, |k| k.check_seed_key("SRK"))?,
                 ek_bytes,
                 srk_bytes,
                 ek_certificate: tpm.endorsement_key_certificate.map(|c| c.0),

@@ -1,7 +1,6 @@
 //! The EK and SRK: found at their persistent handles, or created from their templates and
 //! persisted there.
 
-use dps_protocol::tpm::templates::srk_rsa2048;
 use tss_esapi::constants::CapabilityType;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::dynamic_handles::Persistent;
@@ -132,12 +131,14 @@ pub(super) fn ensure_endorsement_key(
     ensure(ctx, handle, Hierarchy::Endorsement, template)
 }
 
-/// The RSA-2048 SRK (TCG TPM v2.0 Provisioning Guidance).
+/// The SRK at `handle`, created from `template` (an SRK template of the TCG TPM v2.0
+/// Provisioning Guidance) if none is there.
 pub(super) fn ensure_storage_root_key(
     ctx: &mut Context,
     handle: u32,
+    template: &dps_protocol::tpm::Public,
 ) -> Result<KeyHandle, TpmError> {
-    ensure(ctx, handle, Hierarchy::Owner, &srk_rsa2048(Vec::new()))
+    ensure(ctx, handle, Hierarchy::Owner, template)
 }
 
 /// The key's public area as a marshalled `TPM2B_PUBLIC`.

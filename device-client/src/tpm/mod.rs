@@ -55,8 +55,12 @@ pub enum EkType {
     /// L-1: RSA-2048, SHA-256, AES-128 (what DPS and the Azure clients know).
     #[default]
     Rsa2048,
+    /// H-1: RSA-2048, SHA-256, AES-128, PolicyB and userWithAuth.
+    Rsa2048High,
     /// L-2: ECC P-256, SHA-256, AES-128.
     EccP256,
+    /// H-2: ECC P-256, SHA-256, AES-128, PolicyB and userWithAuth.
+    EccP256High,
     /// H-3: ECC P-384, SHA-384, AES-256 (what swtpm_setup makes beside the RSA EK).
     EccP384,
     /// H-6: RSA-3072, SHA-384, AES-256.
@@ -64,40 +68,77 @@ pub enum EkType {
 }
 
 impl EkType {
-    /// Where the EK is persisted by default: the TCG Provisioning Guidance's 0x81010001 for
-    /// RSA-2048; 0x81010016 for H-3, as swtpm_setup persists it (the high range's handles follow
-    /// the certificate's NV index), and 0x8101001C for H-6 likewise; 0x81010003 for L-2
-    /// (0x81010002 holds the attestation key).
+    /// Every type, in the order [`Tpm::certified_ek_type`] prefers them: RSA-2048 first (the EK
+    /// DPS, the Azure clients and existing enrollments know), then the low range before the high.
+    pub const PREFERENCE: [Self; 6] = [
+        Self::Rsa2048,
+        Self::Rsa2048High,
+        Self::EccP256,
+        Self::EccP256High,
+        Self::EccP384,
+        Self::Rsa3072,
+    ];
+
+    /// Where the EK is persisted by default: the TCG Provisioning Guidance's 0x81010001 for L-1;
+    /// for the high range 0x810100xx after the certificate's NV index 0x01C000xx, as swtpm_setup
+    /// persists H-3 at 0x81010016; 0x81010003 for L-2 (0x81010002 holds the attestation key).
     #[must_use]
     pub fn default_handle(self) -> u32 {
         match self {
             Self::Rsa2048 => EK_PERSISTENT_HANDLE,
             Self::EccP256 => 0x8101_0003,
-            Self::EccP384 => 0x8101_0016,
-            Self::Rsa3072 => 0x8101_001C,
+            high => 0x8101_0000 | (high.certificate_index() & 0xFF),
         }
     }
 
-    /// The NV index of this EK's certificate (L-1 0x01C00002, L-2 0x01C0000A, H-3 0x01C00016,
-    /// H-6 0x01C0001C).
+    /// The NV index of this EK's certificate (L-1 0x01C00002, L-2 0x01C0000A, H-1 0x01C00012,
+    /// H-2 0x01C00014, H-3 0x01C00016, H-6 0x01C0001C).
     #[must_use]
     pub fn certificate_index(self) -> u32 {
         match self {
             Self::Rsa2048 => RSA_EK_CERTIFICATE_INDEX,
             Self::EccP256 => 0x01C0_000A,
+            Self::Rsa2048High => 0x01C0_0012,
+            Self::EccP256High => 0x01C0_0014,
             Self::EccP384 => 0x01C0_0016,
             Self::Rsa3072 => 0x01C0_001C,
         }
     }
 
-    /// The template the TPM derives the EK from.
+    /// The template the TPM derives the EK from: the low range's `unique` zero-filled, the high
+    /// range's empty (mixing them up derives another key).
     fn template(self) -> dps_protocol::tpm::Public {
-        use dps_protocol::tpm::templates::{ek_ecc_p256, ek_ecc_p384, ek_rsa2048, ek_rsa3072};
+        use dps_protocol::tpm::templates::{
+            ek_ecc_p256, ek_ecc_p256_high, ek_ecc_p384, ek_rsa2048, ek_rsa2048_high, ek_rsa3072,
+        };
         match self {
             Self::Rsa2048 => ek_rsa2048(vec![0; 256]),
+            Self::Rsa2048High => ek_rsa2048_high(Vec::new()),
             Self::EccP256 => ek_ecc_p256(vec![0; 32], vec![0; 32]),
+            Self::EccP256High => ek_ecc_p256_high(Vec::new(), Vec::new()),
             Self::EccP384 => ek_ecc_p384(Vec::new(), Vec::new()),
             Self::Rsa3072 => ek_rsa3072(Vec::new()),
+        }
+    }
+}
+
+/// The SRK's template, used when the TPM has no SRK yet: an SRK already persisted at its handle
+/// is used whatever its type (the service duplicates to RSA and ECC SRKs alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SrkType {
+    /// RSA-2048, SHA-256, AES-128 (TCG Provisioning Guidance; what the Azure clients make).
+    #[default]
+    Rsa2048,
+    /// ECC P-256, SHA-256, AES-128 (the Guidance's ECC SRK): quicker to create on most TPMs.
+    EccP256,
+}
+
+impl SrkType {
+    fn template(self) -> dps_protocol::tpm::Public {
+        use dps_protocol::tpm::templates::{srk_ecc_p256, srk_rsa2048};
+        match self {
+            Self::Rsa2048 => srk_rsa2048(Vec::new()),
+            Self::EccP256 => srk_ecc_p256(Vec::new(), Vec::new()),
         }
     }
 }
@@ -108,6 +149,8 @@ pub struct Handles {
     /// The EK's template (and so its certificate's NV index).
     pub ek_type: EkType,
     pub endorsement_key: u32,
+    /// The SRK's template, if one is to be made.
+    pub srk_type: SrkType,
     pub storage_root_key: u32,
     pub device_key: u32,
     pub attestation_key: u32,
@@ -119,6 +162,7 @@ impl Default for Handles {
         Self {
             ek_type: EkType::Rsa2048,
             endorsement_key: EK_PERSISTENT_HANDLE,
+            srk_type: SrkType::Rsa2048,
             storage_root_key: SRK_PERSISTENT_HANDLE,
             device_key: DEVICE_KEY_PERSISTENT_HANDLE,
             attestation_key: AK_PERSISTENT_HANDLE,
@@ -173,6 +217,27 @@ impl Tpm {
         keys::read_public_tpm2b(&mut self.context, handle)
     }
 
+    /// The EK type the manufacturer certified: the first of [`EkType::PREFERENCE`] whose
+    /// certificate index exists, or `None` if the TPM holds no EK certificate.
+    pub fn certified_ek_type(&mut self) -> Result<Option<EkType>, TpmError> {
+        for ek_type in EkType::PREFERENCE {
+            if nv::exists(&mut self.context, ek_type.certificate_index())? {
+                return Ok(Some(ek_type));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Uses the EK of `ek_type` at its default handle from now on.
+    pub fn use_ek_type(&mut self, ek_type: EkType) -> Result<(), TpmError> {
+        self.handles.ek_type = ek_type;
+        self.handles.endorsement_key = ek_type.default_handle();
+        match self.ek.take() {
+            Some(old) => keys::close(&mut self.context, old.into()),
+            None => Ok(()),
+        }
+    }
+
     /// The EK certificate the manufacturer stored in NV (at its type's index,
     /// [`EkType::certificate_index`]), as stored; `None` if the TPM has none.
     pub fn endorsement_key_certificate(&mut self) -> Result<Option<Vec<u8>>, TpmError> {
@@ -189,7 +254,7 @@ impl Tpm {
         Ok(chain)
     }
 
-    /// The SRK's `TPM2B_PUBLIC`, creating and persisting the RSA-2048 SRK if absent.
+    /// The SRK's `TPM2B_PUBLIC`, creating and persisting one of [`Handles::srk_type`] if absent.
     pub fn storage_root_key(&mut self) -> Result<Vec<u8>, TpmError> {
         let handle = self.ensure_srk()?;
         keys::read_public_tpm2b(&mut self.context, handle)
@@ -438,8 +503,11 @@ impl Tpm {
         if let Some(handle) = self.srk {
             return Ok(handle);
         }
-        let handle =
-            keys::ensure_storage_root_key(&mut self.context, self.handles.storage_root_key)?;
+        let handle = keys::ensure_storage_root_key(
+            &mut self.context,
+            self.handles.storage_root_key,
+            &self.handles.srk_type.template(),
+        )?;
         self.srk = Some(handle);
         Ok(handle)
     }

@@ -1,5 +1,5 @@
-//! The EK certificate as the TPM manufacturer stored it in NV (TCG EK Credential Profile 2.x,
-//! §2.2.1.4: the RSA-2048 EK certificate at index 0x01C00002).
+//! The EK certificates as the TPM manufacturer stored them in NV (TCG EK Credential Profile 2.5:
+//! one index per EK template, the RSA-2048 one at 0x01C00002; [`super::EkType`] lists them).
 
 use tss_esapi::abstraction::nv;
 use tss_esapi::constants::CapabilityType;
@@ -39,18 +39,23 @@ pub(super) fn chain_indices(ctx: &mut Context) -> Result<Vec<u32>, TpmError> {
     })
 }
 
-/// The contents of NV index `index` as stored (the certificate's DER, perhaps with a TCG header
-/// or fill; the service trims them), or `None` if the TPM has no such index.
-pub(super) fn read(ctx: &mut Context, index: u32) -> Result<Option<Vec<u8>>, TpmError> {
+/// Whether the TPM has NV index `index` (asked with `GetCapability`, so a missing index is an
+/// answer rather than a logged TPM error).
+pub(super) fn exists(ctx: &mut Context, index: u32) -> Result<bool, TpmError> {
     let (data, _) = ctx
         .get_capability(CapabilityType::Handles, index, 1)
         .map_err(|source| TpmError::Command {
             command: "GetCapability",
             source,
         })?;
-    let present = matches!(data, CapabilityData::Handles(list)
-        if list.first().is_some_and(|h| u32::from(*h) == index));
-    if !present {
+    Ok(matches!(data, CapabilityData::Handles(list)
+        if list.first().is_some_and(|h| u32::from(*h) == index)))
+}
+
+/// The contents of NV index `index` as stored (the certificate's DER, perhaps with a TCG header
+/// or fill; the service trims them), or `None` if the TPM has no such index.
+pub(super) fn read(ctx: &mut Context, index: u32) -> Result<Option<Vec<u8>>, TpmError> {
+    if !exists(ctx, index)? {
         return Ok(None);
     }
     let handle = NvIndexTpmHandle::new(index).map_err(library("NV index handle"))?;

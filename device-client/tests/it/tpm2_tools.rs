@@ -1,6 +1,9 @@
 //! Cross-checks with an independent implementation of credential protection: tpm2-tools'
-//! `tpm2_makecredential -T none` (software, no TPM). Its credential and ours, for the same
-//! EK, SRK name and secret, must both activate on swtpm to that secret.
+//! `tpm2_makecredential -T none` (software, no TPM; OpenSSL's RSA-OAEP, or ECDH and KDFe for an
+//! ECC EK). Its credential and ours, for the same EK, SRK name and secret, must both activate
+//! on swtpm to that secret, for the RSA-2048 EK, the low-range P-256 EK and swtpm_setup's
+//! high-range P-384 EK (SHA-384, AES-256); and its ECC credentials must activate in
+//! `dps-protocol`'s software device model too (the load generator's).
 //!
 //! The activated secret is observed through the whole import: it is the inner wrapping key of
 //! a duplicate built by `dps-protocol`, so the key only imports, and its HMAC only matches, if
@@ -18,7 +21,8 @@ use dps_protocol::AuthenticationKey;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use test_support::{rng, TestTpm};
+use device_client::tpm::{EkType, Handles, Tpm};
+use test_support::{rng, Swtpm, TestTpm};
 
 /// tpm2-tools' credential file: magic `0xBADCC0DE`, version 1, `TPM2B_ID_OBJECT`,
 /// `TPM2B_ENCRYPTED_SECRET`.
@@ -59,7 +63,47 @@ fn tpm2_tools_credential(
 
 #[test]
 fn tpm2_makecredential_and_ours_activate_to_the_same_secret() {
-    let mut t = TestTpm::fresh();
+    for ek_type in [EkType::Rsa2048, EkType::EccP256, EkType::EccP384] {
+        let swtpm = Swtpm::start();
+        let tpm = Tpm::open_with_handles(
+            &swtpm.tcti(),
+            Handles {
+                ek_type,
+                endorsement_key: ek_type.default_handle(),
+                ..Handles::default()
+            },
+        )
+        .expect("open swtpm");
+        both_activate(TestTpm { tpm, swtpm }, &format!("{ek_type:?}"));
+    }
+}
+
+/// tpm2-tools' ECC credential activates in the software device model: its ECDH, KDFe and
+/// derivations with the EK's nameAlg and AES size are ours.
+#[test]
+fn tpm2_makecredential_to_a_software_ecc_ek_activates_in_the_software_device() {
+    use dps_protocol::ecc::{EccCurve, EccPrivateKey};
+    use dps_protocol::software_tpm::{PrivateSeedKey, SoftwareTpm};
+    let mut rng = rng("tpm2-tools software");
+    for curve in [EccCurve::P256, EccCurve::P384] {
+        let device = SoftwareTpm::with_keys(
+            PrivateSeedKey::Ecc(EccPrivateKey::generate(curve, &mut rng).expect("EK")),
+            PrivateSeedKey::Ecc(EccPrivateKey::generate(EccCurve::P256, &mut rng).expect("SRK")),
+        );
+        let name = Name::of(device.srk_public()).expect("SRK name");
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let (id_object, encrypted) = tpm2_tools_credential(device.ek_public(), &name, &secret);
+        let activated = device
+            .activate_credential(&id_object, &encrypted)
+            .unwrap_or_else(|e| panic!("{curve:?}: {e:?}"));
+        assert_eq!(activated.as_slice(), secret, "{curve:?}");
+    }
+}
+
+/// Ours and tpm2-tools' credentials for `t`'s EK, each carrying the inner key of one duplicate,
+/// both import on `t`.
+fn both_activate(mut t: TestTpm, case: &str) {
     let (ek, srk) = (t.ek(), t.srk());
     let srk_name = Name::of(&srk).expect("SRK name");
     let mut rng = rng("tpm2-tools");
@@ -96,11 +140,13 @@ fn tpm2_makecredential_and_ours_activate_to_the_same_secret() {
         };
         t.tpm
             .import_authentication_key(&blob.to_bytes())
-            .unwrap_or_else(|e| panic!("{who}: credential did not activate to the secret: {e:?}"));
+            .unwrap_or_else(|e| {
+                panic!("{case}, {who}: credential did not activate to the secret: {e:?}")
+            });
         assert_eq!(
             t.tpm.hmac(b"cross-check").expect("hmac"),
             dps_protocol::crypto::hmac_sha256(&hmac_key, &[b"cross-check"]),
-            "{who}"
+            "{case}, {who}"
         );
     }
 }

@@ -12,7 +12,10 @@ use super::constants::{
     TPM_ALG_MGF1, TPM_ALG_NULL, TPM_ALG_OAEP, TPM_ALG_RSA, TPM_ALG_RSAES, TPM_ALG_RSAPSS,
     TPM_ALG_RSASSA, TPM_ALG_SM2, TPM_ALG_SM4, TPM_ALG_XOR,
 };
-use crate::crypto::{AesKeyBits, EncryptionKey};
+use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
+
+use crate::crypto::{oaep_encrypt_with, AesKeyBits, EncryptionKey};
 use crate::ecc::EccPoint;
 use crate::error::{CryptoError, DecodeError};
 use crate::kdf::NameHash;
@@ -170,11 +173,34 @@ pub enum PublicParameters {
     },
 }
 
-/// The key of an EK as `MakeCredential` sends a secret to it ([`Public::credential_key`]).
+/// A key a seed is sent to, as `MakeCredential` sends one to an EK and `Duplicate` to a new
+/// parent ([`Public::seed_key`]).
 #[derive(Clone, Debug)]
-pub enum CredentialKey {
+pub enum SeedKey {
     Rsa(EncryptionKey),
     Ecc(EccPoint),
+}
+
+impl SeedKey {
+    /// A fresh seed of `hash`'s size and the secret that carries it to this key: RSA-OAEP with
+    /// `hash` and `label`, or an ephemeral ECDH point and KDFe (Part 1, "Secret Sharing").
+    /// `label` includes its NUL ([`crate::crypto::LABEL_IDENTITY`], `LABEL_DUPLICATE`).
+    pub(crate) fn share_seed(
+        &self,
+        hash: NameHash,
+        label: &str,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), CryptoError> {
+        match self {
+            Self::Rsa(key) => {
+                let mut seed = Zeroizing::new(vec![0u8; hash.size()]);
+                rng.fill_bytes(seed.as_mut());
+                let secret = oaep_encrypt_with(hash, key, label, seed.as_ref(), rng)?;
+                Ok((seed, secret))
+            }
+            Self::Ecc(point) => point.share_seed(hash, label.as_bytes(), rng),
+        }
+    }
 }
 
 /// What [`Public`]'s RSA checks return: the key to encrypt to, its nameAlg and AES key size.
@@ -344,38 +370,19 @@ impl Public {
         crate::marshal::tpm2b(&self.to_tpmt())
     }
 
-    /// Checks that this key can receive protected secrets the way this protocol sends them to
-    /// an SRK (a Duplicate parent) and an RSA EK, and returns the size of its AES-CFB key.
+    /// Checks that this key can receive a seed — `MakeCredential`'s target (an EK) or a
+    /// `Duplicate` parent (an SRK) — and returns it with its nameAlg and AES key size.
     ///
     /// TPM 2.0 Part 1 §24 requires a restricted decryption key with a symmetric algorithm; we
-    /// also require SHA-256 as nameAlg, RSA and AES-CFB, which is what the TCG default EK and
-    /// SRK templates use. `role` names the key in errors ("EK", "SRK"). An EK may also be ECC:
-    /// [`Public::credential_key`].
-    pub fn storage_key(&self, role: &'static str) -> Result<AesKeyBits, CryptoError> {
-        self.checked_storage_key(role).map(|(_, bits)| bits)
-    }
-
-    /// [`Public::storage_key`]'s checks, then the RSA key to encrypt to: only where a secret is
-    /// sent (building the key costs a modular reduction; the checks alone do not).
-    pub fn encryption_key(
+    /// also require AES-CFB and nameAlg SHA-256 or SHA-384, which is what the TCG EK templates
+    /// (L-1, L-2, H-1…H-3, H-6) and the SRK templates of the Provisioning Guidance use. Either an
+    /// RSA key of at least 2048 bits with exponent 65537, or an ECC key (scheme and KDF
+    /// `TPM_ALG_NULL`) on NIST P-256 or P-384 whose point is on its curve. `role` names the key
+    /// in errors ("EK", "SRK").
+    pub fn seed_key(
         &self,
         role: &'static str,
-    ) -> Result<(EncryptionKey, AesKeyBits), CryptoError> {
-        let ((modulus, exponent), bits) = self.checked_storage_key(role)?;
-        let key =
-            EncryptionKey::new(modulus, exponent).ok_or(CryptoError::InvalidRsaKey { role })?;
-        Ok((key, bits))
-    }
-
-    /// Checks that this key can receive a credential (`MakeCredential`'s target: an EK) and
-    /// returns it with its nameAlg and AES key size: an RSA key as [`Public::storage_key`]
-    /// accepts it but with nameAlg SHA-256 or SHA-384 (L-1, H-1, H-6), or an ECC restricted
-    /// decryption key with AES-CFB on NIST P-256 or P-384, nameAlg SHA-256 or SHA-384 (the TCG
-    /// templates L-2, H-2, H-3), its point on its curve.
-    pub fn credential_key(
-        &self,
-        role: &'static str,
-    ) -> Result<(CredentialKey, NameHash, AesKeyBits), CryptoError> {
+    ) -> Result<(SeedKey, NameHash, AesKeyBits), CryptoError> {
         let PublicParameters::Ecc {
             symmetric,
             scheme,
@@ -385,11 +392,10 @@ impl Public {
             y,
         } = &self.parameters
         else {
-            // RSA: nameAlg SHA-256 (L-1, H-1) or SHA-384 (H-6, RSA-3072), the OAEP hash.
-            let rsa = self.checked_rsa(role, true)?;
+            let rsa = self.checked_rsa(role)?;
             let key = EncryptionKey::new(rsa.modulus, rsa.exponent)
                 .ok_or(CryptoError::InvalidRsaKey { role })?;
-            return Ok((CredentialKey::Rsa(key), rsa.hash, rsa.sym_key_bits));
+            return Ok((SeedKey::Rsa(key), rsa.hash, rsa.sym_key_bits));
         };
         let unsuitable = |reason| CryptoError::UnsuitableKey { role, reason };
         let hash = NameHash::from_alg(self.name_alg)
@@ -400,15 +406,15 @@ impl Public {
             return Err(unsuitable("an ECC decryption key with a scheme or KDF"));
         }
         let point = EccPoint::new(*curve_id, x, y, role)?;
-        Ok((CredentialKey::Ecc(point), hash, bits))
+        Ok((SeedKey::Ecc(point), hash, bits))
     }
 
-    /// [`Public::credential_key`]'s checks without building an RSA key (that costs a modular
-    /// reduction): for validating an EK where no secret is sent yet.
-    pub fn check_credential_key(&self, role: &'static str) -> Result<(), CryptoError> {
+    /// [`Public::seed_key`]'s checks without building an RSA key (that costs a modular
+    /// reduction): for validating a key where no secret is sent yet.
+    pub fn check_seed_key(&self, role: &'static str) -> Result<(), CryptoError> {
         match self.parameters {
-            PublicParameters::Ecc { .. } => self.credential_key(role).map(drop),
-            _ => self.checked_rsa(role, true).map(drop),
+            PublicParameters::Ecc { .. } => self.seed_key(role).map(drop),
+            _ => self.checked_rsa(role).map(drop),
         }
     }
 
@@ -437,24 +443,11 @@ impl Public {
         }
     }
 
-    /// The checks of [`Public::storage_key`]; returns the modulus and the exponent.
-    fn checked_storage_key(
-        &self,
-        role: &'static str,
-    ) -> Result<((&[u8], u32), AesKeyBits), CryptoError> {
-        self.checked_rsa(role, false)
-            .map(|rsa| ((rsa.modulus, rsa.exponent), rsa.sym_key_bits))
-    }
-
-    /// The RSA checks: nameAlg SHA-256, or SHA-384 too with `sha384` (a credential target).
-    fn checked_rsa(&self, role: &'static str, sha384: bool) -> Result<CheckedRsa<'_>, CryptoError> {
+    /// The RSA checks of [`Public::seed_key`].
+    fn checked_rsa(&self, role: &'static str) -> Result<CheckedRsa<'_>, CryptoError> {
         let unsuitable = |reason| CryptoError::UnsuitableKey { role, reason };
-        let hash = match NameHash::from_alg(self.name_alg) {
-            Some(NameHash::Sha256) => NameHash::Sha256,
-            Some(NameHash::Sha384) if sha384 => NameHash::Sha384,
-            _ if sha384 => return Err(unsuitable("nameAlg is not SHA-256 or SHA-384")),
-            _ => return Err(unsuitable("nameAlg is not SHA-256")),
-        };
+        let hash = NameHash::from_alg(self.name_alg)
+            .ok_or_else(|| unsuitable("nameAlg is not SHA-256 or SHA-384"))?;
         let PublicParameters::Rsa {
             symmetric,
             key_bits,

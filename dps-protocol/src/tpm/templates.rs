@@ -7,6 +7,7 @@ use super::constants::{
     TPM_ALG_SHA256,
 };
 use super::public::{Public, PublicParameters, Scheme, SymDefObject};
+use crate::ecc::{TPM_ECC_NIST_P256, TPM_ECC_NIST_P384};
 
 /// Attributes of an attestation key (TCG's AK template, as tss-esapi's `abstraction::ak` and
 /// `tpm2_createak` make it): a restricted signing key that never leaves its TPM.
@@ -16,10 +17,6 @@ pub const AK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXED_TPM
     | TPMA_OBJECT_USER_WITH_AUTH
     | TPMA_OBJECT_RESTRICTED
     | TPMA_OBJECT_SIGN;
-
-/// `TPM_ECC_NIST_P256` and `TPM_ECC_NIST_P384`.
-const NIST_P256: u16 = 0x0003;
-const NIST_P384: u16 = 0x0004;
 
 /// Attributes of a key a certificate is issued for: a signing key the TPM made and never lets
 /// go of (fixedTPM, fixedParent, sensitiveDataOrigin), usable with its (empty) password, and
@@ -80,6 +77,13 @@ pub fn ek_rsa2048(modulus: Vec<u8>) -> Public {
     )
 }
 
+/// `authPolicy` of the high-range SHA-256 EK templates (H-1, H-2: TCG EK Credential Profile 2.5,
+/// "PolicyB" with SHA-256).
+pub const EK_POLICY_B_SHA256: [u8; 32] = [
+    0xCA, 0x3D, 0x0A, 0x99, 0xA2, 0xB9, 0x39, 0x06, 0xF7, 0xA3, 0x34, 0x24, 0x14, 0xEF, 0xCF, 0xB3,
+    0xA3, 0x85, 0xD4, 0x4C, 0xD1, 0xFD, 0x45, 0x90, 0x89, 0xD1, 0x9B, 0x50, 0x71, 0xC0, 0xB7, 0xA0,
+];
+
 /// `authPolicy` of the high-range SHA-384 EK templates (H-3, H-6: TCG EK Credential Profile 2.5,
 /// "PolicyB"): `PolicyOR` of PolicyA (PolicySecret(TPM_RH_ENDORSEMENT)) and PolicyC
 /// (PolicyAuthorizeNV), each with SHA-384.
@@ -122,7 +126,20 @@ pub fn ek_ecc_p256(x: Vec<u8>, y: Vec<u8>) -> Public {
         TPM_ALG_SHA256,
         EK_ATTRIBUTES,
         EK_POLICY_SECRET_ENDORSEMENT.to_vec(),
-        (NIST_P256, 128),
+        (TPM_ECC_NIST_P256, 128),
+        (x, y),
+    )
+}
+
+/// The high-range ECC P-256 EK (template H-2: SHA-256, AES-128, PolicyB, userWithAuth) with
+/// point (`x`, `y`); its template has empty ones.
+#[must_use]
+pub fn ek_ecc_p256_high(x: Vec<u8>, y: Vec<u8>) -> Public {
+    ecc_storage_key(
+        TPM_ALG_SHA256,
+        EK_ATTRIBUTES | TPMA_OBJECT_USER_WITH_AUTH,
+        EK_POLICY_B_SHA256.to_vec(),
+        (TPM_ECC_NIST_P256, 128),
         (x, y),
     )
 }
@@ -135,8 +152,19 @@ pub fn ek_ecc_p384(x: Vec<u8>, y: Vec<u8>) -> Public {
         super::constants::TPM_ALG_SHA384,
         EK_ATTRIBUTES | TPMA_OBJECT_USER_WITH_AUTH,
         EK_POLICY_B_SHA384.to_vec(),
-        (NIST_P384, 256),
+        (TPM_ECC_NIST_P384, 256),
         (x, y),
+    )
+}
+
+/// The high-range RSA-2048 EK (template H-1: SHA-256, AES-128, PolicyB, userWithAuth) with the
+/// given modulus; its template has an empty one.
+#[must_use]
+pub fn ek_rsa2048_high(modulus: Vec<u8>) -> Public {
+    rsa_storage_key(
+        EK_ATTRIBUTES | TPMA_OBJECT_USER_WITH_AUTH,
+        EK_POLICY_B_SHA256.to_vec(),
+        modulus,
     )
 }
 
@@ -167,6 +195,19 @@ pub fn srk_rsa2048(modulus: Vec<u8>) -> Public {
     rsa_storage_key(SRK_ATTRIBUTES, Vec::new(), modulus)
 }
 
+/// The ECC P-256 SRK (TCG TPM v2.0 Provisioning Guidance: SHA-256, AES-128-CFB, the RSA SRK's
+/// attributes) with point (`x`, `y`); a template has empty ones.
+#[must_use]
+pub fn srk_ecc_p256(x: Vec<u8>, y: Vec<u8>) -> Public {
+    ecc_storage_key(
+        TPM_ALG_SHA256,
+        SRK_ATTRIBUTES,
+        Vec::new(),
+        (TPM_ECC_NIST_P256, 128),
+        (x, y),
+    )
+}
+
 /// The issued HMAC-SHA-256 key; `unique` = SHA-256(seedValue || key).
 #[must_use]
 pub fn hmac_sha256_key(unique: Vec<u8>) -> Public {
@@ -194,7 +235,7 @@ pub fn ak_ecdsa_p256(x: Vec<u8>, y: Vec<u8>) -> Public {
                 scheme: TPM_ALG_ECDSA,
                 details: vec![TPM_ALG_SHA256],
             },
-            curve_id: NIST_P256,
+            curve_id: TPM_ECC_NIST_P256,
             kdf: Scheme::null(),
             x,
             y,
@@ -207,9 +248,9 @@ pub fn ak_ecdsa_p256(x: Vec<u8>, y: Vec<u8>) -> Public {
 #[must_use]
 pub fn certificate_key_ecdsa(p384: bool) -> Public {
     let (curve_id, hash) = if p384 {
-        (NIST_P384, super::constants::TPM_ALG_SHA384)
+        (TPM_ECC_NIST_P384, super::constants::TPM_ALG_SHA384)
     } else {
-        (NIST_P256, TPM_ALG_SHA256)
+        (TPM_ECC_NIST_P256, TPM_ALG_SHA256)
     };
     Public {
         name_alg: TPM_ALG_SHA256,

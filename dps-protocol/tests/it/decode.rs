@@ -188,7 +188,7 @@ fn public_errors_name_the_structure() {
 }
 
 #[test]
-fn ecc_public_areas_parse_and_round_trip_but_are_not_storage_keys_yet() {
+fn ecc_public_areas_parse_and_round_trip_and_a_point_off_the_curve_receives_nothing() {
     // The TCG default ECC P-256 EK (EK Credential Profile, template L-2).
     let ecc = Public {
         name_alg: TPM_ALG_SHA256,
@@ -213,10 +213,10 @@ fn ecc_public_areas_parse_and_round_trip_but_are_not_storage_keys_yet() {
     let bytes = ecc.to_tpm2b();
     assert_eq!(Public::from_tpm2b(&bytes).expect("ECC"), ecc);
     assert!(matches!(
-        ecc.storage_key("EK"),
+        ecc.seed_key("EK"),
         Err(CryptoError::UnsuitableKey {
             role: "EK",
-            reason: "not an RSA key"
+            reason: "ECC point is not on its curve"
         })
     ));
     // ECDAA carries two detail words; points are bounded by MAX_ECC_KEY_BYTES (66).

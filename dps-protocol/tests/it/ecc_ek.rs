@@ -55,7 +55,7 @@ fn ecc_ek(
 }
 
 fn refusal(ek: &Public) -> &'static str {
-    match ek.check_credential_key("EK") {
+    match ek.check_seed_key("EK") {
         Err(CryptoError::UnsuitableKey { reason, .. }) => reason,
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -74,7 +74,7 @@ fn p256_and_p384_eks_receive_credentials_sized_by_their_name_alg() {
         (0x0004, TPM_ALG_SHA384, 256, 48, 48),
     ] {
         let ek = ecc_ek(curve, hash, bits, None);
-        ek.check_credential_key("EK").unwrap();
+        ek.check_seed_key("EK").unwrap();
         let credential = make_credential(&ek, &name, &[9; 32], &mut rng).unwrap();
         let secret = credential.secret.body();
         assert_eq!(secret.len(), 2 * (2 + coordinate));
@@ -143,4 +143,63 @@ fn unusable_ecc_eks_are_refused_by_name() {
         refusal(&with_scheme),
         "an ECC decryption key with a scheme or KDF"
     );
+}
+
+/// The software device model with every EK type and either SRK type completes the handshake:
+/// the credential activates under the ECC EK (ECDH with the EK's private scalar, KDFe, the EK's
+/// nameAlg and AES size), the duplicate imports under an ECC SRK (the seed shared with label
+/// `DUPLICATE`), and the key that comes out is the one issued. A device holding another key of
+/// the same curve gets nothing. swtpm makes the same checks in device-client's `ek_types`.
+#[test]
+fn software_devices_with_ecc_eks_and_ecc_srks_import_the_issued_key() {
+    use dps_protocol::ecc::{EccCurve, EccPrivateKey};
+    use dps_protocol::software_tpm::{PrivateSeedKey, SoftwareTpm};
+    use dps_protocol::AuthenticationKey;
+
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(30);
+    let rsa = |bits, seed| {
+        rsa::RsaPrivateKey::new(&mut rand_chacha::ChaCha20Rng::seed_from_u64(seed), bits).unwrap()
+    };
+    let ecc = |curve, rng: &mut rand_chacha::ChaCha20Rng| {
+        PrivateSeedKey::Ecc(EccPrivateKey::generate(curve, rng).unwrap())
+    };
+    for ek_curve in [Some(EccCurve::P256), Some(EccCurve::P384), None] {
+        for ecc_srk in [false, true] {
+            let case = format!("EK {ek_curve:?}, ECC SRK {ecc_srk}");
+            let ek = ek_curve.map_or_else(
+                || PrivateSeedKey::Rsa(Box::new(rsa(2048, 1))),
+                |c| ecc(c, &mut rng),
+            );
+            let srk = if ecc_srk {
+                ecc(EccCurve::P256, &mut rng)
+            } else {
+                PrivateSeedKey::Rsa(Box::new(rsa(2048, 2)))
+            };
+            let device = SoftwareTpm::with_keys(ek, srk);
+            let issued =
+                AuthenticationKey::issue(device.ek_public(), device.srk_public(), &mut rng)
+                    .unwrap();
+            let key = device
+                .import_authentication_key(&issued.blob)
+                .unwrap_or_else(|e| panic!("{case}: {e:?}"));
+            assert_eq!(key.as_slice(), issued.device_key.as_slice(), "{case}");
+
+            // Another TPM's EK of the same type: the credential does not activate.
+            let Some(curve) = ek_curve else { continue };
+            let impostor = SoftwareTpm::with_keys(
+                ecc(curve, &mut rng),
+                PrivateSeedKey::Rsa(Box::new(rsa(2048, 2))),
+            );
+            assert!(
+                impostor
+                    .activate_credential_for(
+                        &Name::of(device.srk_public()).unwrap(),
+                        &issued.blob.credential_blob,
+                        &issued.blob.secret,
+                    )
+                    .is_err(),
+                "{case}: an impostor activated"
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@
 use dps_protocol::crypto::{
     oaep_decrypt, oaep_encrypt, EncryptionKey, LABEL_DUPLICATE, LABEL_IDENTITY,
 };
+use dps_protocol::kdf::NameHash;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rsa::traits::PublicKeyParts;
@@ -49,7 +50,7 @@ fn reference(key: &RsaPrivateKey) -> rsa_oaep::PublicKey {
 }
 
 /// Keys of 2048 bits (both software devices' EKs and SRKs), one of 3072, and one of 2056: a
-/// length a device may claim (`Public::storage_key` takes any whole number of bytes from 2048
+/// length a device may claim (`Public::seed_key` takes any whole number of bytes from 2048
 /// bits) that is not a whole number of 64-bit limbs.
 fn keys() -> Vec<RsaPrivateKey> {
     let (ek, srk) = software_device_keys();
@@ -87,7 +88,10 @@ fn oaep_encryption_is_the_rsa_crates_byte_for_byte_with_the_same_seed() {
                     )
                     .expect("reference encrypt");
                 assert_eq!(mine, theirs, "key {i}, label {label:?}, {len} bytes");
-                assert_eq!(*oaep_decrypt(key, label, &mine).expect("decrypt"), data);
+                assert_eq!(
+                    *oaep_decrypt(NameHash::Sha256, key, label, &mine).expect("decrypt"),
+                    data
+                );
             }
         }
     }

@@ -44,6 +44,13 @@ pub struct TpmEkCertificateAttestation {
     /// At most this many devices join; absent: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_devices: Option<u32>,
+    /// Admit EK certificates that lack the TCG EK certificate usage (extended key usage
+    /// 2.23.133.8.1), as Google's newer "EK/AK CA" issues them to Compute Engine vTPMs. Off by
+    /// default: without it a certificate for any key of the vendor's CA (a TLS or AK
+    /// certificate) would pass for an EK's. The challenge still proves the device holds the
+    /// certified key as a TPM EK.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_certificates_without_ek_usage: bool,
 }
 
 /// A group's `attestation`.
@@ -184,8 +191,9 @@ impl TpmEkCertificateAttestation {
         })
     }
 
-    /// Whether the certificate's TPM meets the constraints, and its registration id is not
-    /// denied.
+    /// Whether the certificate is an EK certificate this group takes (its EK usage, or the
+    /// group's [`Self::allow_certificates_without_ek_usage`]), its TPM meets the constraints,
+    /// and its registration id is not denied.
     #[must_use]
     pub fn allows(&self, ek: &EkCertificate, registration_id: &str) -> bool {
         let within = |allowed: &[String], value: &Option<String>| {
@@ -194,7 +202,8 @@ impl TpmEkCertificateAttestation {
                     .as_deref()
                     .is_some_and(|v| allowed.iter().any(|a| a.eq_ignore_ascii_case(v)))
         };
-        within(&self.tpm_manufacturers, &ek.manufacturer)
+        (ek.ek_usage || self.allow_certificates_without_ek_usage)
+            && within(&self.tpm_manufacturers, &ek.manufacturer)
             && within(&self.tpm_models, &ek.model)
             && within(&self.tpm_firmware_versions, &ek.firmware_version)
             && !self

@@ -201,7 +201,7 @@ impl IndividualEnrollment {
             .ok_or(InvalidEnrollment::MissingTpm)?;
         Public::from_tpm2b(&tpm.endorsement_key.0)
             .map_err(CryptoError::from)
-            .and_then(|ek| ek.check_credential_key("EK"))
+            .and_then(|ek| ek.check_seed_key("EK"))
             .map_err(InvalidEnrollment::EndorsementKey)?;
         if self
             .device_id

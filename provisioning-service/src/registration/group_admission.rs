@@ -31,12 +31,11 @@ pub(super) async fn admit_to_group(
         return Err(Refusal::GroupIdNotDerived.into());
     }
     let certificate = EkCertificate::parse(raw).map_err(Refusal::EkCertificate)?;
-    if !certificate.ek_usage {
-        return Err(Refusal::NotAnEkCertificate.into());
-    }
     if !certificate.certifies(&tpm.ek) {
         return Err(Refusal::EkCertificateMismatch.into());
     }
+    // Whether a group may take a certificate without the EK usage is the group's to say.
+    let ek_usage = certificate.ek_usage;
     let candidates = groups::enabled(conn).await?;
     let chain = tpm.ek_certificate_chain.clone();
     let id = registration_id.to_owned();
@@ -50,9 +49,13 @@ pub(super) async fn admit_to_group(
             first_admitting(&candidates, &certificate, &chain, &id, &mut search)
         })
         .await?;
-    admitted
-        .map_err(Refusal::EkCertificate)?
-        .ok_or_else(|| Refusal::NoGroupAdmits.into())
+    admitted.map_err(Refusal::EkCertificate)?.ok_or_else(|| {
+        if ek_usage {
+            Refusal::NoGroupAdmits.into()
+        } else {
+            Refusal::NotAnEkCertificate.into()
+        }
+    })
 }
 
 /// The first group, in order, that admits the certificate; an error once the request's path

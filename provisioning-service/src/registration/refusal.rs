@@ -65,7 +65,7 @@ pub enum Refusal {
     GroupIdNotDerived,
     #[error("EK certificate: {0}")]
     EkCertificate(#[source] EkCertError),
-    #[error("the certificate does not have the TCG EK certificate usage (2.23.133.8.1)")]
+    #[error("the certificate does not have the TCG EK certificate usage (2.23.133.8.1), and no group that takes such certificates admits it")]
     NotAnEkCertificate,
     #[error("the EK certificate certifies another key than the presented EK")]
     EkCertificateMismatch,

@@ -451,10 +451,11 @@ impl rcgen::PublicKeyData for EkPublicKey {
     }
 }
 
-/// What a stranger can make with no TPM vendor's help: an EK certificate (EK usage set) for
-/// `ek_tpm2b`, signed by its own CA key, and `copies` self-signed CA certificates of that one
-/// key, each a distinct DER (another serial), so that every one verifies every other.
-fn crafted_chain(ek_tpm2b: &[u8], copies: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
+/// What a stranger can make with no TPM vendor's help: an EK certificate (EK usage set if
+/// `ek_usage`) for `ek_tpm2b`, signed by its own CA key, and `copies` self-signed CA
+/// certificates of that one key, each a distinct DER (another serial), so that every one
+/// verifies every other.
+fn crafted_chain(ek_tpm2b: &[u8], copies: u64, ek_usage: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
     use rcgen::{
         BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
         SerialNumber,
@@ -481,7 +482,9 @@ fn crafted_chain(ek_tpm2b: &[u8], copies: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
         .map(|serial| ca_params(serial).self_signed(&ca_key).unwrap())
         .collect();
     let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
+    if ek_usage {
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
+    }
     let leaf = leaf
         .signed_by(&ek_key, &Issuer::new(ca_params(1), &ca_key))
         .unwrap();
@@ -506,7 +509,7 @@ async fn a_crafted_ek_certificate_chain_costs_a_bounded_search(pool: PgPool) {
     let mut device = Device::of(&mut t.tpm);
     device.registration_id =
         dps_protocol::RegistrationId::from_endorsement_key(&device.ek).to_string();
-    let (leaf, cas) = crafted_chain(&device.ek, MAX_PRESENTED_CHAIN as u64);
+    let (leaf, cas) = crafted_chain(&device.ek, MAX_PRESENTED_CHAIN as u64, true);
     device.ek_certificate = Some(leaf);
     let before = app.snapshot().await;
     let verdict = |device: Device| {
@@ -526,4 +529,48 @@ async fn a_crafted_ek_certificate_chain_costs_a_bounded_search(pool: PgPool) {
     device.ek_certificate_chain = cas;
     assert_eq!(verdict(device.clone()).await, "NoGroupAdmits");
     assert_eq!(app.snapshot().await, before);
+}
+
+/// Issue 30: Google's newer "EK/AK CA" issues Compute Engine vTPMs EK certificates without the
+/// TCG EK usage (2.23.133.8.1). A group admits them only when its owner says so
+/// (`allowCertificatesWithoutEkUsage`); any other group refuses such a certificate by that
+/// reason, changing nothing. Admitted, the device still proves its EK and provisions.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_group_admits_certificates_without_the_ek_usage_only_when_told(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    let mut device = Device::of(&mut t.tpm);
+    let (leaf, cas) = crafted_chain(&device.ek, 1, false);
+    device.ek_certificate = Some(leaf);
+    let ca = dps_protocol::ek_cert::pem_block("CERTIFICATE", &cas[0]);
+    let vendor = |allow: bool| {
+        let mut tpm = json!({"trustedCaCertificates": [ca]});
+        if allow {
+            tpm["allowCertificatesWithoutEkUsage"] = json!(true);
+        }
+        json!({
+            "enrollmentGroupId": "gce-vtpms",
+            "attestation": {"type": "tpmEkCertificate", "tpmEkCertificate": tpm},
+        })
+    };
+    let written = put_group(&app, vendor(false)).await;
+    assert!(written["attestation"]["tpmEkCertificate"]
+        .get("allowCertificatesWithoutEkUsage")
+        .is_none());
+    let before = app.snapshot().await;
+    assert_eq!(challenge_refusal(&app, &device).await, "NotAnEkCertificate");
+    assert_eq!(app.snapshot().await, before);
+
+    let mut allowing = vendor(true);
+    allowing["etag"] = written["etag"].clone();
+    let written = put_group(&app, allowing).await;
+    assert_eq!(
+        written["attestation"]["tpmEkCertificate"]["allowCertificatesWithoutEkUsage"],
+        true
+    );
+    let operation_id = app.provision(&mut t, &device).await;
+    let (status, body) = app.poll(&device, &operation_id, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["registrationState"]["status"], "assigned", "{body}");
+    assert_eq!(members(&app, "gce-vtpms").await, 1);
 }
