@@ -670,14 +670,16 @@ async fn with_every_core_busy_a_refused_challenge_waits_for_none(pool: PgPool) {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
 
-/// An ECC EK whose point is off its curve (issue 30): refused with the reason named, at
-/// enrollment through the API and at registration, and nothing changes; the same EK with its
-/// real point is enrolled.
+/// Unusable ECC EKs (issue 30) — a point off its curve, an unknown curve, a key that is not a
+/// restricted decryption key — and an ECC SRK off its curve: refused with the reason named, at
+/// enrollment through the API and at registration, and nothing changes; the EK as a TPM makes
+/// it is enrolled.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
-async fn an_ecc_ek_off_its_curve_is_refused_at_enrollment_and_registration(pool: PgPool) {
+async fn unusable_ecc_keys_are_refused_at_enrollment_and_registration(pool: PgPool) {
     use aws_lc_rs::agreement::{PrivateKey, ECDH_P256};
     use base64::Engine as _;
-    use dps_protocol::tpm::{Public, PublicParameters, Scheme, SymDefObject};
+    use dps_protocol::tpm::templates::{ek_ecc_p256, srk_ecc_p256};
+    use dps_protocol::tpm::{Public, PublicParameters};
     let app = TestApp::spawn(pool).await;
     let point = PrivateKey::generate(&ECDH_P256)
         .unwrap()
@@ -685,46 +687,65 @@ async fn an_ecc_ek_off_its_curve_is_refused_at_enrollment_and_registration(pool:
         .unwrap()
         .as_ref()
         .to_vec();
-    let ek = |y_flip: u8| {
-        let mut y = point[33..].to_vec();
-        y[31] ^= y_flip;
-        Public {
-            name_alg: 0x000B,
-            object_attributes: dps_protocol::tpm::templates::EK_ATTRIBUTES,
-            auth_policy: dps_protocol::tpm::constants::EK_POLICY_SECRET_ENDORSEMENT.to_vec(),
-            parameters: PublicParameters::Ecc {
-                symmetric: Some(SymDefObject::AES_128_CFB),
-                scheme: Scheme::null(),
-                curve_id: 0x0003,
-                kdf: Scheme::null(),
-                x: point[1..33].to_vec(),
-                y,
-            },
+    let (x, y) = (point[1..33].to_vec(), point[33..].to_vec());
+    let mut off_curve = y.clone();
+    off_curve[31] ^= 1;
+    let with_curve = |mut public: Public, curve: u16| {
+        if let PublicParameters::Ecc { curve_id, .. } = &mut public.parameters {
+            *curve_id = curve;
         }
-        .to_tpm2b()
+        public
     };
-    let (bad, good) = (ek(1), ek(0));
-    let id = dps_protocol::RegistrationId::from_endorsement_key(&bad);
-    let body = |ek: &[u8]| {
-        json!({"registrationId": id.as_str(), "attestation": {"type": "tpm",
+    let mut unrestricted = ek_ecc_p256(x.clone(), y.clone());
+    unrestricted.object_attributes &= !dps_protocol::tpm::constants::TPMA_OBJECT_RESTRICTED;
+    let cases = [
+        (
+            ek_ecc_p256(x.clone(), off_curve.clone()),
+            "ECC point is not on its curve",
+        ),
+        (
+            with_curve(ek_ecc_p256(x.clone(), y.clone()), 0x0005),
+            "ECC curve is not NIST P-256 or P-384",
+        ),
+        (unrestricted, "not a restricted decryption key"),
+    ];
+    let body = |id: &str, ek: &[u8]| {
+        json!({"registrationId": id, "attestation": {"type": "tpm",
                "tpm": {"endorsementKey": base64::engine::general_purpose::STANDARD.encode(ek)}}})
     };
-    let path = format!("/enrollments/{id}?{API}");
-    let before = app.snapshot().await;
-    let (status, answer) = app.admin(Method::PUT, &path, Some(body(&bad))).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    assert!(
-        answer["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("ECC point is not on its curve")),
-        "{answer}"
-    );
-    assert_eq!(app.snapshot().await, before);
-
     let mut t = TestTpm::recorded();
-    let mut device = Device::of(&mut t.tpm);
-    device.ek = bad;
-    device.registration_id = id.as_str().to_owned();
+    let genuine = Device::of(&mut t.tpm);
+    let before = app.snapshot().await;
+    for (ek, reason) in cases {
+        let ek = ek.to_tpm2b();
+        let id = dps_protocol::RegistrationId::from_endorsement_key(&ek);
+        let path = format!("/enrollments/{id}?{API}");
+        let (status, answer) = app
+            .admin(Method::PUT, &path, Some(body(id.as_str(), &ek)))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reason}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(reason)),
+            "{reason}: {answer}"
+        );
+        let mut device = genuine.clone();
+        device.ek = ek;
+        device.registration_id = id.as_str().to_owned();
+        refused(
+            &app,
+            StatusCode::BAD_REQUEST,
+            400_004,
+            app.put_register(&device.registration_id, &device.body(), None),
+        )
+        .await;
+    }
+    // An ECC SRK off its curve, with an enrolled EK: refused before any work.
+    app.enroll(&genuine.registration_id, &genuine.ek).await;
+    let before_srk = app.snapshot().await;
+    let mut device = genuine.clone();
+    device.srk = srk_ecc_p256(x.clone(), off_curve).to_tpm2b();
     refused(
         &app,
         StatusCode::BAD_REQUEST,
@@ -732,7 +753,20 @@ async fn an_ecc_ek_off_its_curve_is_refused_at_enrollment_and_registration(pool:
         app.put_register(&device.registration_id, &device.body(), None),
     )
     .await;
+    assert_eq!(app.snapshot().await, before_srk);
+    app.admin(
+        Method::DELETE,
+        &format!("/enrollments/{}?{API}", genuine.registration_id),
+        None,
+    )
+    .await;
+    assert_eq!(app.snapshot().await, before);
 
-    let (status, answer) = app.admin(Method::PUT, &path, Some(body(&good))).await;
+    let ek = ek_ecc_p256(x, y).to_tpm2b();
+    let id = dps_protocol::RegistrationId::from_endorsement_key(&ek);
+    let path = format!("/enrollments/{id}?{API}");
+    let (status, answer) = app
+        .admin(Method::PUT, &path, Some(body(id.as_str(), &ek)))
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
 }
