@@ -438,16 +438,48 @@ fn uuid_like() -> &'static str {
     "00000000-0000-4000-8000-000000000000"
 }
 
-/// The EK of `ek_tpm2b` as rcgen signs a certificate for it (an RSA EK: PKCS#1 in an
-/// rsaEncryption SubjectPublicKeyInfo).
-struct EkPublicKey(Vec<u8>);
+/// The EK of a `TPM2B_PUBLIC` as rcgen signs a certificate for it: an RSA EK as PKCS#1 in an
+/// rsaEncryption SubjectPublicKeyInfo, an ECC one as its uncompressed point on its curve.
+struct EkPublicKey(Vec<u8>, &'static rcgen::SignatureAlgorithm);
+
+impl EkPublicKey {
+    fn of(ek_tpm2b: &[u8]) -> Self {
+        use dps_protocol::tpm::PublicParameters;
+        use rsa::pkcs1::EncodeRsaPublicKey;
+        match dps_protocol::tpm::Public::from_tpm2b(ek_tpm2b)
+            .unwrap()
+            .parameters
+        {
+            PublicParameters::Rsa { modulus, .. } => {
+                let key = rsa::RsaPublicKey::new(
+                    rsa::BigUint::from_bytes_be(&modulus),
+                    rsa::BigUint::from(65_537u32),
+                )
+                .unwrap();
+                Self(
+                    key.to_pkcs1_der().unwrap().into_vec(),
+                    &rcgen::PKCS_RSA_SHA256,
+                )
+            }
+            PublicParameters::Ecc { curve_id, x, y, .. } => Self(
+                [&[0x04][..], &x, &y].concat(),
+                if curve_id == 0x0004 {
+                    &rcgen::PKCS_ECDSA_P384_SHA384
+                } else {
+                    &rcgen::PKCS_ECDSA_P256_SHA256
+                },
+            ),
+            PublicParameters::KeyedHash { .. } => panic!("not an EK"),
+        }
+    }
+}
 
 impl rcgen::PublicKeyData for EkPublicKey {
     fn der_bytes(&self) -> &[u8] {
         &self.0
     }
     fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        &rcgen::PKCS_RSA_SHA256
+        self.1
     }
 }
 
@@ -460,17 +492,7 @@ fn crafted_chain(ek_tpm2b: &[u8], copies: u64, ek_usage: bool) -> (Vec<u8>, Vec<
         BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
         SerialNumber,
     };
-    use rsa::pkcs1::EncodeRsaPublicKey;
-    let ek = dps_protocol::tpm::Public::from_tpm2b(ek_tpm2b).unwrap();
-    let dps_protocol::tpm::PublicParameters::Rsa { modulus, .. } = ek.parameters else {
-        panic!("an RSA EK");
-    };
-    let ek_key = rsa::RsaPublicKey::new(
-        rsa::BigUint::from_bytes_be(&modulus),
-        rsa::BigUint::from(65_537u32),
-    )
-    .unwrap();
-    let ek_key = EkPublicKey(ek_key.to_pkcs1_der().unwrap().into_vec());
+    let ek_key = EkPublicKey::of(ek_tpm2b);
     let ca_key = KeyPair::generate().unwrap();
     let ca_params = |serial: u64| {
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -573,4 +595,58 @@ async fn a_group_admits_certificates_without_the_ek_usage_only_when_told(pool: P
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["registrationState"]["status"], "assigned", "{body}");
     assert_eq!(members(&app, "gce-vtpms").await, 1);
+}
+
+/// Issue 30: a TPM certified for an EK of another type than RSA-2048 — the low-range P-256
+/// (L-2), the high-range RSA-2048 and P-256 (H-1, H-2), P-384 (H-3) and RSA-3072 (H-6) — joins
+/// a group by its certificate (here from a vendor CA made for the test, as swtpm 0.7.1
+/// certifies only its RSA and P-384 EKs) and provisions.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn tpms_with_every_ek_type_join_a_group_by_their_certificate(pool: PgPool) {
+    use device_client::tpm::{EkType, Handles, Tpm};
+    let app = TestApp::spawn(pool).await;
+    for (i, ek_type) in [
+        EkType::EccP256,
+        EkType::Rsa2048High,
+        EkType::EccP256High,
+        EkType::EccP384,
+        EkType::Rsa3072,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let swtpm = test_support::Swtpm::start();
+        let tpm = Tpm::open_with_handles(
+            &swtpm.tcti(),
+            Handles {
+                ek_type,
+                endorsement_key: ek_type.default_handle(),
+                ..Handles::default()
+            },
+        )
+        .unwrap();
+        let mut t = TestTpm { tpm, swtpm };
+        let mut device = Device::of(&mut t.tpm);
+        let (leaf, cas) = crafted_chain(&device.ek, 1, true);
+        device.ek_certificate = Some(leaf);
+        let group_id = format!("vendor-{i}");
+        put_group(
+            &app,
+            json!({
+                "enrollmentGroupId": group_id,
+                "attestation": {"type": "tpmEkCertificate", "tpmEkCertificate": {
+                    "trustedCaCertificates": [dps_protocol::ek_cert::pem_block("CERTIFICATE", &cas[0])],
+                }},
+            }),
+        )
+        .await;
+        let operation_id = app.provision(&mut t, &device).await;
+        let (status, body) = app.poll(&device, &operation_id, &mut t.tpm).await;
+        assert_eq!(status, StatusCode::OK, "{ek_type:?}: {body}");
+        assert_eq!(
+            body["registrationState"]["status"], "assigned",
+            "{ek_type:?}: {body}"
+        );
+        assert_eq!(members(&app, &group_id).await, 1, "{ek_type:?}");
+    }
 }
