@@ -55,6 +55,33 @@ impl Failure {
     pub fn is_server_error(&self) -> bool {
         matches!(self, Failure::Status { status, .. } if *status >= 500)
     }
+
+    /// A 503: the service could not reach its database and said to retry.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Failure::Status { status: 503, .. })
+    }
+}
+
+/// What the service answered a device it assigned: enough to check afterwards that the
+/// assignment holds (its registration, and its key admitting it to its hub).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub registration_id: String,
+    pub assigned_hub: String,
+    pub device_id: String,
+    /// The HMAC key the device imported (a load generator's, not a secret worth guarding).
+    pub device_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Assignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assignment")
+            .field("registration_id", &self.registration_id)
+            .field("assigned_hub", &self.assigned_hub)
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where devices register.
@@ -133,18 +160,44 @@ fn for_the_sas_step(
     Ok(())
 }
 
+/// What an `assigned` status tells the device `id` holding `key`.
+fn assignment(
+    status: &RegistrationOperationStatus,
+    id: &str,
+    key: &[u8],
+    leg: Leg,
+) -> Result<Assignment, Failure> {
+    let state = status.registration_state.as_ref();
+    match (
+        state.and_then(|s| s.assigned_hub.clone()),
+        state.and_then(|s| s.device_id.clone()),
+    ) {
+        (Some(assigned_hub), Some(device_id)) => Ok(Assignment {
+            registration_id: id.to_owned(),
+            assigned_hub,
+            device_id,
+            device_key: key.to_vec(),
+        }),
+        _ => Err(Failure::Protocol {
+            leg,
+            what: "assigned without a hub and device id",
+        }),
+    }
+}
+
 /// Polls an operation until it is decided: at most this many times.
 const MAX_POLLS: usize = 10;
 
-/// Runs `device`'s registration against `target` with `client`; returns the legs' timings.
-/// `challenge_only` stops after the challenge (the service's RSA work alone).
+/// Runs `device`'s registration against `target` with `client`, timing the legs into `times`;
+/// the assignment once assigned (`None` with `challenge_only`, which stops after the challenge:
+/// the service's RSA work alone).
 pub async fn register(
     client: &Client,
     target: &Target,
     device: &SoftDevice,
     challenge_only: bool,
     times: &mut Vec<(Leg, Duration)>,
-) -> Result<(), Failure> {
+) -> Result<Option<Assignment>, Failure> {
     let id = &device.registration_id;
     let url = format!(
         "{}/{}/registrations/{id}/register?api-version={API_VERSION}",
@@ -167,7 +220,7 @@ pub async fn register(
     )
     .await?;
     if challenge_only {
-        return Ok(());
+        return Ok(None);
     }
     let unusable = |what| Failure::Protocol {
         leg: Leg::Challenge,
@@ -208,7 +261,7 @@ pub async fn register(
     let mut leg = Leg::Register;
     for polls in 0.. {
         match status.status {
-            RegistrationStatus::Assigned => return Ok(()),
+            RegistrationStatus::Assigned => return assignment(&status, id, &key, leg).map(Some),
             RegistrationStatus::Assigning | RegistrationStatus::Unassigned => {}
             RegistrationStatus::Failed | RegistrationStatus::Disabled => {
                 return Err(Failure::Protocol {

@@ -199,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
         connections: args.connections,
         challenge_only: args.challenge_only,
         rate: args.rate,
+        keep_assignments: false,
     };
     let watched = Watched {
         services: args.service_pids.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::Client;
 
 use crate::cpu::CpuTimes;
-use crate::device::{self, Failure, Leg, Target};
+use crate::device::{self, Assignment, Failure, Leg, Target};
 use crate::fleet::Fleet;
 
 /// How devices reach the service.
@@ -38,6 +38,8 @@ pub struct Plan {
     /// fast as the workers finish them: CPU per registration compared at the same offered load,
     /// not at whatever throughput each build reaches on a shared machine.
     pub rate: Option<f64>,
+    /// Keep every assignment in the report (a fault test checks each afterwards).
+    pub keep_assignments: bool,
 }
 
 /// What a run measured.
@@ -53,6 +55,13 @@ pub struct Report {
     pub latency_ms: BTreeMap<&'static str, (f64, f64)>,
     pub failures: BTreeMap<String, usize>,
     pub server_errors: usize,
+    /// Of those, 503s (the service's "the database is away, retry"), and when the first and the
+    /// last were answered, in seconds from the start.
+    pub unavailable: usize,
+    pub unavailable_window: Option<(f64, f64)>,
+    /// With [`Plan::keep_assignments`]: every device the service answered `assigned`.
+    #[serde(skip)]
+    pub assignments: Vec<Assignment>,
     /// CPU milliseconds per completed registration, when the processes were watched.
     pub service_cpu_ms: Option<f64>,
     pub postgres_cpu_ms: Option<f64>,
@@ -157,7 +166,7 @@ pub async fn run(
         let (plan, fleet, tls, next) = (plan.clone(), fleet.clone(), tls.clone(), next.clone());
         workers.push(tokio::spawn(async move {
             let mut times = Vec::new();
-            let mut outcomes: Vec<Result<(), Failure>> = Vec::new();
+            let mut outcomes: Vec<(Result<Option<Assignment>, Failure>, f64)> = Vec::new();
             let shared = match plan.connections {
                 Connections::KeepAlive => Some(client(&tls, true)?),
                 Connections::Fresh => None,
@@ -187,9 +196,9 @@ pub async fn run(
                     fresh = client(&tls, false)?;
                     &fresh
                 };
-                outcomes.push(
-                    device::register(client, target, device, plan.challenge_only, &mut times).await,
-                );
+                let outcome =
+                    device::register(client, target, device, plan.challenge_only, &mut times).await;
+                outcomes.push((outcome, started.elapsed().as_secs_f64()));
             }
             Ok::<_, reqwest::Error>((times, outcomes))
         }));
@@ -205,12 +214,22 @@ pub async fn run(
         for (leg, t) in times {
             by_leg.entry(leg).or_default().push(t);
         }
-        for outcome in outcomes {
+        for (outcome, at) in outcomes {
             match outcome {
-                Ok(()) => report.completed += 1,
+                Ok(assignment) => {
+                    report.completed += 1;
+                    if plan.keep_assignments {
+                        report.assignments.extend(assignment);
+                    }
+                }
                 Err(failure) => {
                     report.failed += 1;
                     report.server_errors += usize::from(failure.is_server_error());
+                    if failure.is_unavailable() {
+                        report.unavailable += 1;
+                        let (first, last) = report.unavailable_window.get_or_insert((at, at));
+                        (*first, *last) = (first.min(at), last.max(at));
+                    }
                     *report.failures.entry(failure.to_string()).or_default() += 1;
                 }
             }

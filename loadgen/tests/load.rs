@@ -10,7 +10,9 @@ use loadgen::device::Target;
 use loadgen::fleet::{Fleet, FleetEk};
 use loadgen::run::{self, Connections, Plan};
 use sqlx::PgPool;
-use test_support::{TestApp, ID_SCOPE, POLICY, POLICY_KEY};
+use test_support::{TestApp, ID_SCOPE};
+
+mod common;
 
 const DEVICES: usize = 256;
 
@@ -20,27 +22,13 @@ fn keys_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("loadgen-test-{name}.keys"))
 }
 
-/// The service with per-address throttles lifted (every device here is 127.0.0.1), configured
-/// further by `configure`.
-async fn unthrottled(
-    pool: PgPool,
-    configure: impl FnOnce(&mut provisioning_service::settings::Settings),
-) -> TestApp {
-    TestApp::spawn_configured(pool, |s| {
-        s.registration_limit.count = 1_000_000;
-        s.poll_limit.count = 1_000_000;
-        configure(s);
-    })
-    .await
-}
-
 /// The issue this closes: at concurrency 128 a register held a transaction and waited for a
 /// second pooled connection, and the service answered 500 for 30–60 s. Here 256 devices
 /// register at once through two instances sharing one small pool, per-address throttles lifted
 /// (every device is 127.0.0.1): every one is assigned and nothing answers 5xx.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn two_hundred_fifty_six_devices_at_once_all_assigned_without_a_5xx(pool: PgPool) {
-    let first = unthrottled(pool, |_| {}).await;
+    let first = common::unthrottled(pool, |_| {}).await;
     let second = first.second_instance().await;
     let fleet = Arc::new(
         Fleet::load(
@@ -51,20 +39,8 @@ async fn two_hundred_fifty_six_devices_at_once_all_assigned_without_a_5xx(pool: 
         )
         .unwrap(),
     );
+    common::enroll(&first, &fleet).await;
     let tls = loadgen::tls_config(&first.pki.ca_pem).unwrap();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls((*tls).clone())
-        .build()
-        .unwrap();
-    loadgen::device::enroll(
-        &client,
-        &first.base,
-        "dps.test",
-        (POLICY, POLICY_KEY),
-        &fleet.devices,
-    )
-    .await
-    .unwrap();
 
     let plan = Plan {
         targets: [&first, &second]
@@ -80,6 +56,7 @@ async fn two_hundred_fifty_six_devices_at_once_all_assigned_without_a_5xx(pool: 
         connections: Connections::Fresh,
         challenge_only: false,
         rate: None,
+        keep_assignments: false,
     };
     let report = run::run(&plan, fleet, tls).await.unwrap();
     assert_eq!(report.server_errors, 0, "{report:#?}");
@@ -95,21 +72,9 @@ async fn two_hundred_fifty_six_devices_at_once_all_assigned_without_a_5xx(pool: 
 /// Enrolls `fleet` on `app` and registers each device once, `concurrency` at a time, over
 /// kept-alive connections.
 async fn enroll_and_run(app: &TestApp, fleet: Fleet, concurrency: usize) -> run::Report {
+    common::enroll(app, &fleet).await;
     let fleet = Arc::new(fleet);
     let tls = loadgen::tls_config(&app.pki.ca_pem).unwrap();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls((*tls).clone())
-        .build()
-        .unwrap();
-    loadgen::device::enroll(
-        &client,
-        &app.base,
-        "dps.test",
-        (POLICY, POLICY_KEY),
-        &fleet.devices,
-    )
-    .await
-    .unwrap();
     let plan = Plan {
         targets: vec![Target {
             base: app.base.clone(),
@@ -121,6 +86,7 @@ async fn enroll_and_run(app: &TestApp, fleet: Fleet, concurrency: usize) -> run:
         connections: Connections::KeepAlive,
         challenge_only: false,
         rate: None,
+        keep_assignments: false,
     };
     run::run(&plan, fleet, tls).await.unwrap()
 }
@@ -132,7 +98,7 @@ async fn enroll_and_run(app: &TestApp, fleet: Fleet, concurrency: usize) -> run:
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn an_attesting_fleet_is_verified_and_assigned(pool: PgPool) {
     const ATTESTING: usize = 32;
-    let app = unthrottled(pool, |_| {}).await;
+    let app = common::unthrottled(pool, |_| {}).await;
     let fleet = Fleet::load(
         &keys_file("attesting"),
         ATTESTING,
@@ -161,7 +127,7 @@ async fn a_fleet_with_csrs_is_issued_certificates(pool: PgPool) {
     const REQUESTING: usize = 16;
     let pki = test_support::IssuingPki::new(&[("devices", serde_json::json!({}))]);
     let policies = pki.policies();
-    let app = unthrottled(pool, |s| s.credential_policies = policies).await;
+    let app = common::unthrottled(pool, |s| s.credential_policies = policies).await;
     let fleet = Fleet::load(
         &keys_file("requesting"),
         REQUESTING,
@@ -190,7 +156,7 @@ async fn a_fleet_with_csrs_is_issued_certificates(pool: PgPool) {
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn fleets_with_ecc_eks_are_assigned(pool: PgPool) {
     const EACH: usize = 16;
-    let app = unthrottled(pool, |_| {}).await;
+    let app = common::unthrottled(pool, |_| {}).await;
     for (curve, prefix) in [(EccCurve::P256, "p256-test"), (EccCurve::P384, "p384-test")] {
         let fleet = Fleet::load(&keys_file("ecc"), EACH, prefix, FleetEk::Ecc(curve)).unwrap();
         let report = enroll_and_run(&app, fleet, 4).await;

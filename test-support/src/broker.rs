@@ -2,26 +2,13 @@
 //! `rabbitmq_mqtt` over TLS, `rabbitmq_auth_backend_http` asking the service's hooks), started
 //! by the same shell function the demo uses (`scripts/lib/rabbitmq.sh`) and stopped in `Drop`.
 
-use std::path::Path;
-use std::process::Command;
-
 use crate::pki::Pki;
+use crate::script_lib as lib;
+use std::path::Path;
 
 pub struct Broker {
     pub port: u16,
     dir: tempfile::TempDir,
-}
-
-/// Runs `function` of `scripts/lib/{script}` with `args`.
-fn lib(script: &str, function: &str, args: &[&str]) -> std::process::Output {
-    let path = crate::workspace_root().join("scripts/lib").join(script);
-    Command::new("bash")
-        .arg("-c")
-        .arg(format!("source {} && {function} \"$@\"", path.display()))
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run bash (scripts/lib/{script}): {e}"))
 }
 
 /// Starts a broker with `start(port)` on a free loopback port, three tries; its port.

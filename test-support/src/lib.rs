@@ -1,8 +1,9 @@
 //! What the workspace's integration tests share, in one place: a fresh swtpm per test
 //! ([`swtpm`], [`tpm::TestTpm`]), a throwaway TLS PKI ([`pki`]), the service running in-process
 //! over HTTPS on loopback with named protocol steps ([`service::TestApp`]), what a device
-//! presents ([`device`]), a real MQTT broker asking the service's hooks ([`broker`]), and a
-//! custom allocation webhook over HTTPS ([`webhook`]).
+//! presents ([`device`]), a real MQTT broker asking the service's hooks ([`broker`]), a
+//! custom allocation webhook over HTTPS ([`webhook`]), and a Postgres cluster that fails over
+//! (Patroni, etcd, HAProxy: [`ha`]).
 //!
 //! Real parts only: swtpm through tss-esapi, Postgres through `#[sqlx::test]` (a fresh database
 //! per test, from the cluster `scripts/test.sh` starts), rustls on both ends. Fixtures clean up
@@ -17,6 +18,7 @@
 
 pub mod broker;
 pub mod device;
+pub mod ha;
 pub mod mqtt;
 pub mod outage;
 pub mod pki;
@@ -27,6 +29,7 @@ pub mod webhook;
 
 pub use broker::{Broker, Mosquitto};
 pub use device::{enrollment, Device};
+pub use ha::HaCluster;
 pub use pki::{IssuingPki, Pki};
 pub use service::{settings, TestApp, API, HUBS, HUB_AUTH_SECRET, ID_SCOPE, POLICY, POLICY_KEY};
 pub use swtpm::Swtpm;
@@ -35,6 +38,19 @@ pub use webhook::{Reply, Webhook};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+
+/// Runs `function` of `scripts/lib/{script}` with `args`: the ephemeral servers the tests share
+/// with the demo and the scripts are started by the same shell functions.
+pub(crate) fn script_lib(script: &str, function: &str, args: &[&str]) -> std::process::Output {
+    let path = workspace_root().join("scripts/lib").join(script);
+    std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && {function} \"$@\"", path.display()))
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run bash (scripts/lib/{script}): {e}"))
+}
 
 /// Unix seconds now.
 #[must_use]

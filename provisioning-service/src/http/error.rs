@@ -68,7 +68,9 @@ pub enum ApiError {
 
 /// Whether `err`, or an error it was caused by, says the database cannot be reached (rather
 /// than that a statement failed): no connection within the pool's acquire timeout, a broken
-/// connection, or Postgres shutting down or starting (SQLSTATE classes 08 and 57P).
+/// connection, Postgres shutting down or starting (SQLSTATE classes 08 and 57P), or a write
+/// refused as read-only (25006: a connection that reached a standby, as one made through a
+/// proxy around a failover can, until it is replaced).
 fn database_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
@@ -81,7 +83,7 @@ fn database_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
                 | sqlx::Error::WorkerCrashed => true,
                 sqlx::Error::Database(d) => d
                     .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "25006"),
                 _ => false,
             };
         }

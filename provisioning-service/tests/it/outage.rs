@@ -115,3 +115,43 @@ async fn a_database_outage_is_503_fast_and_the_service_recovers(pool: PgPool) {
         .unwrap();
     assert_eq!(challenges, 0);
 }
+
+/// Issue 31: a connection that reached a standby (through a proxy, around a failover) has its
+/// writes refused as read-only (SQLSTATE 25006). The service answers 503 with Retry-After, as
+/// for a database that is away, not 500; reads still work.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_write_refused_as_read_only_is_503(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{database}\" SET default_transaction_read_only = on"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Fresh connections take the setting, as a standby's would refuse writes.
+    let standby_like = store::pool_options(2, ACQUIRE_TIMEOUT)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let app = TestApp::spawn_with(standby_like, test_support::settings(), app.pki.clone()).await;
+    let response = app.register_request(&device).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errorCode"], 503_000, "{body}");
+    let (status, _) = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/enrollments/{}", device.registration_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
