@@ -155,3 +155,29 @@ async fn a_write_refused_as_read_only_is_503(pool: PgPool) {
         .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Issue 31: the challenges table is unlogged, so a standby promoted by a failover starts with
+/// it empty. A device that got its challenge from the old primary is refused at its SAS step
+/// (401, as for an expired challenge), and the request it makes next, without a SAS, gets a
+/// fresh challenge with which it is assigned. (device-client starts over on that 401 by itself,
+/// `provision::Run::advance`.)
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn a_device_whose_challenge_was_lost_in_a_failover_gets_a_fresh_one(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let mut t = TestTpm::recorded();
+    let device = Device::of(&mut t.tpm);
+    app.enroll(&device.registration_id, &device.ek).await;
+    let blob = app.challenge(&device).await;
+    t.tpm.import_authentication_key(&blob).unwrap();
+    // What a promoted standby has of the unlogged table.
+    sqlx::query("TRUNCATE challenges")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body) = app.register_with(&device, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let operation_id = app.provision(&mut t, &device).await;
+    let (status, body) = app.poll(&device, &operation_id, &mut t.tpm).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "assigned", "{body}");
+}
