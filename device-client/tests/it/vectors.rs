@@ -154,3 +154,80 @@ fn record(ek_bytes: &[u8], srk_bytes: &[u8]) {
     )
     .expect("write vector");
 }
+
+/// The recorded TPM's high-range P-384 EK (H-3, made by swtpm_setup at 0x81010016), as
+/// `dps-protocol/tests/vectors/swtpm_device_p384.json` records it: the blob the service builds
+/// for that EK from a fixed seed (ECDH on P-384, KDFe and KDFa with SHA-384, AES-256) imports
+/// on the recorded TPM, which then computes the recorded HMAC. `dps-protocol` rebuilds the blob
+/// byte for byte. Re-record: `... -- --ignored record_swtpm_p384_vector`.
+#[test]
+fn recorded_tpm_accepts_the_p384_vector_blob() {
+    let vector: Value =
+        serde_json::from_slice(&std::fs::read(p384_vector_path()).expect("read vector"))
+            .expect("json");
+    let mut t = p384_tpm();
+    assert_eq!(
+        t.tpm.endorsement_key().expect("EK"),
+        hex_field(&vector, "ek_tpm2b_public")
+    );
+    t.tpm
+        .import_authentication_key(&hex_field(&vector, "authentication_key"))
+        .expect("the recorded TPM imports the P-384 vector blob");
+    assert_eq!(
+        t.tpm.hmac(b"p384 vector").expect("hmac").to_vec(),
+        hex_field(&vector, "hmac")
+    );
+}
+
+#[test]
+#[ignore = "re-records the committed P-384 vector"]
+fn record_swtpm_p384_vector() {
+    let mut t = p384_tpm();
+    let (ek_bytes, srk_bytes) = (
+        t.tpm.endorsement_key().expect("EK"),
+        t.tpm.storage_root_key().expect("SRK"),
+    );
+    let issued = AuthenticationKey::issue(
+        &Public::from_tpm2b(&ek_bytes).expect("EK"),
+        &Public::from_tpm2b(&srk_bytes).expect("SRK"),
+        &mut ChaCha20Rng::seed_from_u64(BLOB_SEED),
+    )
+    .expect("issue");
+    t.tpm
+        .import_authentication_key(&issued.blob.to_bytes())
+        .expect("import");
+    let hmac = t.tpm.hmac(b"p384 vector").expect("hmac");
+    let vector = serde_json::json!({
+        "source": "the P-384 EK (template H-3, 0x81010016) swtpm_setup made on the recorded TPM (test-support/fixtures/swtpm-state) and its RSA SRK; blob from AuthenticationKey::issue with ChaCha20Rng::seed_from_u64(blob_seed); hmac over \"p384 vector\" computed by that TPM with the imported key. Generator: device-client/tests/it/vectors.rs record_swtpm_p384_vector",
+        "blob_seed": BLOB_SEED,
+        "ek_tpm2b_public": hex::encode(&ek_bytes),
+        "srk_tpm2b_public": hex::encode(&srk_bytes),
+        "hmac_key": hex::encode(issued.device_key.as_ref()),
+        "authentication_key": hex::encode(issued.blob.to_bytes()),
+        "hmac": hex::encode(hmac),
+    });
+    std::fs::write(
+        p384_vector_path(),
+        serde_json::to_string_pretty(&vector).expect("json") + "\n",
+    )
+    .expect("write vector");
+}
+
+fn p384_vector_path() -> PathBuf {
+    root().join("dps-protocol/tests/vectors/swtpm_device_p384.json")
+}
+
+/// The recorded TPM, using its P-384 EK.
+fn p384_tpm() -> TestTpm {
+    let swtpm = Swtpm::start_from_state(&fixture_state());
+    let tpm = device_client::tpm::Tpm::open_with_handles(
+        &swtpm.tcti(),
+        device_client::tpm::Handles {
+            ek_type: device_client::tpm::EkType::EccP384,
+            endorsement_key: device_client::tpm::EkType::EccP384.default_handle(),
+            ..device_client::tpm::Handles::default()
+        },
+    )
+    .expect("open swtpm");
+    TestTpm { tpm, swtpm }
+}

@@ -103,3 +103,22 @@ fn registration_ids_match_the_hand_computed_vectors() {
         assert_eq!(RegistrationId::parse(id.as_str()).expect("valid"), id);
     }
 }
+
+/// The recorded TPM's P-384 EK (swtpm_setup's H-3): the software side reproduces the blob the
+/// TPM imported, byte for byte, and the software device model holding its key would compute the
+/// HMAC the TPM did.
+#[test]
+fn swtpm_p384_device_vector() {
+    let v = vector("swtpm_device_p384.json");
+    let ek = Public::from_tpm2b(&hex_field(&v, "ek_tpm2b_public")).expect("EK");
+    let srk = Public::from_tpm2b(&hex_field(&v, "srk_tpm2b_public")).expect("SRK");
+    let seed = v["blob_seed"].as_u64().expect("blob_seed");
+    let issued =
+        AuthenticationKey::issue(&ek, &srk, &mut ChaCha20Rng::seed_from_u64(seed)).expect("issue");
+    assert_eq!(issued.blob.to_bytes(), hex_field(&v, "authentication_key"));
+    assert_eq!(issued.device_key.to_vec(), hex_field(&v, "hmac_key"));
+    assert_eq!(
+        dps_protocol::crypto::hmac_sha256(issued.device_key.as_ref(), &[b"p384 vector"]).to_vec(),
+        hex_field(&v, "hmac")
+    );
+}
