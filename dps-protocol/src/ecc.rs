@@ -130,10 +130,9 @@ impl EccPoint {
     }
 }
 
-/// An ECC private key held in memory: the software device model's ECC EK or SRK. Not a TPM;
-/// it guards nothing.
+/// An ECC private key held in memory: the ephemeral key of each secret sent to an ECC key, and
+/// the software device model's ECC EK or SRK.
 pub struct EccPrivateKey {
-    curve: EccCurve,
     /// aws-lc-rs's key (its memory is cleansed when dropped).
     private: PrivateKey,
     point: EccPoint,
@@ -160,11 +159,7 @@ impl EccPrivateKey {
             x: encoded.get(1..=size)?.to_vec(),
             y: encoded.get(1 + size..)?.to_vec(),
         };
-        Some(Self {
-            curve,
-            private,
-            point,
-        })
+        Some(Self { private, point })
     }
 
     /// A fresh key from `rng`: a scalar in [1, n-1] (a draw outside, all but impossible on
@@ -177,7 +172,7 @@ impl EccPrivateKey {
                 Self::from_scalar(curve, &scalar)
             })
             .ok_or(CryptoError::UnsuitableKey {
-                role: "ephemeral ECC key",
+                role: "new ECC key",
                 reason: "the RNG gave no scalar in range",
             })
     }
@@ -193,10 +188,10 @@ impl EccPrivateKey {
             role,
             reason: "ECC point is not on its curve",
         };
-        let peer = sec1(x, y, self.curve.size()).ok_or_else(invalid)?;
+        let peer = sec1(x, y, self.point.curve.size()).ok_or_else(invalid)?;
         agreement::agree(
             &self.private,
-            UnparsedPublicKey::new(self.curve.ecdh(), &peer),
+            UnparsedPublicKey::new(self.point.curve.ecdh(), &peer),
             (),
             |z| Ok(Zeroizing::new(z.to_vec())),
         )
@@ -219,8 +214,8 @@ impl EccPrivateKey {
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         const STRUCTURE: &str = "TPMS_ECC_POINT";
         let mut r = Reader::new(secret);
-        let ex = r.tpm2b(STRUCTURE, self.curve.size())?;
-        let ey = r.tpm2b(STRUCTURE, self.curve.size())?;
+        let ex = r.tpm2b(STRUCTURE, self.point.curve.size())?;
+        let ey = r.tpm2b(STRUCTURE, self.point.curve.size())?;
         r.finish(STRUCTURE)?;
         let z = self.agree(ex, ey, "ephemeral ECC key")?;
         Ok(kdfe(hash, &z, label, ex, &self.point.x, hash.size()))

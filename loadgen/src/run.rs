@@ -53,6 +53,8 @@ pub struct Report {
     pub per_second: f64,
     /// Milliseconds, per leg: (p50, p99).
     pub latency_ms: BTreeMap<&'static str, (f64, f64)>,
+    /// The slowest answer of any leg, milliseconds (a request that hung shows here).
+    pub slowest_ms: f64,
     pub failures: BTreeMap<String, usize>,
     pub server_errors: usize,
     /// Of those, 503s (the service's "the database is away, retry"), and when the first and the
@@ -243,6 +245,8 @@ pub async fn run(
     for leg in Leg::ALL {
         if let Some(times) = by_leg.get_mut(&leg) {
             times.sort_unstable();
+            let slowest = times.last().map_or(0.0, |t| t.as_secs_f64() * 1000.0);
+            report.slowest_ms = report.slowest_ms.max(slowest);
             report.latency_ms.insert(
                 leg.name(),
                 (percentile(times, 0.5), percentile(times, 0.99)),

@@ -222,7 +222,8 @@ fn report(fault: &str, outcome: &Outcome) {
     let load = &outcome.load;
     eprintln!(
         "{fault}: {} assigned, {} failed ({:?}); 503s: {} from registrations between {:.1} s \
-         and {:.1} s, {} from the enrollment API; {} enrollments acknowledged",
+         and {:.1} s, {} from the enrollment API; {} enrollments acknowledged; slowest answer \
+         {:.0} ms",
         load.completed,
         load.failed,
         load.failures,
@@ -231,6 +232,7 @@ fn report(fault: &str, outcome: &Outcome) {
         load.unavailable_window.map_or(0.0, |w| w.1),
         outcome.enrollment_503s,
         outcome.acknowledged_enrollments.len(),
+        load.slowest_ms,
     );
 }
 
@@ -248,6 +250,12 @@ async fn rode_through(fault: &str, apps: [&TestApp; 2], outcome: &Outcome) {
     assert!(
         !load.assignments.is_empty(),
         "{fault}: nothing was assigned"
+    );
+    // No request waited much beyond the pool's acquire timeout (2 s).
+    assert!(
+        load.slowest_ms < 5000.0,
+        "{fault}: a request took {} ms",
+        load.slowest_ms
     );
     assert_eq!(
         lost(checker, outcome).await,

@@ -92,8 +92,11 @@ YAML
 
 ha_start_patroni() { # DIR NODE: Patroni for NODE, in the background (pid in DIR/NODE/patroni.pid)
     local dir=$1 node=$2
-    (setsid "${ha_owner[@]}" patroni "$dir/$node/patroni.yml" >>"$dir/$node/patroni.log" 2>&1 &
-        echo $! >"$dir/$node/patroni.pid")
+    # From the node's directory (the postgres user may not be allowed into the caller's); the
+    # subshell execs, so the pid recorded is Patroni's and nothing keeps the caller's output open.
+    (cd "$dir/$node" && exec setsid "${ha_owner[@]}" patroni "$dir/$node/patroni.yml" \
+        >>"$dir/$node/patroni.log" 2>&1 </dev/null) &
+    echo $! >"$dir/$node/patroni.pid"
 }
 
 ha_wait() { # SECONDS WHAT COMMAND...: runs COMMAND every 200 ms until it succeeds
