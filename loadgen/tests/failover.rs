@@ -7,7 +7,8 @@
 //! every device it answered `assigned` has its registration and a key its hub admits, no device
 //! is assigned twice, and every enrollment the API acknowledged is there. The old primary then
 //! rejoins as a standby, so the second fault fails over back to it. A cluster with
-//! asynchronous replication and its standby cut off shows the check catching a loss.
+//! asynchronous replication, its primary's WAL held back from the standby, shows the check
+//! catching a loss.
 #![allow(unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,9 +23,9 @@ use loadgen::run::{self, Connections, Plan, Report};
 use provisioning_service::hub::{self, Credentials, Principal};
 use reqwest::{Method, StatusCode};
 use test_support::{HaCluster, TestApp, API, ID_SCOPE};
+use time::OffsetDateTime;
 
 mod common;
-use time::OffsetDateTime;
 
 /// Registrations started per second during a run, and the run's length: the fault lands in
 /// its fourth second and the rest covers the switch (a Patroni kill takes its ttl, 10 s).
