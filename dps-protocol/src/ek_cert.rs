@@ -43,6 +43,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::Oid;
 use x509_parser::prelude::{FromDer, X509Name};
 use x509_parser::public_key::{PublicKey, RSAPublicKey};
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::crypto::sha256;
 use crate::tpm::{Public, PublicParameters};
@@ -231,29 +232,38 @@ fn attribute(name: &X509Name<'_>, arcs: &[u64]) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn certified_key(cert: &X509Certificate<'_>) -> CertifiedKey {
-    let spki = cert.public_key();
-    let rsa = |key: &RSAPublicKey<'_>| {
-        let modulus = key
-            .modulus
-            .iter()
-            .skip_while(|b| **b == 0)
-            .copied()
-            .collect();
-        let exponent = key.try_exponent().ok().and_then(|e| u32::try_from(e).ok());
-        exponent.map_or(CertifiedKey::Other, |exponent| CertifiedKey::Rsa {
-            modulus,
-            exponent,
-        })
-    };
-    match spki.parsed() {
-        Ok(PublicKey::RSA(key)) => rsa(&key),
-        Ok(PublicKey::EC(point)) => CertifiedKey::Ec {
-            point: point.data().to_vec(),
-        },
-        // TPM 1.2-era EKs: an id-RSAES-OAEP key, whose bits are still an RSAPublicKey.
-        _ => RSAPublicKey::from_der(&spki.subject_public_key.data)
-            .map_or(CertifiedKey::Other, |(_, key)| rsa(&key)),
+impl CertifiedKey {
+    /// The key of a DER SubjectPublicKeyInfo (a certificate's, or a PEM `PUBLIC KEY`'s).
+    fn of_spki(spki: &SubjectPublicKeyInfo<'_>) -> Self {
+        let rsa = |key: &RSAPublicKey<'_>| {
+            let modulus = key
+                .modulus
+                .iter()
+                .skip_while(|b| **b == 0)
+                .copied()
+                .collect();
+            let exponent = key.try_exponent().ok().and_then(|e| u32::try_from(e).ok());
+            exponent.map_or(Self::Other, |exponent| Self::Rsa { modulus, exponent })
+        };
+        match spki.parsed() {
+            Ok(PublicKey::RSA(key)) => rsa(&key),
+            Ok(PublicKey::EC(point)) => Self::Ec {
+                point: point.data().to_vec(),
+            },
+            // TPM 1.2-era EKs: an id-RSAES-OAEP key, whose bits are still an RSAPublicKey.
+            _ => RSAPublicKey::from_der(&spki.subject_public_key.data)
+                .map_or(Self::Other, |(_, key)| rsa(&key)),
+        }
+    }
+
+    /// The key of a DER SubjectPublicKeyInfo, as `tpm2_readpublic -f pem` and OpenSSL write
+    /// an EK's public key.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, EkCertError> {
+        match SubjectPublicKeyInfo::from_der(der) {
+            Ok(([], spki)) => Ok(Self::of_spki(&spki)),
+            Ok(_) => Err(EkCertError::Parse("bytes after the public key".to_owned())),
+            Err(e) => Err(EkCertError::Parse(e.to_string())),
+        }
     }
 }
 
@@ -288,7 +298,7 @@ impl EkCertificate {
             model,
             firmware_version,
             ek_usage,
-            key: certified_key(&cert),
+            key: CertifiedKey::of_spki(cert.public_key()),
         })
     }
 

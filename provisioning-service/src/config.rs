@@ -254,11 +254,13 @@ pub struct EnrollArgs {
     #[arg(long, conflicts_with_all = ["ek_file", "ek_cert"], required_unless_present_any = ["ek_file", "ek_cert"])]
     pub ek_base64: Option<String>,
     /// The EK as a file: TPM2B_PUBLIC (`tpm2_createek -u`, `tpm2_readpublic -o`,
-    /// `device-client ek --out`) or an RSA-2048 PEM public key (TCG default EK template assumed).
+    /// `device-client ek --out`), or a PEM public key (`tpm2_readpublic -f pem`) of an RSA-2048,
+    /// RSA-3072, ECC P-256 or P-384 EK, taken as its type's TCG template (L-1, H-6, L-2, H-3).
     #[arg(long, conflicts_with = "ek_cert")]
     pub ek_file: Option<PathBuf>,
     /// The TPM's EK certificate (DER, or PEM with CA certificates after it) instead of its key:
-    /// checked against --ek-ca-file, and the RSA-2048 EK it certifies is enrolled.
+    /// checked against --ek-ca-file, and the EK it certifies (RSA-2048, RSA-3072, ECC P-256 or
+    /// P-384) is enrolled as its type's TCG template.
     #[arg(long, requires = "ek_ca_file")]
     pub ek_cert: Option<PathBuf>,
     /// PEM CA certificates trusted for EK certificates (the TPM vendor's roots).

@@ -9,11 +9,11 @@ use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use dps_protocol::ek_cert::CertifiedKey;
 use dps_protocol::tpm::templates::{ek_ecc_p256, ek_ecc_p384, ek_rsa2048, ek_rsa3072};
 use dps_protocol::tpm::Public;
 use dps_protocol::RegistrationId;
 use rsa::pkcs1::DecodeRsaPublicKey;
-use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -29,7 +29,8 @@ pub enum FactoryError {
     #[error("cannot read {0}")]
     Read(String, #[source] std::io::Error),
     #[error(
-        "the endorsement key is not a TPM2B_PUBLIC, base64 of one, or an RSA-2048 PEM public key"
+        "the endorsement key is not a TPM2B_PUBLIC, base64 of one, or a PEM public key of an \
+         RSA-2048 or RSA-3072 (exponent 65537), ECC P-256 or ECC P-384 EK"
     )]
     BadEndorsementKey,
     #[error("line {line}: {message}")]
@@ -42,17 +43,15 @@ pub enum FactoryError {
     Db(#[source] sqlx::Error),
 }
 
-/// Reads an EK from TPM2B_PUBLIC bytes, a bare TPMT_PUBLIC, or a PEM public key.
+/// Reads an EK from TPM2B_PUBLIC bytes, a bare TPMT_PUBLIC, or a PEM public key (as
+/// `tpm2_readpublic -f pem` writes one), taken as its type's TCG EK template
+/// ([`tcg_ek_template`]).
 pub fn endorsement_key_from_bytes(bytes: &[u8]) -> Result<Vec<u8>, FactoryError> {
     if bytes.starts_with(b"-----BEGIN") {
-        let pem = std::str::from_utf8(bytes).map_err(|_| FactoryError::BadEndorsementKey)?;
-        let key = rsa::RsaPublicKey::from_public_key_pem(pem)
-            .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(pem))
-            .map_err(|_| FactoryError::BadEndorsementKey)?;
-        if key.size() != 256 || key.e() != &rsa::BigUint::from(65_537u32) {
-            return Err(FactoryError::BadEndorsementKey);
-        }
-        return Ok(ek_rsa2048(key.n().to_bytes_be()).to_tpm2b());
+        return pem_public_key(bytes)
+            .and_then(tcg_ek_template)
+            .map(|ek| ek.to_tpm2b())
+            .ok_or(FactoryError::BadEndorsementKey);
     }
     if Public::from_tpm2b(bytes).is_ok() {
         return Ok(bytes.to_vec());
@@ -60,6 +59,47 @@ pub fn endorsement_key_from_bytes(bytes: &[u8]) -> Result<Vec<u8>, FactoryError>
     Public::from_tpmt(bytes)
         .map(|p| p.to_tpm2b())
         .map_err(|_| FactoryError::BadEndorsementKey)
+}
+
+/// The key of a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) or `RSA PUBLIC KEY` (PKCS#1).
+fn pem_public_key(bytes: &[u8]) -> Option<CertifiedKey> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(bytes).ok()?;
+    match pem.label.as_str() {
+        "PUBLIC KEY" => CertifiedKey::from_spki_der(&pem.contents).ok(),
+        "RSA PUBLIC KEY" => {
+            let key = rsa::RsaPublicKey::from_pkcs1_der(&pem.contents).ok()?;
+            let exponent = (key.e() == &rsa::BigUint::from(65_537u32)).then_some(65_537)?;
+            Some(CertifiedKey::Rsa {
+                modulus: key.n().to_bytes_be(),
+                exponent,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The TCG EK template a bare public key stands for: an RSA-2048 key with exponent 65537 as
+/// L-1, an RSA-3072 one as H-6, an ECC P-256 point as L-2, a P-384 one as H-3. (A key alone
+/// cannot say whether its TPM made it from the low- or high-range template; vendors certify
+/// the low-range ones, and a high-range EK is enrolled as its TPM2B_PUBLIC.) Whether the point
+/// is on its curve is the enrollment's check.
+#[must_use]
+pub fn tcg_ek_template(key: CertifiedKey) -> Option<Public> {
+    match key {
+        CertifiedKey::Rsa { modulus, exponent } if modulus.len() == 256 && exponent == 65_537 => {
+            Some(ek_rsa2048(modulus))
+        }
+        CertifiedKey::Rsa { modulus, exponent } if modulus.len() == 384 && exponent == 65_537 => {
+            Some(ek_rsa3072(modulus))
+        }
+        CertifiedKey::Ec { point } if point.first() == Some(&0x04) && point.len() == 65 => {
+            Some(ek_ecc_p256(point[1..33].to_vec(), point[33..].to_vec()))
+        }
+        CertifiedKey::Ec { point } if point.first() == Some(&0x04) && point.len() == 97 => {
+            Some(ek_ecc_p384(point[1..49].to_vec(), point[49..].to_vec()))
+        }
+        _ => None,
+    }
 }
 
 /// The CAs a factory trusts for EK certificates (`--ek-ca-file`): every certificate in the
@@ -92,7 +132,7 @@ pub fn endorsement_key_from_certificate(
     bytes: &[u8],
     trust: &EkTrust,
 ) -> Result<Vec<u8>, FactoryError> {
-    use dps_protocol::ek_cert::{CertifiedKey, EkCertificate};
+    use dps_protocol::ek_cert::EkCertificate;
     let bad = |reason: String| FactoryError::EkCertificate(reason);
     let (leaf, chain) = if bytes.starts_with(b"-----BEGIN") {
         let mut certs = dps_protocol::ek_cert::pem_certificates(bytes)
@@ -112,26 +152,9 @@ pub fn endorsement_key_from_certificate(
     certificate
         .chain_to(&trust.anchors, &chain)
         .map_err(|e| bad(e.to_string()))?;
-    let ek = match certificate.key {
-        CertifiedKey::Rsa { modulus, exponent } if modulus.len() == 256 && exponent == 65_537 => {
-            ek_rsa2048(modulus)
-        }
-        CertifiedKey::Rsa { modulus, exponent } if modulus.len() == 384 && exponent == 65_537 => {
-            ek_rsa3072(modulus)
-        }
-        CertifiedKey::Ec { point } if point.first() == Some(&0x04) && point.len() == 65 => {
-            ek_ecc_p256(point[1..33].to_vec(), point[33..].to_vec())
-        }
-        CertifiedKey::Ec { point } if point.first() == Some(&0x04) && point.len() == 97 => {
-            ek_ecc_p384(point[1..49].to_vec(), point[49..].to_vec())
-        }
-        _ => {
-            return Err(bad(
-                "not an RSA-2048 or RSA-3072 (exponent 65537), ECC P-256 or ECC P-384 EK"
-                    .to_owned(),
-            ))
-        }
-    };
+    let ek = tcg_ek_template(certificate.key).ok_or_else(|| {
+        bad("not an RSA-2048 or RSA-3072 (exponent 65537), ECC P-256 or ECC P-384 EK".to_owned())
+    })?;
     ek.check_seed_key("EK").map_err(|e| bad(e.to_string()))?;
     Ok(ek.to_tpm2b())
 }

@@ -385,3 +385,94 @@ async fn vendor_ecc_ek_certificates_enroll(pool: PgPool) {
         );
     }
 }
+
+/// Issue 30: a PEM public key of each EK type, as `tpm2_readpublic -f pem` writes one (here
+/// made by OpenSSL, an implementation not ours), enrolls through `--ek-file` as its type's TCG
+/// template; a P-256 point moved off its curve is refused and writes nothing.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn pem_public_keys_of_every_ek_type_enroll(pool: PgPool) {
+    use dps_protocol::tpm::{Public, PublicParameters};
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        out.stdout
+    };
+    let stored = |id: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let ek: Vec<u8> = sqlx::query_scalar(
+                "SELECT endorsement_key FROM enrollments WHERE registration_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            Public::from_tpm2b(&ek).unwrap().parameters
+        }
+    };
+    for (id, key_option) in [
+        ("pem-p256", "ec_paramgen_curve:P-256"),
+        ("pem-p384", "ec_paramgen_curve:P-384"),
+        ("pem-rsa3072", "rsa_keygen_bits:3072"),
+    ] {
+        let algorithm = if id == "pem-rsa3072" { "RSA" } else { "EC" };
+        let key = format!("{id}.key");
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            algorithm,
+            "-pkeyopt",
+            key_option,
+            "-out",
+            &key,
+        ]);
+        let pem = openssl(&["pkey", "-in", &key, "-pubout"]);
+        let file = dir.path().join(format!("{id}.pem"));
+        std::fs::write(&file, &pem).unwrap();
+        let (_, outcome) = factory::enroll_one(
+            &pool,
+            &EnrollArgs {
+                ek_file: Some(file),
+                registration_id: Some(id.into()),
+                ..args()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(outcome, Outcome::Written, "{id}");
+        match (id, stored(id).await) {
+            ("pem-p256", PublicParameters::Ecc { curve_id: 3, .. })
+            | ("pem-p384", PublicParameters::Ecc { curve_id: 4, .. })
+            | ("pem-rsa3072", PublicParameters::Rsa { key_bits: 3072, .. }) => {}
+            (id, other) => panic!("{id}: {other:?}"),
+        }
+    }
+
+    // The same P-256 key with the last byte of its y coordinate changed.
+    let der = openssl(&["pkey", "-pubin", "-in", "pem-p256.pem", "-outform", "DER"]);
+    let mut bent = der;
+    *bent.last_mut().unwrap() ^= 1;
+    let file = dir.path().join("off-curve.pem");
+    std::fs::write(&file, dps_protocol::ek_cert::pem_block("PUBLIC KEY", &bent)).unwrap();
+    let refused = factory::enroll_one(
+        &pool,
+        &EnrollArgs {
+            ek_file: Some(file),
+            registration_id: Some("off-curve".into()),
+            ..args()
+        },
+    )
+    .await
+    .expect_err("a point off the curve");
+    assert!(refused.to_string().contains("curve"), "{refused}");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM enrollments")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+}

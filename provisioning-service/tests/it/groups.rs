@@ -650,3 +650,54 @@ async fn tpms_with_every_ek_type_join_a_group_by_their_certificate(pool: PgPool)
         assert_eq!(members(&app, &group_id).await, 1, "{ek_type:?}");
     }
 }
+
+/// Issue 30: the real ECC EK certificates in `../shared/ek-certs` (STMicroelectronics STM-2,
+/// Infineon IFX-3: P-256, the only ECC ones there) reach admission. A group trusting the vendor's
+/// root admits the EK its certificate names (the TCG L-2 template around the certificate's
+/// point) and sends it a challenge whose secret is a P-256 point, which only that vendor's TPM
+/// could use; no TPM here holds it, so the device never joins.
+#[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
+async fn vendor_ecc_ek_certificates_are_admitted_and_challenged(pool: PgPool) {
+    use dps_protocol::auth_key::AuthenticationKey;
+    use dps_protocol::ek_cert::{CertifiedKey, EkCertificate};
+    use dps_protocol::tpm::templates::ek_ecc_p256;
+    let app = TestApp::spawn(pool).await;
+    let mut t = TestTpm::fresh();
+    for vendor in ["STM-2", "IFX-3"] {
+        let dir = test_support::workspace_root()
+            .join("../shared/ek-certs")
+            .join(vendor);
+        let read = |file: &str| std::fs::read(dir.join(file)).unwrap();
+        let leaf = read("ek.der");
+        let CertifiedKey::Ec { point } = EkCertificate::parse(&leaf).unwrap().key else {
+            panic!("{vendor}: not an ECC EK certificate")
+        };
+        let ek = ek_ecc_p256(point[1..33].to_vec(), point[33..].to_vec()).to_tpm2b();
+        let mut device = Device::of(&mut t.tpm);
+        device.registration_id = dps_protocol::RegistrationId::from_endorsement_key(&ek)
+            .as_str()
+            .to_owned();
+        device.ek = ek;
+        device.ek_certificate = Some(leaf);
+        let group_id = format!("{vendor}-line");
+        put_group(
+            &app,
+            json!({
+                "enrollmentGroupId": group_id,
+                "attestation": {"type": "tpmEkCertificate", "tpmEkCertificate": {
+                    "trustedCaCertificates": [pem(&read("root.pem"))],
+                    "intermediateCaCertificates": [pem(&read("intermediate.pem"))],
+                }},
+            }),
+        )
+        .await;
+        let blob = AuthenticationKey::from_bytes(&app.challenge(&device).await).unwrap();
+        assert_eq!(
+            blob.secret.body().len(),
+            2 + 32 + 2 + 32,
+            "{vendor}: an ephemeral P-256 point (TPMS_ECC_POINT)"
+        );
+        assert!(t.tpm.import_authentication_key(&blob.to_bytes()).is_err());
+        assert_eq!(members(&app, &group_id).await, 0, "{vendor}");
+    }
+}
