@@ -360,12 +360,11 @@ fn tpm_location(cli: &Cli) -> TpmLocation {
     TpmLocation {
         tcti,
         handles: Handles {
-            ek_type: cli.ek_type.named().unwrap_or_default(),
-            endorsement_key: cli.ek_type.named().unwrap_or_default().default_handle(),
             srk_type: cli.srk_type.into(),
             device_key: cli.device_key_handle,
             ..Handles::default()
-        },
+        }
+        .with_ek_type(cli.ek_type.named().unwrap_or_default()),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use device_client::tpm::Tpm;
+use device_client::tpm::{EkType, Tpm};
 use dps_protocol::tpm::Public;
 
 use crate::swtpm::Swtpm;
@@ -38,6 +38,13 @@ impl TestTpm {
     pub fn on(swtpm: Swtpm) -> Self {
         let tpm = Tpm::open(&swtpm.tcti()).expect("open swtpm");
         Self { tpm, swtpm }
+    }
+
+    /// This TPM, using its EK of `ek_type` (at that type's default handle).
+    #[must_use]
+    pub fn using_ek(mut self, ek_type: EkType) -> Self {
+        self.tpm.use_ek_type(ek_type).expect("use the EK type");
+        self
     }
 
     /// Closes the context and opens a new one on the same simulator (as a reboot would).

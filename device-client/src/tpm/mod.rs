@@ -171,6 +171,18 @@ impl Default for Handles {
     }
 }
 
+impl Handles {
+    /// These handles with the EK of `ek_type` at its default handle.
+    #[must_use]
+    pub fn with_ek_type(self, ek_type: EkType) -> Self {
+        Self {
+            ek_type,
+            endorsement_key: ek_type.default_handle(),
+            ..self
+        }
+    }
+}
+
 /// An open TPM.
 pub struct Tpm {
     context: Context,
@@ -230,8 +242,7 @@ impl Tpm {
 
     /// Uses the EK of `ek_type` at its default handle from now on.
     pub fn use_ek_type(&mut self, ek_type: EkType) -> Result<(), TpmError> {
-        self.handles.ek_type = ek_type;
-        self.handles.endorsement_key = ek_type.default_handle();
+        self.handles = self.handles.with_ek_type(ek_type);
         match self.ek.take() {
             Some(old) => keys::close(&mut self.context, old.into()),
             None => Ok(()),

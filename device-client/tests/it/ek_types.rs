@@ -18,15 +18,7 @@ use tss_esapi::traits::Marshall;
 
 /// The TPM at `tcti` using its EK of `ek_type`.
 fn with_ek(tcti: &str, ek_type: EkType) -> Tpm {
-    Tpm::open_with_handles(
-        tcti,
-        Handles {
-            ek_type,
-            endorsement_key: ek_type.default_handle(),
-            ..Handles::default()
-        },
-    )
-    .unwrap()
+    Tpm::open_with_handles(tcti, Handles::default().with_ek_type(ek_type)).unwrap()
 }
 
 /// The `TPM2B_PUBLIC` of the EK tss-esapi makes from its TCG template for `algorithm` (made,
@@ -147,11 +139,10 @@ async fn a_tpm_with_an_ecc_srk_imports_the_device_key(pool: PgPool) {
     let mut tpm = Tpm::open_with_handles(
         &swtpm.tcti(),
         Handles {
-            ek_type: EkType::EccP384,
-            endorsement_key: EkType::EccP384.default_handle(),
             srk_type: SrkType::EccP256,
             ..Handles::default()
-        },
+        }
+        .with_ek_type(EkType::EccP384),
     )
     .unwrap();
     let srk = Public::from_tpm2b(&tpm.storage_root_key().unwrap()).unwrap();

@@ -21,8 +21,8 @@ use dps_protocol::AuthenticationKey;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use device_client::tpm::{EkType, Handles, Tpm};
-use test_support::{rng, Swtpm, TestTpm};
+use device_client::tpm::EkType;
+use test_support::{rng, TestTpm};
 
 /// tpm2-tools' credential file: magic `0xBADCC0DE`, version 1, `TPM2B_ID_OBJECT`,
 /// `TPM2B_ENCRYPTED_SECRET`.
@@ -64,17 +64,7 @@ fn tpm2_tools_credential(
 #[test]
 fn tpm2_makecredential_and_ours_activate_to_the_same_secret() {
     for ek_type in [EkType::Rsa2048, EkType::EccP256, EkType::EccP384] {
-        let swtpm = Swtpm::start();
-        let tpm = Tpm::open_with_handles(
-            &swtpm.tcti(),
-            Handles {
-                ek_type,
-                endorsement_key: ek_type.default_handle(),
-                ..Handles::default()
-            },
-        )
-        .expect("open swtpm");
-        both_activate(TestTpm { tpm, swtpm }, &format!("{ek_type:?}"));
+        both_activate(TestTpm::fresh().using_ek(ek_type), &format!("{ek_type:?}"));
     }
 }
 

@@ -219,15 +219,5 @@ fn p384_vector_path() -> PathBuf {
 
 /// The recorded TPM, using its P-384 EK.
 fn p384_tpm() -> TestTpm {
-    let swtpm = Swtpm::start_from_state(&fixture_state());
-    let tpm = device_client::tpm::Tpm::open_with_handles(
-        &swtpm.tcti(),
-        device_client::tpm::Handles {
-            ek_type: device_client::tpm::EkType::EccP384,
-            endorsement_key: device_client::tpm::EkType::EccP384.default_handle(),
-            ..device_client::tpm::Handles::default()
-        },
-    )
-    .expect("open swtpm");
-    TestTpm { tpm, swtpm }
+    TestTpm::recorded().using_ek(device_client::tpm::EkType::EccP384)
 }

@@ -1,10 +1,12 @@
 //! Every vector rebuilt byte for byte from its seeds.
 
+use dps_protocol::auth_key::IssuedKey;
 use dps_protocol::sas::{self, SoftwareKey, REGISTRATION_KEY_NAME};
 use dps_protocol::tpm::{Name, Public};
 use dps_protocol::{AuthenticationKey, RegistrationId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use serde_json::Value;
 
 use crate::support::{hex_field, software_device, vector};
 
@@ -54,18 +56,25 @@ fn software_device_vector() {
     assert_eq!(token, s["token"]);
 }
 
+/// The key and blob issued to a recorded device's EK and SRK from the recorded RNG seed: the
+/// same bytes as the blob that TPM imported, and the key it holds.
+fn issued_as_recorded(v: &Value) -> IssuedKey {
+    let ek = Public::from_tpm2b(&hex_field(v, "ek_tpm2b_public")).expect("EK");
+    let srk = Public::from_tpm2b(&hex_field(v, "srk_tpm2b_public")).expect("SRK");
+    let seed = v["blob_seed"].as_u64().expect("blob_seed");
+    let issued =
+        AuthenticationKey::issue(&ek, &srk, &mut ChaCha20Rng::seed_from_u64(seed)).expect("issue");
+    assert_eq!(issued.blob.to_bytes(), hex_field(v, "authentication_key"));
+    assert_eq!(issued.device_key.to_vec(), hex_field(v, "hmac_key"));
+    issued
+}
+
 /// The set a real TPM (swtpm) accepted and signed with: the software side reproduces the blob
 /// it imported and the HMAC it computed.
 #[test]
 fn swtpm_device_vector() {
     let v = vector("swtpm_device.json");
-    let ek = Public::from_tpm2b(&hex_field(&v, "ek_tpm2b_public")).expect("EK");
-    let srk = Public::from_tpm2b(&hex_field(&v, "srk_tpm2b_public")).expect("SRK");
-    let seed = v["blob_seed"].as_u64().expect("blob_seed");
-    let issued =
-        AuthenticationKey::issue(&ek, &srk, &mut ChaCha20Rng::seed_from_u64(seed)).expect("issue");
-    assert_eq!(issued.blob.to_bytes(), hex_field(&v, "authentication_key"));
-    assert_eq!(issued.device_key.to_vec(), hex_field(&v, "hmac_key"));
+    let issued = issued_as_recorded(&v);
 
     let s = &v["sas"];
     let to_sign = s["string_to_sign"].as_str().expect("string_to_sign");
@@ -110,13 +119,7 @@ fn registration_ids_match_the_hand_computed_vectors() {
 #[test]
 fn swtpm_p384_device_vector() {
     let v = vector("swtpm_device_p384.json");
-    let ek = Public::from_tpm2b(&hex_field(&v, "ek_tpm2b_public")).expect("EK");
-    let srk = Public::from_tpm2b(&hex_field(&v, "srk_tpm2b_public")).expect("SRK");
-    let seed = v["blob_seed"].as_u64().expect("blob_seed");
-    let issued =
-        AuthenticationKey::issue(&ek, &srk, &mut ChaCha20Rng::seed_from_u64(seed)).expect("issue");
-    assert_eq!(issued.blob.to_bytes(), hex_field(&v, "authentication_key"));
-    assert_eq!(issued.device_key.to_vec(), hex_field(&v, "hmac_key"));
+    let issued = issued_as_recorded(&v);
     assert_eq!(
         dps_protocol::crypto::hmac_sha256(issued.device_key.as_ref(), &[b"p384 vector"]).to_vec(),
         hex_field(&v, "hmac")

@@ -603,7 +603,7 @@ async fn a_group_admits_certificates_without_the_ek_usage_only_when_told(pool: P
 /// certifies only its RSA and P-384 EKs) and provisions.
 #[sqlx::test(migrator = "provisioning_service::MIGRATOR")]
 async fn tpms_with_every_ek_type_join_a_group_by_their_certificate(pool: PgPool) {
-    use device_client::tpm::{EkType, Handles, Tpm};
+    use device_client::tpm::EkType;
     let app = TestApp::spawn(pool).await;
     for (i, ek_type) in [
         EkType::EccP256,
@@ -615,17 +615,7 @@ async fn tpms_with_every_ek_type_join_a_group_by_their_certificate(pool: PgPool)
     .into_iter()
     .enumerate()
     {
-        let swtpm = test_support::Swtpm::start();
-        let tpm = Tpm::open_with_handles(
-            &swtpm.tcti(),
-            Handles {
-                ek_type,
-                endorsement_key: ek_type.default_handle(),
-                ..Handles::default()
-            },
-        )
-        .unwrap();
-        let mut t = TestTpm { tpm, swtpm };
+        let mut t = TestTpm::fresh().using_ek(ek_type);
         let mut device = Device::of(&mut t.tpm);
         let (leaf, cas) = crafted_chain(&device.ek, 1, true);
         device.ek_certificate = Some(leaf);
