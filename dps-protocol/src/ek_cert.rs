@@ -233,26 +233,35 @@ fn attribute(name: &X509Name<'_>, arcs: &[u64]) -> Option<String> {
 }
 
 impl CertifiedKey {
+    fn of_rsa(key: &RSAPublicKey<'_>) -> Self {
+        let modulus = key
+            .modulus
+            .iter()
+            .skip_while(|b| **b == 0)
+            .copied()
+            .collect();
+        let exponent = key.try_exponent().ok().and_then(|e| u32::try_from(e).ok());
+        exponent.map_or(Self::Other, |exponent| Self::Rsa { modulus, exponent })
+    }
+
     /// The key of a DER SubjectPublicKeyInfo (a certificate's, or a PEM `PUBLIC KEY`'s).
     fn of_spki(spki: &SubjectPublicKeyInfo<'_>) -> Self {
-        let rsa = |key: &RSAPublicKey<'_>| {
-            let modulus = key
-                .modulus
-                .iter()
-                .skip_while(|b| **b == 0)
-                .copied()
-                .collect();
-            let exponent = key.try_exponent().ok().and_then(|e| u32::try_from(e).ok());
-            exponent.map_or(Self::Other, |exponent| Self::Rsa { modulus, exponent })
-        };
         match spki.parsed() {
-            Ok(PublicKey::RSA(key)) => rsa(&key),
+            Ok(PublicKey::RSA(key)) => Self::of_rsa(&key),
             Ok(PublicKey::EC(point)) => Self::Ec {
                 point: point.data().to_vec(),
             },
             // TPM 1.2-era EKs: an id-RSAES-OAEP key, whose bits are still an RSAPublicKey.
-            _ => RSAPublicKey::from_der(&spki.subject_public_key.data)
-                .map_or(Self::Other, |(_, key)| rsa(&key)),
+            _ => Self::from_pkcs1_der(&spki.subject_public_key.data).unwrap_or(Self::Other),
+        }
+    }
+
+    /// The key of a DER PKCS#1 RSAPublicKey (a PEM `RSA PUBLIC KEY`'s).
+    pub fn from_pkcs1_der(der: &[u8]) -> Result<Self, EkCertError> {
+        match RSAPublicKey::from_der(der) {
+            Ok(([], key)) => Ok(Self::of_rsa(&key)),
+            Ok(_) => Err(EkCertError::Parse("bytes after the public key".to_owned())),
+            Err(e) => Err(EkCertError::Parse(e.to_string())),
         }
     }
 

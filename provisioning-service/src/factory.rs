@@ -13,8 +13,6 @@ use dps_protocol::ek_cert::CertifiedKey;
 use dps_protocol::tpm::templates::{ek_ecc_p256, ek_ecc_p384, ek_rsa2048, ek_rsa3072};
 use dps_protocol::tpm::Public;
 use dps_protocol::RegistrationId;
-use rsa::pkcs1::DecodeRsaPublicKey;
-use rsa::traits::PublicKeyParts;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
@@ -66,14 +64,7 @@ fn pem_public_key(bytes: &[u8]) -> Option<CertifiedKey> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(bytes).ok()?;
     match pem.label.as_str() {
         "PUBLIC KEY" => CertifiedKey::from_spki_der(&pem.contents).ok(),
-        "RSA PUBLIC KEY" => {
-            let key = rsa::RsaPublicKey::from_pkcs1_der(&pem.contents).ok()?;
-            let exponent = (key.e() == &rsa::BigUint::from(65_537u32)).then_some(65_537)?;
-            Some(CertifiedKey::Rsa {
-                modulus: key.n().to_bytes_be(),
-                exponent,
-            })
-        }
+        "RSA PUBLIC KEY" => CertifiedKey::from_pkcs1_der(&pem.contents).ok(),
         _ => None,
     }
 }

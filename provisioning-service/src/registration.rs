@@ -189,8 +189,8 @@ pub fn parse_request(path_id: &str, body: DeviceRegistration) -> Result<Register
             }
             let (ek_bytes, srk_bytes) = (tpm.endorsement_key.0, tpm.storage_root_key.0);
             Some(TpmKeys {
-                // The EK receives a credential (RSA, or ECC P-256/P-384); the SRK a
-                // duplicate (RSA).
+                // The EK receives a credential, the SRK a duplicate (each RSA, or ECC
+                // P-256/P-384).
                 ek: parse_key("endorsementKey", &ek_bytes, |k| k.check_seed_key("EK"))?,
                 srk: parse_key("storageRootKey", &srk_bytes, |k| k.check_seed_key("SRK"))?,
                 ek_bytes,

@@ -445,6 +445,22 @@ async fn pem_public_keys_of_every_ek_type_enroll(pool: PgPool) {
         .await
         .unwrap_or_else(|e| panic!("{id}: {e}"));
         assert_eq!(outcome, Outcome::Written, "{id}");
+        if algorithm == "RSA" {
+            // The same key as PKCS#1 (`RSA PUBLIC KEY`) is the same EK.
+            let pkcs1 = dir.path().join(format!("{id}.pkcs1.pem"));
+            std::fs::write(&pkcs1, openssl(&["rsa", "-in", &key, "-RSAPublicKey_out"])).unwrap();
+            let (_, outcome) = factory::enroll_one(
+                &pool,
+                &EnrollArgs {
+                    ek_file: Some(pkcs1),
+                    registration_id: Some(id.into()),
+                    ..args()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{id} PKCS#1: {e}"));
+            assert_eq!(outcome, Outcome::Unchanged, "{id} PKCS#1");
+        }
         match (id, stored(id).await) {
             ("pem-p256", PublicParameters::Ecc { curve_id: 3, .. })
             | ("pem-p384", PublicParameters::Ecc { curve_id: 4, .. })
