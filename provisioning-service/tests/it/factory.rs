@@ -402,6 +402,21 @@ async fn pem_public_keys_of_every_ek_type_enroll(pool: PgPool) {
         assert!(out.status.success(), "openssl {args:?}: {out:?}");
         out.stdout
     };
+    // Writes the PEM `text` to a file and enrolls it as `id`.
+    let enroll_pem = |id: &'static str, file: &str, text: Vec<u8>| {
+        let (pool, file) = (pool.clone(), dir.path().join(file));
+        async move {
+            std::fs::write(&file, text).unwrap();
+            let args = EnrollArgs {
+                ek_file: Some(file),
+                registration_id: Some(id.into()),
+                ..args()
+            };
+            factory::enroll_one(&pool, &args)
+                .await
+                .map(|(_, outcome)| outcome)
+        }
+    };
     let stored = |id: &'static str| {
         let pool = pool.clone();
         async move {
@@ -432,34 +447,13 @@ async fn pem_public_keys_of_every_ek_type_enroll(pool: PgPool) {
             &key,
         ]);
         let pem = openssl(&["pkey", "-in", &key, "-pubout"]);
-        let file = dir.path().join(format!("{id}.pem"));
-        std::fs::write(&file, &pem).unwrap();
-        let (_, outcome) = factory::enroll_one(
-            &pool,
-            &EnrollArgs {
-                ek_file: Some(file),
-                registration_id: Some(id.into()),
-                ..args()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{id}: {e}"));
-        assert_eq!(outcome, Outcome::Written, "{id}");
+        let outcome = enroll_pem(id, &format!("{id}.pem"), pem).await;
+        assert_eq!(outcome.unwrap(), Outcome::Written, "{id}");
         if algorithm == "RSA" {
             // The same key as PKCS#1 (`RSA PUBLIC KEY`) is the same EK.
-            let pkcs1 = dir.path().join(format!("{id}.pkcs1.pem"));
-            std::fs::write(&pkcs1, openssl(&["rsa", "-in", &key, "-RSAPublicKey_out"])).unwrap();
-            let (_, outcome) = factory::enroll_one(
-                &pool,
-                &EnrollArgs {
-                    ek_file: Some(pkcs1),
-                    registration_id: Some(id.into()),
-                    ..args()
-                },
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{id} PKCS#1: {e}"));
-            assert_eq!(outcome, Outcome::Unchanged, "{id} PKCS#1");
+            let pkcs1 = openssl(&["rsa", "-in", &key, "-RSAPublicKey_out"]);
+            let outcome = enroll_pem(id, &format!("{id}.pkcs1.pem"), pkcs1).await;
+            assert_eq!(outcome.unwrap(), Outcome::Unchanged, "{id} PKCS#1");
         }
         match (id, stored(id).await) {
             ("pem-p256", PublicParameters::Ecc { curve_id: 3, .. })
@@ -473,18 +467,10 @@ async fn pem_public_keys_of_every_ek_type_enroll(pool: PgPool) {
     let der = openssl(&["pkey", "-pubin", "-in", "pem-p256.pem", "-outform", "DER"]);
     let mut bent = der;
     *bent.last_mut().unwrap() ^= 1;
-    let file = dir.path().join("off-curve.pem");
-    std::fs::write(&file, dps_protocol::ek_cert::pem_block("PUBLIC KEY", &bent)).unwrap();
-    let refused = factory::enroll_one(
-        &pool,
-        &EnrollArgs {
-            ek_file: Some(file),
-            registration_id: Some("off-curve".into()),
-            ..args()
-        },
-    )
-    .await
-    .expect_err("a point off the curve");
+    let bent = dps_protocol::ek_cert::pem_block("PUBLIC KEY", &bent).into_bytes();
+    let refused = enroll_pem("off-curve", "off-curve.pem", bent)
+        .await
+        .expect_err("a point off the curve");
     assert!(refused.to_string().contains("curve"), "{refused}");
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM enrollments")
         .fetch_one(&pool)
