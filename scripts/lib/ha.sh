@@ -84,7 +84,7 @@ postgresql:
     rewind: {username: postgres, password: postgres}
   parameters:
     unix_socket_directories: $dir/$node
-    fsync: 'off'
+    fsync: 'off'  # throwaway loopback nodes only: never where the data matters
   basebackup:
   - checkpoint: fast
 YAML
