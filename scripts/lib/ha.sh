@@ -5,7 +5,7 @@
 # primary. The service connects through HAProxy. Needs Debian's patroni, etcd-server, haproxy
 # and postgresql. Source this file.
 #
-#   ha_start DIR          start everything; writes DIR/ha.env (ports, DATABASE_URL)
+#   ha_start DIR [async]  start everything; writes DIR/ha.env (ports, DATABASE_URL, sync)
 #   ha_primary DIR        the node (node1 or node2) that is primary now, once there is one
 #   ha_kill_postmaster DIR NODE / ha_kill_patroni DIR NODE / ha_start_patroni DIR NODE
 #   ha_hold_replication DIR NODE   the primary NODE stops sending WAL to its standby
@@ -16,8 +16,8 @@
 # leader that stopped renewing keeps its lock), loop_wait 1 s, primary_start_timeout 0 (a
 # crashed primary is failed over at once rather than restarted in place, safe because the
 # standby is synchronous), HAProxy's check every 500 ms, its sessions to a node shut down the
-# moment that node stops being primary. HA_SYNC=off starts the cluster with asynchronous
-# replication (to show what the loss check catches).
+# moment that node stops being primary. `ha_start DIR async` starts the cluster with
+# asynchronous replication (to show what the loss check catches).
 
 source "$(dirname "${BASH_SOURCE[0]}")/postgres.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
@@ -134,12 +134,12 @@ ha_through_haproxy() { # DIR: a statement through HAProxy reaches a primary
     psql -qAt "$(ha_env "$1" DATABASE_URL)" -c "SELECT NOT pg_is_in_recovery()" | grep -qx t
 }
 
-ha_standby_ready() { # DIR: the node that is not primary streams (synchronously unless HA_SYNC=off)
+ha_standby_ready() { # DIR: the node that is not primary streams (synchronously in a sync cluster)
     local primary node
     primary=$(ha_primary "$1") || return 1
     for node in "${HA_NODES[@]}"; do
         [[ $node == "$primary" ]] && continue
-        if [[ ${HA_SYNC:-on} == off ]]; then ha_is_replica "$1" "$node" || return 1
+        if [[ $(ha_env "$1" sync) == false ]]; then ha_is_replica "$1" "$node" || return 1
         else ha_is_sync_standby "$1" "$node" || return 1; fi
     done
 }
@@ -148,12 +148,13 @@ ha_wait_for_standby() { # DIR: until the standby streams (after a failover: the 
     ha_wait 90 "the standby streaming" ha_standby_ready "$1"
 }
 
-ha_start() { # DIR
+ha_start() { # DIR [async]
     local dir=$1 etcd_port etcd_peer haproxy_port node i sync=true
-    [[ ${HA_SYNC:-on} == off ]] && sync=false
+    [[ ${2:-} == async ]] && sync=false
     mkdir -p "$dir"
     etcd_port=$(free_port) etcd_peer=$((etcd_port + 1))
     {
+        echo "sync=$sync"
         echo "etcd=$etcd_port"
         for node in "${HA_NODES[@]}"; do
             i=$(free_port)

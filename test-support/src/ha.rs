@@ -27,18 +27,7 @@ impl HaCluster {
             database_url: String::new(),
             dir,
         };
-        let path = cluster.path();
-        let out = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                "source {} && ha_start \"$1\"",
-                crate::workspace_root().join("scripts/lib/ha.sh").display()
-            ))
-            .arg("ha.sh")
-            .arg(&path)
-            .env("HA_SYNC", if synchronous { "on" } else { "off" })
-            .output()
-            .expect("run bash (scripts/lib/ha.sh)");
+        let out = cluster.call("ha_start", &[if synchronous { "sync" } else { "async" }]);
         assert!(
             out.status.success(),
             "the HA cluster did not start (are patroni, etcd-server and haproxy installed? \
