@@ -28,5 +28,11 @@ if ((${#missing[@]})); then
         "${sudo_cmd[@]}" systemctl disable --now "$service" >/dev/null 2>&1 ||
             "${sudo_cmd[@]}" service "$service" stop >/dev/null 2>&1 || true
     done
+    # RabbitMQ's start also started Erlang's port mapper (epmd, on every interface), which
+    # stopping RabbitMQ leaves running: the tests start their own on a loopback port.
+    if [[ " ${missing[*]} " == *" rabbitmq-server "* ]]; then
+        "${sudo_cmd[@]}" systemctl disable --now epmd.socket epmd.service >/dev/null 2>&1 || true
+        epmd -kill >/dev/null 2>&1 || true
+    fi
 fi
 command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 1; }
